@@ -1,0 +1,224 @@
+"""Catalog use cases: import and export the setup, build the catalog ahead, read helpers.
+
+The setup import owns its transaction: the rows, the setup version, the rebuilt catalog
+snapshots and the audit entry commit together, so a partner never sees a catalog "in progress".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billetterie.catalog import db
+from billetterie.catalog.builder import CatalogBuilder
+from billetterie.catalog.errors import CatalogNotBuilt, UnknownInstitution, UnknownPointOfSale
+from billetterie.catalog.models import CatalogScope
+from billetterie.catalog.setupfile import SetupDocument
+from billetterie.catalog.setup_import import write_document
+from billetterie.shared import audit
+from billetterie.shared.db import transaction
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    institution_id: int
+    changes: int
+    setup_version: int
+    channels_changed: int
+
+
+async def import_setup(
+    engine: AsyncEngine,
+    document: SetupDocument,
+    *,
+    now: datetime,
+    actor: str,
+    hash_secret: Callable[[str], str],
+) -> ImportResult:
+    """Create or update an institution from a validated setup document (idempotent).
+
+    Bumps the setup version only when something changed; rebuilds the catalog snapshots of
+    every channel in the same transaction and moves a channel's version only when its catalog
+    changed.
+    """
+    async with transaction(engine) as conn:
+        institution_id, changes = await write_document(conn, document, now, hash_secret)
+        version = (
+            await conn.execute(
+                sa.select(db.institution.c.setup_version).where(db.institution.c.id == institution_id)
+            )
+        ).scalar_one()
+        channels_changed = 0
+        if changes:
+            version += 1
+            await conn.execute(
+                sa.update(db.institution)
+                .where(db.institution.c.id == institution_id)
+                .values(setup_version=version, setup_updated_at=now)
+            )
+        channels_changed = await rebuild_catalogs(conn, institution_id, version, now)
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="catalog.setup.imported",
+            actor=actor,
+            at=now,
+            changes=changes,
+            setup_version=version,
+        )
+    return ImportResult(institution_id, changes, version, channels_changed)
+
+
+async def rebuild_catalogs(conn: AsyncConnection, institution_id: int, version: int, now: datetime) -> int:
+    """Render and store every channel's catalog; a snapshot whose content is unchanged keeps
+    its version and time. Returns how many snapshots changed."""
+    builder = CatalogBuilder()
+    await builder.load(conn, institution_id)
+    s = db.catalog_snapshot.c
+    existing = {
+        (r.sales_channel_id, r.scope): r.content_hash
+        for r in (
+            await conn.execute(
+                sa.select(s.sales_channel_id, s.scope, s.content_hash).where(s.institution_id == institution_id)
+            )
+        ).all()
+    }
+    changed = 0
+    for channel in builder.channels:
+        for scope in CatalogScope:
+            body = orjson.dumps(builder.render(channel.id, scope))
+            digest = hashlib.sha256(body).hexdigest()
+            key = (channel.id, scope.value)
+            if existing.get(key) == digest:
+                continue
+            values = {"version": version, "content_hash": digest, "updated_at": now, "body": body}
+            if key in existing:
+                await conn.execute(
+                    sa.update(db.catalog_snapshot)
+                    .where(s.sales_channel_id == channel.id, s.scope == scope.value)
+                    .values(**values)
+                )
+            else:
+                await conn.execute(
+                    sa.insert(db.catalog_snapshot).values(
+                        institution_id=institution_id, sales_channel_id=channel.id, scope=scope.value, **values
+                    )
+                )
+            changed += 1
+    return changed
+
+
+@dataclass(frozen=True)
+class SnapshotVersion:
+    version: int
+    updated_at: datetime
+
+
+async def snapshot_version(
+    conn: AsyncConnection, sales_channel_id: int, scope: CatalogScope
+) -> SnapshotVersion:
+    s = db.catalog_snapshot.c
+    row = (
+        await conn.execute(
+            sa.select(s.version, s.updated_at).where(
+                s.sales_channel_id == sales_channel_id, s.scope == scope.value
+            )
+        )
+    ).first()
+    if row is None:
+        raise CatalogNotBuilt("the catalog of this sales channel has not been built")
+    return SnapshotVersion(row.version, row.updated_at)
+
+
+async def snapshot_body(conn: AsyncConnection, sales_channel_id: int, scope: CatalogScope) -> tuple[int, bytes]:
+    s = db.catalog_snapshot.c
+    row = (
+        await conn.execute(
+            sa.select(s.version, s.body).where(s.sales_channel_id == sales_channel_id, s.scope == scope.value)
+        )
+    ).first()
+    if row is None:
+        raise CatalogNotBuilt("the catalog of this sales channel has not been built")
+    return row.version, bytes(row.body)
+
+
+@dataclass(frozen=True)
+class PointOfSaleContext:
+    """What an operator's point of sale fixes: institution, organization, channel."""
+
+    institution_id: int
+    institution_code: str
+    currency: str
+    organization: Any
+    sales_channel: Any
+    point_of_sale: Any
+    payment_methods: list[Any]
+
+
+async def point_of_sale_context(conn: AsyncConnection, point_of_sale_id: int) -> PointOfSaleContext:
+    pos = (await conn.execute(sa.select(db.point_of_sale).where(db.point_of_sale.c.id == point_of_sale_id))).first()
+    if pos is None:
+        raise UnknownPointOfSale(f"point of sale {point_of_sale_id} does not exist")
+    channel = (
+        await conn.execute(sa.select(db.sales_channel).where(db.sales_channel.c.id == pos.sales_channel_id))
+    ).one()
+    organization = (
+        await conn.execute(sa.select(db.organization).where(db.organization.c.id == channel.organization_id))
+    ).one()
+    institution = (
+        await conn.execute(sa.select(db.institution).where(db.institution.c.id == pos.institution_id))
+    ).one()
+    link = db.point_of_sale_payment_method.c
+    methods = (
+        await conn.execute(
+            sa.select(db.payment_method, link.rank)
+            .join(db.point_of_sale_payment_method, link.payment_method_id == db.payment_method.c.id)
+            .where(link.point_of_sale_id == pos.id)
+            .order_by(link.rank)
+        )
+    ).all()
+    return PointOfSaleContext(
+        institution.id, institution.code, institution.currency, organization, channel, pos, list(methods)
+    )
+
+
+async def find_point_of_sale(conn: AsyncConnection, institution_code: str, pos_code: str) -> int:
+    row = (
+        await conn.execute(
+            sa.select(db.point_of_sale.c.id)
+            .join(db.institution, db.institution.c.id == db.point_of_sale.c.institution_id)
+            .where(db.institution.c.code == institution_code, db.point_of_sale.c.code == pos_code)
+        )
+    ).first()
+    if row is None:
+        raise UnknownPointOfSale(f"no point of sale {pos_code} in institution {institution_code}")
+    return int(row[0])
+
+
+async def institution_id_by_code(conn: AsyncConnection, code: str) -> int:
+    row = (await conn.execute(sa.select(db.institution.c.id).where(db.institution.c.code == code))).first()
+    if row is None:
+        raise UnknownInstitution(f"no institution {code}")
+    return int(row[0])
+
+
+async def institution_is_empty(conn: AsyncConnection) -> bool:
+    return (await conn.execute(sa.select(sa.func.count()).select_from(db.institution))).scalar_one() == 0
+
+
+async def list_rows(
+    conn: AsyncConnection, table_name: str, institution_id: int, **filters: Any
+) -> list[Any]:
+    """Rows of a catalog table for one institution (the tenancy filter is not optional)."""
+    table = db.metadata.tables[table_name]
+    query = sa.select(table).where(table.c.institution_id == institution_id)
+    for column, value in filters.items():
+        query = query.where(table.c[column] == value)
+    return list((await conn.execute(query.order_by(table.c.id))).all())

@@ -1,0 +1,104 @@
+"""GET mirrors of the catalog for HTTP caches and CDNs: ``ETag``, ``Cache-Control``, 304, gzip.
+
+``/api/v1/catalog`` answers the channel's ``catalogData`` (as ``getCatalogDetailed``);
+``/api/v1/catalog/products/{id}`` one product with its season's tariffs. The ETag names the
+channel, the scope and the catalog version, so a partner's ``If-None-Match`` costs one row read.
+Errors are RFC 9457 problem+json.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.responses import Response
+
+from billetterie.catalog.errors import UnknownProduct
+from billetterie.catalog.models import CatalogScope
+from billetterie.compat import schemas as s
+from billetterie.compat.catalog_api import cache_of
+from billetterie.compat.rpc import Call, current_call
+
+router = APIRouter(prefix="/api/v1", tags=["GET mirrors"])
+
+
+def _etag(channel_id: int, scope: CatalogScope, version: int, suffix: str = "") -> str:
+    return f'W/"c{channel_id}-{scope.value.lower()}-v{version}{suffix}"'
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match", "")
+    if header.strip() == "*":
+        return True
+    candidates = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return etag.removeprefix("W/") in candidates
+
+
+def _send(request: Request, body: bytes, etag: str, max_age: int, gzipped: bytes | None = None) -> Response:
+    headers = {
+        "ETag": etag,
+        "Cache-Control": f"private, max-age={max_age}",
+        "Vary": "Accept-Encoding, Authorization",
+    }
+    if "gzip" in request.headers.get("accept-encoding", "").lower() and len(body) > 512:
+        headers["Content-Encoding"] = "gzip"
+        payload = gzipped if gzipped is not None else gzip_module.compress(body, compresslevel=6, mtime=0)
+        return Response(payload, media_type="application/json", headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+ScopeQuery = Annotated[CatalogScope, Query(description="EXTENDED adds products no longer on sale")]
+
+
+@router.get(
+    "/catalog",
+    response_model=s.CatalogData,
+    responses={304: {"description": "If-None-Match matched the current version"}},
+    operation_id="mirror_catalog",
+)
+async def catalog(
+    request: Request, call: Call = Depends(current_call), scope: ScopeQuery = CatalogScope.STANDARD
+) -> Response:
+    """The channel's detailed catalog (``catalogData``), cacheable and conditional."""
+    context = await call.context()
+    cache = cache_of(call)
+    version = await cache.version(context.sales_channel.id, scope)
+    etag = _etag(context.sales_channel.id, scope, version.version)
+    max_age = call.runtime.settings.catalog_max_age_seconds
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"})
+    entry = await cache.get(context.sales_channel.id, scope)
+    etag = _etag(context.sales_channel.id, scope, entry.version)
+    return _send(request, entry.body, etag, max_age, entry.body_gzip)
+
+
+@router.get(
+    "/catalog/products/{product_id}",
+    response_model=s.DetailedSeason,
+    responses={304: {"description": "not modified"}, 404: {"description": "no such product here"}},
+    operation_id="mirror_catalog_product",
+)
+async def catalog_product(
+    request: Request,
+    product_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    call: Call = Depends(current_call),
+    scope: ScopeQuery = CatalogScope.STANDARD,
+) -> Response:
+    """One product of the channel's catalog, inside its season (with tariffs and price levels)."""
+    context = await call.context()
+    cache = cache_of(call)
+    version = await cache.version(context.sales_channel.id, scope)
+    etag = _etag(context.sales_channel.id, scope, version.version, f"-p{product_id}")
+    max_age = call.runtime.settings.catalog_max_age_seconds
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"})
+    entry = await cache.get(context.sales_channel.id, scope)
+    for season in entry.document["seasons"]:
+        for product in season["products"]:
+            if product["id"] == product_id:
+                body = orjson.dumps({**season, "products": [product]})
+                etag = _etag(context.sales_channel.id, scope, entry.version, f"-p{product_id}")
+                return _send(request, body, etag, max_age)
+    raise UnknownProduct(f"no product {product_id} in this channel's catalog")

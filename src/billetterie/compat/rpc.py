@@ -1,0 +1,114 @@
+"""RPC routing: ``POST /<module>/backend-apis/<service>/<version>/<method>``.
+
+A :class:`RpcService` declares its methods once with their request and response models; it
+mounts them under every version it serves, so ``v1_34`` can be added beside ``v1_33`` by listing
+it (and overriding only the methods that changed).
+"""
+
+from typing import Any, Awaitable, Callable  # noqa: UP035 - annotations are evaluated here
+
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from billetterie.catalog.services import PointOfSaleContext, point_of_sale_context
+from billetterie.compat.envelope import JsonResponse, envelope
+from billetterie.compat.runtime import Runtime
+from billetterie.identity.errors import MissingToken
+from billetterie.identity.services import Operator, operator_from_token
+from billetterie.shared.db import read
+
+
+class Call:
+    """One authenticated RPC call: who calls, from which point of sale, and with what."""
+
+    def __init__(self, request: Request, runtime: Runtime, operator: Operator) -> None:
+        self.request = request
+        self.runtime = runtime
+        self.operator = operator
+        self._context: PointOfSaleContext | None = None
+
+    async def context(self) -> PointOfSaleContext:
+        if self._context is None:
+            async with read(self.runtime.engine) as conn:
+                self._context = await point_of_sale_context(conn, self.operator.point_of_sale_id)
+        return self._context
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def current_operator(request: Request) -> Operator:
+    """The operator behind the request's Bearer token (401 otherwise)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise MissingToken("send Authorization: Bearer <token> from /tnai/backend-apis/v1/auth")
+    runtime = runtime_of(request)
+    async with read(runtime.engine) as conn:
+        return await operator_from_token(
+            conn, token.strip(), key=runtime.token_key, now=runtime.clock.now()
+        )
+
+
+async def current_call(request: Request, operator: Operator = Depends(current_operator)) -> Call:
+    return Call(request, runtime_of(request), operator)
+
+
+Handler = Callable[[Any, Call], Awaitable[dict[str, Any] | Response]]
+
+
+class RpcService:
+    def __init__(self, module: str, service: str, versions: tuple[str, ...], description: str) -> None:
+        self.module = module
+        self.service = service
+        self.versions = versions
+        self.description = description
+        self._methods: dict[str, tuple[type[BaseModel], type[BaseModel], str, Handler]] = {}
+
+    def method(
+        self, name: str, *, request: type[BaseModel], response: type[BaseModel]
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            doc = (handler.__doc__ or "").strip()
+            self._methods[name] = (request, response, doc, handler)
+            return handler
+
+        return register
+
+    def router(self) -> APIRouter:
+        router = APIRouter(tags=[self.service])
+        for version in self.versions:
+            for name, (request_model, response_model, doc, handler) in self._methods.items():
+                router.add_api_route(
+                    f"/{self.module}/backend-apis/{self.service}/{version}/{name}",
+                    _endpoint(request_model, handler),
+                    methods=["POST"],
+                    name=f"{self.service}.{version}.{name}",
+                    operation_id=f"{self.service}_{version}_{name}",
+                    summary=f"{self.service}.{name}",
+                    description=doc,
+                    response_model=response_model,
+                    response_model_exclude_none=True,
+                    responses={
+                        400: {"description": "malformed request (envelope with error.request.*)"},
+                        401: {"description": "missing, forged or expired token"},
+                    },
+                )
+        return router
+
+
+def _endpoint(model: type[BaseModel], handler: Handler) -> Callable[..., Awaitable[Response]]:
+    async def endpoint(
+        body: model | None = Body(default=None),  # type: ignore[valid-type]
+        call: Call = Depends(current_call),
+    ) -> Response:
+        payload = body if body is not None else model()
+        result = await handler(payload, call)
+        if isinstance(result, Response):
+            return result
+        return JsonResponse(envelope(getattr(payload, "requestId", None), **result))
+
+    return endpoint

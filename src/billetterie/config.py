@@ -1,0 +1,63 @@
+"""One typed settings object, read once from the environment (``BILLETTERIE_*``) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the box office reads from its environment.
+
+    Nothing else in the code base reads ``os.environ``: the CLI builds one ``Settings`` and
+    hands it to :func:`billetterie.app.build_app` and to the services that need it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BILLETTERIE_", extra="ignore")
+
+    var_dir: Path = Field(default=Path("var"), description="Where local state lives (SQLite, keys).")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy async URL; empty means SQLite at <var_dir>/billetterie.db.",
+    )
+    jwt_secret: str = Field(
+        default="",
+        description="HMAC key for operator tokens; empty means a key generated once in var_dir.",
+    )
+    token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+    demo_secret: str = Field(default="", description="Secret of the demo operators.")
+    catalog_max_age_seconds: int = Field(
+        default=60, ge=0, description="Cache-Control max-age of the catalog GET mirrors."
+    )
+    gzip_minimum_size: int = Field(default=1024, ge=0)
+    public_url: str = Field(default="", description="Base URL printed by the demo.")
+    db_echo: bool = False
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'billetterie.db').resolve()}"
+
+    def resolved_jwt_secret(self) -> str:
+        """The token key: configured, or generated once and kept in ``var_dir`` (0600)."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        import secrets
+
+        path = self.var_dir / "jwt.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the usual spellings (``postgresql://``, ``sqlite:///``) and pick the async driver."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///") or url == "sqlite://":
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url

@@ -1,0 +1,1 @@
+"""Building blocks every context uses: errors, clock, money, text, database."""
