@@ -53,6 +53,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
+    app.add_middleware(envelope.JsonBodyMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_size)
     app.add_exception_handler(DomainError, envelope.domain_error)
     app.add_exception_handler(RequestValidationError, envelope.validation_error)

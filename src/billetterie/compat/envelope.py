@@ -118,3 +118,18 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     if not _is_rpc(request):
         return _problem(500, "error.internal", "an unexpected error occurred; it has been logged")
     return JsonResponse(envelope(None, "error.internal", "an unexpected error occurred"), status_code=500)
+
+
+class JsonBodyMiddleware:
+    """RPC bodies are JSON whatever the client declares (``curl -d`` says form-urlencoded);
+    S-360 reads them as JSON, so the surface does the same."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith(RPC_PREFIXES):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            headers.append((b"content-type", b"application/json"))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
