@@ -129,26 +129,38 @@ def settings_for(url: str, tmp: Path) -> Settings:
     return Settings(var_dir=tmp, database_url=url, jwt_secret="test-jwt-key-" + "x" * 32, catalog_max_age_seconds=60)
 
 
-async def set_demo_secrets(engine: AsyncEngine, secret: str = SECRET) -> None:
+async def set_secrets(
+    engine: AsyncEngine, institution: str, operators: list[tuple[str, str, str]], secret: str = SECRET
+) -> None:
+    """Give operators ``(login, point of sale code, partner)`` a known secret."""
     from billetterie.catalog.services import find_point_of_sale, institution_id_by_code
 
     async with transaction(engine) as conn:
-        institution_id = await institution_id_by_code(conn, "DEMO")
-        for login, pos, partner in (
-            ("DEMO_B2C", "WEBSHOP", "demo-website"),
-            ("DEMO_RESELLER1", "RES1POS", "reseller1"),
-            ("DEMO_BOX", "BOXPOS", "box-office"),
-        ):
+        institution_id = await institution_id_by_code(conn, institution)
+        for login, pos, partner in operators:
             await set_operator(
                 conn,
                 institution_id=institution_id,
-                point_of_sale_id=await find_point_of_sale(conn, "DEMO", pos),
+                point_of_sale_id=await find_point_of_sale(conn, institution, pos),
                 login=login,
                 partner=partner,
                 secret=secret,
                 now=NOW,
                 actor="test",
             )
+
+
+async def set_demo_secrets(engine: AsyncEngine, secret: str = SECRET) -> None:
+    await set_secrets(
+        engine,
+        "DEMO",
+        [
+            ("DEMO_B2C", "WEBSHOP", "demo-website"),
+            ("DEMO_RESELLER1", "RES1POS", "reseller1"),
+            ("DEMO_BOX", "BOXPOS", "box-office"),
+        ],
+        secret,
+    )
 
 
 def demo_document_data() -> dict[str, Any]:
@@ -158,10 +170,15 @@ def demo_document_data() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 async def demo_engine(backend: Backend) -> AsyncIterator[AsyncEngine]:
-    """The demo institution, imported once per backend; tests must not write to it."""
+    """The demo institution and a second, small one (ACME, for tenancy tests), imported once
+    per backend; tests must not write to it."""
+    from tests.factories import setup_document
+
     engine = create_engine(backend.demo_url)
     await import_setup(engine, parse_document(demo_document_data()), now=NOW, actor="test", hash_secret=hash_secret)
+    await import_setup(engine, parse_document(setup_document("ACME")), now=NOW, actor="test", hash_secret=hash_secret)
     await set_demo_secrets(engine)
+    await set_secrets(engine, "ACME", [("ACME_WEB", "ACMEWEB", "web"), ("ACME_RES", "ACMERES", "res")])
     yield engine
     await engine.dispose()
 
@@ -232,6 +249,7 @@ async def tokens(demo_api: Api) -> dict[str, str]:
         "b2c": await demo_api.token("DEMO_B2C", "demo-website"),
         "reseller": await demo_api.token("DEMO_RESELLER1", "reseller1"),
         "box": await demo_api.token("DEMO_BOX", "box-office"),
+        "other": await demo_api.token("ACME_WEB", "web"),
     }
 
 
