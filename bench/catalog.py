@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import gzip
 import os
 import secrets
@@ -63,9 +64,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billetterie.catalog import db as catalog_db
 from billetterie.catalog.builder import CatalogBuilder
 from billetterie.catalog.models import CatalogScope
-from billetterie.catalog.services import import_setup, institution_id_by_code, rebuild_catalogs
+from billetterie.catalog.services import import_setup, rebuild_catalogs
 from billetterie.catalog.setupfile import SetupDocument, parse_document
-from billetterie.compat.catalog_cache import HEAD_PREFIX, HEAD_SUFFIX
+from billetterie.compat.catalog_cache import HEAD_PREFIX, HEAD_SUFFIX, CachedCatalog
 from billetterie.config import normalize_database_url
 from billetterie.identity.services import hash_secret
 from billetterie.migrations import upgrade
@@ -88,7 +89,7 @@ TARGET_WARM_P50_MS = 50.0
 TARGET_NOT_MODIFIED_MS = 5.0
 TARGET_COLD_BUILD_S = 2.0
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 class BenchError(Exception):
@@ -106,14 +107,24 @@ GENRES = (  # theme code, sub-theme code, names (en, fr, de)
     ("FAMILY", "KIDS", ("Family show", "Spectacle familial", "Familienvorstellung")),
 )
 THEMES = {
-    "MUSIC": (("Music", "Musique", "Musik"), {"CLASSICAL": ("Classical", "Classique", "Klassik"),
-                                                "JAZZ": ("Jazz", "Jazz", "Jazz")}),
-    "STAGE": (("Stage", "Scène", "Bühne"), {"DRAMA": ("Drama", "Théâtre", "Theater"),
-                                              "DANCE": ("Dance", "Danse", "Tanz"),
-                                              "OPERA": ("Opera", "Opéra", "Oper")}),
+    "MUSIC": (
+        ("Music", "Musique", "Musik"),
+        {"CLASSICAL": ("Classical", "Classique", "Klassik"), "JAZZ": ("Jazz", "Jazz", "Jazz")},
+    ),
+    "STAGE": (
+        ("Stage", "Scène", "Bühne"),
+        {
+            "DRAMA": ("Drama", "Théâtre", "Theater"),
+            "DANCE": ("Dance", "Danse", "Tanz"),
+            "OPERA": ("Opera", "Opéra", "Oper"),
+        },
+    ),
     "FAMILY": (("Family", "Famille", "Familie"), {"KIDS": ("Children", "Enfants", "Kinder")}),
 }
-VENUES = (("Grand Hall", "Grande salle", "Großer Saal"), ("Lausanne", "1003", "Avenue du Théâtre 12"))
+VENUES = (
+    ("Grand Hall", "Grande salle", "Großer Saal"),
+    ("Lausanne", "1003", "Avenue du Théâtre 12"),
+)
 
 
 def text(en: str, fr: str, de: str) -> dict[str, str]:
@@ -127,7 +138,9 @@ def build_document(products: int, performances_per_product: int) -> dict[str, An
         {
             "code": code,
             "name": text(*names),
-            "subThemes": [{"code": sub, "name": text(*sub_names)} for sub, sub_names in subs.items()],
+            "subThemes": [
+                {"code": sub, "name": text(*sub_names)} for sub, sub_names in subs.items()
+            ],
         }
         for code, (names, subs) in THEMES.items()
     ]
@@ -150,7 +163,9 @@ def build_document(products: int, performances_per_product: int) -> dict[str, An
         base = 20 + (p % 9) * 5  # the full price of category 1, in EUR
         grid = {
             cat: {
-                tariff: "0.00" if tariff == "INVITE" else f"{max(5, base - c * 8 - t * 4)}.{(p * 7) % 100:02d}"
+                tariff: "0.00"
+                if tariff == "INVITE"
+                else f"{max(5, base - c * 8 - t * 4)}.{(p * 7) % 100:02d}"
                 for t, tariff in enumerate(TARIFFS)
             }
             for c, cat in enumerate(SEAT_CATEGORIES)
@@ -189,7 +204,11 @@ def build_document(products: int, performances_per_product: int) -> dict[str, An
                 "subTheme": sub_theme,
                 "externalUrl": f"https://bench.example/shows/p{number:05d}",
                 "salesPeriods": [
-                    {"salesChannel": CHANNEL, "start": "2026-06-01T10:00:00", "end": "2027-08-31T23:00:00"}
+                    {
+                        "salesChannel": CHANNEL,
+                        "start": "2026-06-01T10:00:00",
+                        "end": "2027-08-31T23:00:00",
+                    }
                 ],
                 "event": {
                     "configuration": "STANDARD",
@@ -201,45 +220,98 @@ def build_document(products: int, performances_per_product: int) -> dict[str, An
         )
     (venue_names, (city, zip_code, street)) = VENUES
     return {
-        "institution": {"code": INSTITUTION, "name": text("Bench Theatre", "Théâtre Bench", "Theater Bench"),
-                        "currency": "CHF"},
+        "institution": {
+            "code": INSTITUTION,
+            "name": text("Bench Theatre", "Théâtre Bench", "Theater Bench"),
+            "currency": "CHF",
+        },
         "organization": {
             "code": INSTITUTION,
-            "name": text("Bench Theatre Foundation", "Fondation du Théâtre Bench", "Stiftung Theater Bench"),
+            "name": text(
+                "Bench Theatre Foundation", "Fondation du Théâtre Bench", "Stiftung Theater Bench"
+            ),
             "timeZone": "Europe/Zurich",
             "mainLanguage": "en",
             "languages": ["en", "fr", "de"],
         },
-        "paymentMethods": [{"code": "CARD", "name": text("Card", "Carte", "Karte"), "type": "CARD"}],
+        "paymentMethods": [
+            {"code": "CARD", "name": text("Card", "Carte", "Karte"), "type": "CARD"}
+        ],
         "salesChannels": [
             {
                 "code": CHANNEL,
                 "name": text("Web shop", "Billetterie en ligne", "Webshop"),
                 "type": "INTERNET_B2C",
                 "pointsOfSale": [
-                    {"code": POINT_OF_SALE, "number": 1, "name": text("Website", "Site web", "Website"),
-                     "paymentMethods": ["CARD"]}
+                    {
+                        "code": POINT_OF_SALE,
+                        "number": 1,
+                        "name": text("Website", "Site web", "Website"),
+                        "paymentMethods": ["CARD"],
+                    }
                 ],
             }
         ],
         "operators": [{"login": OPERATOR, "partner": PARTNER, "pointOfSale": POINT_OF_SALE}],
-        "vatCodes": [{"code": "VAT", "name": text("VAT 8.1%", "TVA 8,1 %", "MwSt. 8,1 %"), "rate": 8100,
-                      "country": "CH"}],
-        "seasons": [{"code": SEASON, "name": text("Season 2026/27", "Saison 2026-2027", "Spielzeit 2026/27"),
-                     "start": "2026-09-01T00:00:00", "end": "2027-08-31T23:59:00"}],
+        "vatCodes": [
+            {
+                "code": "VAT",
+                "name": text("VAT 8.1%", "TVA 8,1 %", "MwSt. 8,1 %"),
+                "rate": 8100,
+                "country": "CH",
+            }
+        ],
+        "seasons": [
+            {
+                "code": SEASON,
+                "name": text("Season 2026/27", "Saison 2026-2027", "Spielzeit 2026/27"),
+                "start": "2026-09-01T00:00:00",
+                "end": "2027-08-31T23:59:00",
+            }
+        ],
         "audienceCategories": [
-            {"code": "PUBLIC", "season": SEASON, "name": text("General public", "Tout public", "Publikum"),
-             "tariffs": [
-                 {"code": "FULL", "name": text("Full price", "Plein tarif", "Vollpreis"), "kind": "FULL"},
-                 {"code": "RED", "name": text("Reduced", "Réduit", "Ermäßigt"), "kind": "REDUCED"},
-                 {"code": "STUDENT", "name": text("Student", "Étudiant", "Student"), "kind": "REDUCED"},
-                 {"code": "CHILD", "name": text("Child", "Enfant", "Kind"), "kind": "REDUCED",
-                  "requires": ["FULL"]},
-             ]},
-            {"code": "GUESTS", "season": SEASON, "name": text("Guests", "Invités", "Gäste"),
-             "mainCategory": "INVITED", "secondaryCategory": "FREE",
-             "tariffs": [{"code": "INVITE", "name": text("Invitation", "Invitation", "Einladung"),
-                          "kind": "FREE"}]},
+            {
+                "code": "PUBLIC",
+                "season": SEASON,
+                "name": text("General public", "Tout public", "Publikum"),
+                "tariffs": [
+                    {
+                        "code": "FULL",
+                        "name": text("Full price", "Plein tarif", "Vollpreis"),
+                        "kind": "FULL",
+                    },
+                    {
+                        "code": "RED",
+                        "name": text("Reduced", "Réduit", "Ermäßigt"),
+                        "kind": "REDUCED",
+                    },
+                    {
+                        "code": "STUDENT",
+                        "name": text("Student", "Étudiant", "Student"),
+                        "kind": "REDUCED",
+                    },
+                    {
+                        "code": "CHILD",
+                        "name": text("Child", "Enfant", "Kind"),
+                        "kind": "REDUCED",
+                        "requires": ["FULL"],
+                    },
+                ],
+            },
+            {
+                "code": "GUESTS",
+                "season": SEASON,
+                "name": text("Guests", "Invités", "Gäste"),
+                "mainCategory": "INVITED",
+                "secondaryCategory": "FREE",
+                "tariffs": [
+                    {
+                        "code": "INVITE",
+                        "name": text("Invitation", "Invitation", "Einladung"),
+                        "kind": "FREE",
+                    }
+                ],
+            },
         ],
         "themes": themes,
         "venues": [
@@ -247,22 +319,33 @@ def build_document(products: int, performances_per_product: int) -> dict[str, An
                 "code": "THEATRE",
                 "name": text(*venue_names),
                 "address": {"street": street, "zip": zip_code, "city": city, "countryCode": "CH"},
-                "spaces": [{
-                    "code": "HALL",
-                    "name": text(*venue_names),
-                    "configurations": [{
-                        "code": "PLAN",
-                        "name": text("Seated", "Assis", "Bestuhlt"),
-                        "stage": {"x": 43, "y": -3},
-                        "areas": [{"code": "PARTERRE", "name": text("Stalls", "Parterre", "Parkett"),
-                                   "blocks": blocks}],
-                        "logicalConfigurations": [{
-                            "code": "STANDARD",
-                            "name": text("Standard", "Standard", "Standard"),
-                            "seatCategories": seat_categories,
-                        }],
-                    }],
-                }],
+                "spaces": [
+                    {
+                        "code": "HALL",
+                        "name": text(*venue_names),
+                        "configurations": [
+                            {
+                                "code": "PLAN",
+                                "name": text("Seated", "Assis", "Bestuhlt"),
+                                "stage": {"x": 43, "y": -3},
+                                "areas": [
+                                    {
+                                        "code": "PARTERRE",
+                                        "name": text("Stalls", "Parterre", "Parkett"),
+                                        "blocks": blocks,
+                                    }
+                                ],
+                                "logicalConfigurations": [
+                                    {
+                                        "code": "STANDARD",
+                                        "name": text("Standard", "Standard", "Standard"),
+                                        "seatCategories": seat_categories,
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ],
             }
         ],
         "products": product_specs,
@@ -290,8 +373,15 @@ class Report:
     sections: dict[str, list[Figure]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, section: str, key: str, label: str, value: float, unit: str,
-            target: float | None = None) -> None:
+    def add(
+        self,
+        section: str,
+        key: str,
+        label: str,
+        value: float,
+        unit: str,
+        target: float | None = None,
+    ) -> None:
         self.sections.setdefault(section, []).append(Figure(key, label, value, unit, target))
 
     @property
@@ -305,8 +395,13 @@ class Report:
         return {
             "info": self.info,
             "figures": {
-                f.key: {"label": f.label, "value": f.value, "unit": f.unit, "target": f.target,
-                        "passed": f.passed}
+                f.key: {
+                    "label": f.label,
+                    "value": f.value,
+                    "unit": f.unit,
+                    "target": f.target,
+                    "passed": f.passed,
+                }
                 for f in self.figures
             },
             "failures": [f.key for f in self.failures()],
@@ -359,8 +454,10 @@ class Database:
 
 
 def _asyncpg_dsn(url: str) -> str:
-    return make_url(normalize_database_url(url)).set(drivername="postgresql").render_as_string(
-        hide_password=False
+    return (
+        make_url(normalize_database_url(url))
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
     )
 
 
@@ -416,35 +513,61 @@ async def _channel_id(engine: AsyncEngine, institution_id: int) -> int:
         )
 
 
-async def in_process(url: str, document: SetupDocument, baseline_runs: int, report: Report) -> None:
+async def import_phase(url: str, document: SetupDocument, report: Report) -> tuple[int, int, int]:
+    """Import the document; returns (institution id, sales channel id, setup version)."""
     engine = create_engine(url)
     try:
-        now = datetime.now(UTC)
         with stopwatch() as elapsed:
-            result = await import_setup(engine, document, now=now, actor="bench", hash_secret=hash_secret)
-        report.add("setup", "import_s", "import_setup (rows + snapshots, one transaction)",
-                   elapsed(), "s")
+            result = await import_setup(
+                engine, document, now=datetime.now(UTC), actor="bench", hash_secret=hash_secret
+            )
+        report.add(
+            "setup", "import_s", "import_setup (rows + snapshots, one transaction)", elapsed(), "s"
+        )
         report.info["import_changes"] = result.changes
-        institution_id = result.institution_id
-        channel_id = await _channel_id(engine, institution_id)
+        channel_id = await _channel_id(engine, result.institution_id)
+        return result.institution_id, channel_id, result.setup_version
+    finally:
+        await engine.dispose()
 
+
+async def build_phase(
+    url: str, institution_id: int, channel_id: int, version: int, runs: int, report: Report
+) -> None:
+    """The cold build (forced ``rebuild_catalogs``), its split, and the per-request baseline."""
+    engine = create_engine(url)
+    try:
         # cold build: the snapshots are deleted so rebuild_catalogs renders and writes them all
-        async with transaction(engine) as conn:
-            s = catalog_db.catalog_snapshot.c
-            await conn.execute(sa.delete(catalog_db.catalog_snapshot).where(s.institution_id == institution_id))
+        rebuilds = []
+        s = catalog_db.catalog_snapshot.c
+        for _ in range(runs):
+            async with transaction(engine) as conn:
+                await conn.execute(
+                    sa.delete(catalog_db.catalog_snapshot).where(s.institution_id == institution_id)
+                )
             with stopwatch() as elapsed:
-                changed = await rebuild_catalogs(conn, institution_id, result.setup_version, now)
-            rebuild = elapsed()
-        if changed != 2:
-            raise BenchError(f"rebuild_catalogs wrote {changed} snapshot(s), expected 2")
-        report.add("cold build", "cold_build_s",
-                   "rebuild_catalogs, forced (1 channel x 2 scopes, with writes)", rebuild, "s",
-                   TARGET_COLD_BUILD_S)
+                async with transaction(engine) as conn:
+                    changed = await rebuild_catalogs(
+                        conn, institution_id, version, datetime.now(UTC)
+                    )
+            rebuilds.append(elapsed())
+            if changed != 2:
+                raise BenchError(f"rebuild_catalogs wrote {changed} snapshot(s), expected 2")
+        report.add(
+            "cold build",
+            "cold_build_s",
+            f"rebuild_catalogs forced: 1 channel x 2 scopes + writes (p50 of {runs})",
+            percentile(rebuilds, 50),
+            "s",
+            TARGET_COLD_BUILD_S,
+        )
+        report.add(
+            "cold build", "cold_build_first_s", "  first forced rebuild_catalogs", rebuilds[0], "s"
+        )
 
-        # the same work step by step, for one channel and scope; repeated for the baseline
+        # the same work step by step for one scope, as an answer built per request would do it
         loads, renders, serializes, gzips, totals, plain_totals = [], [], [], [], [], []
-        size = 0
-        for run in range(max(1, baseline_runs)):
+        for run in range(runs):
             with stopwatch() as total:
                 builder = CatalogBuilder()
                 async with read(engine) as conn:
@@ -455,32 +578,54 @@ async def in_process(url: str, document: SetupDocument, baseline_runs: int, repo
                     catalog = builder.render(channel_id, CatalogScope.STANDARD)
                 renders.append(elapsed())
                 with stopwatch() as elapsed:
-                    body = orjson.dumps(
-                        {"catalogData": catalog, "statusCode": "success", "statusDetail": "OK",
-                         "requestId": f"baseline-{run}"}
-                    )
+                    # the very bytes the server would send
+                    tail = CachedCatalog.tail(f"baseline-{run}")
+                    body = HEAD_PREFIX + orjson.dumps(catalog) + HEAD_SUFFIX + tail
                 serializes.append(elapsed())
                 plain_totals.append(total())
                 with stopwatch() as elapsed:
                     gzip.compress(body, compresslevel=6, mtime=0)
                 gzips.append(elapsed())
             totals.append(total())
-            size = len(body)
             del builder, catalog, body
-        report.add("cold build", "build_load_s", "  CatalogBuilder.load (p50)", percentile(loads, 50), "s")
-        report.add("cold build", "build_render_s", "  CatalogBuilder.render, 1 scope (p50)",
-                   percentile(renders, 50), "s")
-        report.add("cold build", "build_serialize_s", "  orjson.dumps, 1 scope (p50)",
-                   percentile(serializes, 50), "s")
-        report.add("baseline", "baseline_gzip_p50_ms",
-                   f"build per request: load+render+dumps+gzip (p50 of {len(totals)})",
-                   ms(percentile(totals, 50)), "ms")
-        report.add("baseline", "baseline_identity_p50_ms",
-                   "build per request without gzip: load+render+dumps (p50)",
-                   ms(percentile(plain_totals, 50)), "ms")
-        report.add("baseline", "baseline_gzip_only_ms", "  of which gzip level 6 (p50)",
-                   ms(percentile(gzips, 50)), "ms")
-        report.info["rendered_response_bytes"] = size
+        report.add(
+            "cold build", "build_load_s", "  CatalogBuilder.load (p50)", percentile(loads, 50), "s"
+        )
+        report.add(
+            "cold build",
+            "build_render_s",
+            "  CatalogBuilder.render, 1 scope (p50)",
+            percentile(renders, 50),
+            "s",
+        )
+        report.add(
+            "cold build",
+            "build_serialize_s",
+            "  orjson.dumps, 1 scope (p50)",
+            percentile(serializes, 50),
+            "s",
+        )
+        report.add(
+            "baseline",
+            "baseline_gzip_p50_ms",
+            f"no cache: load + render + dumps + gzip (p50 of {runs})",
+            ms(percentile(totals, 50)),
+            "ms",
+        )
+        report.add(
+            "baseline",
+            "baseline_identity_p50_ms",
+            "no cache, identity: load + render + dumps (p50)",
+            ms(percentile(plain_totals, 50)),
+            "ms",
+        )
+        report.add(
+            "baseline",
+            "baseline_gzip_only_ms",
+            "  of which gzip level 6 (p50)",
+            ms(percentile(gzips, 50)),
+            "ms",
+        )
     finally:
         await engine.dispose()
 
@@ -515,6 +660,12 @@ class Server:
         process = psutil.Process(self.process.pid)
         return int(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]))
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process and its children."""
+        process = psutil.Process(self.process.pid)
+        times = [p.cpu_times() for p in [process, *process.children(recursive=True)]]
+        return sum(t.user + t.system for t in times)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -544,12 +695,28 @@ def server_env(url: str, var_dir: Path) -> dict[str, str]:
 
 def create_operator(env: dict[str, str], secret: str) -> None:
     completed = subprocess.run(
-        [billetterie_command(), "operators", "create", OPERATOR, "--point-of-sale", POINT_OF_SALE,
-         "--partner", PARTNER, "--secret", secret],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            billetterie_command(),
+            "operators",
+            "create",
+            OPERATOR,
+            "--point-of-sale",
+            POINT_OF_SALE,
+            "--partner",
+            PARTNER,
+            "--secret",
+            secret,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if completed.returncode != 0:
-        raise BenchError(f"billetterie operators create failed:\n{completed.stdout}{completed.stderr}")
+        raise BenchError(
+            f"billetterie operators create failed:\n{completed.stdout}{completed.stderr}"
+        )
 
 
 def start_server(env: dict[str, str], log: Path, timeout: float = 90.0) -> Server:
@@ -557,27 +724,34 @@ def start_server(env: dict[str, str], log: Path, timeout: float = 90.0) -> Serve
     with log.open("wb") as out:
         process = subprocess.Popen(
             [billetterie_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=server.base_url, timeout=2) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise BenchError(f"the server exited with {process.returncode}:\n{server.log_tail()}")
+                raise BenchError(
+                    f"the server exited with {process.returncode}:\n{server.log_tail()}"
+                )
             with contextlib.suppress(httpx.TransportError):
                 if client.get("/healthz").status_code == 200:
                     return server
             time.sleep(0.1)
     server.stop()
-    raise BenchError(f"the server did not answer /healthz within {timeout:.0f} s:\n{server.log_tail()}")
+    raise BenchError(
+        f"the server did not answer /healthz within {timeout:.0f} s:\n{server.log_tail()}"
+    )
 
 
 # --- over HTTP --------------------------------------------------------------------------------
 
 
-def timed_post(client: httpx.Client, path: str, body: dict[str, Any],
-               headers: dict[str, str]) -> tuple[float, httpx.Response, bytes]:
+def timed_post(
+    client: httpx.Client, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[float, httpx.Response, bytes]:
     """POST and read the whole body as sent (still gzipped); seconds to the last byte."""
     content = orjson.dumps(body)
     start = time.perf_counter()
@@ -598,11 +772,15 @@ def check_catalog(response: httpx.Response, raw: bytes, request_id: str, *, gzip
         raise BenchError(f"getCatalogDetailed answered HTTP {response.status_code}: {raw[:300]!r}")
     encoding = response.headers.get("content-encoding", "").lower()
     if (encoding == "gzip") != gzipped:
-        raise BenchError(f"asked {'gzip' if gzipped else 'identity'}, got Content-Encoding {encoding!r}")
+        raise BenchError(
+            f"asked {'gzip' if gzipped else 'identity'}, got Content-Encoding {encoding!r}"
+        )
     body = decoded(response, raw)
     tail = b',"requestId":' + orjson.dumps(request_id) + b"}"
     if not body.endswith(tail) or b'"statusCode":"success"' not in body[-300:]:
-        raise BenchError(f"getCatalogDetailed did not succeed or echo {request_id!r}: ...{body[-300:]!r}")
+        raise BenchError(
+            f"getCatalogDetailed did not succeed or echo {request_id!r}: ...{body[-300:]!r}"
+        )
     return body
 
 
@@ -619,47 +797,94 @@ def check_full_catalog(body: bytes, request_id: str, products: int, performances
         )
 
 
-def over_http(server: Server, secret: str, requests: int, expected: tuple[int, int],
-              report: Report) -> None:
+def warm_catalog_calls(
+    client: httpx.Client,
+    server: Server,
+    label: str,
+    headers: dict[str, str],
+    requests: int,
+    report: Report,
+) -> None:
+    """``requests`` warm getCatalogDetailed calls after 3 unmeasured ones; every answer checked."""
+    gzipped = label == "gzip"
+    for i in range(3):
+        request_id = f"warmup-{label}-{i}"
+        _, response, raw = timed_post(
+            client, RPC_PATH + "getCatalogDetailed", {"requestId": request_id}, headers
+        )
+        check_catalog(response, raw, request_id, gzipped=gzipped)
+    latencies = []
+    cpu_before = server.cpu_seconds()
+    for i in range(requests):
+        request_id = f"bench-{label}-{i}-{secrets.token_hex(4)}"
+        elapsed, response, raw = timed_post(
+            client, RPC_PATH + "getCatalogDetailed", {"requestId": request_id}, headers
+        )
+        latencies.append(elapsed)
+        check_catalog(response, raw, request_id, gzipped=gzipped)
+    cpu = (server.cpu_seconds() - cpu_before) / requests
+    for q in (50, 95, 99):
+        report.add(
+            "served",
+            f"warm_{label}_p{q}_ms",
+            f"warm getCatalogDetailed, {label}, p{q}",
+            ms(percentile(latencies, q)),
+            "ms",
+            TARGET_WARM_P50_MS if q == 50 else None,
+        )
+    report.add(
+        "served", f"warm_{label}_server_cpu_ms", f"  server CPU per call, {label}", ms(cpu), "ms"
+    )
+    report.info[f"warm_{label}_latencies_ms"] = [round(ms(x), 3) for x in latencies]
+
+
+def over_http(
+    server: Server, secret: str, requests: int, expected: tuple[int, int], report: Report
+) -> None:
     with httpx.Client(base_url=server.base_url, timeout=120) as client:
-        answer = client.post(AUTH_PATH, json={"operator": OPERATOR, "partner": PARTNER, "secret": secret})
+        answer = client.post(
+            AUTH_PATH, json={"operator": OPERATOR, "partner": PARTNER, "secret": secret}
+        )
         if answer.status_code != 200 or "token" not in answer.json():
-            raise BenchError(f"authentication failed: HTTP {answer.status_code} {answer.text[:300]}")
+            raise BenchError(
+                f"authentication failed: HTTP {answer.status_code} {answer.text[:300]}"
+            )
         auth = {"Authorization": f"Bearer {answer.json()['token']}"}
         gzip_headers = {**auth, "Accept-Encoding": "gzip"}
-        identity_headers = {**auth, "Accept-Encoding": "identity"}
         rss_idle = server.rss()
 
         # first call: the process reads the snapshot and gzips it
-        elapsed, response, raw = timed_post(client, RPC_PATH + "getCatalogDetailed",
-                                            {"requestId": "first"}, gzip_headers)
+        elapsed, response, raw = timed_post(
+            client, RPC_PATH + "getCatalogDetailed", {"requestId": "first"}, gzip_headers
+        )
         body = check_catalog(response, raw, "first", gzipped=True)
         check_full_catalog(body, "first", *expected)
-        report.add("served", "first_request_ms", "first getCatalogDetailed (load + gzip snapshot)",
-                   ms(elapsed), "ms")
-        gzip_size, raw_size = len(raw), len(body)
+        report.add(
+            "served",
+            "first_request_ms",
+            "first getCatalogDetailed (reads + gzips the snapshot)",
+            ms(elapsed),
+            "ms",
+        )
+        sizes = (len(body), len(raw))
+        del body, raw
 
-        for label, headers, gzipped in (("gzip", gzip_headers, True), ("identity", identity_headers, False)):
-            for i in range(3):  # warm-up
-                request_id = f"warmup-{label}-{i}"
-                _, response, raw = timed_post(client, RPC_PATH + "getCatalogDetailed",
-                                              {"requestId": request_id}, headers)
-                check_catalog(response, raw, request_id, gzipped=gzipped)
-            latencies = []
-            for i in range(requests):
-                request_id = f"bench-{label}-{i}-{secrets.token_hex(4)}"
-                elapsed, response, raw = timed_post(client, RPC_PATH + "getCatalogDetailed",
-                                                    {"requestId": request_id}, headers)
-                check_catalog(response, raw, request_id, gzipped=gzipped)
-                latencies.append(elapsed)
-            target = TARGET_WARM_P50_MS
-            for q in (50, 95, 99):
-                report.add("served", f"warm_{label}_p{q}_ms", f"warm getCatalogDetailed, {label}, p{q}",
-                           ms(percentile(latencies, q)), "ms", target if q == 50 else None)
-            report.info[f"warm_{label}_latencies_ms"] = [round(ms(x), 3) for x in latencies]
+        warm_catalog_calls(client, server, "gzip", gzip_headers, requests, report)
+        warm_catalog_calls(
+            client, server, "identity", {**auth, "Accept-Encoding": "identity"}, requests, report
+        )
+        rss_warm = server.rss()
 
         # GET mirror: a first full answer for the ETag, then conditional requests
+        start = time.perf_counter()
         first = client.get(MIRROR_PATH, headers=gzip_headers)
+        report.add(
+            "served",
+            "mirror_first_ms",
+            "first GET /api/v1/catalog (gzips catalogData)",
+            ms(time.perf_counter() - start),
+            "ms",
+        )
         etag = first.headers.get("etag")
         if first.status_code != 200 or not etag:
             raise BenchError(f"GET {MIRROR_PATH} answered HTTP {first.status_code} without an ETag")
@@ -669,32 +894,66 @@ def over_http(server: Server, secret: str, requests: int, expected: tuple[int, i
             answer = client.get(MIRROR_PATH, headers={**gzip_headers, "If-None-Match": etag})
             latencies.append(time.perf_counter() - start)
             if answer.status_code != 304:
-                raise BenchError(f"If-None-Match {etag} answered HTTP {answer.status_code}, not 304")
-        report.add("served", "not_modified_p50_ms", "GET /api/v1/catalog If-None-Match -> 304, p50",
-                   ms(percentile(latencies, 50)), "ms", TARGET_NOT_MODIFIED_MS)
-        report.add("served", "not_modified_p99_ms", "GET /api/v1/catalog If-None-Match -> 304, p99",
-                   ms(percentile(latencies, 99)), "ms", TARGET_NOT_MODIFIED_MS)
+                raise BenchError(
+                    f"If-None-Match {etag} answered HTTP {answer.status_code}, not 304"
+                )
+        for q in (50, 99):
+            report.add(
+                "served",
+                f"not_modified_p{q}_ms",
+                f"GET /api/v1/catalog If-None-Match -> 304, p{q}",
+                ms(percentile(latencies, q)),
+                "ms",
+                TARGET_NOT_MODIFIED_MS,
+            )
 
         latencies = []
         for i in range(requests):
             request_id = f"last-{i}"
-            elapsed, response, raw = timed_post(client, RPC_PATH + "getLastSetupUpdate",
-                                                {"requestId": request_id}, gzip_headers)
-            answer_body = orjson.loads(decoded(response, raw))
-            if answer_body.get("statusCode") != "success" or answer_body.get("requestId") != request_id:
-                raise BenchError(f"getLastSetupUpdate failed: {answer_body}")
+            elapsed, response, raw = timed_post(
+                client, RPC_PATH + "getLastSetupUpdate", {"requestId": request_id}, gzip_headers
+            )
             latencies.append(elapsed)
-        report.add("served", "last_setup_update_p50_ms", "getLastSetupUpdate, p50",
-                   ms(percentile(latencies, 50)), "ms")
+            answer_body = orjson.loads(decoded(response, raw))
+            if (
+                answer_body.get("statusCode") != "success"
+                or answer_body.get("requestId") != request_id
+            ):
+                raise BenchError(f"getLastSetupUpdate failed: {answer_body}")
+        report.add(
+            "served",
+            "last_setup_update_p50_ms",
+            "getLastSetupUpdate, p50",
+            ms(percentile(latencies, 50)),
+            "ms",
+        )
 
+        raw_size, gzip_size = sizes
         report.add("size", "response_bytes", "getCatalogDetailed, raw", raw_size, "B")
         report.add("size", "response_mb", "getCatalogDetailed, raw", mb(raw_size), "MB")
         report.add("size", "response_gzip_bytes", "getCatalogDetailed, gzipped", gzip_size, "B")
         report.add("size", "response_gzip_mb", "getCatalogDetailed, gzipped", mb(gzip_size), "MB")
-        report.add("memory", "server_rss_idle_mb", "server RSS before the first catalog call",
-                   mb(rss_idle), "MB")
-        report.add("memory", "server_rss_mb", "server RSS after warm-up (RPC + GET mirror)",
-                   mb(server.rss()), "MB")
+        report.add(
+            "memory",
+            "server_rss_idle_mb",
+            "server RSS before the first catalog call",
+            mb(rss_idle),
+            "MB",
+        )
+        report.add(
+            "memory",
+            "server_rss_mb",
+            "server RSS after warm-up (getCatalogDetailed)",
+            mb(rss_warm),
+            "MB",
+        )
+        report.add(
+            "memory",
+            "server_rss_end_mb",
+            "server RSS at the end (+ GET mirror)",
+            mb(server.rss()),
+            "MB",
+        )
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -707,12 +966,19 @@ def speed_ups(report: Report) -> None:
         ("identity", "baseline_identity_p50_ms", "warm_identity_p50_ms"),
     ):
         if baseline in values and served in values and values[served] > 0:
-            report.add("baseline", f"speed_up_{label}", f"speed-up of the served warm path, {label} (p50)",
-                       values[baseline] / values[served], "x")
+            report.add(
+                "baseline",
+                f"speed_up_{label}",
+                f"speed-up of the served warm path, {label} (p50)",
+                values[baseline] / values[served],
+                "x",
+            )
 
 
 def render(report: Report) -> None:
-    table = Table(title=f"billetterie catalog benchmark - {report.info.get('backend')}", show_lines=False)
+    table = Table(
+        title=f"billetterie catalog benchmark - {report.info.get('backend')}", show_lines=False
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
@@ -721,58 +987,93 @@ def render(report: Report) -> None:
         table.add_section()
         table.add_row(f"[bold]{section}[/]", "", "", "")
         for f in figures:
-            value = f"{f.value:,.0f}" if f.unit == "B" else f"{f.value:,.2f}" if f.unit != "s" else f"{f.value:.3f}"
+            value = (
+                f"{f.value:,.0f}"
+                if f.unit == "B"
+                else f"{f.value:,.2f}"
+                if f.unit != "s"
+                else f"{f.value:.3f}"
+            )
             target = "" if f.target is None else f"<= {f.target:g} {f.unit}"
             result = {None: "", True: "[green]PASS[/]", False: "[bold red]FAIL[/]"}[f.passed]
             table.add_row(f.label, f"{value} {f.unit}", target, result)
     console.print(table)
+    info = report.info
+    console.print(
+        f"{info.get('backend')}: {info.get('products'):,} products, "
+        f"{info.get('performances'):,} performances, {info.get('prices'):,} prices; "
+        f"{info.get('requests')} calls per HTTP figure, {info.get('build_runs')} build runs; "
+        f"load average {info.get('load_average_start')} -> {info.get('load_average_end')} "
+        f"on {info.get('cpus')} CPUs"
+    )
     failures = report.failures()
     if failures:
         console.print(f"[bold red]{len(failures)} target(s) missed:[/]")
         for f in failures:
-            console.print(f"  [red]FAIL[/] {f.label}: {f.value:.3f} {f.unit} > {f.target:g} {f.unit}")
+            console.print(
+                f"  [red]FAIL[/] {f.label}: {f.value:.3f} {f.unit} > {f.target:g} {f.unit}"
+            )
     else:
         console.print("[bold green]every target met[/]")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--database-url", help="a PostgreSQL server URL; a fresh database is created "
-                        "on it and dropped afterwards (default: SQLite in a temporary directory)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server URL; a fresh database is created "
+        "on it and dropped afterwards (default: SQLite in a temporary directory)",
+    )
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--performances-per-product", type=int, default=10)
-    parser.add_argument("--requests", type=int, default=200, help="measured calls per figure")
-    parser.add_argument("--baseline-runs", type=int, default=5, help="in-process builds for the baseline")
+    parser.add_argument("--requests", type=int, default=200, help="measured calls per HTTP figure")
+    parser.add_argument(
+        "--build-runs",
+        type=int,
+        default=3,
+        help="forced rebuilds, and in-process builds for the baseline",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.products, args.performances_per_product, args.requests, args.build_runs) < 1:
+        parser.error(
+            "--products, --performances-per-product, --requests and --build-runs must be >= 1"
+        )
+    return args
 
 
 def run(args: argparse.Namespace, report: Report) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="billetterie-bench-"))
     database: Database | None = None
     server: Server | None = None
+    performances = args.products * args.performances_per_product
+    report.info.update(
+        products=args.products,
+        performances=performances,
+        prices=performances * len(TARIFFS) * len(SEAT_CATEGORIES),
+        requests=args.requests,
+        build_runs=args.build_runs,
+        cpus=os.cpu_count(),
+        load_average_start=[round(x, 2) for x in os.getloadavg()],
+    )
     try:
-        with console.status("generating the setup document"):
+        database = create_database(args.database_url, tmp)
+        report.info["backend"] = database.backend
+        with console.status(f"migrating a fresh {database.backend} database"):
+            upgrade(database.url)
+        with console.status("generating and importing the setup document"):
             with stopwatch() as elapsed:
                 data = build_document(args.products, args.performances_per_product)
             report.add("setup", "generate_s", "generate the setup document (dict)", elapsed(), "s")
             with stopwatch() as elapsed:
                 document = parse_document(data)
             report.add("setup", "validate_s", "parse_document (shape + references)", elapsed(), "s")
-        performances = args.products * args.performances_per_product
-        report.info.update(
-            products=args.products,
-            performances=performances,
-            prices=performances * len(TARIFFS) * len(SEAT_CATEGORIES),
-            requests=args.requests,
-        )
-        database = create_database(args.database_url, tmp)
-        report.info["backend"] = database.backend
-        with console.status(f"migrating a fresh {database.backend} database"):
-            upgrade(database.url)
-        with console.status("importing, then building the catalog in process"):
-            asyncio.run(in_process(database.url, document, args.baseline_runs, report))
-        del data, document
+            ids = asyncio.run(import_phase(database.url, document, report))
+        del data, document  # the build below runs on a heap without the document, as in a server
+        gc.collect()
+        with console.status("building the catalog in process"):
+            asyncio.run(build_phase(database.url, *ids, args.build_runs, report))
+        gc.collect()
 
         env = server_env(database.url, tmp / "var")
         secret = secrets.token_urlsafe(24)
@@ -782,6 +1083,7 @@ def run(args: argparse.Namespace, report: Report) -> None:
         with console.status("calling the server"):
             over_http(server, secret, args.requests, (args.products, performances), report)
     finally:
+        report.info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         if server is not None:
             server.stop()
         if database is not None:

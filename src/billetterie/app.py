@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
 from billetterie import __version__
-from billetterie.compat import auth_api, catalog_api, envelope, mirror_api
+from billetterie.compat import auth_api, catalog_api, envelope, mirror_api, openapi
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
 from billetterie.shared.clock import Clock, SystemClock
@@ -63,6 +63,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(catalog_api.catalog_service.router())
     app.include_router(catalog_api.setup_service.router())
     app.include_router(mirror_api.router)
+
+    openapi.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

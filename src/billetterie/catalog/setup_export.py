@@ -427,7 +427,7 @@ class _Exporter:
             members = [c.performance_id for c in composed if c.product_id == product.id]
             if members:
                 spec["composed"] = {
-                    "performances": sorted((performance_code[m] for m in members), key=lambda c: c),
+                    "performances": [performance_code[m] for m in members],  # the catalog's order
                     "prices": grid(prices_of_product[product.id], True),
                 }
             product_items = [i for i in items if i.product_id == product.id]

@@ -95,6 +95,8 @@ def _amount(value: Any) -> Any:
     try:
         return parse_amount(value)
     except ValueError as exc:
+        if str(exc) == "not an amount":
+            raise PydanticCustomError("amount", "not an amount") from exc
         raise PydanticCustomError("amount", "not an amount ({reason})", {"reason": str(exc)}) from exc
 
 
@@ -500,18 +502,16 @@ def parse_document(data: Any) -> SetupDocument:
         document = SetupDocument.model_validate(data)
     except ValidationError as exc:
         problems: dict[str, str] = {}
-        for error in exc.errors():
+        for error in exc.errors():  # pydantic reports them in document order
+            if error["type"] == "amount" and isinstance(error["input"], dict):
+                continue  # a mapping of price levels: its own branch reports what is wrong inside
             path = _format_path(tuple(error["loc"]))
             problems.setdefault(path, _message(error))  # a union reports each branch; keep one
-        raise SetupFileError(sorted(problems.items(), key=lambda p: _natural(p[0]))) from None
+        raise SetupFileError(list(problems.items())) from None
     problems_list = check_references(document)
     if problems_list:
         raise SetupFileError(problems_list)
     return document
-
-
-def _natural(path: str) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
 
 
 # --- compact seat descriptions ------------------------------------------------------------
@@ -571,8 +571,12 @@ def parse_selector(text: str) -> tuple[str, str, list[str] | None]:
 
 
 def schedule_slots(schedule: ScheduleSpec, zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
-    """The timeslots a schedule describes, as aware datetimes in ``zone``."""
-    from datetime import timedelta
+    """The timeslots a schedule describes, as aware datetimes in ``zone``.
+
+    Slots follow the local clock; a slot that would start in the hour skipped when summer time
+    begins does not exist (its start is the instant of a later slot's) and is left out.
+    """
+    from datetime import UTC, timedelta
 
     slots: list[tuple[datetime, datetime]] = []
     step = timedelta(minutes=schedule.everyMinutes)
@@ -582,7 +586,8 @@ def schedule_slots(schedule: ScheduleSpec, zone: ZoneInfo) -> list[tuple[datetim
             start = datetime.combine(day, schedule.opens, zone)
             closes = datetime.combine(day, schedule.closes, zone)
             while start + step <= closes:
-                slots.append((start, start + step))
+                if start.astimezone(UTC).astimezone(zone).time() == start.time():
+                    slots.append((start, start + step))
                 start += step
         day += timedelta(days=1)
     return slots
@@ -655,7 +660,7 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
             continue
         codes = [t.code for t in category.tariffs]
         unique(f"audienceCategories[{ai}].tariffs", codes)
-        for code in codes:
+        for code in dict.fromkeys(codes):  # a code twice in this category is reported above
             if code in tariffs_by_season[category.season]:
                 problems.append(
                     (f"audienceCategories[{ai}].tariffs", f"tariff {code} is already in season {category.season}")
@@ -693,6 +698,7 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
             for pi, physical in enumerate(space.configurations):
                 base = f"venues[{vi}].spaces[{si}].configurations[{pi}]"
                 blocks: dict[tuple[str, str], set[str]] = {}
+                broken: set[tuple[str, str]] = set()  # declared, but their rows are reported
                 unique(f"{base}.areas", [a.code for a in physical.areas])
                 for ai, area in enumerate(physical.areas):
                     unique(f"{base}.areas[{ai}].blocks", [b.code for b in area.blocks])
@@ -701,6 +707,7 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                             rows = block_rows(block)
                         except ValueError as exc:
                             problems.append((f"{base}.areas[{ai}].blocks[{bi}]", str(exc)))
+                            broken.add((area.code, block.code))
                             continue
                         blocks[(area.code, block.code)] = {r for r, _ in rows}
                 for li, logical in enumerate(physical.logicalConfigurations):
@@ -716,6 +723,8 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                                 area_code, block_code, rows_selected = parse_selector(selector)
                             except ValueError as exc:
                                 problems.append((path, str(exc)))
+                                continue
+                            if (area_code, block_code) in broken:
                                 continue
                             if (area_code, block_code) not in blocks:
                                 problems.append((path, f"unknown block {area_code}/{block_code}"))
@@ -789,6 +798,8 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                     problems.append((cpath, "not a mapping of tariffs to amounts"))
                     continue
                 for tariff, amount in tariff_prices.items():
+                    if product.season not in season_codes:
+                        continue  # reported once, on the product's season
                     if tariff not in tariffs:
                         problems.append((f"{cpath}.{tariff}", f"unknown tariff {tariff} in season {product.season}"))
                     if isinstance(amount, dict):
@@ -817,7 +828,8 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                     problems.append((f"{fbase}.configuration", "required (here or on the event)"))
                     continue
                 if configuration not in configurations:
-                    problems.append((f"{fbase}.configuration", f"unknown configuration {configuration}"))
+                    where = f"{fbase}.configuration" if perf.configuration else f"{base}.event.configuration"
+                    problems.append((where, f"unknown configuration {configuration}"))
                     continue
                 if (perf.duration or event.duration) is None:
                     problems.append((f"{fbase}.duration", "required (here or on the event)"))
@@ -835,14 +847,19 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                     if allocation.seatCategory not in categories_by_configuration[configuration]:
                         problems.append((f"{apath}.seatCategory", f"unknown seat category {allocation.seatCategory}"))
         if product.composed is not None and expected == "composed":
-            composed_configurations: set[str] = set()
+            composed_configurations: list[str] = []
             for ci, code in enumerate(product.composed.performances):
                 if code not in performance_codes:
                     problems.append((f"{base}.composed.performances[{ci}]", f"unknown performance {code}"))
                 else:
-                    composed_configurations.add(performance_codes[code])
+                    composed_configurations.append(performance_codes[code])
             unique(f"{base}.composed.performances", product.composed.performances)
-            categories = set().union(*(categories_by_configuration.get(c, set()) for c in composed_configurations))
+            # prices are stored against the seat categories of the first performance's plan
+            categories = (
+                categories_by_configuration.get(composed_configurations[0], set())
+                if composed_configurations
+                else set()
+            )
             check_grid(f"{base}.composed.prices", product.composed.prices, categories)
         if product.items is not None and expected == "items":
             unique(f"{base}.items", [i.code for i in product.items])
@@ -861,4 +878,5 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                 for ti, slot in enumerate(item.timeslots):
                     if aware(slot.end) <= aware(slot.start):
                         problems.append((f"{ibase}.timeslots[{ti}].end", "must be after start"))
-    return problems
+    # event-wide prices and allocations are checked once per performance: report each once
+    return list(dict.fromkeys(problems))

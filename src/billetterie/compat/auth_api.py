@@ -20,7 +20,6 @@ router = APIRouter(tags=["auth"])
 @router.post(
     "/tnai/backend-apis/v1/auth",
     response_model=AuthResponse,
-    responses={401: {"description": "unknown operator, wrong partner or wrong secret"}},
     operation_id="auth",
 )
 async def auth(body: AuthRequest, request: Request) -> JsonResponse:

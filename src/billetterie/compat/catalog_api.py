@@ -19,7 +19,6 @@ from billetterie.compat import schemas as s
 from billetterie.compat.catalog_cache import CachedCatalog, CatalogCache
 from billetterie.compat.rpc import Call, RpcService
 from billetterie.shared.db import read
-from billetterie.shared.errors import InvalidRequest
 from billetterie.shared.text import translations
 
 VERSIONS = ("v1_33",)
@@ -314,18 +313,6 @@ async def list_vat_codes(body: s.EmptyRequest, call: Call) -> dict[str, Any]:
     }
 
 
-def _parse_date(value: str | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"{field}: not an ISO date", code="error.request.invalid") from None
-    if parsed.tzinfo is None:
-        raise InvalidRequest(f"{field}: an ISO date with its offset is required")
-    return parsed
-
-
 def _matches(summary: dict[str, Any], product: dict[str, Any], body: s.SearchProductsRequest,
              start: datetime | None, end: datetime | None) -> bool:
     if body.productFamilyType is not None and summary["productFamilyType"] != body.productFamilyType.value:
@@ -359,8 +346,7 @@ def _matches(summary: dict[str, Any], product: dict[str, Any], body: s.SearchPro
 )
 async def search_products_by_criteria(body: s.SearchProductsRequest, call: Call) -> dict[str, Any]:
     """Products of the channel matching every criterion given (states default to on sale)."""
-    start = _parse_date(body.startDate, "startDate")
-    end = _parse_date(body.endDate, "endDate")
+    start, end = body.startDate, body.endDate
     catalog = await current_catalog(call, CatalogScope.EXTENDED)
     found = []
     for season in catalog.document["seasons"]:

@@ -46,7 +46,7 @@ async def _request_id(request: Request) -> Any:
     except (orjson.JSONDecodeError, RuntimeError):
         return None
     value = body.get("requestId") if isinstance(body, dict) else None
-    return value if isinstance(value, str | int) else None
+    return value if isinstance(value, str) and len(value) <= 200 else None
 
 
 def _problem(status: int, code: str, detail: str, **extra: Any) -> Response:

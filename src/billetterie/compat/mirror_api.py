@@ -82,7 +82,7 @@ async def catalog(
 )
 async def catalog_product(
     request: Request,
-    product_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    product_id: Annotated[int, Path(ge=1, le=2**53 - 1)],
     call: Call = Depends(current_call),
     scope: ScopeQuery = CatalogScope.STANDARD,
 ) -> Response:

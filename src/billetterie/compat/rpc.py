@@ -8,7 +8,8 @@ it (and overriding only the methods that changed).
 from typing import Any, Awaitable, Callable  # noqa: UP035 - annotations are evaluated here
 
 from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from billetterie.catalog.services import PointOfSaleContext, point_of_sale_context
@@ -92,23 +93,43 @@ class RpcService:
                     description=doc,
                     response_model=response_model,
                     response_model_exclude_none=True,
-                    responses={
-                        400: {"description": "malformed request (envelope with error.request.*)"},
-                        401: {"description": "missing, forged or expired token"},
-                    },
                 )
         return router
 
 
+def _empty(model: type[BaseModel]) -> BaseModel:
+    """An absent or ``null`` body stands for ``{}``."""
+    try:
+        return model.model_validate({})
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=None) from None
+
+
 def _endpoint(model: type[BaseModel], handler: Handler) -> Callable[..., Awaitable[Response]]:
-    async def endpoint(
-        body: model | None = Body(default=None),  # type: ignore[valid-type]
-        call: Call = Depends(current_call),
-    ) -> Response:
-        payload = body if body is not None else model()
+    """A FastAPI endpoint for ``handler``; the body may be absent only when every parameter
+    is optional (it then stands for ``{}``)."""
+
+    async def respond(payload: BaseModel, call: Call) -> Response:
         result = await handler(payload, call)
         if isinstance(result, Response):
             return result
         return JsonResponse(envelope(getattr(payload, "requestId", None), **result))
 
-    return endpoint
+    if any(field.is_required() for field in model.model_fields.values()):
+
+        async def required_body(
+            body: model = Body(),  # type: ignore[valid-type]
+            call: Call = Depends(current_call),
+        ) -> Response:
+            return await respond(body, call)
+
+        return required_body
+
+    async def optional_body(
+        body: model | None = Body(default=None),  # type: ignore[valid-type]
+        call: Call = Depends(current_call),
+    ) -> Response:
+        return await respond(body if body is not None else _empty(model), call)
+
+    return optional_body

@@ -6,9 +6,9 @@ reject wrong types. Responses are what the handlers render; tests validate them 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from billetterie.catalog.models import (
     AudienceCategoryKind,
@@ -17,6 +17,15 @@ from billetterie.catalog.models import (
     ProductFamily,
     ProductState,
 )
+
+
+def _iso_text(value: object) -> object:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("an ISO-8601 date-time string with its offset is required")
+    return value
+
+
+IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class Request(BaseModel):
@@ -345,7 +354,7 @@ class SeasonsResponse(Envelope):
 
 
 class SeasonRequest(Request):
-    seasonId: int = Field(ge=1, le=2**63 - 1)
+    seasonId: int = Field(ge=1, le=2**53 - 1)
 
 
 class AudienceSubCategoryRow(AudienceSubCategory):
@@ -388,9 +397,23 @@ class SearchProductsRequest(Request):
     themeCode: str | None = Field(default=None, max_length=16)
     states: list[ProductState] | None = None
     text: str | None = Field(default=None, max_length=200, description="Matches names in any language.")
-    startDate: str | None = Field(default=None, description="Products with a performance from this date.")
-    endDate: str | None = Field(default=None, description="Products with a performance until this date.")
+    startDate: IsoInstant | None = Field(
+        default=None, description="Products with a performance from this instant (ISO-8601 with offset)."
+    )
+    endDate: IsoInstant | None = Field(
+        default=None, description="Products with a performance until this instant (ISO-8601 with offset)."
+    )
 
 
 class SearchProductsResponse(Envelope):
     products: list[ProductSummary] | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with the stable error code."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
