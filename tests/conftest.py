@@ -94,7 +94,9 @@ class Backend:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
     if request.param == "sqlite":
         folder = tmp_path_factory.mktemp("sqlite")
         result = Backend(
@@ -126,11 +128,19 @@ def clock() -> FixedClock:
 
 
 def settings_for(url: str, tmp: Path) -> Settings:
-    return Settings(var_dir=tmp, database_url=url, jwt_secret="test-jwt-key-" + "x" * 32, catalog_max_age_seconds=60)
+    return Settings(
+        var_dir=tmp,
+        database_url=url,
+        jwt_secret="test-jwt-key-" + "x" * 32,
+        catalog_max_age_seconds=60,
+    )
 
 
 async def set_secrets(
-    engine: AsyncEngine, institution: str, operators: list[tuple[str, str, str]], secret: str = SECRET
+    engine: AsyncEngine,
+    institution: str,
+    operators: list[tuple[str, str, str]],
+    secret: str = SECRET,
 ) -> None:
     """Give operators ``(login, point of sale code, partner)`` a known secret."""
     from billetterie.catalog.services import find_point_of_sale, institution_id_by_code
@@ -175,10 +185,20 @@ async def demo_engine(backend: Backend) -> AsyncIterator[AsyncEngine]:
     from tests.factories import setup_document
 
     engine = create_engine(backend.demo_url)
-    await import_setup(engine, parse_document(demo_document_data()), now=NOW, actor="test", hash_secret=hash_secret)
-    await import_setup(engine, parse_document(setup_document("ACME")), now=NOW, actor="test", hash_secret=hash_secret)
+    await import_setup(
+        engine, parse_document(demo_document_data()), now=NOW, actor="test", hash_secret=hash_secret
+    )
+    await import_setup(
+        engine,
+        parse_document(setup_document("ACME")),
+        now=NOW,
+        actor="test",
+        hash_secret=hash_secret,
+    )
     await set_demo_secrets(engine)
-    await set_secrets(engine, "ACME", [("ACME_WEB", "ACMEWEB", "web"), ("ACME_RES", "ACMERES", "res")])
+    await set_secrets(
+        engine, "ACME", [("ACME_WEB", "ACMEWEB", "web"), ("ACME_RES", "ACMERES", "res")]
+    )
     yield engine
     await engine.dispose()
 
@@ -204,17 +224,27 @@ class Api:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def token(self, operator: str = "DEMO_B2C", partner: str = "demo-website", secret: str = SECRET) -> str:
+    async def token(
+        self, operator: str = "DEMO_B2C", partner: str = "demo-website", secret: str = SECRET
+    ) -> str:
         response = await self.client.post(
-            "/tnai/backend-apis/v1/auth", json={"operator": operator, "partner": partner, "secret": secret}
+            "/tnai/backend-apis/v1/auth",
+            json={"operator": operator, "partner": partner, "secret": secret},
         )
         assert response.status_code == 200, response.text
         token: str = response.json()["token"]
         return token
 
     async def rpc(
-        self, service: str, method: str, body: Any = None, *, token: str | None, module: str = "tnseb",
-        version: str = "v1_33", headers: dict[str, str] | None = None,
+        self,
+        service: str,
+        method: str,
+        body: Any = None,
+        *,
+        token: str | None,
+        module: str = "tnseb",
+        version: str = "v1_33",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         all_headers = dict(headers or {})
         if token is not None:
@@ -237,7 +267,10 @@ async def serve(url: str, tmp: Path, clock: FixedClock) -> AsyncIterator[Api]:
 
 @pytest.fixture(scope="session")
 async def demo_api(
-    demo_engine: AsyncEngine, backend: Backend, clock: FixedClock, tmp_path_factory: pytest.TempPathFactory
+    demo_engine: AsyncEngine,
+    backend: Backend,
+    clock: FixedClock,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Api]:
     async with serve(backend.demo_url, tmp_path_factory.mktemp("var"), clock) as api:
         yield api

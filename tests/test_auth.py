@@ -30,7 +30,10 @@ async def test_token_names_institution_operator_and_partner(demo_api: Api) -> No
     assert response.status_code == 200
     assert list(response.json()) == ["token"]
     claims = jwt.decode(
-        response.json()["token"], key(), algorithms=["HS256"], audience="DEMO_RESELLER1",
+        response.json()["token"],
+        key(),
+        algorithms=["HS256"],
+        audience="DEMO_RESELLER1",
         options={"verify_exp": False},
     )
     assert claims["sub"] == "DEMO"
@@ -43,14 +46,32 @@ async def test_token_names_institution_operator_and_partner(demo_api: Api) -> No
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"operator": "DEMO_B2C", "partner": "demo-website", "secret": "wrong"}, 401, "error.auth.bad_credentials"),
-        ({"operator": "DEMO_B2C", "partner": "reseller1", "secret": SECRET}, 401, "error.auth.bad_credentials"),
-        ({"operator": "NOBODY_X", "partner": "demo-website", "secret": SECRET}, 401, "error.auth.bad_credentials"),
+        (
+            {"operator": "DEMO_B2C", "partner": "demo-website", "secret": "wrong"},
+            401,
+            "error.auth.bad_credentials",
+        ),
+        (
+            {"operator": "DEMO_B2C", "partner": "reseller1", "secret": SECRET},
+            401,
+            "error.auth.bad_credentials",
+        ),
+        (
+            {"operator": "NOBODY_X", "partner": "demo-website", "secret": SECRET},
+            401,
+            "error.auth.bad_credentials",
+        ),
         ({"operator": "DEMO_B2C", "partner": "demo-website"}, 400, "error.request.invalid"),
-        ({"operator": 12, "partner": "demo-website", "secret": SECRET}, 400, "error.request.invalid"),
+        (
+            {"operator": 12, "partner": "demo-website", "secret": SECRET},
+            400,
+            "error.request.invalid",
+        ),
     ],
 )
-async def test_failed_login_is_a_json_error(demo_api: Api, body: dict[str, object], status: int, code: str) -> None:
+async def test_failed_login_is_a_json_error(
+    demo_api: Api, body: dict[str, object], status: int, code: str
+) -> None:
     response = await demo_api.client.post(AUTH, json=body)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
@@ -70,8 +91,12 @@ def forged(claims: dict[str, object], signing_key: str) -> str:
 
 def valid_claims(**changes: object) -> dict[str, object]:
     claims: dict[str, object] = {
-        "sub": "DEMO", "aud": "DEMO_B2C", "iss": "demo-website", "pos": 1,
-        "iat": int(NOW.timestamp()), "exp": int((NOW + timedelta(hours=1)).timestamp()),
+        "sub": "DEMO",
+        "aud": "DEMO_B2C",
+        "iss": "demo-website",
+        "pos": 1,
+        "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(hours=1)).timestamp()),
     }
     claims.update(changes)
     return claims
@@ -88,12 +113,16 @@ def valid_claims(**changes: object) -> dict[str, object]:
         ("expired", "error.auth.expired_token"),
     ],
 )
-async def test_every_method_refuses_without_a_valid_token(demo_api: Api, path: str, case: str, code: str) -> None:
+async def test_every_method_refuses_without_a_valid_token(
+    demo_api: Api, path: str, case: str, code: str
+) -> None:
     headers = {
         "none": {},
         "basic": {"Authorization": "Basic REVNTzpzZWNyZXQ="},
         "garbage": {"Authorization": "Bearer not-a-jwt"},
-        "forged": {"Authorization": "Bearer " + forged(valid_claims(), "some-other-key-" + "y" * 32)},
+        "forged": {
+            "Authorization": "Bearer " + forged(valid_claims(), "some-other-key-" + "y" * 32)
+        },
         "expired": {
             "Authorization": "Bearer "
             + forged(valid_claims(exp=int((NOW - timedelta(seconds=1)).timestamp())), key())
@@ -102,7 +131,11 @@ async def test_every_method_refuses_without_a_valid_token(demo_api: Api, path: s
     response = await demo_api.client.post(path, json={"requestId": "r-1"}, headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json() == {"statusCode": code, "statusDetail": response.json()["statusDetail"], "requestId": "r-1"}
+    assert response.json() == {
+        "statusCode": code,
+        "statusDetail": response.json()["statusDetail"],
+        "requestId": "r-1",
+    }
 
 
 async def test_token_for_another_point_of_sale_is_refused(demo_api: Api) -> None:
@@ -119,24 +152,35 @@ async def _season_id(api: Api, token: str) -> int:
 
 
 @pytest.mark.parametrize(("caller", "owner"), [("other", "b2c"), ("b2c", "other")])
-async def test_other_institutions_ids_are_unknown(demo_api: Api, tokens: dict[str, str], caller: str, owner: str) -> None:
+async def test_other_institutions_ids_are_unknown(
+    demo_api: Api, tokens: dict[str, str], caller: str, owner: str
+) -> None:
     foreign_season = await _season_id(demo_api, tokens[owner])
     for method in ("listAudienceSubCategories", "listPriceLevels"):
-        response = await demo_api.rpc("setupService", method, {"seasonId": foreign_season}, token=tokens[caller])
+        response = await demo_api.rpc(
+            "setupService", method, {"seasonId": foreign_season}, token=tokens[caller]
+        )
         assert response.status_code == 200
         assert response.json()["statusCode"] == "error.catalog.unknown_season"
         own = await demo_api.rpc(
-            "setupService", method, {"seasonId": await _season_id(demo_api, tokens[caller])}, token=tokens[caller]
+            "setupService",
+            method,
+            {"seasonId": await _season_id(demo_api, tokens[caller])},
+            token=tokens[caller],
         )
         assert own.json()["statusCode"] == "success"
 
 
 async def _product_ids(api: Api, token: str) -> dict[str, int]:
     response = await api.rpc("catalogService", "getCatalog", token=token)
-    return {p["code"]: p["id"] for s in response.json()["catalogData"]["seasons"] for p in s["products"]}
+    return {
+        p["code"]: p["id"] for s in response.json()["catalogData"]["seasons"] for p in s["products"]
+    }
 
 
-async def test_catalog_matrix_by_channel_and_institution(demo_api: Api, tokens: dict[str, str]) -> None:
+async def test_catalog_matrix_by_channel_and_institution(
+    demo_api: Api, tokens: dict[str, str]
+) -> None:
     b2c = await _product_ids(demo_api, tokens["b2c"])
     reseller = await _product_ids(demo_api, tokens["reseller"])
     other = await _product_ids(demo_api, tokens["other"])
@@ -154,7 +198,9 @@ async def test_catalog_matrix_by_channel_and_institution(demo_api: Api, tokens: 
     ]
     for caller, product_id, status in cases:
         headers = {} if caller == "none" else {"Authorization": f"Bearer {tokens[caller]}"}
-        response = await demo_api.client.get(f"/api/v1/catalog/products/{product_id}", headers=headers)
+        response = await demo_api.client.get(
+            f"/api/v1/catalog/products/{product_id}", headers=headers
+        )
         assert response.status_code == status, (caller, product_id)
         if status != 200:
             assert response.headers["content-type"] == "application/problem+json"
@@ -164,7 +210,17 @@ async def test_catalog_matrix_by_channel_and_institution(demo_api: Api, tokens: 
 
 
 async def test_point_of_sale_fixes_the_channel(demo_api: Api, tokens: dict[str, str]) -> None:
-    expected = {"b2c": ("WEBSHOP", "WEB"), "reseller": ("RES1POS", "RESELL1"), "box": ("BOXPOS", "BOX")}
+    expected = {
+        "b2c": ("WEBSHOP", "WEB"),
+        "reseller": ("RES1POS", "RESELL1"),
+        "box": ("BOXPOS", "BOX"),
+    }
     for caller, (pos, channel) in expected.items():
-        data = (await demo_api.rpc("catalogService", "getPOSConfig", token=tokens[caller])).json()["posConfigData"]
-        assert (data["posCode"], data["salesChannelCode"], data["institCode"]) == (pos, channel, "DEMO")
+        data = (await demo_api.rpc("catalogService", "getPOSConfig", token=tokens[caller])).json()[
+            "posConfigData"
+        ]
+        assert (data["posCode"], data["salesChannelCode"], data["institCode"]) == (
+            pos,
+            channel,
+            "DEMO",
+        )

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from schemathesis.checks import negative_data_rejection
 import uvicorn
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import negative_data_rejection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.app import build_app
@@ -30,11 +30,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_url(backend: Backend, demo_engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def live_url(
+    backend: Backend, demo_engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """The box office served by uvicorn in a thread, on the demo database."""
     port = free_port()
     app = build_app(settings_for(backend.demo_url, Path(tmp_path_factory.mktemp("live"))))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

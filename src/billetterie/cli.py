@@ -15,7 +15,9 @@ from rich.table import Table
 
 from billetterie.config import Settings
 
-app = typer.Typer(help="billetterie: an open-source box office (S-360 compatible).", no_args_is_help=True)
+app = typer.Typer(
+    help="billetterie: an open-source box office (S-360 compatible).", no_args_is_help=True
+)
 setup_app = typer.Typer(help="Import or export an institution's setup file.", no_args_is_help=True)
 operators_app = typer.Typer(help="Manage API operators.", no_args_is_help=True)
 app.add_typer(setup_app, name="setup")
@@ -99,7 +101,8 @@ def setup_import(file: Annotated[Path, typer.Argument(help="The setup YAML file.
             errors.print(f"  {path}: {message}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(
-        f"[green]imported[/] {file}: {result.changes} row(s) changed, setup version {result.setup_version}, "
+        f"[green]imported[/] {file}: {result.changes} row(s) changed, "
+        f"setup version {result.setup_version}, "
         f"{result.channels_changed} catalog snapshot(s) rebuilt"
     )
 
@@ -107,7 +110,9 @@ def setup_import(file: Annotated[Path, typer.Argument(help="The setup YAML file.
 @setup_app.command("export")
 def setup_export(
     institution: Annotated[str, typer.Argument(help="Institution code, e.g. DEMO.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
 ) -> None:
     """Write an institution's whole setup as one YAML document."""
     from billetterie.catalog.errors import UnknownInstitution
@@ -138,7 +143,9 @@ def setup_export(
         console.print(f"[green]exported[/] {institution} to {output}")
 
 
-async def _set_operator(settings: Settings, institution: str, pos_code: str, login: str, partner: str, secret: str) -> None:
+async def _set_operator(
+    settings: Settings, institution: str, pos_code: str, login: str, partner: str, secret: str
+) -> None:
     from billetterie.catalog.services import find_point_of_sale, institution_id_by_code
     from billetterie.identity.services import set_operator
     from billetterie.shared.clock import SystemClock
@@ -166,9 +173,13 @@ async def _set_operator(settings: Settings, institution: str, pos_code: str, log
 @operators_app.command("create")
 def operators_create(
     login: Annotated[str, typer.Argument(help="<INSTITUTION>_<NAME>, e.g. DEMO_RESELLER2.")],
-    point_of_sale: Annotated[str, typer.Option("--point-of-sale", "-p", help="Point of sale code.")],
+    point_of_sale: Annotated[
+        str, typer.Option("--point-of-sale", "-p", help="Point of sale code.")
+    ],
     partner: Annotated[str, typer.Option(help="Partner name carried in the token (iss).")],
-    secret: Annotated[str | None, typer.Option(help="Secret (default: a random one, printed once).")] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="Secret (default: a random one, printed once).")
+    ] = None,
 ) -> None:
     """Create an operator bound to one point of sale, or reset its secret."""
     from billetterie.shared.errors import DomainError
@@ -185,7 +196,9 @@ def operators_create(
     except DomainError as exc:
         errors.print(f"[red]{exc.detail}[/]")
         raise typer.Exit(2) from None
-    console.print(f"operator [bold]{login}[/] (partner {partner}) on {point_of_sale}; secret: {secret}")
+    console.print(
+        f"operator [bold]{login}[/] (partner {partner}) on {point_of_sale}; secret: {secret}"
+    )
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -223,10 +236,15 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
 
     if asyncio.run(empty()):
         result = asyncio.run(_import(settings, DEMO_FILE, actor="demo"))
-        console.print(f"[green]demo institution DEMO loaded[/] (setup version {result.setup_version})")
+        console.print(
+            f"[green]demo institution DEMO loaded[/] (setup version {result.setup_version})"
+        )
     secret = settings.demo_secret or _demo_secret(settings)
-    pos_of = {"DEMO_B2C": ("WEBSHOP", "demo-website"), "DEMO_RESELLER1": ("RES1POS", "reseller1"),
-              "DEMO_BOX": ("BOXPOS", "box-office")}
+    pos_of = {
+        "DEMO_B2C": ("WEBSHOP", "demo-website"),
+        "DEMO_RESELLER1": ("RES1POS", "reseller1"),
+        "DEMO_BOX": ("BOXPOS", "box-office"),
+    }
     for login in DEMO_OPERATORS:
         pos_code, partner = pos_of[login]
         asyncio.run(_set_operator(settings, "DEMO", pos_code, login, partner, secret))
@@ -236,7 +254,9 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     table.add_column("where")
     table.add_row("API documentation", f"{base}/docs")
     table.add_row("token", f"POST {base}/tnai/backend-apis/v1/auth")
-    table.add_row("catalog (RPC)", f"POST {base}/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed")
+    table.add_row(
+        "catalog (RPC)", f"POST {base}/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed"
+    )
     table.add_row("catalog (GET mirror)", f"GET {base}/api/v1/catalog")
     console.print(table)
     operators = Table(title="operators (secret below)")

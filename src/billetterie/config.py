@@ -17,7 +17,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BILLETTERIE_", extra="ignore")
 
-    var_dir: Path = Field(default=Path("var"), description="Where local state lives (SQLite, keys).")
+    var_dir: Path = Field(
+        default=Path("var"), description="Where local state lives (SQLite, keys)."
+    )
     database_url: str = Field(
         default="",
         description="SQLAlchemy async URL; empty means SQLite at <var_dir>/billetterie.db.",

@@ -31,7 +31,9 @@ async def auth(body: AuthRequest, request: Request) -> JsonResponse:
         if point_of_sale_id is None:
             institution_code = ""
         else:
-            institution_code = (await point_of_sale_context(conn, point_of_sale_id)).institution_code
+            institution_code = (
+                await point_of_sale_context(conn, point_of_sale_id)
+            ).institution_code
         token = await authenticate(
             conn,
             login=body.operator,

@@ -22,7 +22,9 @@ from billetterie.shared.db import read
 from billetterie.shared.text import translations
 
 VERSIONS = ("v1_33",)
-catalog_service = RpcService("tnseb", "catalogService", VERSIONS, "Catalog of the operator's channel")
+catalog_service = RpcService(
+    "tnseb", "catalogService", VERSIONS, "Catalog of the operator's channel"
+)
 setup_service = RpcService("tnseb", "setupService", VERSIONS, "Setup read helpers")
 
 CURRENCY_SYMBOLS = {"EUR": "€", "CHF": "CHF", "GBP": "£", "USD": "$", "JPY": "¥", "SEK": "kr"}
@@ -114,7 +116,10 @@ async def get_pos_config(body: s.EmptyRequest, call: Call) -> dict[str, Any]:
                 }
                 for m in context.payment_methods
             ],
-            "productFamilies": sorted(families.values(), key=lambda f: (f["productFamilyType"], f["productFamilySubType"] or "")),
+            "productFamilies": sorted(
+                families.values(),
+                key=lambda f: (f["productFamilyType"], f["productFamilySubType"] or ""),
+            ),
             "seatSelectionMode": pos.seat_selection_mode,
             "splitSeatingAllowed": pos.split_seating_allowed,
             "maxSeatsPerPerformance": pos.max_seats_per_performance,
@@ -140,7 +145,8 @@ def filter_catalog(
             raise UnknownSeason(f"no season {season_code} in this catalog")
     if product_code is not None:
         seasons = [
-            {**x, "products": [p for p in x["products"] if p["code"] == product_code]} for x in seasons
+            {**x, "products": [p for p in x["products"] if p["code"] == product_code]}
+            for x in seasons
         ]
         seasons = [x for x in seasons if x["products"]]
         if not seasons:
@@ -151,7 +157,9 @@ def filter_catalog(
 @catalog_service.method(
     "getCatalogDetailed", request=s.CatalogDetailedRequest, response=s.CatalogDetailedResponse
 )
-async def get_catalog_detailed(body: s.CatalogDetailedRequest, call: Call) -> dict[str, Any] | Response:
+async def get_catalog_detailed(
+    body: s.CatalogDetailedRequest, call: Call
+) -> dict[str, Any] | Response:
     """The detailed catalog of the channel: seasons, tariffs, price levels, products with their
     performances, items, timeslots and prices. Built ahead, never ``in_progress``.
     ``scope: EXTENDED`` adds products no longer on sale. Send ``Accept-Encoding: gzip``."""
@@ -160,7 +168,9 @@ async def get_catalog_detailed(body: s.CatalogDetailedRequest, call: Call) -> di
         gzip = accepts_gzip(call)
         headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzip else {}
         return Response(
-            catalog.response(body.requestId, gzip=gzip), media_type="application/json", headers=headers
+            catalog.response(body.requestId, gzip=gzip),
+            media_type="application/json",
+            headers=headers,
         )
     return {"catalogData": filter_catalog(catalog.document, body.seasonCode, body.productCode)}
 
@@ -217,7 +227,9 @@ async def get_last_setup_update(body: s.LastSetupUpdateRequest, call: Call) -> d
     """When the catalog this channel sees last changed, and its version. Call it as often as
     you like (it reads one row); re-read the catalog only when the version moved."""
     context = await call.context()
-    version = await cache_of(call).version(context.sales_channel.id, body.scope or CatalogScope.STANDARD)
+    version = await cache_of(call).version(
+        context.sales_channel.id, body.scope or CatalogScope.STANDARD
+    )
     return {"lastSetupUpdate": version.updated_at.isoformat(), "setupVersion": version.version}
 
 
@@ -274,7 +286,9 @@ async def list_audience_sub_categories(body: s.SeasonRequest, call: Call) -> dic
                 "code": t.code,
                 "externalName": translations(t.name),
                 "audienceCategoryKind": t.kind,
-                "requiredAudienceSubCategoryIds": [codes[c] for c in t.required_codes if c in codes],
+                "requiredAudienceSubCategoryIds": [
+                    codes[c] for c in t.required_codes if c in codes
+                ],
                 "crossSeatCategory": t.cross_seat_category,
                 "audienceCategoryId": category.id,
                 "audienceCategoryCode": category.code,
@@ -291,10 +305,18 @@ async def list_price_levels(body: s.SeasonRequest, call: Call) -> dict[str, Any]
     """The price levels of a season."""
     season = await _season(call, body.seasonId)
     async with read(call.runtime.engine) as conn:
-        levels = await list_rows(conn, "price_level", call.operator.institution_id, season_id=season.id)
+        levels = await list_rows(
+            conn, "price_level", call.operator.institution_id, season_id=season.id
+        )
     return {
         "priceLevels": [
-            {"id": lv.id, "code": lv.code, "externalName": translations(lv.name), "rank": lv.rank, "seasonId": season.id}
+            {
+                "id": lv.id,
+                "code": lv.code,
+                "externalName": translations(lv.name),
+                "rank": lv.rank,
+                "seasonId": season.id,
+            }
             for lv in sorted(levels, key=lambda lv: (lv.rank, lv.id))
         ]
     }
@@ -307,22 +329,40 @@ async def list_vat_codes(body: s.EmptyRequest, call: Call) -> dict[str, Any]:
         rows = await list_rows(conn, "vat_code", call.operator.institution_id)
     return {
         "vatCodes": [
-            {"id": v.id, "code": v.code, "currentRate": v.rate, "country": v.country, "externalName": translations(v.name)}
+            {
+                "id": v.id,
+                "code": v.code,
+                "currentRate": v.rate,
+                "country": v.country,
+                "externalName": translations(v.name),
+            }
             for v in rows
         ]
     }
 
 
-def _matches(summary: dict[str, Any], product: dict[str, Any], body: s.SearchProductsRequest,
-             start: datetime | None, end: datetime | None) -> bool:
-    if body.productFamilyType is not None and summary["productFamilyType"] != body.productFamilyType.value:
+def _matches(
+    summary: dict[str, Any],
+    product: dict[str, Any],
+    body: s.SearchProductsRequest,
+    start: datetime | None,
+    end: datetime | None,
+) -> bool:
+    if (
+        body.productFamilyType is not None
+        and summary["productFamilyType"] != body.productFamilyType.value
+    ):
         return False
-    if body.productFamilySubType is not None and summary["productFamilySubType"] != body.productFamilySubType:
+    if (
+        body.productFamilySubType is not None
+        and summary["productFamilySubType"] != body.productFamilySubType
+    ):
         return False
     if body.productCodes is not None and summary["code"] not in body.productCodes:
         return False
     if body.themeCode is not None and body.themeCode not in {
-        (summary["theme"] or {}).get("code"), (summary["subTheme"] or {}).get("code")
+        (summary["theme"] or {}).get("code"),
+        (summary["subTheme"] or {}).get("code"),
     }:
         return False
     states = body.states or [ProductState.RUNNING, ProductState.SUSPENDED]
@@ -331,7 +371,10 @@ def _matches(summary: dict[str, Any], product: dict[str, Any], body: s.SearchPro
     if body.text:
         needle = body.text.casefold()
         names = (product["externalName"] or {}).get("translations", [])
-        if not any(needle in t["value"].casefold() for t in names) and needle not in summary["code"].casefold():
+        if (
+            not any(needle in t["value"].casefold() for t in names)
+            and needle not in summary["code"].casefold()
+        ):
             return False
     if start is not None or end is not None:
         performances = (product.get("event") or {}).get("performances", [])

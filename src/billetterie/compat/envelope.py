@@ -28,7 +28,9 @@ class JsonResponse(Response):
         return orjson.dumps(content)
 
 
-def envelope(request_id: Any = None, status_code: str = SUCCESS, detail: str = "OK", **fields: Any) -> dict[str, Any]:
+def envelope(
+    request_id: Any = None, status_code: str = SUCCESS, detail: str = "OK", **fields: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"statusCode": status_code, "statusDetail": detail}
     if request_id is not None:
         body["requestId"] = request_id
@@ -50,7 +52,14 @@ async def _request_id(request: Request) -> Any:
 
 
 def _problem(status: int, code: str, detail: str, **extra: Any) -> Response:
-    body = {"type": f"https://billetterie.dev/errors/{code}", "title": code, "status": status, "detail": detail, "code": code, **extra}
+    body = {
+        "type": f"https://billetterie.dev/errors/{code}",
+        "title": code,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
     return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json")
 
 
@@ -95,7 +104,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
         405: "error.request.method_not_allowed",
     }.get(exc.status_code, f"error.http.{exc.status_code}")
     detail = (
-        "no such method on this service and version" if code == "error.request.unknown_method" else str(exc.detail)
+        "no such method on this service and version"
+        if code == "error.request.unknown_method"
+        else str(exc.detail)
     )
     headers = dict(exc.headers or {})
     if not _is_rpc(request):
@@ -114,10 +125,14 @@ async def domain_error(request: Request, exc: Exception) -> Response:
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     import logging
 
-    logging.getLogger("billetterie").exception("unexpected error on %s", request.url.path, exc_info=exc)
+    logging.getLogger("billetterie").exception(
+        "unexpected error on %s", request.url.path, exc_info=exc
+    )
     if not _is_rpc(request):
         return _problem(500, "error.internal", "an unexpected error occurred; it has been logged")
-    return JsonResponse(envelope(None, "error.internal", "an unexpected error occurred"), status_code=500)
+    return JsonResponse(
+        envelope(None, "error.internal", "an unexpected error occurred"), status_code=500
+    )
 
 
 class JsonBodyMiddleware:
@@ -128,7 +143,11 @@ class JsonBodyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith(RPC_PREFIXES):
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].startswith(RPC_PREFIXES)
+        ):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}

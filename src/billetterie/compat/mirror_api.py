@@ -36,7 +36,9 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag.removeprefix("W/") in candidates
 
 
-def _send(request: Request, body: bytes, etag: str, max_age: int, gzipped: bytes | None = None) -> Response:
+def _send(
+    request: Request, body: bytes, etag: str, max_age: int, gzipped: bytes | None = None
+) -> Response:
     headers = {
         "ETag": etag,
         "Cache-Control": f"private, max-age={max_age}",
@@ -44,7 +46,9 @@ def _send(request: Request, body: bytes, etag: str, max_age: int, gzipped: bytes
     }
     if "gzip" in request.headers.get("accept-encoding", "").lower() and len(body) > 512:
         headers["Content-Encoding"] = "gzip"
-        payload = gzipped if gzipped is not None else gzip_module.compress(body, compresslevel=6, mtime=0)
+        payload = (
+            gzipped if gzipped is not None else gzip_module.compress(body, compresslevel=6, mtime=0)
+        )
         return Response(payload, media_type="application/json", headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -68,7 +72,9 @@ async def catalog(
     etag = _etag(context.sales_channel.id, scope, version.version)
     max_age = call.runtime.settings.catalog_max_age_seconds
     if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"})
+        return Response(
+            status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"}
+        )
     entry = await cache.get(context.sales_channel.id, scope)
     etag = _etag(context.sales_channel.id, scope, entry.version)
     return _send(request, entry.body, etag, max_age, entry.body_gzip)
@@ -93,7 +99,9 @@ async def catalog_product(
     etag = _etag(context.sales_channel.id, scope, version.version, f"-p{product_id}")
     max_age = call.runtime.settings.catalog_max_age_seconds
     if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"})
+        return Response(
+            status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"}
+        )
     entry = await cache.get(context.sales_channel.id, scope)
     for season in entry.document["seasons"]:
         for product in season["products"]:

@@ -33,7 +33,9 @@ def install(app: FastAPI) -> None:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        schemas["Envelope"] = Envelope.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas["Envelope"] = Envelope.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
         schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         for path, operations in document["paths"].items():
             rpc = path.startswith(RPC_PREFIXES)
@@ -44,7 +46,10 @@ def install(app: FastAPI) -> None:
                 for status, description in errors.items():
                     media = "application/json" if rpc else "application/problem+json"
                     ref = "#/components/schemas/Envelope" if rpc else "#/components/schemas/Problem"
-                    responses[status] = {"description": description, "content": {media: {"schema": {"$ref": ref}}}}
+                    responses[status] = {
+                        "description": description,
+                        "content": {media: {"schema": {"$ref": ref}}},
+                    }
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         app.openapi_schema = document

@@ -16,7 +16,8 @@ from billetterie.catalog.services import PointOfSaleContext, point_of_sale_conte
 from billetterie.compat.envelope import JsonResponse, envelope
 from billetterie.compat.runtime import Runtime
 from billetterie.identity.errors import MissingToken
-from billetterie.identity.services import Operator, operator_from_token
+from billetterie.identity.models import Operator
+from billetterie.identity.services import operator_from_token
 from billetterie.shared.db import read
 
 
@@ -62,7 +63,9 @@ Handler = Callable[[Any, Call], Awaitable[dict[str, Any] | Response]]
 
 
 class RpcService:
-    def __init__(self, module: str, service: str, versions: tuple[str, ...], description: str) -> None:
+    def __init__(
+        self, module: str, service: str, versions: tuple[str, ...], description: str
+    ) -> None:
         self.module = module
         self.service = service
         self.versions = versions

@@ -31,7 +31,9 @@ IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    requestId: str | None = Field(default=None, max_length=200, description="Echoed in the response.")
+    requestId: str | None = Field(
+        default=None, max_length=200, description="Echoed in the response."
+    )
 
 
 class Envelope(BaseModel):
@@ -396,12 +398,16 @@ class SearchProductsRequest(Request):
     productCodes: list[str] | None = Field(default=None, max_length=1000)
     themeCode: str | None = Field(default=None, max_length=16)
     states: list[ProductState] | None = None
-    text: str | None = Field(default=None, max_length=200, description="Matches names in any language.")
+    text: str | None = Field(
+        default=None, max_length=200, description="Matches names in any language."
+    )
     startDate: IsoInstant | None = Field(
-        default=None, description="Products with a performance from this instant (ISO-8601 with offset)."
+        default=None,
+        description="Products with a performance from this instant (ISO-8601 with offset).",
     )
     endDate: IsoInstant | None = Field(
-        default=None, description="Products with a performance until this instant (ISO-8601 with offset)."
+        default=None,
+        description="Products with a performance until this instant (ISO-8601 with offset).",
     )
 
 

@@ -7,7 +7,6 @@ operator is re-read so a disabled operator stops at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.identity import db
 from billetterie.identity.errors import BadCredentials, ExpiredToken, InvalidToken
+from billetterie.identity.models import Operator
 from billetterie.shared import audit
 
 _hasher = PasswordHasher()
@@ -29,24 +29,14 @@ def hash_secret(secret: str) -> str:
     return _hasher.hash(secret)
 
 
-@dataclass(frozen=True)
-class Operator:
-    id: int
-    institution_id: int
-    login: str
-    partner: str
-    point_of_sale_id: int
-    calls_per_minute: int | None
-
-
 def _operator(row: sa.Row[tuple[object, ...]]) -> Operator:
     return Operator(
-        id=row.id,  # type: ignore[attr-defined]
-        institution_id=row.institution_id,  # type: ignore[attr-defined]
-        login=row.login,  # type: ignore[attr-defined]
-        partner=row.partner,  # type: ignore[attr-defined]
-        point_of_sale_id=row.point_of_sale_id,  # type: ignore[attr-defined]
-        calls_per_minute=row.calls_per_minute,  # type: ignore[attr-defined]
+        id=row.id,
+        institution_id=row.institution_id,
+        login=row.login,
+        partner=row.partner,
+        point_of_sale_id=row.point_of_sale_id,
+        calls_per_minute=row.calls_per_minute,
     )
 
 
@@ -62,34 +52,38 @@ async def authenticate(
     now: datetime,
 ) -> str:
     """Check an operator's secret and issue a token. The partner must match the operator's."""
-    row = (
-        await conn.execute(sa.select(db.operator).where(db.operator.c.login == login))
-    ).first()
+    row = (await conn.execute(sa.select(db.operator).where(db.operator.c.login == login))).first()
     try:
-        _hasher.verify(row.secret_hash if row is not None else _DUMMY_HASH, secret)  # type: ignore[attr-defined]
+        _hasher.verify(row.secret_hash if row is not None else _DUMMY_HASH, secret)
     except (VerificationError, InvalidHashError):
         raise BadCredentials("unknown operator or wrong secret") from None
-    if row is None or not row.enabled or row.partner != partner:  # type: ignore[attr-defined]
+    if row is None or not row.enabled or row.partner != partner:
         raise BadCredentials("unknown operator or wrong secret")
     claims = {
         "sub": institution_code,
         "aud": login,
         "iss": partner,
-        "pos": row.point_of_sale_id,  # type: ignore[attr-defined]
+        "pos": row.point_of_sale_id,
         "iat": int(now.timestamp()),
         "exp": int((now + lifetime).timestamp()),
     }
     return jwt.encode(claims, key, algorithm="HS256")
 
 
-async def operator_from_token(conn: AsyncConnection, token: str, *, key: str, now: datetime) -> Operator:
+async def operator_from_token(
+    conn: AsyncConnection, token: str, *, key: str, now: datetime
+) -> Operator:
     """The operator a token stands for; raises if forged, expired, or the operator changed."""
     try:
         claims = jwt.decode(
             token,
             key,
             algorithms=["HS256"],
-            options={"verify_aud": False, "verify_exp": False, "require": ["sub", "aud", "iss", "exp"]},
+            options={
+                "verify_aud": False,
+                "verify_exp": False,
+                "require": ["sub", "aud", "iss", "exp"],
+            },
         )
     except jwt.PyJWTError:
         raise InvalidToken("the token is not valid") from None
@@ -100,9 +94,9 @@ async def operator_from_token(conn: AsyncConnection, token: str, *, key: str, no
     ).first()
     if (
         row is None
-        or not row.enabled  # type: ignore[attr-defined]
-        or row.partner != claims["iss"]  # type: ignore[attr-defined]
-        or row.point_of_sale_id != claims.get("pos")  # type: ignore[attr-defined]
+        or not row.enabled
+        or row.partner != claims["iss"]
+        or row.point_of_sale_id != claims.get("pos")
     ):
         raise InvalidToken("the token's operator no longer exists or has changed")
     return _operator(row)
@@ -127,13 +121,22 @@ async def set_operator(
         "secret_hash": hash_secret(secret),
         "enabled": True,
     }
-    existing = (await conn.execute(sa.select(db.operator.c.id).where(db.operator.c.login == login))).first()
+    existing = (
+        await conn.execute(sa.select(db.operator.c.id).where(db.operator.c.login == login))
+    ).first()
     if existing is None:
         await conn.execute(sa.insert(db.operator).values(login=login, created_at=now, **values))
     else:
-        await conn.execute(sa.update(db.operator).where(db.operator.c.id == existing[0]).values(**values))
+        await conn.execute(
+            sa.update(db.operator).where(db.operator.c.id == existing[0]).values(**values)
+        )
     await audit.record(
-        conn, institution_id=institution_id, action="identity.operator.saved", actor=actor, at=now, login=login
+        conn,
+        institution_id=institution_id,
+        action="identity.operator.saved",
+        actor=actor,
+        at=now,
+        login=login,
     )
     row = (await conn.execute(sa.select(db.operator).where(db.operator.c.login == login))).one()
     return _operator(row)
@@ -141,6 +144,8 @@ async def set_operator(
 
 async def operator_login_point_of_sale(conn: AsyncConnection, login: str) -> int | None:
     row = (
-        await conn.execute(sa.select(db.operator.c.point_of_sale_id).where(db.operator.c.login == login))
+        await conn.execute(
+            sa.select(db.operator.c.point_of_sale_id).where(db.operator.c.login == login)
+        )
     ).first()
     return None if row is None else int(row[0])

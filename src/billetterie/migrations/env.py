@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import billetterie.catalog.db  # noqa: F401  (registers tables)
-import billetterie.identity.db  # noqa: F401
+import billetterie.catalog.db
+import billetterie.identity.db
 import billetterie.shared.audit  # noqa: F401
 from billetterie.shared.db import create_engine, metadata
 

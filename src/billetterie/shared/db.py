@@ -162,16 +162,16 @@ class Sync:
             if tuple(values[c] for c in columns) != found[1]:
                 updates.append({"_id": found[0], **{c: values[c] for c in columns}})
         if inserts:
-            statement = sa.insert(table).returning(table.c.id, *(table.c[k] for k in key))
-            for row in (await self.connection.execute(statement, inserts)).all():
+            insert = sa.insert(table).returning(table.c.id, *(table.c[k] for k in key))
+            for row in (await self.connection.execute(insert, inserts)).all():
                 ids[tuple(row[1:])] = row[0]
         if updates:
-            statement = (
+            update = (
                 sa.update(table)
                 .where(table.c.id == sa.bindparam("_id"))
                 .values({c: sa.bindparam(c) for c in columns})
             )
-            await self.connection.execute(statement, updates)
+            await self.connection.execute(update, updates)
         stale = [found[0] for row_key, found in existing.items() if row_key not in ids]
         if stale:
             self._stale.append((table, stale))
