@@ -22,8 +22,8 @@ setup_app = typer.Typer(help="Import or export an institution's setup file.", no
 operators_app = typer.Typer(help="Manage API operators.", no_args_is_help=True)
 app.add_typer(setup_app, name="setup")
 app.add_typer(operators_app, name="operators")
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 DEMO_FILE = Path(__file__).parent / "demo" / "demo.yaml"
 DEMO_OPERATORS = ("DEMO_B2C", "DEMO_RESELLER1", "DEMO_BOX")
