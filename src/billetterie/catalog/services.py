@@ -7,7 +7,7 @@ snapshots and the audit entry commit together, so a partner never sees a catalog
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,15 +41,18 @@ async def import_setup(
     now: datetime,
     actor: str,
     hash_secret: Callable[[str], str],
+    after_write: Sequence[Callable[[AsyncConnection, int], Awaitable[object]]] = (),
 ) -> ImportResult:
     """Create or update an institution from a validated setup document (idempotent).
 
     Bumps the setup version only when something changed; rebuilds the catalog snapshots of
     every channel in the same transaction and moves a channel's version only when its catalog
-    changed.
+    changed. ``after_write`` callbacks (the inventory's provisioning) run in that transaction.
     """
     async with transaction(engine) as conn:
         institution_id, changes = await write_document(conn, document, now, hash_secret)
+        for callback in after_write:
+            await callback(conn, institution_id)
         version = (
             await conn.execute(
                 sa.select(db.institution.c.setup_version).where(db.institution.c.id == institution_id)
@@ -222,3 +225,53 @@ async def list_rows(
     for column, value in filters.items():
         query = query.where(table.c[column] == value)
     return list((await conn.execute(query.order_by(table.c.id))).all())
+
+
+@dataclass(frozen=True)
+class InventoryPlan:
+    """What the inventory needs to know of an institution's catalog to provision its stock."""
+
+    performances: list[Any]  # id, product_id, logical_configuration_id
+    seats: list[Any]  # logical_configuration_id, seat_category_id, seat_id, block_id, row, number, x, y, rank
+    zones: list[Any]  # logical_configuration_id, seat_category_id, capacity
+    allocations: list[Any]  # contingent_id, performance_id, seat_category_id, quantity
+    items: list[Any]  # id, product_id, kind, capacity
+    timeslots: list[Any]  # id, product_item_id, quota
+    products: list[Any]  # id, family, alert_ratio
+
+
+async def inventory_plan(conn: AsyncConnection, institution_id: int) -> InventoryPlan:
+    p, a, s = db.performance.c, db.seat_assignment.c, db.seat.c
+    seats = (
+        await conn.execute(
+            sa.select(
+                a.logical_configuration_id, a.seat_category_id, s.id.label("seat_id"), s.block_id,
+                s.row, s.number, s.x, s.y, s.rank,
+            )
+            .join(db.seat, s.id == a.seat_id)
+            .where(a.institution_id == institution_id)
+        )
+    ).all()
+    z, al, i, t, pr = db.zone.c, db.contingent_allocation.c, db.product_item.c, db.timeslot.c, db.product.c
+    return InventoryPlan(
+        performances=list((await conn.execute(
+            sa.select(p.id, p.product_id, p.logical_configuration_id).where(p.institution_id == institution_id)
+        )).all()),
+        seats=list(seats),
+        zones=list((await conn.execute(
+            sa.select(z.logical_configuration_id, z.seat_category_id, z.capacity).where(z.institution_id == institution_id)
+        )).all()),
+        allocations=list((await conn.execute(
+            sa.select(al.contingent_id, al.performance_id, al.seat_category_id, al.quantity)
+            .where(al.institution_id == institution_id)
+        )).all()),
+        items=list((await conn.execute(
+            sa.select(i.id, i.product_id, i.kind, i.capacity).where(i.institution_id == institution_id)
+        )).all()),
+        timeslots=list((await conn.execute(
+            sa.select(t.id, t.product_item_id, t.quota).where(t.institution_id == institution_id)
+        )).all()),
+        products=list((await conn.execute(
+            sa.select(pr.id, pr.family, pr.alert_ratio).where(pr.institution_id == institution_id)
+        )).all()),
+    )

@@ -1,0 +1,464 @@
+"""Hold, confirm, release and expire places: the one way inventory changes.
+
+Contract of every use case here:
+
+- one short transaction (``BEGIN IMMEDIATE`` on SQLite, ``lock_timeout`` on PostgreSQL);
+- the database decides, never a cache: seats move with ``UPDATE ... WHERE state = 'FREE'`` and
+  counters with ``UPDATE ... WHERE capacity - held - sold - blocked >= n``; a conditional update
+  that loses a race makes the attempt start again (up to ``ATTEMPTS`` times);
+- rows are touched in a fixed order — seats by id, then stock rows by id, then the institution's
+  sequence row last — so two transactions never wait on each other in a cycle;
+- a lock not obtained within the timeout raises :class:`Busy` ("retry", with Retry-After);
+- every touched stock row is written to ``inventory_change`` with the next sequence value, in
+  the same transaction;
+- holds past ``expires_at`` are released before places are looked for, and by ``expire_holds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billetterie.inventory import db
+from billetterie.inventory.errors import (
+    Busy,
+    HoldClosed,
+    InvalidQuantity,
+    NotAvailable,
+    UnknownHold,
+    UnknownInventory,
+)
+from billetterie.inventory.models import HoldState, SeatState
+from billetterie.inventory.seating import FreeSeat, best_available
+from billetterie.shared import audit
+from billetterie.shared.db import transaction
+
+ATTEMPTS = 5
+LOCK_TIMEOUT_MS = 3000
+MAX_QUANTITY = 1000
+
+
+class _LostRace(Exception):
+    """A conditional update matched fewer rows than expected; the attempt starts again."""
+
+
+@dataclass(frozen=True)
+class PlaceRequest:
+    """Places wanted in one stock family: a performance's seat category, or a product item
+    (and timeslot). ``seat_ids`` (performance seat ids) asks for given seats."""
+
+    quantity: int
+    performance_id: int | None = None
+    seat_category_id: int | None = None
+    product_item_id: int | None = None
+    timeslot_id: int | None = None
+    seat_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeldLine:
+    stock_id: int
+    quantity: int
+    seat_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: int
+    cart: str
+    state: HoldState
+    expires_at: datetime
+    lines: tuple[HeldLine, ...] = field(default=())
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+async def _begin_locks(conn: AsyncConnection) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
+
+
+def _is_lock_failure(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return any(
+        marker in text
+        for marker in ("lock timeout", "lock_timeout", "database is locked", "locknotavailable",
+                       "canceling statement due to lock", "deadlock detected")
+    )
+
+
+async def _with_retries(engine: AsyncEngine, work: Any) -> Any:
+    for attempt in range(ATTEMPTS):
+        try:
+            async with transaction(engine) as conn:
+                await _begin_locks(conn)
+                return await work(conn)
+        except _LostRace:
+            continue
+        except (OperationalError, DBAPIError) as exc:
+            if _is_lock_failure(exc):
+                if "deadlock" in str(exc.orig).lower() and attempt < ATTEMPTS - 1:
+                    continue
+                raise Busy() from None
+            raise
+    raise Busy("too much contention on these places; retry shortly")
+
+
+async def next_sequence(conn: AsyncConnection, institution_id: int) -> int:
+    """The institution's next change sequence; its row stays locked until commit, so sequence
+    order is commit order."""
+    q = db.inventory_sequence.c
+    value = (
+        await conn.execute(
+            sa.update(db.inventory_sequence)
+            .where(q.institution_id == institution_id)
+            .values(value=q.value + 1)
+            .returning(q.value)
+        )
+    ).scalar_one_or_none()
+    if value is None:
+        raise UnknownInventory("the institution's inventory has not been provisioned")
+    return int(value)
+
+
+async def _log_changes(conn: AsyncConnection, institution_id: int, stock_ids: set[int], now: datetime) -> int:
+    if not stock_ids:
+        return 0
+    sequence = await next_sequence(conn, institution_id)
+    s = db.stock.c
+    rows = (
+        await conn.execute(
+            sa.select(s.id, s.product_id, s.performance_id, s.held, s.sold, s.blocked, s.capacity)
+            .where(s.id.in_(sorted(stock_ids)))
+        )
+    ).all()
+    await conn.execute(
+        sa.insert(db.inventory_change),
+        [
+            {
+                "institution_id": institution_id, "sequence": sequence, "stock_id": r.id,
+                "product_id": r.product_id, "performance_id": r.performance_id, "held": r.held,
+                "sold": r.sold, "blocked": r.blocked, "capacity": r.capacity, "at": now,
+            }
+            for r in rows
+        ],
+    )
+    return sequence
+
+
+async def _move_counts(conn: AsyncConnection, changes: dict[int, tuple[int, int]]) -> None:
+    """Apply (held delta, sold delta) per stock, in stock id order; a hold must fit."""
+    s = db.stock.c
+    for stock_id in sorted(changes):
+        held, sold = changes[stock_id]
+        if held == 0 and sold == 0:
+            continue
+        query = sa.update(db.stock).where(s.id == stock_id).values(held=s.held + held, sold=s.sold + sold)
+        if held + sold > 0:
+            query = query.where(
+                sa.or_(s.capacity.is_(None), s.capacity - s.held - s.sold - s.blocked >= held + sold)
+            )
+        if (await conn.execute(query)).rowcount != 1:
+            raise NotAvailable("not enough places left")
+
+
+# --- expiry --------------------------------------------------------------------------------
+
+
+async def _close_holds(
+    conn: AsyncConnection, hold_ids: list[int], state: HoldState, now: datetime
+) -> set[int]:
+    """Release (or confirm) holds: their seats and counters. Returns the stock ids touched."""
+    if not hold_ids:
+        return set()
+    h, line, ps = db.hold.c, db.hold_line.c, db.performance_seat.c
+    lines = (
+        await conn.execute(sa.select(line.stock_id, line.quantity).where(line.hold_id.in_(hold_ids)))
+    ).all()
+    seat_ids = sorted(
+        r.id for r in (await conn.execute(sa.select(ps.id).where(ps.hold_id.in_(hold_ids)))).all()
+    )
+    if seat_ids:
+        values: dict[str, Any] = (
+            {"state": SeatState.SOLD.value} if state == HoldState.CONFIRMED
+            else {"state": SeatState.FREE.value, "hold_id": None}
+        )
+        for start in range(0, len(seat_ids), 500):
+            await conn.execute(
+                sa.update(db.performance_seat).where(ps.id.in_(seat_ids[start : start + 500])).values(**values)
+            )
+    changes: dict[int, tuple[int, int]] = {}
+    for r in lines:
+        held, sold = changes.get(r.stock_id, (0, 0))
+        changes[r.stock_id] = (held - r.quantity, sold + (r.quantity if state == HoldState.CONFIRMED else 0))
+    await _move_counts(conn, changes)
+    await conn.execute(
+        sa.update(db.hold).where(h.id.in_(sorted(hold_ids))).values(state=state.value, closed_at=now)
+    )
+    return set(changes)
+
+
+async def _expire_due(conn: AsyncConnection, institution_id: int, now: datetime, *,
+                      stock_ids: Sequence[int] | None = None, limit: int = 500) -> tuple[list[int], set[int]]:
+    h, line = db.hold.c, db.hold_line.c
+    query = sa.select(h.id).where(
+        h.institution_id == institution_id, h.state == HoldState.ACTIVE.value, h.expires_at <= now
+    )
+    if stock_ids is not None:
+        query = query.where(
+            h.id.in_(sa.select(line.hold_id).where(line.stock_id.in_(sorted(set(stock_ids)))))
+        )
+    hold_ids = sorted(r.id for r in (await conn.execute(query.order_by(h.id).limit(limit))).all())
+    return hold_ids, await _close_holds(conn, hold_ids, HoldState.EXPIRED, now)
+
+
+async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) -> int:
+    """Release every hold past its expiry (the sweeper). Returns how many were released."""
+
+    async def work(conn: AsyncConnection) -> int:
+        h = db.hold.c
+        due = (
+            await conn.execute(
+                sa.select(h.institution_id, sa.func.count())
+                .where(h.state == HoldState.ACTIVE.value, h.expires_at <= now)
+                .group_by(h.institution_id)
+            )
+        ).all()
+        released = 0
+        for institution_id, _ in sorted(due):
+            hold_ids, stocks = await _expire_due(conn, institution_id, now, limit=limit)
+            for hold_id in hold_ids:
+                await audit.record(conn, institution_id=institution_id, action="inventory.hold.expired",
+                                   actor="sweeper", at=now, hold_id=hold_id)
+            await _log_changes(conn, institution_id, stocks, now)
+            released += len(hold_ids)
+        return released
+
+    result: int = await _with_retries(engine, work)
+    return result
+
+
+# --- hold ----------------------------------------------------------------------------------
+
+
+async def _candidate_stocks(
+    conn: AsyncConnection, institution_id: int, sales_channel_id: int, request: PlaceRequest,
+    contingent_ids: Sequence[int],
+) -> list[Any]:
+    """The stocks a channel may take the request from: its contingents first, then the pool."""
+    s = db.stock.c
+    query = sa.select(s.id, s.numbered, s.contingent_id, s.capacity).where(s.institution_id == institution_id)
+    if request.performance_id is not None:
+        if request.seat_category_id is None:
+            raise InvalidQuantity("a seat category is required with a performance")
+        query = query.where(s.performance_id == request.performance_id, s.seat_category_id == request.seat_category_id)
+    elif request.product_item_id is not None:
+        query = query.where(s.product_item_id == request.product_item_id)
+        query = query.where(
+            s.timeslot_id == request.timeslot_id if request.timeslot_id is not None else s.timeslot_id.is_(None)
+        )
+    else:
+        raise InvalidQuantity("name a performance and seat category, or a product item")
+    rows = [
+        r for r in (await conn.execute(query)).all()
+        if r.contingent_id is None or r.contingent_id in contingent_ids
+    ]
+    if not rows:
+        raise UnknownInventory("no such places for this sales channel")
+    return sorted(rows, key=lambda r: (r.contingent_id is None, r.id))
+
+
+async def _take_seats(
+    conn: AsyncConnection, stocks: list[Any], request: PlaceRequest, hold_id: int, split_allowed: bool
+) -> list[HeldLine]:
+    ps = db.performance_seat.c
+    stock_ids = [r.id for r in stocks]
+    if request.seat_ids:
+        wanted = sorted(set(request.seat_ids))
+        if len(wanted) != request.quantity:
+            raise InvalidQuantity("give as many seats as the quantity, each once")
+        rows = (
+            await conn.execute(
+                sa.select(ps.id, ps.stock_id, ps.state).where(ps.id.in_(wanted), ps.stock_id.in_(stock_ids))
+            )
+        ).all()
+        if len(rows) != len(wanted):
+            raise NotAvailable("some of these seats are not for sale on this channel")
+        if any(r.state != SeatState.FREE.value for r in rows):
+            raise NotAvailable("some of these seats are taken")
+        chosen = [(r.id, r.stock_id) for r in rows]
+    else:
+        free = (
+            await conn.execute(
+                sa.select(ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank)
+                .where(ps.stock_id.in_(stock_ids), ps.state == SeatState.FREE.value)
+            )
+        ).all()
+        stock_of = {r.id: r.stock_id for r in free}
+        picked = best_available(
+            (FreeSeat(r.id, r.block_id, r.row_order, r.position, r.rank) for r in free),
+            request.quantity,
+            split_allowed=split_allowed,
+        )
+        if picked is None:
+            raise NotAvailable("not enough seats together in this category")
+        chosen = [(seat_id, stock_of[seat_id]) for seat_id in picked]
+    ids = sorted(seat_id for seat_id, _ in chosen)
+    updated = await conn.execute(
+        sa.update(db.performance_seat)
+        .where(ps.id.in_(ids), ps.state == SeatState.FREE.value)
+        .values(state=SeatState.HELD.value, hold_id=hold_id)
+    )
+    if updated.rowcount != len(ids):
+        if request.seat_ids:
+            raise NotAvailable("some of these seats were just taken")
+        raise _LostRace()
+    per_stock: dict[int, list[int]] = {}
+    for seat_id, stock_id in chosen:
+        per_stock.setdefault(stock_id, []).append(seat_id)
+    return [HeldLine(stock_id, len(seats), tuple(sorted(seats))) for stock_id, seats in per_stock.items()]
+
+
+async def hold_places(
+    engine: AsyncEngine,
+    *,
+    institution_id: int,
+    sales_channel_id: int,
+    contingent_ids: Sequence[int],
+    cart: str,
+    requests: Sequence[PlaceRequest],
+    expires_at: datetime,
+    now: datetime,
+    split_allowed: bool = False,
+    actor: str = "system",
+) -> Hold:
+    """Hold every requested place for ``cart`` until ``expires_at``, all or nothing.
+
+    Raises NotAvailable (``error.order.availability``) when places are missing, Busy on lock
+    timeout, InvalidQuantity / UnknownInventory on bad input; nothing is held then.
+    """
+    if not requests:
+        raise InvalidQuantity("nothing to hold")
+    for request in requests:
+        if not 1 <= request.quantity <= MAX_QUANTITY:
+            raise InvalidQuantity(f"quantity must be between 1 and {MAX_QUANTITY}")
+    if expires_at <= now:
+        raise InvalidQuantity("a hold must expire in the future")
+
+    async def work(conn: AsyncConnection) -> Hold:
+        h = db.hold.c
+        hold_id = (
+            await conn.execute(
+                sa.insert(db.hold)
+                .values(institution_id=institution_id, sales_channel_id=sales_channel_id, cart=cart,
+                        state=HoldState.ACTIVE.value, created_at=now, expires_at=expires_at)
+                .returning(h.id)
+            )
+        ).scalar_one()
+        candidates = [
+            await _candidate_stocks(conn, institution_id, sales_channel_id, r, contingent_ids) for r in requests
+        ]
+        _, expired_stocks = await _expire_due(conn, institution_id, now, stock_ids=[s.id for c in candidates for s in c])
+        lines: list[HeldLine] = []
+        counts: dict[int, tuple[int, int]] = {}
+        for request, stocks in zip(requests, candidates, strict=True):
+            if stocks[0].numbered:
+                taken = await _take_seats(conn, stocks, request, hold_id, split_allowed)
+            else:
+                taken = await _take_unnumbered(conn, stocks, request)
+            lines.extend(taken)
+            for line in taken:
+                if stocks[0].numbered:
+                    held, sold = counts.get(line.stock_id, (0, 0))
+                    counts[line.stock_id] = (held + line.quantity, sold)
+        await _move_counts(conn, counts)
+        await conn.execute(
+            sa.insert(db.hold_line),
+            [{"institution_id": institution_id, "hold_id": hold_id, "stock_id": line.stock_id,
+              "quantity": line.quantity} for line in lines],
+        )
+        await audit.record(conn, institution_id=institution_id, action="inventory.hold.created", actor=actor,
+                           at=now, hold_id=hold_id, cart=cart, places=sum(line.quantity for line in lines))
+        await _log_changes(conn, institution_id, {line.stock_id for line in lines} | expired_stocks, now)
+        return Hold(hold_id, cart, HoldState.ACTIVE, expires_at, tuple(lines))
+
+    result: Hold = await _with_retries(engine, work)
+    return result
+
+
+async def _take_unnumbered(conn: AsyncConnection, stocks: list[Any], request: PlaceRequest) -> list[HeldLine]:
+    """The first stock (contingent, then pool) that has the whole quantity free."""
+    if request.seat_ids:
+        raise InvalidQuantity("these places are not numbered")
+    s = db.stock.c
+    for stock in stocks:
+        result = await conn.execute(
+            sa.update(db.stock)
+            .where(s.id == stock.id)
+            .where(sa.or_(s.capacity.is_(None), s.capacity - s.held - s.sold - s.blocked >= request.quantity))
+            .values(held=s.held + request.quantity)
+        )
+        if result.rowcount == 1:
+            return [HeldLine(stock.id, request.quantity)]
+    raise NotAvailable("not enough places left")
+
+
+# --- confirm / release -------------------------------------------------------------------------
+
+
+async def _active_hold(conn: AsyncConnection, institution_id: int, hold_id: int, now: datetime) -> Any:
+    h = db.hold.c
+    row = (
+        await conn.execute(sa.select(db.hold).where(h.id == hold_id, h.institution_id == institution_id))
+    ).first()
+    if row is None:
+        raise UnknownHold(f"no hold {hold_id}")
+    if row.state != HoldState.ACTIVE.value:
+        raise HoldClosed(f"hold {hold_id} is {row.state.lower()}")
+    if row.expires_at <= now:
+        raise HoldClosed(f"hold {hold_id} has expired")
+    return row
+
+
+async def confirm_hold(engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime,
+                       actor: str = "system") -> None:
+    """Sell the hold's places. Refused when the hold expired, was released or confirmed."""
+
+    async def work(conn: AsyncConnection) -> None:
+        await _active_hold(conn, institution_id, hold_id, now)
+        stocks = await _close_holds(conn, [hold_id], HoldState.CONFIRMED, now)
+        await audit.record(conn, institution_id=institution_id, action="inventory.hold.confirmed",
+                           actor=actor, at=now, hold_id=hold_id)
+        await _log_changes(conn, institution_id, stocks, now)
+
+    await _with_retries(engine, work)
+
+
+async def release_hold(engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime,
+                       actor: str = "system") -> None:
+    """Give the hold's places back. Idempotent on a hold already released or expired."""
+
+    async def work(conn: AsyncConnection) -> None:
+        h = db.hold.c
+        row = (
+            await conn.execute(sa.select(h.state).where(h.id == hold_id, h.institution_id == institution_id))
+        ).first()
+        if row is None:
+            raise UnknownHold(f"no hold {hold_id}")
+        if row.state in (HoldState.RELEASED.value, HoldState.EXPIRED.value):
+            return
+        if row.state == HoldState.CONFIRMED.value:
+            raise HoldClosed(f"hold {hold_id} is confirmed")
+        stocks = await _close_holds(conn, [hold_id], HoldState.RELEASED, now)
+        await audit.record(conn, institution_id=institution_id, action="inventory.hold.released",
+                           actor=actor, at=now, hold_id=hold_id)
+        await _log_changes(conn, institution_id, stocks, now)
+
+    await _with_retries(engine, work)
