@@ -1,31 +1,37 @@
-"""Benchmark of the detailed catalog: build it ahead, serve it from memory, over real HTTP.
+"""Benchmark of the detailed catalog: built ahead, served from memory, called over real HTTP.
 
-The box office answers ``getCatalogDetailed`` from a catalog built when the setup changes
-(``catalog.services.rebuild_catalogs`` stores one JSON snapshot per channel and scope) and kept
-in each server process, already gzipped (``compat.catalog_cache``). This script checks that the
-design holds at a realistic size and measures what it buys:
+``getCatalogDetailed`` is answered from a catalog built when the setup changes
+(``catalog.services.rebuild_catalogs`` stores one JSON snapshot per sales channel and scope) and
+kept by each server process already gzipped (``compat.catalog_cache``); per request the server
+only checks the token, reads the snapshot's version and appends the ``requestId``. This script
+checks that the design holds at a realistic size, and what it buys:
 
-* **setup**: an institution ``BENCH`` generated in code (1,000 products x 10 performances, each
-  priced for 5 tariffs x 4 seat categories = 200,000 prices, names in en/fr/de), validated by
-  ``parse_document`` and imported with ``import_setup`` into a fresh database (a SQLite file in a
-  temporary directory, or a new PostgreSQL database created on ``--database-url`` and dropped
-  afterwards);
-* **cold build** (target <= 2 s): ``rebuild_catalogs`` forced to render and write every snapshot
-  (the rows are deleted first), with the load / render / serialize split timed on
-  ``CatalogBuilder`` directly;
-* **served** (targets: warm p50 <= 50 ms, 304 <= 5 ms): the real server (``billetterie serve``)
-  in a subprocess, called through one keep-alive ``httpx`` client with an operator token: the
-  first ``getCatalogDetailed`` (the process loads and gzips the snapshot), warm latencies with
-  ``Accept-Encoding: gzip`` and ``identity`` (to the last byte of the body; every answer's
-  ``requestId`` and ``statusCode`` are checked), the GET mirror's ``If-None-Match`` 304,
-  ``getLastSetupUpdate``, the response sizes and the server's RSS;
-* **baseline**: what an answer would cost without the prebuilt cache (load + render + serialize
-  + gzip in process, p50 over ``--baseline-runs``), and the speed-up of the served path.
+* **setup** - an institution ``BENCH`` generated in code: 1,000 products x 10 performances, each
+  priced for 5 tariffs x 4 seat categories (200,000 prices), names and descriptions in en/fr/de,
+  one small hall (4 blocks x 5 rows x 20 seats) so that seats cost nothing; validated by
+  ``parse_document`` and imported by ``import_setup`` into a fresh database: a SQLite file in a
+  temporary directory, or a database created on ``--database-url`` (PostgreSQL) and dropped
+  at the end.
+* **cold build** (target <= 2 s) - ``rebuild_catalogs`` forced to render and write every snapshot
+  (their rows are deleted first), p50 of ``--build-runs``; the split load / render / serialize is
+  timed on ``CatalogBuilder`` directly. It runs after the setup document is freed, on a heap like
+  a server's.
+* **baseline** - what an answer costs without the prebuilt cache: load + render + serialize (+
+  gzip) in process, and the speed-up of the served path over it.
+* **served** (targets: warm p50 <= 50 ms, 304 <= 5 ms) - the real ``billetterie serve`` in a
+  subprocess, called through one keep-alive ``httpx`` client with an operator's token: the first
+  ``getCatalogDetailed`` (the process reads and gzips the snapshot); warm latencies, to the last
+  byte of the body, with ``Accept-Encoding: gzip`` and ``identity`` (every answer is checked: a
+  success echoing its own ``requestId``), with the server's CPU per call; the GET mirror's
+  ``If-None-Match`` 304; ``getLastSetupUpdate``; ``/healthz`` as the floor of any call (HTTP and
+  framework, no token, no database); the response sizes; the server's RSS.
+* **other** (no target) - the first ``getPOSConfig``, which parses the catalog in the server.
 
-It is a benchmark, not a test: it exits 0 when a target is missed and prints the misses; it
-exits 1 only when the run itself fails (server not starting, a wrong answer).
+It is a benchmark, not a test: it exits 0 when a target is missed, listing the misses, and 1 only
+when the run itself fails (the server does not start, an answer is wrong). The machine's load
+average is printed with the figures: latencies on a busy machine are not comparable.
 
-    .venv/bin/python bench/catalog.py
+    .venv/bin/python bench/catalog.py [--json figures.json]
     .venv/bin/python bench/catalog.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
 """
 
@@ -96,17 +102,12 @@ class BenchError(Exception):
     """The run itself failed (not a missed target)."""
 
 
-# --- the setup document ---------------------------------------------------------------------
+# --- the setup document ----------------------------------------------------------------------
 
-GENRES = (  # theme code, sub-theme code, names (en, fr, de)
-    ("MUSIC", "CLASSICAL", ("Symphony", "Symphonie", "Sinfonie")),
-    ("MUSIC", "JAZZ", ("Jazz night", "Soirée jazz", "Jazzabend")),
-    ("STAGE", "DRAMA", ("Drama", "Drame", "Schauspiel")),
-    ("STAGE", "DANCE", ("Ballet", "Ballet", "Ballett")),
-    ("STAGE", "OPERA", ("Opera", "Opéra", "Oper")),
-    ("FAMILY", "KIDS", ("Family show", "Spectacle familial", "Familienvorstellung")),
-)
-THEMES = {
+Names = tuple[str, str, str]  # en, fr, de
+
+# theme -> (names, sub-theme -> names); a product's genre is (theme, sub-theme, names)
+THEMES: dict[str, tuple[Names, dict[str, Names]]] = {
     "MUSIC": (
         ("Music", "Musique", "Musik"),
         {"CLASSICAL": ("Classical", "Classique", "Klassik"), "JAZZ": ("Jazz", "Jazz", "Jazz")},
@@ -121,238 +122,207 @@ THEMES = {
     ),
     "FAMILY": (("Family", "Famille", "Familie"), {"KIDS": ("Children", "Enfants", "Kinder")}),
 }
-VENUES = (
-    ("Grand Hall", "Grande salle", "Großer Saal"),
-    ("Lausanne", "1003", "Avenue du Théâtre 12"),
+GENRES: tuple[tuple[str, str, Names], ...] = (
+    ("MUSIC", "CLASSICAL", ("Symphony", "Symphonie", "Sinfonie")),
+    ("MUSIC", "JAZZ", ("Jazz night", "Soirée jazz", "Jazzabend")),
+    ("STAGE", "DRAMA", ("Drama", "Drame", "Schauspiel")),
+    ("STAGE", "DANCE", ("Ballet", "Ballet", "Ballett")),
+    ("STAGE", "OPERA", ("Opera", "Opéra", "Oper")),
+    ("FAMILY", "KIDS", ("Family show", "Spectacle familial", "Familienvorstellung")),
+)
+TARIFF_SPECS: tuple[tuple[str, Names, str], ...] = (  # in the PUBLIC audience; INVITE is apart
+    ("FULL", ("Full price", "Plein tarif", "Vollpreis"), "FULL"),
+    ("RED", ("Reduced", "Réduit", "Ermäßigt"), "REDUCED"),
+    ("STUDENT", ("Student", "Étudiant", "Student"), "REDUCED"),
+    ("CHILD", ("Child", "Enfant", "Kind"), "REDUCED"),
 )
 
 
-def text(en: str, fr: str, de: str) -> dict[str, str]:
+def text(names: Names) -> dict[str, str]:
+    en, fr, de = names
     return {"en": en, "fr": fr, "de": de}
 
 
-def build_document(products: int, performances_per_product: int) -> dict[str, Any]:
-    """The BENCH institution as a setup document (a plain dict, as if read from YAML)."""
-    season_start = datetime(2026, 9, 1)
-    themes = [
-        {
-            "code": code,
-            "name": text(*names),
-            "subThemes": [
-                {"code": sub, "name": text(*sub_names)} for sub, sub_names in subs.items()
-            ],
-        }
-        for code, (names, subs) in THEMES.items()
-    ]
+def _venue() -> dict[str, Any]:
+    """One hall: a block of 5 rows x 20 seats per seat category."""
     blocks = [
-        {"code": f"B{i + 1}", "rows": "1-5", "seats": "1-20", "origin": {"x": 22 * i, "y": 0}}
-        for i in range(len(SEAT_CATEGORIES))
+        {"code": f"B{i}", "rows": "1-5", "seats": "1-20", "origin": {"x": 22 * (i - 1), "y": 0}}
+        for i in range(1, len(SEAT_CATEGORIES) + 1)
     ]
-    seat_categories = [
+    categories = [
         {
             "code": code,
-            "name": text(f"Category {i + 1}", f"Catégorie {i + 1}", f"Kategorie {i + 1}"),
-            "seats": [f"PARTERRE/B{i + 1}"],
+            "name": text((f"Category {i}", f"Catégorie {i}", f"Kategorie {i}")),
+            "seats": [f"PARTERRE/B{i}"],
         }
-        for i, code in enumerate(SEAT_CATEGORIES)
+        for i, code in enumerate(SEAT_CATEGORIES, start=1)
     ]
-    product_specs = []
-    for p in range(products):
-        theme, sub_theme, (en, fr, de) = GENRES[p % len(GENRES)]
-        number = p + 1
-        base = 20 + (p % 9) * 5  # the full price of category 1, in EUR
-        grid = {
-            cat: {
-                tariff: "0.00"
-                if tariff == "INVITE"
-                else f"{max(5, base - c * 8 - t * 4)}.{(p * 7) % 100:02d}"
-                for t, tariff in enumerate(TARIFFS)
-            }
-            for c, cat in enumerate(SEAT_CATEGORIES)
+    configuration = {
+        "code": "PLAN",
+        "name": text(("Seated", "Assis", "Bestuhlt")),
+        "stage": {"x": 43, "y": -3},
+        "areas": [
+            {"code": "PARTERRE", "name": text(("Stalls", "Parterre", "Parkett")), "blocks": blocks}
+        ],
+        "logicalConfigurations": [
+            {"code": "STANDARD", "name": text(("Standard",) * 3), "seatCategories": categories}
+        ],
+    }
+    hall = text(("Grand Hall", "Grande salle", "Großer Saal"))
+    return {
+        "code": "THEATRE",
+        "name": hall,
+        "address": {
+            "street": "Avenue du Théâtre 12",
+            "zip": "1003",
+            "city": "Lausanne",
+            "countryCode": "CH",
+        },
+        "spaces": [{"code": "HALL", "name": hall, "configurations": [configuration]}],
+    }
+
+
+def _audiences() -> list[dict[str, Any]]:
+    tariffs: list[dict[str, Any]] = [
+        {"code": code, "name": text(names), "kind": kind} for code, names, kind in TARIFF_SPECS
+    ]
+    tariffs[-1]["requires"] = ["FULL"]  # a child comes with an adult
+    invitation = {"code": "INVITE", "name": text(("Invitation",) * 3), "kind": "FREE"}
+    return [
+        {
+            "code": "PUBLIC",
+            "season": SEASON,
+            "name": text(("General public", "Tout public", "Publikum")),
+            "tariffs": tariffs,
+        },
+        {
+            "code": "GUESTS",
+            "season": SEASON,
+            "name": text(("Guests", "Invités", "Gäste")),
+            "mainCategory": "INVITED",
+            "secondaryCategory": "FREE",
+            "tariffs": [invitation],
+        },
+    ]
+
+
+def _product(index: int, performances: int) -> dict[str, Any]:
+    """A SINGLE_ENTRY product on sale on the channel, its performances spread over the season."""
+    number = index + 1
+    theme, sub_theme, (en, fr, de) = GENRES[index % len(GENRES)]
+    full = 20 + (index % 9) * 5  # category 1, full price, in CHF
+    cents = (index * 7) % 100
+    prices = {
+        category: {
+            tariff: "0.00" if tariff == "INVITE" else f"{max(5, full - c * 8 - t * 4)}.{cents:02d}"
+            for t, tariff in enumerate(TARIFFS)
         }
-        performances = []
-        for f in range(performances_per_product):
-            day = season_start + timedelta(days=(p * 7 + f * 31) % 330)
-            start = day.replace(hour=19 if f % 3 else 15, minute=30 if f % 2 else 0)
-            performances.append(
+        for c, category in enumerate(SEAT_CATEGORIES)
+    }
+    dates = []
+    for f in range(performances):
+        day = datetime(2026, 9, 1) + timedelta(days=(index * 7 + f * 31) % 330)
+        dates.append(day.replace(hour=19 if f % 3 else 15, minute=30 if f % 2 else 0))
+    return {
+        "code": f"P{number:05d}",
+        "family": "SINGLE_ENTRY",
+        "season": SEASON,
+        "name": text((f"{en} no. {number}", f"{fr} n° {number}", f"{de} Nr. {number}")),
+        "description": text(
+            (
+                f"{en} no. {number}: an evening of the season with the resident ensemble and "
+                "guest artists. Doors open 45 minutes before the performance.",
+                f"{fr} n° {number} : une soirée de la saison avec l'ensemble en résidence et des "
+                "artistes invités. Ouverture des portes 45 minutes avant le spectacle.",
+                f"{de} Nr. {number}: ein Abend der Spielzeit mit dem Hausensemble und "
+                "Gastkünstlern. Einlass 45 Minuten vor Beginn der Vorstellung.",
+            )
+        ),
+        "vatCode": "VAT",
+        "theme": theme,
+        "subTheme": sub_theme,
+        "externalUrl": f"https://bench.example/shows/p{number:05d}",
+        "salesPeriods": [
+            {"salesChannel": CHANNEL, "start": "2026-06-01T10:00:00", "end": "2027-08-31T23:00:00"}
+        ],
+        "event": {
+            "configuration": "STANDARD",
+            "duration": "2h30" if index % 2 else "1h45",
+            "prices": prices,
+            "performances": [
                 {
-                    "code": f"P{number:05d}-{f + 1:03d}",
-                    "start": start.isoformat(),  # local time of the organization
+                    "code": f"P{number:05d}-{f:03d}",
+                    "start": start.isoformat(),  # the organization's local time
                     "name": text(
-                        f"{en} no. {number} - {start:%d %b %Y}",
-                        f"{fr} n° {number} - {start:%d/%m/%Y}",
-                        f"{de} Nr. {number} - {start:%d.%m.%Y}",
+                        (
+                            f"{en} no. {number} - {start:%d %b %Y}",
+                            f"{fr} n° {number} - {start:%d/%m/%Y}",
+                            f"{de} Nr. {number} - {start:%d.%m.%Y}",
+                        )
                     ),
                 }
-            )
-        product_specs.append(
-            {
-                "code": f"P{number:05d}",
-                "family": "SINGLE_ENTRY",
-                "season": SEASON,
-                "name": text(f"{en} no. {number}", f"{fr} n° {number}", f"{de} Nr. {number}"),
-                "description": text(
-                    f"{en} no. {number}: an evening of the season's programme, with the "
-                    "resident ensemble and guest artists. Doors open 45 minutes before.",
-                    f"{fr} n° {number} : une soirée de la saison, avec l'ensemble en résidence "
-                    "et des artistes invités. Ouverture des portes 45 minutes avant.",
-                    f"{de} Nr. {number}: ein Abend des Saisonprogramms mit dem Hausensemble und "
-                    "Gastkünstlern. Einlass 45 Minuten vor Beginn.",
-                ),
-                "vatCode": "VAT",
-                "theme": theme,
-                "subTheme": sub_theme,
-                "externalUrl": f"https://bench.example/shows/p{number:05d}",
-                "salesPeriods": [
-                    {
-                        "salesChannel": CHANNEL,
-                        "start": "2026-06-01T10:00:00",
-                        "end": "2027-08-31T23:00:00",
-                    }
-                ],
-                "event": {
-                    "configuration": "STANDARD",
-                    "duration": "2h30" if p % 2 else "1h45",
-                    "prices": grid,
-                    "performances": performances,
-                },
-            }
-        )
-    (venue_names, (city, zip_code, street)) = VENUES
-    return {
-        "institution": {
-            "code": INSTITUTION,
-            "name": text("Bench Theatre", "Théâtre Bench", "Theater Bench"),
-            "currency": "CHF",
+                for f, start in enumerate(dates, start=1)
+            ],
         },
+    }
+
+
+def build_document(products: int, performances_per_product: int) -> dict[str, Any]:
+    """The BENCH institution as a setup document: a plain dict, as if read from YAML."""
+    theatre = ("Bench Theatre", "Théâtre Bench", "Theater Bench")
+    point_of_sale = {
+        "code": POINT_OF_SALE,
+        "number": 1,
+        "name": text(("Website", "Site web", "Website")),
+        "paymentMethods": ["CARD"],
+    }
+    return {
+        "institution": {"code": INSTITUTION, "name": text(theatre), "currency": "CHF"},
         "organization": {
             "code": INSTITUTION,
-            "name": text(
-                "Bench Theatre Foundation", "Fondation du Théâtre Bench", "Stiftung Theater Bench"
-            ),
+            "name": text(theatre),
             "timeZone": "Europe/Zurich",
             "mainLanguage": "en",
             "languages": ["en", "fr", "de"],
         },
         "paymentMethods": [
-            {"code": "CARD", "name": text("Card", "Carte", "Karte"), "type": "CARD"}
+            {"code": "CARD", "name": text(("Card", "Carte", "Karte")), "type": "CARD"}
         ],
         "salesChannels": [
             {
                 "code": CHANNEL,
-                "name": text("Web shop", "Billetterie en ligne", "Webshop"),
+                "name": text(("Web shop", "Billetterie en ligne", "Webshop")),
                 "type": "INTERNET_B2C",
-                "pointsOfSale": [
-                    {
-                        "code": POINT_OF_SALE,
-                        "number": 1,
-                        "name": text("Website", "Site web", "Website"),
-                        "paymentMethods": ["CARD"],
-                    }
-                ],
+                "pointsOfSale": [point_of_sale],
             }
         ],
         "operators": [{"login": OPERATOR, "partner": PARTNER, "pointOfSale": POINT_OF_SALE}],
         "vatCodes": [
-            {
-                "code": "VAT",
-                "name": text("VAT 8.1%", "TVA 8,1 %", "MwSt. 8,1 %"),
-                "rate": 8100,
-                "country": "CH",
-            }
+            {"code": "VAT", "name": text(("VAT", "TVA", "MwSt.")), "rate": 8100, "country": "CH"}
         ],
         "seasons": [
             {
                 "code": SEASON,
-                "name": text("Season 2026/27", "Saison 2026-2027", "Spielzeit 2026/27"),
+                "name": text(("Season 2026/27", "Saison 2026-2027", "Spielzeit 2026/27")),
                 "start": "2026-09-01T00:00:00",
                 "end": "2027-08-31T23:59:00",
             }
         ],
-        "audienceCategories": [
+        "audienceCategories": _audiences(),
+        "themes": [
             {
-                "code": "PUBLIC",
-                "season": SEASON,
-                "name": text("General public", "Tout public", "Publikum"),
-                "tariffs": [
-                    {
-                        "code": "FULL",
-                        "name": text("Full price", "Plein tarif", "Vollpreis"),
-                        "kind": "FULL",
-                    },
-                    {
-                        "code": "RED",
-                        "name": text("Reduced", "Réduit", "Ermäßigt"),
-                        "kind": "REDUCED",
-                    },
-                    {
-                        "code": "STUDENT",
-                        "name": text("Student", "Étudiant", "Student"),
-                        "kind": "REDUCED",
-                    },
-                    {
-                        "code": "CHILD",
-                        "name": text("Child", "Enfant", "Kind"),
-                        "kind": "REDUCED",
-                        "requires": ["FULL"],
-                    },
-                ],
-            },
-            {
-                "code": "GUESTS",
-                "season": SEASON,
-                "name": text("Guests", "Invités", "Gäste"),
-                "mainCategory": "INVITED",
-                "secondaryCategory": "FREE",
-                "tariffs": [
-                    {
-                        "code": "INVITE",
-                        "name": text("Invitation", "Invitation", "Einladung"),
-                        "kind": "FREE",
-                    }
-                ],
-            },
-        ],
-        "themes": themes,
-        "venues": [
-            {
-                "code": "THEATRE",
-                "name": text(*venue_names),
-                "address": {"street": street, "zip": zip_code, "city": city, "countryCode": "CH"},
-                "spaces": [
-                    {
-                        "code": "HALL",
-                        "name": text(*venue_names),
-                        "configurations": [
-                            {
-                                "code": "PLAN",
-                                "name": text("Seated", "Assis", "Bestuhlt"),
-                                "stage": {"x": 43, "y": -3},
-                                "areas": [
-                                    {
-                                        "code": "PARTERRE",
-                                        "name": text("Stalls", "Parterre", "Parkett"),
-                                        "blocks": blocks,
-                                    }
-                                ],
-                                "logicalConfigurations": [
-                                    {
-                                        "code": "STANDARD",
-                                        "name": text("Standard", "Standard", "Standard"),
-                                        "seatCategories": seat_categories,
-                                    }
-                                ],
-                            }
-                        ],
-                    }
-                ],
+                "code": code,
+                "name": text(names),
+                "subThemes": [{"code": sub, "name": text(n)} for sub, n in subs.items()],
             }
+            for code, (names, subs) in THEMES.items()
         ],
-        "products": product_specs,
+        "venues": [_venue()],
+        "products": [_product(i, performances_per_product) for i in range(products)],
     }
 
 
-# --- figures ----------------------------------------------------------------------------------
+# --- figures ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -368,48 +338,44 @@ class Figure:
         return None if self.target is None else self.value <= self.target
 
 
+Add = Callable[..., None]  # (key, label, value, unit, target=None)
+
+
 @dataclass
 class Report:
     sections: dict[str, list[Figure]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def add(
-        self,
-        section: str,
-        key: str,
-        label: str,
-        value: float,
-        unit: str,
-        target: float | None = None,
-    ) -> None:
-        self.sections.setdefault(section, []).append(Figure(key, label, value, unit, target))
+    def section(self, name: str) -> Add:
+        """A function adding figures to section ``name``."""
+        figures = self.sections.setdefault(name, [])
+
+        def add(key: str, label: str, value: float, unit: str, target: float | None = None) -> None:
+            figures.append(Figure(key, label, value, unit, target))
+
+        return add
 
     @property
     def figures(self) -> list[Figure]:
         return [f for figures in self.sections.values() for f in figures]
 
+    def value(self, key: str) -> float | None:
+        return next((f.value for f in self.figures if f.key == key), None)
+
     def failures(self) -> list[Figure]:
         return [f for f in self.figures if f.passed is False]
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "info": self.info,
-            "figures": {
-                f.key: {
-                    "label": f.label,
-                    "value": f.value,
-                    "unit": f.unit,
-                    "target": f.target,
-                    "passed": f.passed,
-                }
-                for f in self.figures
-            },
-            "failures": [f.key for f in self.failures()],
+        figures = {
+            f.key: {"label": f.label.strip(), "value": f.value, "unit": f.unit}
+            | {"target": f.target, "passed": f.passed}
+            for f in self.figures
         }
+        return {"info": self.info, "figures": figures, "failures": [f.key for f in self.failures()]}
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), linearly interpolated between the closest ranks."""
+    """The q-th percentile (0-100), interpolated linearly between the closest ranks."""
     ordered = sorted(values)
     if not ordered:
         raise ValueError("no values")
@@ -429,7 +395,7 @@ def mb(size: float) -> float:
 
 @contextlib.contextmanager
 def stopwatch() -> Iterator[Callable[[], float]]:
-    """``with stopwatch() as elapsed: ...``; ``elapsed()`` is the duration in seconds."""
+    """``with stopwatch() as elapsed: ...``; then ``elapsed()`` is the block's duration (s)."""
     start = time.perf_counter()
     end: float | None = None
 
@@ -442,23 +408,20 @@ def stopwatch() -> Iterator[Callable[[], float]]:
         end = time.perf_counter()
 
 
-# --- database ---------------------------------------------------------------------------------
+# --- database --------------------------------------------------------------------------------
 
 
 @dataclass
 class Database:
     url: str  # SQLAlchemy async URL
     backend: str
-    admin_url: str | None = None  # PostgreSQL: where the bench database was created
+    admin_url: str | None = None  # PostgreSQL: the server's URL the bench database was created on
     name: str | None = None
 
 
 def _asyncpg_dsn(url: str) -> str:
-    return (
-        make_url(normalize_database_url(url))
-        .set(drivername="postgresql")
-        .render_as_string(hide_password=False)
-    )
+    parsed = make_url(normalize_database_url(url)).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
 
 
 async def _create_postgres(admin_url: str, name: str) -> None:
@@ -482,6 +445,7 @@ async def _drop_postgres(admin_url: str, name: str) -> None:
 
 
 def create_database(database_url: str | None, tmp: Path) -> Database:
+    """A fresh, empty database: SQLite under ``tmp``, or a new one on a PostgreSQL server."""
     if database_url is None:
         return Database(f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "sqlite")
     admin = normalize_database_url(database_url)
@@ -498,139 +462,101 @@ def drop_database(database: Database) -> None:
         asyncio.run(_drop_postgres(database.admin_url, database.name))
 
 
-# --- in process: import, cold build, baseline -------------------------------------------------
+# --- in process: import, cold build, baseline --------------------------------------------------
 
 
-async def _channel_id(engine: AsyncEngine, institution_id: int) -> int:
-    c = catalog_db.sales_channel.c
-    async with read(engine) as conn:
-        return int(
-            (
-                await conn.execute(
-                    sa.select(c.id).where(c.institution_id == institution_id, c.code == CHANNEL)
-                )
-            ).scalar_one()
-        )
+@dataclass(frozen=True)
+class Imported:
+    institution_id: int
+    channel_id: int
+    setup_version: int
 
 
-async def import_phase(url: str, document: SetupDocument, report: Report) -> tuple[int, int, int]:
-    """Import the document; returns (institution id, sales channel id, setup version)."""
+async def import_phase(url: str, document: SetupDocument, report: Report) -> Imported:
     engine = create_engine(url)
     try:
+        now = datetime.now(UTC)
         with stopwatch() as elapsed:
             result = await import_setup(
-                engine, document, now=datetime.now(UTC), actor="bench", hash_secret=hash_secret
+                engine, document, now=now, actor="bench", hash_secret=hash_secret
             )
-        report.add(
-            "setup", "import_s", "import_setup (rows + snapshots, one transaction)", elapsed(), "s"
-        )
+        report.section("setup")("import_s", "import_setup (rows + snapshots)", elapsed(), "s")
         report.info["import_changes"] = result.changes
-        channel_id = await _channel_id(engine, result.institution_id)
-        return result.institution_id, channel_id, result.setup_version
+        c = catalog_db.sales_channel.c
+        query = sa.select(c.id).where(c.institution_id == result.institution_id, c.code == CHANNEL)
+        async with read(engine) as conn:
+            channel_id = (await conn.execute(query)).scalar_one()
+        return Imported(result.institution_id, channel_id, result.setup_version)
     finally:
         await engine.dispose()
 
 
-async def build_phase(
-    url: str, institution_id: int, channel_id: int, version: int, runs: int, report: Report
-) -> None:
-    """The cold build (forced ``rebuild_catalogs``), its split, and the per-request baseline."""
+async def forced_rebuild(engine: AsyncEngine, imported: Imported) -> float:
+    """Seconds for rebuild_catalogs (and its commit) once the snapshot rows are gone."""
+    s = catalog_db.catalog_snapshot.c
+    async with transaction(engine) as conn:
+        await conn.execute(
+            sa.delete(catalog_db.catalog_snapshot).where(
+                s.institution_id == imported.institution_id
+            )
+        )
+    with stopwatch() as elapsed:
+        async with transaction(engine) as conn:
+            changed = await rebuild_catalogs(
+                conn, imported.institution_id, imported.setup_version, datetime.now(UTC)
+            )
+    if changed != len(CatalogScope):
+        raise BenchError(f"rebuild_catalogs wrote {changed} snapshot(s), not {len(CatalogScope)}")
+    return elapsed()
+
+
+async def build_phase(url: str, imported: Imported, runs: int, report: Report) -> None:
     engine = create_engine(url)
     try:
-        # cold build: the snapshots are deleted so rebuild_catalogs renders and writes them all
-        rebuilds = []
-        s = catalog_db.catalog_snapshot.c
-        for _ in range(runs):
-            async with transaction(engine) as conn:
-                await conn.execute(
-                    sa.delete(catalog_db.catalog_snapshot).where(s.institution_id == institution_id)
-                )
-            with stopwatch() as elapsed:
-                async with transaction(engine) as conn:
-                    changed = await rebuild_catalogs(
-                        conn, institution_id, version, datetime.now(UTC)
-                    )
-            rebuilds.append(elapsed())
-            if changed != 2:
-                raise BenchError(f"rebuild_catalogs wrote {changed} snapshot(s), expected 2")
-        report.add(
-            "cold build",
-            "cold_build_s",
-            f"rebuild_catalogs forced: 1 channel x 2 scopes + writes (p50 of {runs})",
-            percentile(rebuilds, 50),
-            "s",
-            TARGET_COLD_BUILD_S,
-        )
-        report.add(
-            "cold build", "cold_build_first_s", "  first forced rebuild_catalogs", rebuilds[0], "s"
-        )
+        rebuilds = [await forced_rebuild(engine, imported) for _ in range(runs)]
+        add = report.section("cold build")
+        label = f"rebuild_catalogs forced: 1 channel x {len(CatalogScope)} scopes + writes, p50"
+        add("cold_build_s", label, percentile(rebuilds, 50), "s", TARGET_COLD_BUILD_S)
+        add("cold_build_first_s", "  first forced rebuild_catalogs", rebuilds[0], "s")
 
-        # the same work step by step for one scope, as an answer built per request would do it
-        loads, renders, serializes, gzips, totals, plain_totals = [], [], [], [], [], []
+        # the same work for one scope, step by step, as an answer built per request would do it
+        steps: dict[str, list[float]] = {k: [] for k in ("load", "render", "dumps", "gzip", "all")}
         for run in range(runs):
             with stopwatch() as total:
                 builder = CatalogBuilder()
                 async with read(engine) as conn:
                     with stopwatch() as elapsed:
-                        await builder.load(conn, institution_id)
-                    loads.append(elapsed())
+                        await builder.load(conn, imported.institution_id)
+                    steps["load"].append(elapsed())
                 with stopwatch() as elapsed:
-                    catalog = builder.render(channel_id, CatalogScope.STANDARD)
-                renders.append(elapsed())
-                with stopwatch() as elapsed:
-                    # the very bytes the server would send
+                    catalog = builder.render(imported.channel_id, CatalogScope.STANDARD)
+                steps["render"].append(elapsed())
+                with stopwatch() as elapsed:  # the bytes the server sends
                     tail = CachedCatalog.tail(f"baseline-{run}")
                     body = HEAD_PREFIX + orjson.dumps(catalog) + HEAD_SUFFIX + tail
-                serializes.append(elapsed())
-                plain_totals.append(total())
+                steps["dumps"].append(elapsed())
                 with stopwatch() as elapsed:
                     gzip.compress(body, compresslevel=6, mtime=0)
-                gzips.append(elapsed())
-            totals.append(total())
+                steps["gzip"].append(elapsed())
+            steps["all"].append(total())
             del builder, catalog, body
-        report.add(
-            "cold build", "build_load_s", "  CatalogBuilder.load (p50)", percentile(loads, 50), "s"
+        p50 = {k: percentile(v, 50) for k, v in steps.items()}
+        add("build_load_s", "  CatalogBuilder.load, p50", p50["load"], "s")
+        add("build_render_s", "  CatalogBuilder.render, 1 scope, p50", p50["render"], "s")
+        add("build_serialize_s", "  orjson.dumps, 1 scope, p50", p50["dumps"], "s")
+        add = report.section("baseline: no prebuilt cache")
+        label = f"load + render + dumps + gzip per request, p50 of {runs}"
+        add("baseline_gzip_p50_ms", label, ms(p50["all"]), "ms")
+        identity = p50["load"] + p50["render"] + p50["dumps"]
+        add(
+            "baseline_identity_p50_ms", "load + render + dumps per request, p50", ms(identity), "ms"
         )
-        report.add(
-            "cold build",
-            "build_render_s",
-            "  CatalogBuilder.render, 1 scope (p50)",
-            percentile(renders, 50),
-            "s",
-        )
-        report.add(
-            "cold build",
-            "build_serialize_s",
-            "  orjson.dumps, 1 scope (p50)",
-            percentile(serializes, 50),
-            "s",
-        )
-        report.add(
-            "baseline",
-            "baseline_gzip_p50_ms",
-            f"no cache: load + render + dumps + gzip (p50 of {runs})",
-            ms(percentile(totals, 50)),
-            "ms",
-        )
-        report.add(
-            "baseline",
-            "baseline_identity_p50_ms",
-            "no cache, identity: load + render + dumps (p50)",
-            ms(percentile(plain_totals, 50)),
-            "ms",
-        )
-        report.add(
-            "baseline",
-            "baseline_gzip_only_ms",
-            "  of which gzip level 6 (p50)",
-            ms(percentile(gzips, 50)),
-            "ms",
-        )
+        add("baseline_gzip_only_ms", "  gzip level 6 alone, p50", ms(p50["gzip"]), "ms")
     finally:
         await engine.dispose()
 
 
-# --- the server -------------------------------------------------------------------------------
+# --- the server --------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -640,13 +566,14 @@ def free_port() -> int:
 
 
 def billetterie_command() -> str:
+    """The ``billetterie`` script of this virtualenv."""
     command = Path(sys.executable).parent / "billetterie"
-    if not command.exists():
-        found = shutil.which("billetterie")
-        if found is None:
-            raise BenchError("the billetterie command is not installed next to this Python")
-        return found
-    return str(command)
+    if command.exists():
+        return str(command)
+    found = shutil.which("billetterie")
+    if found is None:
+        raise BenchError("the billetterie command is not installed next to this Python")
+    return found
 
 
 @dataclass
@@ -655,16 +582,17 @@ class Server:
     base_url: str
     log: Path
 
-    def rss(self) -> int:
-        """Resident memory of the server process and its children, in bytes."""
+    def _processes(self) -> list[psutil.Process]:
         process = psutil.Process(self.process.pid)
-        return int(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]))
+        return [process, *process.children(recursive=True)]
+
+    def rss(self) -> int:
+        """Resident memory of the server (and any child), in bytes."""
+        return int(sum(p.memory_info().rss for p in self._processes()))
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process and its children."""
-        process = psutil.Process(self.process.pid)
-        times = [p.cpu_times() for p in [process, *process.children(recursive=True)]]
-        return sum(t.user + t.system for t in times)
+        """User + system CPU time the server (and any child) has used."""
+        return float(sum(t.user + t.system for t in (p.cpu_times() for p in self._processes())))
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -675,7 +603,7 @@ class Server:
     def stop(self) -> None:
         if self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGINT)
+        self.process.send_signal(signal.SIGINT)  # uvicorn shuts down gracefully
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -684,80 +612,64 @@ class Server:
 
 
 def server_env(url: str, var_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        BILLETTERIE_DATABASE_URL=url,
-        BILLETTERIE_VAR_DIR=str(var_dir),
-        BILLETTERIE_JWT_SECRET=secrets.token_urlsafe(48),
-    )
-    return env
+    return os.environ | {
+        "BILLETTERIE_DATABASE_URL": url,
+        "BILLETTERIE_VAR_DIR": str(var_dir),
+        "BILLETTERIE_JWT_SECRET": secrets.token_urlsafe(48),
+    }
 
 
 def create_operator(env: dict[str, str], secret: str) -> None:
-    completed = subprocess.run(
-        [
-            billetterie_command(),
-            "operators",
-            "create",
-            OPERATOR,
-            "--point-of-sale",
-            POINT_OF_SALE,
-            "--partner",
-            PARTNER,
-            "--secret",
-            secret,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    """``billetterie operators create``: the operator of the document, with a known secret."""
+    command = [billetterie_command(), "operators", "create", OPERATOR]
+    command += ["--point-of-sale", POINT_OF_SALE, "--partner", PARTNER, "--secret", secret]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
     )
-    if completed.returncode != 0:
-        raise BenchError(
-            f"billetterie operators create failed:\n{completed.stdout}{completed.stderr}"
-        )
+    if done.returncode != 0:
+        raise BenchError(f"billetterie operators create failed:\n{done.stdout}{done.stderr}")
 
 
 def start_server(env: dict[str, str], log: Path, timeout: float = 90.0) -> Server:
+    """``billetterie serve`` on a free port, once ``/healthz`` answers."""
     port = free_port()
+    command = [billetterie_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [billetterie_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=server.base_url, timeout=2) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise BenchError(
-                    f"the server exited with {process.returncode}:\n{server.log_tail()}"
-                )
+                raise BenchError(f"the server exited ({process.returncode}):\n{server.log_tail()}")
             with contextlib.suppress(httpx.TransportError):
                 if client.get("/healthz").status_code == 200:
                     return server
             time.sleep(0.1)
     server.stop()
-    raise BenchError(
-        f"the server did not answer /healthz within {timeout:.0f} s:\n{server.log_tail()}"
-    )
+    raise BenchError(f"no answer on /healthz after {timeout:.0f} s:\n{server.log_tail()}")
 
 
-# --- over HTTP --------------------------------------------------------------------------------
+# --- over HTTP ---------------------------------------------------------------------------------
 
 
 def timed_post(
     client: httpx.Client, path: str, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[float, httpx.Response, bytes]:
-    """POST and read the whole body as sent (still gzipped); seconds to the last byte."""
+    """POST, read the body as sent (still gzipped); seconds to its last byte."""
     content = orjson.dumps(body)
     start = time.perf_counter()
     with client.stream("POST", path, content=content, headers=headers) as response:
         raw = b"".join(response.iter_raw())
     return time.perf_counter() - start, response, raw
+
+
+def timed_get(
+    client: httpx.Client, path: str, headers: dict[str, str]
+) -> tuple[float, httpx.Response]:
+    start = time.perf_counter()
+    response = client.get(path, headers=headers)
+    return time.perf_counter() - start, response
 
 
 def decoded(response: httpx.Response, raw: bytes) -> bytes:
@@ -767,141 +679,109 @@ def decoded(response: httpx.Response, raw: bytes) -> bytes:
 
 
 def check_catalog(response: httpx.Response, raw: bytes, request_id: str, *, gzipped: bool) -> bytes:
-    """The answer is a successful catalog echoing ``request_id``, encoded as asked."""
+    """The answer is a successful catalog, encoded as asked, echoing ``request_id``."""
     if response.status_code != 200:
         raise BenchError(f"getCatalogDetailed answered HTTP {response.status_code}: {raw[:300]!r}")
-    encoding = response.headers.get("content-encoding", "").lower()
+    encoding = response.headers.get("content-encoding", "identity").lower()
     if (encoding == "gzip") != gzipped:
-        raise BenchError(
-            f"asked {'gzip' if gzipped else 'identity'}, got Content-Encoding {encoding!r}"
-        )
+        raise BenchError(f"asked {'gzip' if gzipped else 'identity'}, got {encoding}")
     body = decoded(response, raw)
     tail = b',"requestId":' + orjson.dumps(request_id) + b"}"
     if not body.endswith(tail) or b'"statusCode":"success"' not in body[-300:]:
-        raise BenchError(
-            f"getCatalogDetailed did not succeed or echo {request_id!r}: ...{body[-300:]!r}"
-        )
+        raise BenchError(f"no success echoing {request_id!r}: ...{body[-300:]!r}")
     return body
 
 
-def check_full_catalog(body: bytes, request_id: str, products: int, performances: int) -> None:
+def check_whole_catalog(body: bytes, request_id: str, products: int, performances: int) -> None:
     document = orjson.loads(body)
     if document.get("statusCode") != "success" or document.get("requestId") != request_id:
         raise BenchError("the first catalog is not a success echoing its requestId")
-    found = [p for s in document["catalogData"]["seasons"] for p in s["products"]]
+    found = [p for season in document["catalogData"]["seasons"] for p in season["products"]]
     found_performances = sum(len(p["event"]["performances"]) for p in found)
-    if len(found) != products or found_performances != performances:
+    if (len(found), found_performances) != (products, performances):
         raise BenchError(
             f"the catalog has {len(found)} products and {found_performances} performances, "
-            f"expected {products} and {performances}"
+            f"not {products} and {performances}"
         )
 
 
 def warm_catalog_calls(
-    client: httpx.Client,
-    server: Server,
-    label: str,
-    headers: dict[str, str],
-    requests: int,
-    report: Report,
+    client: httpx.Client, server: Server, headers: dict[str, str], requests: int, add: Add
 ) -> None:
-    """``requests`` warm getCatalogDetailed calls after 3 unmeasured ones; every answer checked."""
+    """``requests`` getCatalogDetailed calls after 3 unmeasured ones; every answer checked."""
+    label = headers["Accept-Encoding"]
     gzipped = label == "gzip"
+    path = RPC_PATH + "getCatalogDetailed"
     for i in range(3):
-        request_id = f"warmup-{label}-{i}"
-        _, response, raw = timed_post(
-            client, RPC_PATH + "getCatalogDetailed", {"requestId": request_id}, headers
-        )
-        check_catalog(response, raw, request_id, gzipped=gzipped)
+        _, response, raw = timed_post(client, path, {"requestId": f"warm-up-{i}"}, headers)
+        check_catalog(response, raw, f"warm-up-{i}", gzipped=gzipped)
     latencies = []
-    cpu_before = server.cpu_seconds()
+    cpu = server.cpu_seconds()
     for i in range(requests):
-        request_id = f"bench-{label}-{i}-{secrets.token_hex(4)}"
-        elapsed, response, raw = timed_post(
-            client, RPC_PATH + "getCatalogDetailed", {"requestId": request_id}, headers
-        )
+        request_id = f"{label}-{i}-{secrets.token_hex(4)}"
+        elapsed, response, raw = timed_post(client, path, {"requestId": request_id}, headers)
         latencies.append(elapsed)
         check_catalog(response, raw, request_id, gzipped=gzipped)
-    cpu = (server.cpu_seconds() - cpu_before) / requests
+    cpu = (server.cpu_seconds() - cpu) / requests
     for q in (50, 95, 99):
-        report.add(
-            "served",
-            f"warm_{label}_p{q}_ms",
-            f"warm getCatalogDetailed, {label}, p{q}",
-            ms(percentile(latencies, q)),
-            "ms",
-            TARGET_WARM_P50_MS if q == 50 else None,
-        )
-    report.add(
-        "served", f"warm_{label}_server_cpu_ms", f"  server CPU per call, {label}", ms(cpu), "ms"
-    )
-    report.info[f"warm_{label}_latencies_ms"] = [round(ms(x), 3) for x in latencies]
+        target = TARGET_WARM_P50_MS if q == 50 else None
+        value = ms(percentile(latencies, q))
+        add(f"warm_{label}_p{q}_ms", f"warm getCatalogDetailed, {label}, p{q}", value, "ms", target)
+    add(f"warm_{label}_server_cpu_ms", f"  server CPU per call, {label}", ms(cpu), "ms")
 
 
 def over_http(
     server: Server, secret: str, requests: int, expected: tuple[int, int], report: Report
 ) -> None:
+    add = report.section("served (real server, HTTP)")
     with httpx.Client(base_url=server.base_url, timeout=120) as client:
-        answer = client.post(
-            AUTH_PATH, json={"operator": OPERATOR, "partner": PARTNER, "secret": secret}
-        )
+        credentials = {"operator": OPERATOR, "partner": PARTNER, "secret": secret}
+        answer = client.post(AUTH_PATH, json=credentials)
         if answer.status_code != 200 or "token" not in answer.json():
             raise BenchError(
                 f"authentication failed: HTTP {answer.status_code} {answer.text[:300]}"
             )
         auth = {"Authorization": f"Bearer {answer.json()['token']}"}
-        gzip_headers = {**auth, "Accept-Encoding": "gzip"}
+        gzip_headers = auth | {"Accept-Encoding": "gzip"}
         rss_idle = server.rss()
 
-        # first call: the process reads the snapshot and gzips it
-        elapsed, response, raw = timed_post(
-            client, RPC_PATH + "getCatalogDetailed", {"requestId": "first"}, gzip_headers
-        )
+        # the first call: the process reads the snapshot and gzips it
+        path = RPC_PATH + "getCatalogDetailed"
+        elapsed, response, raw = timed_post(client, path, {"requestId": "first"}, gzip_headers)
         body = check_catalog(response, raw, "first", gzipped=True)
-        check_full_catalog(body, "first", *expected)
-        report.add(
-            "served",
+        check_whole_catalog(body, "first", *expected)
+        add(
             "first_request_ms",
-            "first getCatalogDetailed (reads + gzips the snapshot)",
+            "first getCatalogDetailed (reads, gzips the snapshot)",
             ms(elapsed),
             "ms",
         )
-        sizes = (len(body), len(raw))
+        sizes = len(body), len(raw)
         del body, raw
 
-        warm_catalog_calls(client, server, "gzip", gzip_headers, requests, report)
-        warm_catalog_calls(
-            client, server, "identity", {**auth, "Accept-Encoding": "identity"}, requests, report
-        )
+        warm_catalog_calls(client, server, gzip_headers, requests, add)
+        warm_catalog_calls(client, server, auth | {"Accept-Encoding": "identity"}, requests, add)
         rss_warm = server.rss()
 
-        # GET mirror: a first full answer for the ETag, then conditional requests
-        start = time.perf_counter()
-        first = client.get(MIRROR_PATH, headers=gzip_headers)
-        report.add(
-            "served",
-            "mirror_first_ms",
-            "first GET /api/v1/catalog (gzips catalogData)",
-            ms(time.perf_counter() - start),
-            "ms",
-        )
+        # the GET mirror: a full answer for its ETag, then conditional requests
+        elapsed, first = timed_get(client, MIRROR_PATH, gzip_headers)
         etag = first.headers.get("etag")
         if first.status_code != 200 or not etag:
             raise BenchError(f"GET {MIRROR_PATH} answered HTTP {first.status_code} without an ETag")
+        add("mirror_first_ms", "first GET /api/v1/catalog (gzips catalogData)", ms(elapsed), "ms")
         latencies = []
         for _ in range(requests):
-            start = time.perf_counter()
-            answer = client.get(MIRROR_PATH, headers={**gzip_headers, "If-None-Match": etag})
-            latencies.append(time.perf_counter() - start)
+            elapsed, answer = timed_get(client, MIRROR_PATH, gzip_headers | {"If-None-Match": etag})
+            latencies.append(elapsed)
             if answer.status_code != 304:
                 raise BenchError(
                     f"If-None-Match {etag} answered HTTP {answer.status_code}, not 304"
                 )
         for q in (50, 99):
-            report.add(
-                "served",
+            label = f"GET /api/v1/catalog, If-None-Match -> 304, p{q}"
+            add(
                 f"not_modified_p{q}_ms",
-                f"GET /api/v1/catalog If-None-Match -> 304, p{q}",
+                label,
                 ms(percentile(latencies, q)),
                 "ms",
                 TARGET_NOT_MODIFIED_MS,
@@ -920,65 +800,61 @@ def over_http(
                 or answer_body.get("requestId") != request_id
             ):
                 raise BenchError(f"getLastSetupUpdate failed: {answer_body}")
-        report.add(
-            "served",
+        add(
             "last_setup_update_p50_ms",
             "getLastSetupUpdate, p50",
             ms(percentile(latencies, 50)),
             "ms",
         )
 
+        latencies = [timed_get(client, "/healthz", {})[0] for _ in range(requests)]
+        label = "GET /healthz, p50 (floor: HTTP + framework, no token, no DB)"
+        add("healthz_p50_ms", label, ms(percentile(latencies, 50)), "ms")
+
+        add = report.section("size")
         raw_size, gzip_size = sizes
-        report.add("size", "response_bytes", "getCatalogDetailed, raw", raw_size, "B")
-        report.add("size", "response_mb", "getCatalogDetailed, raw", mb(raw_size), "MB")
-        report.add("size", "response_gzip_bytes", "getCatalogDetailed, gzipped", gzip_size, "B")
-        report.add("size", "response_gzip_mb", "getCatalogDetailed, gzipped", mb(gzip_size), "MB")
-        report.add(
-            "memory",
-            "server_rss_idle_mb",
-            "server RSS before the first catalog call",
-            mb(rss_idle),
-            "MB",
-        )
-        report.add(
-            "memory",
-            "server_rss_mb",
-            "server RSS after warm-up (getCatalogDetailed)",
-            mb(rss_warm),
-            "MB",
-        )
-        report.add(
-            "memory",
-            "server_rss_end_mb",
-            "server RSS at the end (+ GET mirror)",
-            mb(server.rss()),
-            "MB",
-        )
+        add("response_bytes", "getCatalogDetailed, identity", raw_size, "B")
+        add("response_mb", "getCatalogDetailed, identity", mb(raw_size), "MB")
+        add("response_gzip_bytes", "getCatalogDetailed, gzip", gzip_size, "B")
+        add("response_gzip_mb", "getCatalogDetailed, gzip", mb(gzip_size), "MB")
+
+        add = report.section("memory")
+        add("server_rss_idle_mb", "server RSS before the first catalog call", mb(rss_idle), "MB")
+        add("server_rss_mb", "server RSS after warm-up (getCatalogDetailed)", mb(rss_warm), "MB")
+        add("server_rss_end_mb", "server RSS after the GET mirror too", mb(server.rss()), "MB")
+
+        # not targeted: getPOSConfig reads product families from the parsed catalog
+        add = report.section("other (no target)")
+        path = RPC_PATH + "getPOSConfig"
+        for key, label in (("first", "first"), ("second", "second")):
+            elapsed, response, raw = timed_post(client, path, {"requestId": key}, gzip_headers)
+            if orjson.loads(decoded(response, raw)).get("statusCode") != "success":
+                raise BenchError(f"getPOSConfig failed: {decoded(response, raw)[:300]!r}")
+            add(f"pos_config_{key}_ms", f"{label} getPOSConfig", ms(elapsed), "ms")
+        add("server_rss_pos_config_mb", "server RSS after getPOSConfig", mb(server.rss()), "MB")
 
 
-# --- output -----------------------------------------------------------------------------------
+# --- output ------------------------------------------------------------------------------------
 
 
 def speed_ups(report: Report) -> None:
-    values = {f.key: f.value for f in report.figures}
-    for label, baseline, served in (
-        ("gzip", "baseline_gzip_p50_ms", "warm_gzip_p50_ms"),
-        ("identity", "baseline_identity_p50_ms", "warm_identity_p50_ms"),
-    ):
-        if baseline in values and served in values and values[served] > 0:
-            report.add(
-                "baseline",
-                f"speed_up_{label}",
-                f"speed-up of the served warm path, {label} (p50)",
-                values[baseline] / values[served],
-                "x",
-            )
+    add = report.section("baseline: no prebuilt cache")
+    for label in ("gzip", "identity"):
+        baseline = report.value(f"baseline_{label}_p50_ms")
+        served = report.value(f"warm_{label}_p50_ms")
+        if baseline is not None and served:
+            text = f"speed-up of the served warm path, {label}, p50"
+            add(f"speed_up_{label}", text, baseline / served, "x")
+
+
+def _format(value: float, unit: str) -> str:
+    if unit == "B":
+        return f"{value:,.0f} {unit}"
+    return f"{value:,.3f} {unit}" if unit == "s" else f"{value:,.2f} {unit}"
 
 
 def render(report: Report) -> None:
-    table = Table(
-        title=f"billetterie catalog benchmark - {report.info.get('backend')}", show_lines=False
-    )
+    table = Table(title=f"billetterie catalog benchmark ({report.info.get('backend')})")
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
@@ -987,16 +863,9 @@ def render(report: Report) -> None:
         table.add_section()
         table.add_row(f"[bold]{section}[/]", "", "", "")
         for f in figures:
-            value = (
-                f"{f.value:,.0f}"
-                if f.unit == "B"
-                else f"{f.value:,.2f}"
-                if f.unit != "s"
-                else f"{f.value:.3f}"
-            )
             target = "" if f.target is None else f"<= {f.target:g} {f.unit}"
             result = {None: "", True: "[green]PASS[/]", False: "[bold red]FAIL[/]"}[f.passed]
-            table.add_row(f.label, f"{value} {f.unit}", target, result)
+            table.add_row(f.label, _format(f.value, f.unit), target, result)
     console.print(table)
     info = report.info
     console.print(
@@ -1007,72 +876,68 @@ def render(report: Report) -> None:
         f"on {info.get('cpus')} CPUs"
     )
     failures = report.failures()
-    if failures:
-        console.print(f"[bold red]{len(failures)} target(s) missed:[/]")
-        for f in failures:
-            console.print(
-                f"  [red]FAIL[/] {f.label}: {f.value:.3f} {f.unit} > {f.target:g} {f.unit}"
-            )
-    else:
+    if not failures:
         console.print("[bold green]every target met[/]")
+        return
+    console.print(f"[bold red]{len(failures)} target(s) missed:[/]")
+    for f in failures:
+        console.print(
+            f"  [red]FAIL[/] {f.label.strip()}: {_format(f.value, f.unit)} > {f.target:g} {f.unit}"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--database-url",
-        help="a PostgreSQL server URL; a fresh database is created "
-        "on it and dropped afterwards (default: SQLite in a temporary directory)",
+        help="a PostgreSQL server: a fresh database is created on it and dropped at the end "
+        "(default: SQLite in a temporary directory)",
     )
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--performances-per-product", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200, help="measured calls per HTTP figure")
     parser.add_argument(
-        "--build-runs",
-        type=int,
-        default=3,
-        help="forced rebuilds, and in-process builds for the baseline",
+        "--build-runs", type=int, default=3, help="forced rebuilds, and builds for the baseline"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if min(args.products, args.performances_per_product, args.requests, args.build_runs) < 1:
-        parser.error(
-            "--products, --performances-per-product, --requests and --build-runs must be >= 1"
-        )
+        parser.error("--products, --performances-per-product, --requests, --build-runs: >= 1")
     return args
 
 
 def run(args: argparse.Namespace, report: Report) -> None:
+    performances = args.products * args.performances_per_product
+    report.info |= {
+        "products": args.products,
+        "performances": performances,
+        "prices": performances * len(TARIFFS) * len(SEAT_CATEGORIES),
+        "requests": args.requests,
+        "build_runs": args.build_runs,
+        "cpus": os.cpu_count(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
     tmp = Path(tempfile.mkdtemp(prefix="billetterie-bench-"))
     database: Database | None = None
     server: Server | None = None
-    performances = args.products * args.performances_per_product
-    report.info.update(
-        products=args.products,
-        performances=performances,
-        prices=performances * len(TARIFFS) * len(SEAT_CATEGORIES),
-        requests=args.requests,
-        build_runs=args.build_runs,
-        cpus=os.cpu_count(),
-        load_average_start=[round(x, 2) for x in os.getloadavg()],
-    )
     try:
         database = create_database(args.database_url, tmp)
         report.info["backend"] = database.backend
         with console.status(f"migrating a fresh {database.backend} database"):
             upgrade(database.url)
         with console.status("generating and importing the setup document"):
+            add = report.section("setup")
             with stopwatch() as elapsed:
                 data = build_document(args.products, args.performances_per_product)
-            report.add("setup", "generate_s", "generate the setup document (dict)", elapsed(), "s")
+            add("generate_s", "generate the setup document (dict)", elapsed(), "s")
             with stopwatch() as elapsed:
                 document = parse_document(data)
-            report.add("setup", "validate_s", "parse_document (shape + references)", elapsed(), "s")
-            ids = asyncio.run(import_phase(database.url, document, report))
-        del data, document  # the build below runs on a heap without the document, as in a server
+            add("validate_s", "parse_document (shape + references)", elapsed(), "s")
+            imported = asyncio.run(import_phase(database.url, document, report))
+        del data, document  # build on a heap without the document, as a server would
         gc.collect()
         with console.status("building the catalog in process"):
-            asyncio.run(build_phase(database.url, *ids, args.build_runs, report))
+            asyncio.run(build_phase(database.url, imported, args.build_runs, report))
         gc.collect()
 
         env = server_env(database.url, tmp / "var")
@@ -1097,12 +962,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args, report)
     except BenchError as exc:
-        console.print(f"[bold red]benchmark failed:[/] {exc}")
+        console.print(f"[bold red]the benchmark failed:[/] {exc}")
         return 1
     speed_ups(report)
     render(report)
     if args.json is not None:
-        args.json.write_text(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+        args.json.write_bytes(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2))
         console.print(f"figures written to {args.json}")
     return 0
 

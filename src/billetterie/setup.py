@@ -21,5 +21,10 @@ async def import_institution(
     engine: AsyncEngine, document: SetupDocument, *, now: datetime, actor: str
 ) -> ImportResult:
     return await import_setup(
-        engine, document, now=now, actor=actor, hash_secret=hash_secret, after_write=[provision_inventory]
+        engine,
+        document,
+        now=now,
+        actor=actor,
+        hash_secret=hash_secret,
+        after_write=[provision_inventory],
     )

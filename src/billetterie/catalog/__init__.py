@@ -1,1 +1,1 @@
-"""The catalog: institution, channels, points of sale, seasons, products, venues, tariffs, prices."""
+"""The catalog: institution, channels, points of sale, seasons, products, venues, prices."""

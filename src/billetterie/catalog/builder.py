@@ -30,7 +30,9 @@ from billetterie.shared.text import translations
 Json = dict[str, Any]
 
 
-async def _all(conn: AsyncConnection, table: sa.Table, institution_id: int, *order: str) -> list[Any]:
+async def _all(
+    conn: AsyncConnection, table: sa.Table, institution_id: int, *order: str
+) -> list[Any]:
     query = sa.select(table).where(table.c.institution_id == institution_id)
     query = query.order_by(*(table.c[o] for o in order or ("id",)))
     return list((await conn.execute(query)).all())
@@ -75,8 +77,13 @@ class CatalogBuilder:
         p = db.price.c
         rows = await conn.execute(
             sa.select(
-                p.product_id, p.performance_id, p.product_item_id, p.seat_category_id,
-                p.audience_sub_category_id, p.price_level_id, p.amount,
+                p.product_id,
+                p.performance_id,
+                p.product_item_id,
+                p.seat_category_id,
+                p.audience_sub_category_id,
+                p.price_level_id,
+                p.amount,
             )
             .where(p.institution_id == institution_id)
             .order_by(p.id)
@@ -94,12 +101,12 @@ class CatalogBuilder:
                 self.prices_of_product[product_id].append(price)
         self.timeslots_of_item: dict[int, list[Json]] = defaultdict(list)
         t = db.timeslot.c
-        rows = await conn.execute(
+        slots = await conn.execute(
             sa.select(t.id, t.product_item_id, t.start, t.end, t.quota)
             .where(t.institution_id == institution_id)
             .order_by(t.start, t.id)
         )
-        for slot_id, item_id, start, end, quota in rows.all():
+        for slot_id, item_id, start, end, quota in slots.all():
             self.timeslots_of_item[item_id].append(
                 {"id": slot_id, "start": _iso(start), "end": _iso(end), "quota": quota}
             )
@@ -109,9 +116,7 @@ class CatalogBuilder:
     def visible_products(self, channel_id: int, scope: CatalogScope) -> list[Any]:
         states = EXTENDED_STATES if scope == CatalogScope.EXTENDED else SELLABLE_STATES
         sold_here = {p.product_id for p in self.periods if p.sales_channel_id == channel_id}
-        return [
-            p for p in self.products if p.id in sold_here and ProductState(p.state) in states
-        ]
+        return [p for p in self.products if p.id in sold_here and ProductState(p.state) in states]
 
     def render(self, channel_id: int, scope: CatalogScope) -> Json:
         products = self.visible_products(channel_id, scope)
@@ -135,16 +140,17 @@ class CatalogBuilder:
         items_of: dict[int, list[Any]] = defaultdict(list)
         for item in self.items:
             items_of[item.product_id].append(item)
-        periods = {
-            p.product_id: p for p in self.periods if p.sales_channel_id == channel_id
-        }
+        periods = {p.product_id: p for p in self.periods if p.sales_channel_id == channel_id}
         products_of_season: dict[int, list[Json]] = defaultdict(list)
         for product in products:
             products_of_season[product.season_id].append(
                 self._product(
-                    product, periods[product.id], performances_of[product.id],
+                    product,
+                    periods[product.id],
+                    performances_of[product.id],
                     [by_id[i] for i in composed_of[product.id] if i in by_id],
-                    items_of[product.id], contingents,
+                    items_of[product.id],
+                    contingents,
                 )
             )
         seasons = []
@@ -160,10 +166,17 @@ class CatalogBuilder:
                     "end": _iso(season.end),
                     "externalName": translations(season.name),
                     "audienceCategories": [
-                        self._audience_category(c) for c in self.categories if c.season_id == season.id
+                        self._audience_category(c)
+                        for c in self.categories
+                        if c.season_id == season.id
                     ],
                     "priceLevels": [
-                        {"id": lv.id, "code": lv.code, "externalName": translations(lv.name), "rank": lv.rank}
+                        {
+                            "id": lv.id,
+                            "code": lv.code,
+                            "externalName": translations(lv.name),
+                            "rank": lv.rank,
+                        }
                         for lv in self.levels
                         if lv.season_id == season.id
                     ],
@@ -174,8 +187,12 @@ class CatalogBuilder:
 
     def _audience_category(self, category: Any) -> Json:
         tariffs = [t for t in self.tariffs if t.audience_category_id == category.id]
-        ids = {t.code: t.id for t in self.tariffs if t.audience_category_id in {
-            c.id for c in self.categories if c.season_id == category.season_id}}
+        ids = {
+            t.code: t.id
+            for t in self.tariffs
+            if t.audience_category_id
+            in {c.id for c in self.categories if c.season_id == category.season_id}
+        }
         return {
             "id": category.id,
             "code": category.code,
@@ -188,7 +205,9 @@ class CatalogBuilder:
                     "code": t.code,
                     "externalName": translations(t.name),
                     "audienceCategoryKind": t.kind,
-                    "requiredAudienceSubCategoryIds": [ids[c] for c in t.required_codes if c in ids],
+                    "requiredAudienceSubCategoryIds": [
+                        ids[c] for c in t.required_codes if c in ids
+                    ],
                     "crossSeatCategory": t.cross_seat_category,
                 }
                 for t in tariffs
@@ -271,7 +290,11 @@ class CatalogBuilder:
             "theme": self._theme(product.theme_id),
             "subTheme": self._theme(product.sub_theme_id),
             "salesPeriods": [
-                {"salesChannelId": period.sales_channel_id, "start": _iso(period.start), "end": _iso(period.end)}
+                {
+                    "salesChannelId": period.sales_channel_id,
+                    "start": _iso(period.start),
+                    "end": _iso(period.end),
+                }
             ],
         }
         family = ProductFamily(product.family)
@@ -290,7 +313,9 @@ class CatalogBuilder:
                 "prices": self.prices_of_product[product.id],
             }
         else:
-            key = {ProductFamily.PASS: "pass", ProductFamily.MEMBERSHIP: "membership"}.get(family, "simpleProduct")
+            key = {ProductFamily.PASS: "pass", ProductFamily.MEMBERSHIP: "membership"}.get(
+                family, "simpleProduct"
+            )
             rendered[key] = {"items": [self._item(i) for i in items]}
         return rendered
 

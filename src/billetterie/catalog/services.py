@@ -20,10 +20,10 @@ from billetterie.catalog import db
 from billetterie.catalog.builder import CatalogBuilder
 from billetterie.catalog.errors import CatalogNotBuilt, UnknownInstitution, UnknownPointOfSale
 from billetterie.catalog.models import CatalogScope
-from billetterie.catalog.setupfile import SetupDocument
 from billetterie.catalog.setup_import import write_document
+from billetterie.catalog.setupfile import SetupDocument
 from billetterie.shared import audit
-from billetterie.shared.db import transaction
+from billetterie.shared.db import metadata, transaction
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,9 @@ async def import_setup(
             await callback(conn, institution_id)
         version = (
             await conn.execute(
-                sa.select(db.institution.c.setup_version).where(db.institution.c.id == institution_id)
+                sa.select(db.institution.c.setup_version).where(
+                    db.institution.c.id == institution_id
+                )
             )
         ).scalar_one()
         channels_changed = 0
@@ -79,7 +81,9 @@ async def import_setup(
     return ImportResult(institution_id, changes, version, channels_changed)
 
 
-async def rebuild_catalogs(conn: AsyncConnection, institution_id: int, version: int, now: datetime) -> int:
+async def rebuild_catalogs(
+    conn: AsyncConnection, institution_id: int, version: int, now: datetime
+) -> int:
     """Render and store every channel's catalog; a snapshot whose content is unchanged keeps
     its version and time. Returns how many snapshots changed."""
     builder = CatalogBuilder()
@@ -89,7 +93,9 @@ async def rebuild_catalogs(conn: AsyncConnection, institution_id: int, version: 
         (r.sales_channel_id, r.scope): r.content_hash
         for r in (
             await conn.execute(
-                sa.select(s.sales_channel_id, s.scope, s.content_hash).where(s.institution_id == institution_id)
+                sa.select(s.sales_channel_id, s.scope, s.content_hash).where(
+                    s.institution_id == institution_id
+                )
             )
         ).all()
     }
@@ -111,7 +117,10 @@ async def rebuild_catalogs(conn: AsyncConnection, institution_id: int, version: 
             else:
                 await conn.execute(
                     sa.insert(db.catalog_snapshot).values(
-                        institution_id=institution_id, sales_channel_id=channel.id, scope=scope.value, **values
+                        institution_id=institution_id,
+                        sales_channel_id=channel.id,
+                        scope=scope.value,
+                        **values,
                     )
                 )
             changed += 1
@@ -140,11 +149,15 @@ async def snapshot_version(
     return SnapshotVersion(row.version, row.updated_at)
 
 
-async def snapshot_body(conn: AsyncConnection, sales_channel_id: int, scope: CatalogScope) -> tuple[int, bytes]:
+async def snapshot_body(
+    conn: AsyncConnection, sales_channel_id: int, scope: CatalogScope
+) -> tuple[int, bytes]:
     s = db.catalog_snapshot.c
     row = (
         await conn.execute(
-            sa.select(s.version, s.body).where(s.sales_channel_id == sales_channel_id, s.scope == scope.value)
+            sa.select(s.version, s.body).where(
+                s.sales_channel_id == sales_channel_id, s.scope == scope.value
+            )
         )
     ).first()
     if row is None:
@@ -166,17 +179,27 @@ class PointOfSaleContext:
 
 
 async def point_of_sale_context(conn: AsyncConnection, point_of_sale_id: int) -> PointOfSaleContext:
-    pos = (await conn.execute(sa.select(db.point_of_sale).where(db.point_of_sale.c.id == point_of_sale_id))).first()
+    pos = (
+        await conn.execute(
+            sa.select(db.point_of_sale).where(db.point_of_sale.c.id == point_of_sale_id)
+        )
+    ).first()
     if pos is None:
         raise UnknownPointOfSale(f"point of sale {point_of_sale_id} does not exist")
     channel = (
-        await conn.execute(sa.select(db.sales_channel).where(db.sales_channel.c.id == pos.sales_channel_id))
+        await conn.execute(
+            sa.select(db.sales_channel).where(db.sales_channel.c.id == pos.sales_channel_id)
+        )
     ).one()
     organization = (
-        await conn.execute(sa.select(db.organization).where(db.organization.c.id == channel.organization_id))
+        await conn.execute(
+            sa.select(db.organization).where(db.organization.c.id == channel.organization_id)
+        )
     ).one()
     institution = (
-        await conn.execute(sa.select(db.institution).where(db.institution.c.id == pos.institution_id))
+        await conn.execute(
+            sa.select(db.institution).where(db.institution.c.id == pos.institution_id)
+        )
     ).one()
     link = db.point_of_sale_payment_method.c
     methods = (
@@ -188,7 +211,13 @@ async def point_of_sale_context(conn: AsyncConnection, point_of_sale_id: int) ->
         )
     ).all()
     return PointOfSaleContext(
-        institution.id, institution.code, institution.currency, organization, channel, pos, list(methods)
+        institution.id,
+        institution.code,
+        institution.currency,
+        organization,
+        channel,
+        pos,
+        list(methods),
     )
 
 
@@ -206,21 +235,25 @@ async def find_point_of_sale(conn: AsyncConnection, institution_code: str, pos_c
 
 
 async def institution_id_by_code(conn: AsyncConnection, code: str) -> int:
-    row = (await conn.execute(sa.select(db.institution.c.id).where(db.institution.c.code == code))).first()
+    row = (
+        await conn.execute(sa.select(db.institution.c.id).where(db.institution.c.code == code))
+    ).first()
     if row is None:
         raise UnknownInstitution(f"no institution {code}")
     return int(row[0])
 
 
 async def institution_is_empty(conn: AsyncConnection) -> bool:
-    return (await conn.execute(sa.select(sa.func.count()).select_from(db.institution))).scalar_one() == 0
+    return (
+        await conn.execute(sa.select(sa.func.count()).select_from(db.institution))
+    ).scalar_one() == 0
 
 
 async def list_rows(
     conn: AsyncConnection, table_name: str, institution_id: int, **filters: Any
 ) -> list[Any]:
     """Rows of a catalog table for one institution (the tenancy filter is not optional)."""
-    table = db.metadata.tables[table_name]
+    table = metadata.tables[table_name]
     query = sa.select(table).where(table.c.institution_id == institution_id)
     for column, value in filters.items():
         query = query.where(table.c[column] == value)
@@ -232,7 +265,9 @@ class InventoryPlan:
     """What the inventory needs to know of an institution's catalog to provision its stock."""
 
     performances: list[Any]  # id, product_id, logical_configuration_id
-    seats: list[Any]  # logical_configuration_id, seat_category_id, seat_id, block_id, row, number, x, y, rank
+    seats: list[
+        Any
+    ]  # logical_configuration_id, seat_category_id, seat_id, block_id, row, number, x, y, rank
     zones: list[Any]  # logical_configuration_id, seat_category_id, capacity
     allocations: list[Any]  # contingent_id, performance_id, seat_category_id, quantity
     items: list[Any]  # id, product_id, kind, capacity
@@ -245,33 +280,81 @@ async def inventory_plan(conn: AsyncConnection, institution_id: int) -> Inventor
     seats = (
         await conn.execute(
             sa.select(
-                a.logical_configuration_id, a.seat_category_id, s.id.label("seat_id"), s.block_id,
-                s.row, s.number, s.x, s.y, s.rank,
+                a.logical_configuration_id,
+                a.seat_category_id,
+                s.id.label("seat_id"),
+                s.block_id,
+                s.row,
+                s.number,
+                s.x,
+                s.y,
+                s.rank,
             )
             .join(db.seat, s.id == a.seat_id)
             .where(a.institution_id == institution_id)
         )
     ).all()
-    z, al, i, t, pr = db.zone.c, db.contingent_allocation.c, db.product_item.c, db.timeslot.c, db.product.c
+    z, al, i, t, pr = (
+        db.zone.c,
+        db.contingent_allocation.c,
+        db.product_item.c,
+        db.timeslot.c,
+        db.product.c,
+    )
     return InventoryPlan(
-        performances=list((await conn.execute(
-            sa.select(p.id, p.product_id, p.logical_configuration_id).where(p.institution_id == institution_id)
-        )).all()),
+        performances=list(
+            (
+                await conn.execute(
+                    sa.select(p.id, p.product_id, p.logical_configuration_id).where(
+                        p.institution_id == institution_id
+                    )
+                )
+            ).all()
+        ),
         seats=list(seats),
-        zones=list((await conn.execute(
-            sa.select(z.logical_configuration_id, z.seat_category_id, z.capacity).where(z.institution_id == institution_id)
-        )).all()),
-        allocations=list((await conn.execute(
-            sa.select(al.contingent_id, al.performance_id, al.seat_category_id, al.quantity)
-            .where(al.institution_id == institution_id)
-        )).all()),
-        items=list((await conn.execute(
-            sa.select(i.id, i.product_id, i.kind, i.capacity).where(i.institution_id == institution_id)
-        )).all()),
-        timeslots=list((await conn.execute(
-            sa.select(t.id, t.product_item_id, t.quota).where(t.institution_id == institution_id)
-        )).all()),
-        products=list((await conn.execute(
-            sa.select(pr.id, pr.family, pr.alert_ratio).where(pr.institution_id == institution_id)
-        )).all()),
+        zones=list(
+            (
+                await conn.execute(
+                    sa.select(z.logical_configuration_id, z.seat_category_id, z.capacity).where(
+                        z.institution_id == institution_id
+                    )
+                )
+            ).all()
+        ),
+        allocations=list(
+            (
+                await conn.execute(
+                    sa.select(
+                        al.contingent_id, al.performance_id, al.seat_category_id, al.quantity
+                    ).where(al.institution_id == institution_id)
+                )
+            ).all()
+        ),
+        items=list(
+            (
+                await conn.execute(
+                    sa.select(i.id, i.product_id, i.kind, i.capacity).where(
+                        i.institution_id == institution_id
+                    )
+                )
+            ).all()
+        ),
+        timeslots=list(
+            (
+                await conn.execute(
+                    sa.select(t.id, t.product_item_id, t.quota).where(
+                        t.institution_id == institution_id
+                    )
+                )
+            ).all()
+        ),
+        products=list(
+            (
+                await conn.execute(
+                    sa.select(pr.id, pr.family, pr.alert_ratio).where(
+                        pr.institution_id == institution_id
+                    )
+                )
+            ).all()
+        ),
     )

@@ -78,7 +78,11 @@ class _Exporter:
         vat_codes = await self.rows("vat_code")
         vat_code = {v.id: v.code for v in vat_codes}
         document: Json = {
-            "institution": {"code": institution.code, "name": institution.name, "currency": institution.currency},
+            "institution": {
+                "code": institution.code,
+                "name": institution.name,
+                "currency": institution.currency,
+            },
             "organization": {
                 "code": organization.code,
                 "name": organization.name,
@@ -121,10 +125,17 @@ class _Exporter:
                 for o in await self.rows("operator")
             ],
             "vatCodes": [
-                {"code": v.code, "name": v.name, "rate": v.rate, "country": v.country} for v in vat_codes
+                {"code": v.code, "name": v.name, "rate": v.rate, "country": v.country}
+                for v in vat_codes
             ],
             "seasons": [
-                {"code": s.code, "name": s.name, "state": s.state, "start": self.when(s.start), "end": self.when(s.end)}
+                {
+                    "code": s.code,
+                    "name": s.name,
+                    "state": s.state,
+                    "start": self.when(s.start),
+                    "end": self.when(s.end),
+                }
                 for s in seasons
             ],
             "audienceCategories": [
@@ -156,7 +167,9 @@ class _Exporter:
                 {
                     "code": t.code,
                     "name": t.name,
-                    "subThemes": [{"code": s.code, "name": s.name} for s in themes if s.parent_id == t.id],
+                    "subThemes": [
+                        {"code": s.code, "name": s.name} for s in themes if s.parent_id == t.id
+                    ],
                 }
                 for t in themes
                 if t.parent_id is None
@@ -169,7 +182,11 @@ class _Exporter:
             {
                 "code": c.code,
                 "name": c.name,
-                "salesChannels": [channel_code[x.sales_channel_id] for x in contingent_channels if x.contingent_id == c.id],
+                "salesChannels": [
+                    channel_code[x.sales_channel_id]
+                    for x in contingent_channels
+                    if x.contingent_id == c.id
+                ],
             }
             for c in contingents
         ]
@@ -183,7 +200,9 @@ class _Exporter:
 
     async def _institution(self) -> Any:
         return (
-            await self.conn.execute(sa.select(db.institution).where(db.institution.c.id == self.institution_id))
+            await self.conn.execute(
+                sa.select(db.institution).where(db.institution.c.id == self.institution_id)
+            )
         ).one()
 
     def _point_of_sale(self, p: Any, methods: list[str]) -> Json:
@@ -237,17 +256,17 @@ class _Exporter:
             origin_x = min((s.x for s in block_seats), default=0.0)
             origin_y = min((s.y for s in block_seats), default=0.0)
             row_list = list(rows.items())
-            seat_spacing = next(
-                (round(r[1].x - r[0].x, 3) for _, r in row_list if len(r) > 1), 1.0
+            seat_spacing = next((round(r[1].x - r[0].x, 3) for _, r in row_list if len(r) > 1), 1.0)
+            row_spacing = (
+                round(row_list[1][1][0].y - row_list[0][1][0].y, 3) if len(row_list) > 1 else 1.0
             )
-            row_spacing = round(row_list[1][1][0].y - row_list[0][1][0].y, 3) if len(row_list) > 1 else 1.0
             groups: list[tuple[list[str], str]] = []
             for row, row_seats in row_list:
-                spec = _compact([s.number for s in row_seats])
-                if groups and groups[-1][1] == spec:
+                numbers = _compact([s.number for s in row_seats])
+                if groups and groups[-1][1] == numbers:
                     groups[-1][0].append(row)
                 else:
-                    groups.append(([row], spec))
+                    groups.append(([row], numbers))
             spec: Json = {"code": block.code, "name": block.name}
             if len(groups) == 1:
                 spec["rows"] = _compact(groups[0][0])
@@ -265,7 +284,9 @@ class _Exporter:
                 for block in (b for b in blocks if b.area_id == area.id):
                     rows: dict[str, set[int | None]] = {}
                     for seat in sorted(seats_of[block.id], key=lambda s: (s.y, s.x)):
-                        rows.setdefault(seat.row, set()).add(category_of_seat.get((logical_id, seat.id)))
+                        rows.setdefault(seat.row, set()).add(
+                            category_of_seat.get((logical_id, seat.id))
+                        )
                     mine = [r for r, cats in rows.items() if cats == {category_id}]
                     if not mine:
                         continue
@@ -308,7 +329,9 @@ class _Exporter:
                                                 "seats": selectors(lc.id, pc.id, c.id),
                                             }
                                         )
-                                        for c in sorted(seat_categories, key=lambda c: (c.rank, c.id))
+                                        for c in sorted(
+                                            seat_categories, key=lambda c: (c.rank, c.id)
+                                        )
                                         if c.logical_configuration_id == lc.id
                                     ],
                                     "zones": [
@@ -327,8 +350,17 @@ class _Exporter:
                             ],
                         }
                     )
-                site_spaces.append({"code": space.code, "name": space.name, "configurations": configurations})
-            venues.append({"code": site.code, "name": site.name, "address": site.address, "spaces": site_spaces})
+                site_spaces.append(
+                    {"code": space.code, "name": space.name, "configurations": configurations}
+                )
+            venues.append(
+                {
+                    "code": site.code,
+                    "name": site.name,
+                    "address": site.address,
+                    "spaces": site_spaces,
+                }
+            )
         return venues
 
     async def _products(
@@ -355,7 +387,9 @@ class _Exporter:
             for price in rows:
                 target = result
                 if with_category:
-                    target = result.setdefault(self.seat_category_code.get(price.seat_category_id, ""), {})
+                    target = result.setdefault(
+                        self.seat_category_code.get(price.seat_category_id, ""), {}
+                    )
                 tariff = tariff_code[price.audience_sub_category_id]
                 amount = format_amount(price.amount)
                 if price.price_level_id is None:
@@ -392,7 +426,11 @@ class _Exporter:
                 "contactRequired": product.contact_required,
                 "externalUrl": product.external_url,
                 "salesPeriods": [
-                    {"salesChannel": channel_code[p.sales_channel_id], "start": self.when(p.start), "end": self.when(p.end)}
+                    {
+                        "salesChannel": channel_code[p.sales_channel_id],
+                        "start": self.when(p.start),
+                        "end": self.when(p.end),
+                    }
                     for p in periods
                     if p.product_id == product.id
                 ],
@@ -407,7 +445,9 @@ class _Exporter:
                                 "start": self.when(p.start),
                                 "duration": p.duration,
                                 "state": p.state,
-                                "configuration": self.configuration_code[p.logical_configuration_id],
+                                "configuration": self.configuration_code[
+                                    p.logical_configuration_id
+                                ],
                                 "name": p.name or None,
                                 "prices": grid(prices_of_performance[p.id], True),
                                 "allocations": [
@@ -431,8 +471,17 @@ class _Exporter:
                     "prices": grid(prices_of_product[product.id], True),
                 }
             product_items = [i for i in items if i.product_id == product.id]
-            if product_items or product.family in {"PASS", "MEMBERSHIP", "SERVICE", "GOODS", "TRANSPORT", "HOSPITALITY"}:
-                spec["items"] = [self._item(i, prices_of_item[i.id], timeslots, grid) for i in product_items]
+            if product_items or product.family in {
+                "PASS",
+                "MEMBERSHIP",
+                "SERVICE",
+                "GOODS",
+                "TRANSPORT",
+                "HOSPITALITY",
+            }:
+                spec["items"] = [
+                    self._item(i, prices_of_item[i.id], timeslots, grid) for i in product_items
+                ]
             exported.append(_drop_none(spec))
         return exported
 

@@ -65,7 +65,9 @@ class _Importer:
         else:
             institution_id = row[0]
             await conn.execute(
-                sa.update(db.institution).where(db.institution.c.id == institution_id).values(**values)
+                sa.update(db.institution)
+                .where(db.institution.c.id == institution_id)
+                .values(**values)
             )
         sync = Sync(conn, institution_id)
         self.sync = sync
@@ -219,17 +221,31 @@ class _Importer:
             db.price_level,
             ("season_id", "code"),
             [
-                {"season_id": seasons[(p.season,)], "code": p.code, "name": self.text(p.name), "rank": rank}
+                {
+                    "season_id": seasons[(p.season,)],
+                    "code": p.code,
+                    "name": self.text(p.name),
+                    "rank": rank,
+                }
                 for rank, p in enumerate(doc.priceLevels, start=1)
             ],
         )
-        self.levels = {(p.season, p.code): levels[(seasons[(p.season,)], p.code)] for p in doc.priceLevels}
+        self.levels = {
+            (p.season, p.code): levels[(seasons[(p.season,)], p.code)] for p in doc.priceLevels
+        }
 
+        # codes are unique across both levels: a theme that changes level is updated, not re-created
+        column = db.theme.c
+        theme_codes = [x.code for x in doc.themes]
+        sub_theme_codes = [s.code for x in doc.themes for s in x.subThemes]
         themes = await sync.rows(
             db.theme,
             ("code",),
             [{"code": t.code, "name": self.text(t.name), "parent_id": None} for t in doc.themes],
-            where=db.theme.c.parent_id.is_(None),
+            where=sa.or_(
+                column.code.in_(theme_codes),
+                sa.and_(column.parent_id.is_(None), column.code.not_in(sub_theme_codes)),
+            ),
         )
         sub_themes = await sync.rows(
             db.theme,
@@ -239,7 +255,10 @@ class _Importer:
                 for t in doc.themes
                 for s in t.subThemes
             ],
-            where=db.theme.c.parent_id.is_not(None),
+            where=sa.or_(
+                column.code.in_(sub_theme_codes),
+                sa.and_(column.parent_id.is_not(None), column.code.not_in(theme_codes)),
+            ),
         )
         all_themes = {k[0]: v for k, v in {**themes, **sub_themes}.items()}
 
@@ -281,12 +300,17 @@ class _Importer:
             sa.column("created_at"),
         )
         existing = {
-            r.login: r.id
+            r.login: r
             for r in (
                 await conn.execute(
-                    sa.select(operator.c.id, operator.c.login).where(
-                        operator.c.institution_id == institution_id
-                    )
+                    sa.select(
+                        operator.c.id,
+                        operator.c.login,
+                        operator.c.partner,
+                        operator.c.point_of_sale_id,
+                        operator.c.calls_per_minute,
+                        operator.c.secret_hash,
+                    ).where(operator.c.institution_id == institution_id)
                 )
             ).all()
         }
@@ -299,9 +323,12 @@ class _Importer:
             if spec.secretHash:
                 values["secret_hash"] = spec.secretHash
             if spec.login in existing:
-                await conn.execute(
-                    sa.update(operator).where(operator.c.id == existing[spec.login]).values(**values)
-                )
+                row = existing[spec.login]
+                if any(getattr(row, column) != value for column, value in values.items()):
+                    await conn.execute(
+                        sa.update(operator).where(operator.c.id == row.id).values(**values)
+                    )
+                    self.sync.changes += 1
             else:
                 values.setdefault("secret_hash", hash_secret(secrets.token_urlsafe(32)))
                 await conn.execute(
@@ -322,7 +349,11 @@ class _Importer:
             db.site,
             ("code",),
             [
-                {"code": s.code, "name": self.text(s.name), "address": s.address.model_dump(exclude_none=True)}
+                {
+                    "code": s.code,
+                    "name": self.text(s.name),
+                    "address": s.address.model_dump(exclude_none=True),
+                }
                 for s in doc.venues
             ],
         )
@@ -352,7 +383,11 @@ class _Importer:
             ],
         )
         layout = [
-            (spaces[(sites[(s.code,)], sp.code)], physicals[(spaces[(sites[(s.code,)], sp.code)], pc.code)], pc)
+            (
+                spaces[(sites[(s.code,)], sp.code)],
+                physicals[(spaces[(sites[(s.code,)], sp.code)], pc.code)],
+                pc,
+            )
             for s in doc.venues
             for sp in s.spaces
             for pc in sp.configurations
@@ -370,7 +405,11 @@ class _Importer:
             db.block,
             ("area_id", "code"),
             [
-                {"area_id": areas[(pc_id, a.code)], "code": b.code, "name": self.text(b.name or {"": b.code})}
+                {
+                    "area_id": areas[(pc_id, a.code)],
+                    "code": b.code,
+                    "name": self.text(b.name or {"": b.code}),
+                }
                 for _, pc_id, pc in layout
                 for a in pc.areas
                 for b in a.blocks
@@ -395,7 +434,9 @@ class _Importer:
                                 }
                             )
             # best-available rank: closest to the stage first, ties by position
-            placed.sort(key=lambda s: (math.hypot(s["x"] - pc.stage.x, s["y"] - pc.stage.y), s["y"], s["x"]))
+            placed.sort(
+                key=lambda s: (math.hypot(s["x"] - pc.stage.x, s["y"] - pc.stage.y), s["y"], s["x"])
+            )
             for rank, seat in enumerate(placed, start=1):
                 seat["rank"] = rank
             seat_rows.extend(placed)
@@ -476,7 +517,9 @@ class _Importer:
         **ids: int | None,
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        per_category: dict[str | None, Any] = {None: grid} if categories is None else dict(grid)
+        per_category: dict[str | None, Any] = (
+            {None: grid} if categories is None else {k: v for k, v in grid.items()}
+        )
         for category, tariffs in per_category.items():
             for tariff, amount in tariffs.items():
                 levels = amount if isinstance(amount, dict) else {None: amount}
@@ -486,9 +529,13 @@ class _Importer:
                             "performance_id": None,
                             "product_item_id": None,
                             **ids,
-                            "seat_category_id": None if categories is None else categories[category],
+                            "seat_category_id": None
+                            if categories is None
+                            else categories[str(category)],
                             "audience_sub_category_id": self.tariffs[(season, tariff)],
-                            "price_level_id": None if level is None else self.levels[(season, level)],
+                            "price_level_id": None
+                            if level is None
+                            else self.levels[(season, level)],
                             "amount": value,
                         }
                     )
@@ -545,7 +592,9 @@ class _Importer:
             if p.event is None or p.family != ProductFamily.SINGLE_ENTRY:
                 continue
             for perf in p.event.performances:
-                space_id, lc_id, _ = self.configurations[perf.configuration or p.event.configuration or ""]
+                space_id, lc_id, _ = self.configurations[
+                    perf.configuration or p.event.configuration or ""
+                ]
                 performance_rows.append(
                     {
                         "code": perf.code,
@@ -570,7 +619,9 @@ class _Importer:
                         "kind": item.kind.value,
                         "capacity": item.capacity,
                         "validity_days": item.validityDays,
-                        "schedule": item.schedule.model_dump(mode="json") if item.schedule else None,
+                        "schedule": item.schedule.model_dump(mode="json")
+                        if item.schedule
+                        else None,
                     }
                 )
         items = await sync.rows(db.product_item, ("product_id", "code"), item_rows)
@@ -583,13 +634,21 @@ class _Importer:
             product_id = products[(p.code,)]
             if p.event is not None and p.family == ProductFamily.SINGLE_ENTRY:
                 for perf in p.event.performances:
-                    _, _, cats = self.configurations[perf.configuration or p.event.configuration or ""]
+                    _, _, cats = self.configurations[
+                        perf.configuration or p.event.configuration or ""
+                    ]
                     performance_id = performances[(perf.code,)]
                     grid = perf.prices if perf.prices is not None else p.event.prices
                     prices += self._grid_rows(
-                        p.season, grid or {}, cats, product_id=product_id, performance_id=performance_id
+                        p.season,
+                        grid or {},
+                        cats,
+                        product_id=product_id,
+                        performance_id=performance_id,
                     )
-                    for a in perf.allocations if perf.allocations is not None else p.event.allocations:
+                    for a in (
+                        perf.allocations if perf.allocations is not None else p.event.allocations
+                    ):
                         allocations.append(
                             {
                                 "contingent_id": self.contingents[a.contingent],
@@ -601,13 +660,19 @@ class _Importer:
             if p.composed is not None:
                 categories: dict[str, int] = {}
                 for code in p.composed.performances:
-                    composed.append({"product_id": product_id, "performance_id": performances[(code,)]})
+                    composed.append(
+                        {"product_id": product_id, "performance_id": performances[(code,)]}
+                    )
                 for other in doc.products:  # seat categories of the first performance's plan
-                    for perf in (other.event.performances if other.event else []):
+                    for perf in other.event.performances if other.event else []:
                         if perf.code == p.composed.performances[0]:
                             assert other.event is not None
-                            categories = self.configurations[perf.configuration or other.event.configuration or ""][2]
-                prices += self._grid_rows(p.season, p.composed.prices, categories, product_id=product_id)
+                            categories = self.configurations[
+                                perf.configuration or other.event.configuration or ""
+                            ][2]
+                prices += self._grid_rows(
+                    p.season, p.composed.prices, categories, product_id=product_id
+                )
             for item in p.items or []:
                 item_id = items[(product_id, item.code)]
                 prices += self._grid_rows(
@@ -617,9 +682,13 @@ class _Importer:
                     continue
                 slots = [(self.when(t.start), self.when(t.end), t.quota) for t in item.timeslots]
                 if item.schedule is not None:
-                    slots += [(s, e, item.schedule.quota) for s, e in schedule_slots(item.schedule, self.zone)]
+                    slots += [
+                        (s, e, item.schedule.quota)
+                        for s, e in schedule_slots(item.schedule, self.zone)
+                    ]
                 timeslots.extend(
-                    {"product_item_id": item_id, "start": s, "end": e, "quota": q} for s, e, q in slots
+                    {"product_item_id": item_id, "start": s, "end": e, "quota": q}
+                    for s, e, q in slots
                 )
         await sync.rows(db.timeslot, ("product_item_id", "start"), timeslots)
         await sync.rows(db.composed_product_performance, ("product_id", "performance_id"), composed)
@@ -636,7 +705,9 @@ class _Importer:
             prices,
         )
         await sync.rows(
-            db.contingent_allocation, ("contingent_id", "performance_id", "seat_category_id"), allocations
+            db.contingent_allocation,
+            ("contingent_id", "performance_id", "seat_category_id"),
+            allocations,
         )
 
 

@@ -97,7 +97,9 @@ def _amount(value: Any) -> Any:
     except ValueError as exc:
         if str(exc) == "not an amount":
             raise PydanticCustomError("amount", "not an amount") from exc
-        raise PydanticCustomError("amount", "not an amount ({reason})", {"reason": str(exc)}) from exc
+        raise PydanticCustomError(
+            "amount", "not an amount ({reason})", {"reason": str(exc)}
+        ) from exc
 
 
 def _duration(value: Any) -> Any:
@@ -122,9 +124,13 @@ def _duration(value: Any) -> Any:
 def _local_text(value: Any) -> Any:
     if isinstance(value, str) and value.strip():
         return {"": value}  # the main language, filled in once the organization is known
-    if isinstance(value, dict) and value and all(
-        isinstance(k, str) and re.fullmatch(r"[a-z]{2}", k) and isinstance(v, str)
-        for k, v in value.items()
+    if (
+        isinstance(value, dict)
+        and value
+        and all(
+            isinstance(k, str) and re.fullmatch(r"[a-z]{2}", k) and isinstance(v, str)
+            for k, v in value.items()
+        )
     ):
         return value
     raise PydanticCustomError(
@@ -484,9 +490,9 @@ def _format_path(loc: tuple[int | str, ...]) -> str:
 def _message(error: Any) -> str:
     kind = error["type"]
     if kind in _MESSAGES:
-        return _MESSAGES[kind]
+        return str(_MESSAGES[kind])
     if kind == "enum":
-        return "must be one of " + error["ctx"]["expected"].replace("'", "")
+        return "must be one of " + str(error["ctx"]["expected"]).replace("'", "")
     if kind == "string_pattern_mismatch":
         return f"does not match {error['ctx']['pattern']}"
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "too_short"}:
@@ -524,7 +530,7 @@ def expand_labels(spec: str) -> list[str]:
         part = part.strip()
         if not part:
             raise ValueError(f"empty range in {spec!r}")
-        match = re.fullmatch(r"(\w+)\s*[-–]\s*(\w+)", part)
+        match = re.fullmatch(r"(\w+)\s*[-\u2013]\s*(\w+)", part)
         if not match:
             if not re.fullmatch(r"\w+", part):
                 raise ValueError(f"not a range: {part!r}")
@@ -601,7 +607,7 @@ def _duplicates(codes: list[str]) -> set[str]:
     return {c for c in codes if c in seen or seen.add(c)}  # type: ignore[func-returns-value]
 
 
-def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901 - one pass, flat
+def check_references(doc: SetupDocument) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
 
     def unique(path: str, codes: list[str]) -> set[str]:
@@ -632,10 +638,14 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
             base = f"salesChannels[{ci}].pointsOfSale[{pi}]"
             for mi, method in enumerate(pos.paymentMethods):
                 if method not in payment_codes:
-                    problems.append((f"{base}.paymentMethods[{mi}]", f"unknown payment method {method}"))
+                    problems.append(
+                        (f"{base}.paymentMethods[{mi}]", f"unknown payment method {method}")
+                    )
             for li, language in enumerate(pos.languages or []):
                 if language not in languages:
-                    problems.append((f"{base}.languages[{li}]", "not one of organization.languages"))
+                    problems.append(
+                        (f"{base}.languages[{li}]", "not one of organization.languages")
+                    )
     unique(
         "salesChannels.pointsOfSale.number",
         [str(p.number) for c in doc.salesChannels for p in c.pointsOfSale],
@@ -643,7 +653,9 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
     unique("operators", [o.login for o in doc.operators])
     for oi, operator in enumerate(doc.operators):
         if operator.pointOfSale not in pos_codes:
-            problems.append((f"operators[{oi}].pointOfSale", f"unknown point of sale {operator.pointOfSale}"))
+            problems.append(
+                (f"operators[{oi}].pointOfSale", f"unknown point of sale {operator.pointOfSale}")
+            )
         if not operator.login.startswith(doc.institution.code + "_"):
             problems.append((f"operators[{oi}].login", f"must start with {doc.institution.code}_"))
 
@@ -656,14 +668,19 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
     tariffs_by_season: dict[str, set[str]] = {s: set() for s in season_codes}
     for ai, category in enumerate(doc.audienceCategories):
         if category.season not in season_codes:
-            problems.append((f"audienceCategories[{ai}].season", f"unknown season {category.season}"))
+            problems.append(
+                (f"audienceCategories[{ai}].season", f"unknown season {category.season}")
+            )
             continue
         codes = [t.code for t in category.tariffs]
         unique(f"audienceCategories[{ai}].tariffs", codes)
         for code in dict.fromkeys(codes):  # a code twice in this category is reported above
             if code in tariffs_by_season[category.season]:
                 problems.append(
-                    (f"audienceCategories[{ai}].tariffs", f"tariff {code} is already in season {category.season}")
+                    (
+                        f"audienceCategories[{ai}].tariffs",
+                        f"tariff {code} is already in season {category.season}",
+                    )
                 )
             tariffs_by_season[category.season].add(code)
     unique("audienceCategories", [f"{a.season}/{a.code}" for a in doc.audienceCategories])
@@ -672,7 +689,10 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
             for ri, required in enumerate(tariff.requires):
                 if required not in tariffs_by_season.get(category.season, set()):
                     problems.append(
-                        (f"audienceCategories[{ai}].tariffs[{ti}].requires[{ri}]", f"unknown tariff {required}")
+                        (
+                            f"audienceCategories[{ai}].tariffs[{ti}].requires[{ri}]",
+                            f"unknown tariff {required}",
+                        )
                     )
     levels_by_season: dict[str, set[str]] = {s: set() for s in season_codes}
     for li, level in enumerate(doc.priceLevels):
@@ -694,7 +714,9 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
     for vi, site in enumerate(doc.venues):
         unique(f"venues[{vi}].spaces", [s.code for s in site.spaces])
         for si, space in enumerate(site.spaces):
-            unique(f"venues[{vi}].spaces[{si}].configurations", [c.code for c in space.configurations])
+            unique(
+                f"venues[{vi}].spaces[{si}].configurations", [c.code for c in space.configurations]
+            )
             for pi, physical in enumerate(space.configurations):
                 base = f"venues[{vi}].spaces[{si}].configurations[{pi}]"
                 blocks: dict[tuple[str, str], set[str]] = {}
@@ -713,11 +735,13 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                 for li, logical in enumerate(physical.logicalConfigurations):
                     lbase = f"{base}.logicalConfigurations[{li}]"
                     configuration_codes.append(logical.code)
-                    cats = unique(f"{lbase}.seatCategories", [c.code for c in logical.seatCategories])
+                    cats = unique(
+                        f"{lbase}.seatCategories", [c.code for c in logical.seatCategories]
+                    )
                     categories_by_configuration[logical.code] = cats
                     claimed: dict[tuple[str, str, str | None], str] = {}
-                    for ci, category in enumerate(logical.seatCategories):
-                        for xi, selector in enumerate(category.seats):
+                    for ci, seat_category in enumerate(logical.seatCategories):
+                        for xi, selector in enumerate(seat_category.seats):
                             path = f"{lbase}.seatCategories[{ci}].seats[{xi}]"
                             try:
                                 area_code, block_code, rows_selected = parse_selector(selector)
@@ -732,28 +756,37 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                             known_rows = blocks[(area_code, block_code)]
                             for row in rows_selected or sorted(known_rows):
                                 if row not in known_rows:
-                                    problems.append((path, f"block {area_code}/{block_code} has no row {row}"))
-                                    break
-                                key = (area_code, block_code, row)
-                                if key in claimed and claimed[key] != category.code:
                                     problems.append(
-                                        (path, f"row {row} of {area_code}/{block_code} is already in {claimed[key]}")
+                                        (path, f"block {area_code}/{block_code} has no row {row}")
                                     )
                                     break
-                                claimed[key] = category.code
+                                key = (area_code, block_code, row)
+                                if key in claimed and claimed[key] != seat_category.code:
+                                    where = f"row {row} of {area_code}/{block_code}"
+                                    problems.append((path, f"{where} is already in {claimed[key]}"))
+                                    break
+                                claimed[key] = seat_category.code
                     unique(f"{lbase}.zones", [z.code for z in logical.zones])
                     for zi, zone_spec in enumerate(logical.zones):
                         if zone_spec.seatCategory not in cats:
                             problems.append(
-                                (f"{lbase}.zones[{zi}].seatCategory", f"unknown seat category {zone_spec.seatCategory}")
+                                (
+                                    f"{lbase}.zones[{zi}].seatCategory",
+                                    f"unknown seat category {zone_spec.seatCategory}",
+                                )
                             )
     configurations = unique("venues.logicalConfigurations", configuration_codes)
 
     contingent_codes = unique("contingents", [c.code for c in doc.contingents])
     for ci, contingent in enumerate(doc.contingents):
-        for xi, channel in enumerate(contingent.salesChannels):
-            if channel not in channel_codes:
-                problems.append((f"contingents[{ci}].salesChannels[{xi}]", f"unknown sales channel {channel}"))
+        for xi, channel_code in enumerate(contingent.salesChannels):
+            if channel_code not in channel_codes:
+                problems.append(
+                    (
+                        f"contingents[{ci}].salesChannels[{xi}]",
+                        f"unknown sales channel {channel_code}",
+                    )
+                )
 
     # products
     unique("products", [p.code for p in doc.products])
@@ -762,8 +795,15 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
         if product.event:
             for fi, perf in enumerate(product.event.performances):
                 if perf.code in performance_codes:
-                    problems.append((f"products[{pi}].event.performances[{fi}].code", f"code {perf.code} is used twice"))
-                performance_codes[perf.code] = perf.configuration or product.event.configuration or ""
+                    problems.append(
+                        (
+                            f"products[{pi}].event.performances[{fi}].code",
+                            f"code {perf.code} is used twice",
+                        )
+                    )
+                performance_codes[perf.code] = (
+                    perf.configuration or product.event.configuration or ""
+                )
 
     for pi, product in enumerate(doc.products):
         base = f"products[{pi}]"
@@ -771,23 +811,42 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
             problems.append((f"{base}.season", f"unknown season {product.season}"))
         if product.vatCode not in vat_codes:
             problems.append((f"{base}.vatCode", f"unknown VAT code {product.vatCode}"))
-        if product.theme is not None and (product.theme not in theme_codes or product.theme in sub_themes):
+        if product.theme is not None and (
+            product.theme not in theme_codes or product.theme in sub_themes
+        ):
             problems.append((f"{base}.theme", f"unknown theme {product.theme}"))
         if product.subTheme is not None:
             if sub_themes.get(product.subTheme) is None:
                 problems.append((f"{base}.subTheme", f"unknown sub-theme {product.subTheme}"))
             elif product.theme is not None and sub_themes[product.subTheme] != product.theme:
-                problems.append((f"{base}.subTheme", f"{product.subTheme} is not a sub-theme of {product.theme}"))
+                problems.append(
+                    (
+                        f"{base}.subTheme",
+                        f"{product.subTheme} is not a sub-theme of {product.theme}",
+                    )
+                )
         for si, period in enumerate(product.salesPeriods):
             if period.salesChannel not in channel_codes:
-                problems.append((f"{base}.salesPeriods[{si}].salesChannel", f"unknown sales channel {period.salesChannel}"))
+                problems.append(
+                    (
+                        f"{base}.salesPeriods[{si}].salesChannel",
+                        f"unknown sales channel {period.salesChannel}",
+                    )
+                )
             if aware(period.end) <= aware(period.start):
                 problems.append((f"{base}.salesPeriods[{si}].end", "must be after start"))
         unique(f"{base}.salesPeriods", [p.salesChannel for p in product.salesPeriods])
         tariffs = tariffs_by_season.get(product.season, set())
         levels = levels_by_season.get(product.season, set())
 
-        def check_grid(path: str, grid: PriceGrid | TariffPrices, categories: set[str] | None) -> None:
+        def check_grid(
+            path: str,
+            grid: PriceGrid | TariffPrices,
+            categories: set[str] | None,
+            product: ProductSpec = product,
+            tariffs: set[str] = tariffs,
+            levels: set[str] = levels,
+        ) -> None:
             rows: dict[str, Any] = {"": grid} if categories is None else dict(grid)
             for category, tariff_prices in rows.items():
                 cpath = path if categories is None else f"{path}.{category}"
@@ -801,11 +860,18 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                     if product.season not in season_codes:
                         continue  # reported once, on the product's season
                     if tariff not in tariffs:
-                        problems.append((f"{cpath}.{tariff}", f"unknown tariff {tariff} in season {product.season}"))
+                        problems.append(
+                            (
+                                f"{cpath}.{tariff}",
+                                f"unknown tariff {tariff} in season {product.season}",
+                            )
+                        )
                     if isinstance(amount, dict):
                         for level in amount:
                             if level not in levels:
-                                problems.append((f"{cpath}.{tariff}.{level}", f"unknown price level {level}"))
+                                problems.append(
+                                    (f"{cpath}.{tariff}.{level}", f"unknown price level {level}")
+                                )
 
         expected = {
             ProductFamily.SINGLE_ENTRY: "event",
@@ -817,7 +883,9 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
             if section == expected and not present:
                 problems.append((f"{base}.{section}", f"required for a {product.family} product"))
             elif section != expected and present:
-                problems.append((f"{base}.{section}", f"not allowed for a {product.family} product"))
+                problems.append(
+                    (f"{base}.{section}", f"not allowed for a {product.family} product")
+                )
 
         if product.event is not None and expected == "event":
             event = product.event
@@ -828,7 +896,11 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                     problems.append((f"{fbase}.configuration", "required (here or on the event)"))
                     continue
                 if configuration not in configurations:
-                    where = f"{fbase}.configuration" if perf.configuration else f"{base}.event.configuration"
+                    where = (
+                        f"{fbase}.configuration"
+                        if perf.configuration
+                        else f"{base}.event.configuration"
+                    )
                     problems.append((where, f"unknown configuration {configuration}"))
                     continue
                 if (perf.duration or event.duration) is None:
@@ -839,18 +911,33 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                 else:
                     where = f"{fbase}.prices" if perf.prices is not None else f"{base}.event.prices"
                     check_grid(where, grid, categories_by_configuration[configuration])
-                allocations = perf.allocations if perf.allocations is not None else event.allocations
+                allocations = (
+                    perf.allocations if perf.allocations is not None else event.allocations
+                )
                 for ai, allocation in enumerate(allocations):
-                    apath = f"{fbase}.allocations[{ai}]" if perf.allocations is not None else f"{base}.event.allocations[{ai}]"
+                    apath = (
+                        f"{fbase}.allocations[{ai}]"
+                        if perf.allocations is not None
+                        else f"{base}.event.allocations[{ai}]"
+                    )
                     if allocation.contingent not in contingent_codes:
-                        problems.append((f"{apath}.contingent", f"unknown contingent {allocation.contingent}"))
+                        problems.append(
+                            (f"{apath}.contingent", f"unknown contingent {allocation.contingent}")
+                        )
                     if allocation.seatCategory not in categories_by_configuration[configuration]:
-                        problems.append((f"{apath}.seatCategory", f"unknown seat category {allocation.seatCategory}"))
+                        problems.append(
+                            (
+                                f"{apath}.seatCategory",
+                                f"unknown seat category {allocation.seatCategory}",
+                            )
+                        )
         if product.composed is not None and expected == "composed":
             composed_configurations: list[str] = []
             for ci, code in enumerate(product.composed.performances):
                 if code not in performance_codes:
-                    problems.append((f"{base}.composed.performances[{ci}]", f"unknown performance {code}"))
+                    problems.append(
+                        (f"{base}.composed.performances[{ci}]", f"unknown performance {code}")
+                    )
                 else:
                     composed_configurations.append(performance_codes[code])
             unique(f"{base}.composed.performances", product.composed.performances)
@@ -872,7 +959,9 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:  # noqa: C901
                     problems.append((ibase, "an OPEN item has no timeslots"))
                 if item.schedule is not None:
                     if item.schedule.lastDay < item.schedule.firstDay:
-                        problems.append((f"{ibase}.schedule.lastDay", "must not be before firstDay"))
+                        problems.append(
+                            (f"{ibase}.schedule.lastDay", "must not be before firstDay")
+                        )
                     elif not schedule_slots(item.schedule, zone):
                         problems.append((f"{ibase}.schedule", "describes no timeslot"))
                 for ti, slot in enumerate(item.timeslots):

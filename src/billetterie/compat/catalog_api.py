@@ -276,10 +276,9 @@ async def list_audience_sub_categories(body: s.SeasonRequest, call: Call) -> dic
     by_id = {c.id: c for c in categories}
     codes = {t.code: t.id for t in tariffs if t.audience_category_id in by_id}
     rows = []
-    for t in sorted(tariffs, key=lambda t: (t.rank, t.id)):
-        category = by_id.get(t.audience_category_id)
-        if category is None:
-            continue
+    in_season = [t for t in tariffs if t.audience_category_id in by_id]
+    for t in sorted(in_season, key=lambda t: (by_id[t.audience_category_id].rank, t.rank, t.id)):
+        category = by_id[t.audience_category_id]
         rows.append(
             {
                 "id": t.id,
@@ -377,7 +376,9 @@ def _matches(
         ):
             return False
     if start is not None or end is not None:
-        performances = (product.get("event") or {}).get("performances", [])
+        performances = (product.get("event") or {}).get("performances", []) + (
+            product.get("composedProduct") or {}
+        ).get("performances", [])
         dates = [datetime.fromisoformat(p["start"]) for p in performances]
         if not any((start is None or d >= start) and (end is None or d <= end) for d in dates):
             return False

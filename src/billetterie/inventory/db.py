@@ -24,11 +24,36 @@ stock = sa.Table(
     id_column(),
     institution_column(),
     sa.Column("key", sa.String(64), nullable=False, unique=True),
-    sa.Column("product_id", Big, sa.ForeignKey("product.id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("performance_id", Big, sa.ForeignKey("performance.id", ondelete="CASCADE"), nullable=True, index=True),
-    sa.Column("seat_category_id", Big, sa.ForeignKey("seat_category.id", ondelete="CASCADE"), nullable=True),
-    sa.Column("contingent_id", Big, sa.ForeignKey("contingent.id", ondelete="CASCADE"), nullable=True),
-    sa.Column("product_item_id", Big, sa.ForeignKey("product_item.id", ondelete="CASCADE"), nullable=True, index=True),
+    sa.Column(
+        "product_id",
+        Big,
+        sa.ForeignKey("product.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column(
+        "performance_id",
+        Big,
+        sa.ForeignKey("performance.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    sa.Column(
+        "seat_category_id",
+        Big,
+        sa.ForeignKey("seat_category.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column(
+        "contingent_id", Big, sa.ForeignKey("contingent.id", ondelete="CASCADE"), nullable=True
+    ),
+    sa.Column(
+        "product_item_id",
+        Big,
+        sa.ForeignKey("product_item.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
     sa.Column("timeslot_id", Big, sa.ForeignKey("timeslot.id", ondelete="CASCADE"), nullable=True),
     sa.Column("numbered", sa.Boolean, nullable=False),
     sa.Column("capacity", sa.Integer, nullable=True),  # None: unlimited
@@ -46,8 +71,12 @@ performance_seat = sa.Table(
     metadata,
     id_column(),
     institution_column(),
-    sa.Column("performance_id", Big, sa.ForeignKey("performance.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("stock_id", Big, sa.ForeignKey("stock.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "performance_id", Big, sa.ForeignKey("performance.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "stock_id", Big, sa.ForeignKey("stock.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("seat_id", Big, sa.ForeignKey("seat.id", ondelete="CASCADE"), nullable=False),
     sa.Column("block_id", Big, nullable=False),
     sa.Column("row", sa.String(8), nullable=False),
@@ -58,7 +87,9 @@ performance_seat = sa.Table(
     sa.Column("y", sa.Float, nullable=False),
     sa.Column("rank", sa.Integer, nullable=False),
     sa.Column("state", sa.String(8), nullable=False),  # FREE HELD SOLD BLOCKED KILLED
-    sa.Column("hold_id", Big, sa.ForeignKey("hold.id", ondelete="SET NULL"), nullable=True, index=True),
+    sa.Column(
+        "hold_id", Big, sa.ForeignKey("hold.id", ondelete="SET NULL"), nullable=True, index=True
+    ),
     sa.UniqueConstraint("performance_id", "seat_id"),
     sa.Index("ix_performance_seat_pick", "stock_id", "state", "rank"),
 )
@@ -68,7 +99,12 @@ hold = sa.Table(
     metadata,
     id_column(),
     institution_column(),
-    sa.Column("sales_channel_id", Big, sa.ForeignKey("sales_channel.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "sales_channel_id",
+        Big,
+        sa.ForeignKey("sales_channel.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     sa.Column("cart", sa.String(64), nullable=False, index=True),
     sa.Column("state", sa.String(12), nullable=False),  # ACTIVE CONFIRMED RELEASED EXPIRED
     sa.Column("created_at", UtcDateTime, nullable=False),
@@ -83,14 +119,18 @@ hold_line = sa.Table(
     id_column(),
     institution_column(),
     ref("hold"),
-    sa.Column("stock_id", Big, sa.ForeignKey("stock.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "stock_id", Big, sa.ForeignKey("stock.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("quantity", sa.Integer, nullable=False),
 )
 
 inventory_sequence = sa.Table(
     "inventory_sequence",
     metadata,
-    sa.Column("institution_id", Big, sa.ForeignKey("institution.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "institution_id", Big, sa.ForeignKey("institution.id", ondelete="CASCADE"), primary_key=True
+    ),
     sa.Column("value", Big, nullable=False),
 )
 

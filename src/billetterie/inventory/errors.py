@@ -18,7 +18,9 @@ class Busy(DomainError):
     code = "error.inventory.busy"
     http_status = 503
 
-    def __init__(self, detail: str = "the inventory is busy; retry shortly", retry_after: int = 1) -> None:
+    def __init__(
+        self, detail: str = "the inventory is busy; retry shortly", retry_after: int = 1
+    ) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
 

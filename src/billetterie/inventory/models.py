@@ -45,8 +45,14 @@ class Counts:
         return max(self.capacity - self.held - self.sold - self.blocked, 0)
 
     def __add__(self, other: Counts) -> Counts:
-        capacity = None if self.capacity is None or other.capacity is None else self.capacity + other.capacity
-        return Counts(capacity, self.held + other.held, self.sold + other.sold, self.blocked + other.blocked)
+        capacity = (
+            None
+            if self.capacity is None or other.capacity is None
+            else self.capacity + other.capacity
+        )
+        return Counts(
+            capacity, self.held + other.held, self.sold + other.sold, self.blocked + other.blocked
+        )
 
 
 ZERO = Counts(0, 0, 0, 0)

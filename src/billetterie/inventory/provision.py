@@ -42,7 +42,9 @@ async def provision(conn: AsyncConnection, institution_id: int, plan: InventoryP
         seats_of_configuration[seat.logical_configuration_id].append(seat)
     zones_of_configuration: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for zone in plan.zones:
-        zones_of_configuration[zone.logical_configuration_id][zone.seat_category_id] += zone.capacity
+        zones_of_configuration[zone.logical_configuration_id][zone.seat_category_id] += (
+            zone.capacity
+        )
     allocations: dict[tuple[int, int], list[Any]] = defaultdict(list)
     for allocation in plan.allocations:
         allocations[(allocation.performance_id, allocation.seat_category_id)].append(allocation)
@@ -56,24 +58,42 @@ async def provision(conn: AsyncConnection, institution_id: int, plan: InventoryP
         for category_id, seats in by_category.items():
             seats = sorted(seats, key=lambda s: s.rank)
             general = len(seats)
-            for allocation in sorted(allocations[(performance.id, category_id)], key=lambda a: a.contingent_id):
+            for allocation in sorted(
+                allocations[(performance.id, category_id)], key=lambda a: a.contingent_id
+            ):
                 taken = seats[max(general - allocation.quantity, 0) : general]
                 general -= len(taken)
-                key = stock_key(performance_id=performance.id, seat_category_id=category_id,
-                                contingent_id=allocation.contingent_id)
-                wanted.append(_stock(key, performance, category_id, allocation.contingent_id, True, len(taken)))
+                key = stock_key(
+                    performance_id=performance.id,
+                    seat_category_id=category_id,
+                    contingent_id=allocation.contingent_id,
+                )
+                wanted.append(
+                    _stock(
+                        key, performance, category_id, allocation.contingent_id, True, len(taken)
+                    )
+                )
                 seat_stock.update({(performance.id, s.seat_id): key for s in taken})
             key = stock_key(performance_id=performance.id, seat_category_id=category_id)
             wanted.append(_stock(key, performance, category_id, None, True, general))
             seat_stock.update({(performance.id, s.seat_id): key for s in seats[:general]})
-        for category_id, capacity in zones_of_configuration[performance.logical_configuration_id].items():
+        for category_id, capacity in zones_of_configuration[
+            performance.logical_configuration_id
+        ].items():
             general = capacity
-            for allocation in sorted(allocations[(performance.id, category_id)], key=lambda a: a.contingent_id):
+            for allocation in sorted(
+                allocations[(performance.id, category_id)], key=lambda a: a.contingent_id
+            ):
                 share = min(allocation.quantity, general)
                 general -= share
-                key = stock_key(performance_id=performance.id, seat_category_id=category_id,
-                                contingent_id=allocation.contingent_id)
-                wanted.append(_stock(key, performance, category_id, allocation.contingent_id, False, share))
+                key = stock_key(
+                    performance_id=performance.id,
+                    seat_category_id=category_id,
+                    contingent_id=allocation.contingent_id,
+                )
+                wanted.append(
+                    _stock(key, performance, category_id, allocation.contingent_id, False, share)
+                )
             key = stock_key(performance_id=performance.id, seat_category_id=category_id)
             wanted.append(_stock(key, performance, category_id, None, False, general))
     timeslots_of: dict[int, list[Any]] = defaultdict(list)
@@ -100,30 +120,54 @@ async def provision(conn: AsyncConnection, institution_id: int, plan: InventoryP
     return len(wanted)
 
 
-def _stock(key: str, performance: Any, category_id: int, contingent_id: int | None, numbered: bool,
-           capacity: int) -> dict[str, Any]:
+def _stock(
+    key: str,
+    performance: Any,
+    category_id: int,
+    contingent_id: int | None,
+    numbered: bool,
+    capacity: int,
+) -> dict[str, Any]:
     return {
-        "key": key, "product_id": performance.product_id, "performance_id": performance.id,
-        "seat_category_id": category_id, "contingent_id": contingent_id, "product_item_id": None,
-        "timeslot_id": None, "numbered": numbered, "capacity": capacity,
+        "key": key,
+        "product_id": performance.product_id,
+        "performance_id": performance.id,
+        "seat_category_id": category_id,
+        "contingent_id": contingent_id,
+        "product_item_id": None,
+        "timeslot_id": None,
+        "numbered": numbered,
+        "capacity": capacity,
     }
 
 
 def _item_stock(item: Any, timeslot_id: int | None, capacity: int | None) -> dict[str, Any]:
     return {
-        "key": stock_key(product_item_id=item.id, timeslot_id=timeslot_id), "product_id": item.product_id,
-        "performance_id": None, "seat_category_id": None, "contingent_id": None,
-        "product_item_id": item.id, "timeslot_id": timeslot_id, "numbered": False, "capacity": capacity,
+        "key": stock_key(product_item_id=item.id, timeslot_id=timeslot_id),
+        "product_id": item.product_id,
+        "performance_id": None,
+        "seat_category_id": None,
+        "contingent_id": None,
+        "product_item_id": item.id,
+        "timeslot_id": timeslot_id,
+        "numbered": False,
+        "capacity": capacity,
     }
 
 
-async def _sync_stock(conn: AsyncConnection, institution_id: int, wanted: list[dict[str, Any]]) -> dict[str, int]:
+async def _sync_stock(
+    conn: AsyncConnection, institution_id: int, wanted: list[dict[str, Any]]
+) -> dict[str, int]:
     s = db.stock.c
     existing = {
         r.key: r
-        for r in (await conn.execute(
-            sa.select(s.id, s.key, s.capacity, s.held, s.sold, s.blocked).where(s.institution_id == institution_id)
-        )).all()
+        for r in (
+            await conn.execute(
+                sa.select(s.id, s.key, s.capacity, s.held, s.sold, s.blocked).where(
+                    s.institution_id == institution_id
+                )
+            )
+        ).all()
     }
     inserts = [{"institution_id": institution_id, **w} for w in wanted if w["key"] not in existing]
     ids = {key: row.id for key, row in existing.items()}
@@ -131,8 +175,9 @@ async def _sync_stock(conn: AsyncConnection, institution_id: int, wanted: list[d
         for row in (await conn.execute(sa.insert(db.stock).returning(s.id, s.key), inserts)).all():
             ids[row.key] = row.id
     for w in wanted:
-        row = existing.get(w["key"])
-        if row is not None and row.capacity != w["capacity"]:
+        current = existing.get(w["key"])
+        if current is not None and current.capacity != w["capacity"]:
+            row = current
             # never below what is already held or sold
             floor = row.held + row.sold + row.blocked
             capacity = None if w["capacity"] is None else max(w["capacity"], floor)
@@ -151,9 +196,13 @@ async def _sync_seats(
     ps = db.performance_seat.c
     existing = {
         (r.performance_id, r.seat_id): r
-        for r in (await conn.execute(
-            sa.select(ps.id, ps.performance_id, ps.seat_id, ps.state, ps.stock_id).where(ps.institution_id == institution_id)
-        )).all()
+        for r in (
+            await conn.execute(
+                sa.select(ps.id, ps.performance_id, ps.seat_id, ps.state, ps.stock_id).where(
+                    ps.institution_id == institution_id
+                )
+            )
+        ).all()
     }
     geometry: dict[int, tuple[int, int]] = {}  # seat id -> (row_order, position)
     for seats in seats_of_configuration.values():
@@ -165,7 +214,9 @@ async def _sync_seats(
             by_block[block_id].append((min(s.y for s in row_seats), row))
         for block_id, block_rows in by_block.items():
             for row_order, (_, row) in enumerate(sorted(block_rows)):
-                for position, seat in enumerate(sorted(rows[(block_id, row)], key=lambda s: (s.x, s.number))):
+                for position, seat in enumerate(
+                    sorted(rows[(block_id, row)], key=lambda s: (s.x, s.number))
+                ):
                     geometry[seat.seat_id] = (row_order, position)
     inserts = []
     for performance in plan.performances:
@@ -174,14 +225,32 @@ async def _sync_seats(
             if key in existing:
                 continue
             row_order, position = geometry[seat.seat_id]
-            inserts.append({
-                "institution_id": institution_id, "performance_id": performance.id,
-                "stock_id": stock_ids[seat_stock[key]], "seat_id": seat.seat_id, "block_id": seat.block_id,
-                "row": seat.row, "row_order": row_order, "number": seat.number, "position": position,
-                "x": seat.x, "y": seat.y, "rank": seat.rank, "state": SeatState.FREE.value, "hold_id": None,
-            })
+            inserts.append(
+                {
+                    "institution_id": institution_id,
+                    "performance_id": performance.id,
+                    "stock_id": stock_ids[seat_stock[key]],
+                    "seat_id": seat.seat_id,
+                    "block_id": seat.block_id,
+                    "row": seat.row,
+                    "row_order": row_order,
+                    "number": seat.number,
+                    "position": position,
+                    "x": seat.x,
+                    "y": seat.y,
+                    "rank": seat.rank,
+                    "state": SeatState.FREE.value,
+                    "hold_id": None,
+                }
+            )
     for start in range(0, len(inserts), 5000):
         await conn.execute(sa.insert(db.performance_seat), inserts[start : start + 5000])
-    stale = [r.id for key, r in existing.items() if key not in seat_stock and r.state == SeatState.FREE.value]
+    stale = [
+        r.id
+        for key, r in existing.items()
+        if key not in seat_stock and r.state == SeatState.FREE.value
+    ]
     for start in range(0, len(stale), 500):
-        await conn.execute(sa.delete(db.performance_seat).where(ps.id.in_(stale[start : start + 500])))
+        await conn.execute(
+            sa.delete(db.performance_seat).where(ps.id.in_(stale[start : start + 500]))
+        )

@@ -89,8 +89,14 @@ def _is_lock_failure(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     return any(
         marker in text
-        for marker in ("lock timeout", "lock_timeout", "database is locked", "locknotavailable",
-                       "canceling statement due to lock", "deadlock detected")
+        for marker in (
+            "lock timeout",
+            "lock_timeout",
+            "database is locked",
+            "locknotavailable",
+            "canceling statement due to lock",
+            "deadlock detected",
+        )
     )
 
 
@@ -128,24 +134,34 @@ async def next_sequence(conn: AsyncConnection, institution_id: int) -> int:
     return int(value)
 
 
-async def _log_changes(conn: AsyncConnection, institution_id: int, stock_ids: set[int], now: datetime) -> int:
+async def _log_changes(
+    conn: AsyncConnection, institution_id: int, stock_ids: set[int], now: datetime
+) -> int:
     if not stock_ids:
         return 0
     sequence = await next_sequence(conn, institution_id)
     s = db.stock.c
     rows = (
         await conn.execute(
-            sa.select(s.id, s.product_id, s.performance_id, s.held, s.sold, s.blocked, s.capacity)
-            .where(s.id.in_(sorted(stock_ids)))
+            sa.select(
+                s.id, s.product_id, s.performance_id, s.held, s.sold, s.blocked, s.capacity
+            ).where(s.id.in_(sorted(stock_ids)))
         )
     ).all()
     await conn.execute(
         sa.insert(db.inventory_change),
         [
             {
-                "institution_id": institution_id, "sequence": sequence, "stock_id": r.id,
-                "product_id": r.product_id, "performance_id": r.performance_id, "held": r.held,
-                "sold": r.sold, "blocked": r.blocked, "capacity": r.capacity, "at": now,
+                "institution_id": institution_id,
+                "sequence": sequence,
+                "stock_id": r.id,
+                "product_id": r.product_id,
+                "performance_id": r.performance_id,
+                "held": r.held,
+                "sold": r.sold,
+                "blocked": r.blocked,
+                "capacity": r.capacity,
+                "at": now,
             }
             for r in rows
         ],
@@ -160,10 +176,16 @@ async def _move_counts(conn: AsyncConnection, changes: dict[int, tuple[int, int]
         held, sold = changes[stock_id]
         if held == 0 and sold == 0:
             continue
-        query = sa.update(db.stock).where(s.id == stock_id).values(held=s.held + held, sold=s.sold + sold)
+        query = (
+            sa.update(db.stock)
+            .where(s.id == stock_id)
+            .values(held=s.held + held, sold=s.sold + sold)
+        )
         if held + sold > 0:
             query = query.where(
-                sa.or_(s.capacity.is_(None), s.capacity - s.held - s.sold - s.blocked >= held + sold)
+                sa.or_(
+                    s.capacity.is_(None), s.capacity - s.held - s.sold - s.blocked >= held + sold
+                )
             )
         if (await conn.execute(query)).rowcount != 1:
             raise NotAvailable("not enough places left")
@@ -180,33 +202,49 @@ async def _close_holds(
         return set()
     h, line, ps = db.hold.c, db.hold_line.c, db.performance_seat.c
     lines = (
-        await conn.execute(sa.select(line.stock_id, line.quantity).where(line.hold_id.in_(hold_ids)))
+        await conn.execute(
+            sa.select(line.stock_id, line.quantity).where(line.hold_id.in_(hold_ids))
+        )
     ).all()
     seat_ids = sorted(
         r.id for r in (await conn.execute(sa.select(ps.id).where(ps.hold_id.in_(hold_ids)))).all()
     )
     if seat_ids:
         values: dict[str, Any] = (
-            {"state": SeatState.SOLD.value} if state == HoldState.CONFIRMED
+            {"state": SeatState.SOLD.value}
+            if state == HoldState.CONFIRMED
             else {"state": SeatState.FREE.value, "hold_id": None}
         )
         for start in range(0, len(seat_ids), 500):
             await conn.execute(
-                sa.update(db.performance_seat).where(ps.id.in_(seat_ids[start : start + 500])).values(**values)
+                sa.update(db.performance_seat)
+                .where(ps.id.in_(seat_ids[start : start + 500]))
+                .values(**values)
             )
     changes: dict[int, tuple[int, int]] = {}
     for r in lines:
         held, sold = changes.get(r.stock_id, (0, 0))
-        changes[r.stock_id] = (held - r.quantity, sold + (r.quantity if state == HoldState.CONFIRMED else 0))
+        changes[r.stock_id] = (
+            held - r.quantity,
+            sold + (r.quantity if state == HoldState.CONFIRMED else 0),
+        )
     await _move_counts(conn, changes)
     await conn.execute(
-        sa.update(db.hold).where(h.id.in_(sorted(hold_ids))).values(state=state.value, closed_at=now)
+        sa.update(db.hold)
+        .where(h.id.in_(sorted(hold_ids)))
+        .values(state=state.value, closed_at=now)
     )
     return set(changes)
 
 
-async def _expire_due(conn: AsyncConnection, institution_id: int, now: datetime, *,
-                      stock_ids: Sequence[int] | None = None, limit: int = 500) -> tuple[list[int], set[int]]:
+async def _expire_due(
+    conn: AsyncConnection,
+    institution_id: int,
+    now: datetime,
+    *,
+    stock_ids: Sequence[int] | None = None,
+    limit: int = 500,
+) -> tuple[list[int], set[int]]:
     h, line = db.hold.c, db.hold_line.c
     query = sa.select(h.id).where(
         h.institution_id == institution_id, h.state == HoldState.ACTIVE.value, h.expires_at <= now
@@ -235,8 +273,14 @@ async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) 
         for institution_id, _ in sorted(due):
             hold_ids, stocks = await _expire_due(conn, institution_id, now, limit=limit)
             for hold_id in hold_ids:
-                await audit.record(conn, institution_id=institution_id, action="inventory.hold.expired",
-                                   actor="sweeper", at=now, hold_id=hold_id)
+                await audit.record(
+                    conn,
+                    institution_id=institution_id,
+                    action="inventory.hold.expired",
+                    actor="sweeper",
+                    at=now,
+                    hold_id=hold_id,
+                )
             await _log_changes(conn, institution_id, stocks, now)
             released += len(hold_ids)
         return released
@@ -249,25 +293,36 @@ async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) 
 
 
 async def _candidate_stocks(
-    conn: AsyncConnection, institution_id: int, sales_channel_id: int, request: PlaceRequest,
+    conn: AsyncConnection,
+    institution_id: int,
+    sales_channel_id: int,
+    request: PlaceRequest,
     contingent_ids: Sequence[int],
 ) -> list[Any]:
     """The stocks a channel may take the request from: its contingents first, then the pool."""
     s = db.stock.c
-    query = sa.select(s.id, s.numbered, s.contingent_id, s.capacity).where(s.institution_id == institution_id)
+    query = sa.select(s.id, s.numbered, s.contingent_id, s.capacity).where(
+        s.institution_id == institution_id
+    )
     if request.performance_id is not None:
         if request.seat_category_id is None:
             raise InvalidQuantity("a seat category is required with a performance")
-        query = query.where(s.performance_id == request.performance_id, s.seat_category_id == request.seat_category_id)
+        query = query.where(
+            s.performance_id == request.performance_id,
+            s.seat_category_id == request.seat_category_id,
+        )
     elif request.product_item_id is not None:
         query = query.where(s.product_item_id == request.product_item_id)
         query = query.where(
-            s.timeslot_id == request.timeslot_id if request.timeslot_id is not None else s.timeslot_id.is_(None)
+            s.timeslot_id == request.timeslot_id
+            if request.timeslot_id is not None
+            else s.timeslot_id.is_(None)
         )
     else:
         raise InvalidQuantity("name a performance and seat category, or a product item")
     rows = [
-        r for r in (await conn.execute(query)).all()
+        r
+        for r in (await conn.execute(query)).all()
         if r.contingent_id is None or r.contingent_id in contingent_ids
     ]
     if not rows:
@@ -276,7 +331,11 @@ async def _candidate_stocks(
 
 
 async def _take_seats(
-    conn: AsyncConnection, stocks: list[Any], request: PlaceRequest, hold_id: int, split_allowed: bool
+    conn: AsyncConnection,
+    stocks: list[Any],
+    request: PlaceRequest,
+    hold_id: int,
+    split_allowed: bool,
 ) -> list[HeldLine]:
     ps = db.performance_seat.c
     stock_ids = [r.id for r in stocks]
@@ -286,7 +345,9 @@ async def _take_seats(
             raise InvalidQuantity("give as many seats as the quantity, each once")
         rows = (
             await conn.execute(
-                sa.select(ps.id, ps.stock_id, ps.state).where(ps.id.in_(wanted), ps.stock_id.in_(stock_ids))
+                sa.select(ps.id, ps.stock_id, ps.state).where(
+                    ps.id.in_(wanted), ps.stock_id.in_(stock_ids)
+                )
             )
         ).all()
         if len(rows) != len(wanted):
@@ -297,8 +358,9 @@ async def _take_seats(
     else:
         free = (
             await conn.execute(
-                sa.select(ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank)
-                .where(ps.stock_id.in_(stock_ids), ps.state == SeatState.FREE.value)
+                sa.select(
+                    ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank
+                ).where(ps.stock_id.in_(stock_ids), ps.state == SeatState.FREE.value)
             )
         ).all()
         stock_of = {r.id: r.stock_id for r in free}
@@ -323,7 +385,10 @@ async def _take_seats(
     per_stock: dict[int, list[int]] = {}
     for seat_id, stock_id in chosen:
         per_stock.setdefault(stock_id, []).append(seat_id)
-    return [HeldLine(stock_id, len(seats), tuple(sorted(seats))) for stock_id, seats in per_stock.items()]
+    return [
+        HeldLine(stock_id, len(seats), tuple(sorted(seats)))
+        for stock_id, seats in per_stock.items()
+    ]
 
 
 async def hold_places(
@@ -357,15 +422,24 @@ async def hold_places(
         hold_id = (
             await conn.execute(
                 sa.insert(db.hold)
-                .values(institution_id=institution_id, sales_channel_id=sales_channel_id, cart=cart,
-                        state=HoldState.ACTIVE.value, created_at=now, expires_at=expires_at)
+                .values(
+                    institution_id=institution_id,
+                    sales_channel_id=sales_channel_id,
+                    cart=cart,
+                    state=HoldState.ACTIVE.value,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
                 .returning(h.id)
             )
         ).scalar_one()
         candidates = [
-            await _candidate_stocks(conn, institution_id, sales_channel_id, r, contingent_ids) for r in requests
+            await _candidate_stocks(conn, institution_id, sales_channel_id, r, contingent_ids)
+            for r in requests
         ]
-        _, expired_stocks = await _expire_due(conn, institution_id, now, stock_ids=[s.id for c in candidates for s in c])
+        _, expired_stocks = await _expire_due(
+            conn, institution_id, now, stock_ids=[s.id for c in candidates for s in c]
+        )
         lines: list[HeldLine] = []
         counts: dict[int, tuple[int, int]] = {}
         for request, stocks in zip(requests, candidates, strict=True):
@@ -381,19 +455,38 @@ async def hold_places(
         await _move_counts(conn, counts)
         await conn.execute(
             sa.insert(db.hold_line),
-            [{"institution_id": institution_id, "hold_id": hold_id, "stock_id": line.stock_id,
-              "quantity": line.quantity} for line in lines],
+            [
+                {
+                    "institution_id": institution_id,
+                    "hold_id": hold_id,
+                    "stock_id": line.stock_id,
+                    "quantity": line.quantity,
+                }
+                for line in lines
+            ],
         )
-        await audit.record(conn, institution_id=institution_id, action="inventory.hold.created", actor=actor,
-                           at=now, hold_id=hold_id, cart=cart, places=sum(line.quantity for line in lines))
-        await _log_changes(conn, institution_id, {line.stock_id for line in lines} | expired_stocks, now)
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="inventory.hold.created",
+            actor=actor,
+            at=now,
+            hold_id=hold_id,
+            cart=cart,
+            places=sum(line.quantity for line in lines),
+        )
+        await _log_changes(
+            conn, institution_id, {line.stock_id for line in lines} | expired_stocks, now
+        )
         return Hold(hold_id, cart, HoldState.ACTIVE, expires_at, tuple(lines))
 
     result: Hold = await _with_retries(engine, work)
     return result
 
 
-async def _take_unnumbered(conn: AsyncConnection, stocks: list[Any], request: PlaceRequest) -> list[HeldLine]:
+async def _take_unnumbered(
+    conn: AsyncConnection, stocks: list[Any], request: PlaceRequest
+) -> list[HeldLine]:
     """The first stock (contingent, then pool) that has the whole quantity free."""
     if request.seat_ids:
         raise InvalidQuantity("these places are not numbered")
@@ -402,7 +495,12 @@ async def _take_unnumbered(conn: AsyncConnection, stocks: list[Any], request: Pl
         result = await conn.execute(
             sa.update(db.stock)
             .where(s.id == stock.id)
-            .where(sa.or_(s.capacity.is_(None), s.capacity - s.held - s.sold - s.blocked >= request.quantity))
+            .where(
+                sa.or_(
+                    s.capacity.is_(None),
+                    s.capacity - s.held - s.sold - s.blocked >= request.quantity,
+                )
+            )
             .values(held=s.held + request.quantity)
         )
         if result.rowcount == 1:
@@ -413,10 +511,14 @@ async def _take_unnumbered(conn: AsyncConnection, stocks: list[Any], request: Pl
 # --- confirm / release -------------------------------------------------------------------------
 
 
-async def _active_hold(conn: AsyncConnection, institution_id: int, hold_id: int, now: datetime) -> Any:
+async def _active_hold(
+    conn: AsyncConnection, institution_id: int, hold_id: int, now: datetime
+) -> Any:
     h = db.hold.c
     row = (
-        await conn.execute(sa.select(db.hold).where(h.id == hold_id, h.institution_id == institution_id))
+        await conn.execute(
+            sa.select(db.hold).where(h.id == hold_id, h.institution_id == institution_id)
+        )
     ).first()
     if row is None:
         raise UnknownHold(f"no hold {hold_id}")
@@ -427,28 +529,38 @@ async def _active_hold(conn: AsyncConnection, institution_id: int, hold_id: int,
     return row
 
 
-async def confirm_hold(engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime,
-                       actor: str = "system") -> None:
+async def confirm_hold(
+    engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime, actor: str = "system"
+) -> None:
     """Sell the hold's places. Refused when the hold expired, was released or confirmed."""
 
     async def work(conn: AsyncConnection) -> None:
         await _active_hold(conn, institution_id, hold_id, now)
         stocks = await _close_holds(conn, [hold_id], HoldState.CONFIRMED, now)
-        await audit.record(conn, institution_id=institution_id, action="inventory.hold.confirmed",
-                           actor=actor, at=now, hold_id=hold_id)
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="inventory.hold.confirmed",
+            actor=actor,
+            at=now,
+            hold_id=hold_id,
+        )
         await _log_changes(conn, institution_id, stocks, now)
 
     await _with_retries(engine, work)
 
 
-async def release_hold(engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime,
-                       actor: str = "system") -> None:
+async def release_hold(
+    engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime, actor: str = "system"
+) -> None:
     """Give the hold's places back. Idempotent on a hold already released or expired."""
 
     async def work(conn: AsyncConnection) -> None:
         h = db.hold.c
         row = (
-            await conn.execute(sa.select(h.state).where(h.id == hold_id, h.institution_id == institution_id))
+            await conn.execute(
+                sa.select(h.state).where(h.id == hold_id, h.institution_id == institution_id)
+            )
         ).first()
         if row is None:
             raise UnknownHold(f"no hold {hold_id}")
@@ -457,8 +569,14 @@ async def release_hold(engine: AsyncEngine, *, institution_id: int, hold_id: int
         if row.state == HoldState.CONFIRMED.value:
             raise HoldClosed(f"hold {hold_id} is confirmed")
         stocks = await _close_holds(conn, [hold_id], HoldState.RELEASED, now)
-        await audit.record(conn, institution_id=institution_id, action="inventory.hold.released",
-                           actor=actor, at=now, hold_id=hold_id)
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="inventory.hold.released",
+            actor=actor,
+            at=now,
+            hold_id=hold_id,
+        )
         await _log_changes(conn, institution_id, stocks, now)
 
     await _with_retries(engine, work)

@@ -1,0 +1,173 @@
+"""The availability board: every stock counter of the institutions a process serves, in memory,
+following the change log.
+
+The board is a read model. It loads the ``stock`` table once, then applies ``inventory_change``
+rows in sequence order (each row carries the counter's new absolute values, so applying a row
+twice is harmless). ``follow`` polls the log; with PostgreSQL it also wakes on
+``NOTIFY billetterie_inventory`` sent by the writer in its transaction, so a committed change
+reaches every process within one round trip. The sale path never reads the board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billetterie.inventory import db
+from billetterie.inventory.models import Counts
+from billetterie.shared.db import read
+
+log = logging.getLogger("billetterie.inventory.board")
+CHANNEL = "billetterie_inventory"
+
+
+@dataclass(slots=True)
+class StockView:
+    id: int
+    institution_id: int
+    product_id: int
+    performance_id: int | None
+    seat_category_id: int | None
+    contingent_id: int | None
+    product_item_id: int | None
+    timeslot_id: int | None
+    numbered: bool
+    counts: Counts
+
+
+class Board:
+    def __init__(self, engine: AsyncEngine, *, poll_seconds: float = 0.2) -> None:
+        self.engine = engine
+        self.poll_seconds = poll_seconds
+        self.stocks: dict[int, StockView] = {}
+        self.by_performance: dict[int, list[StockView]] = defaultdict(list)
+        self.by_product: dict[int, list[StockView]] = defaultdict(list)
+        self.sequence: dict[int, int] = {}  # institution -> last applied sequence
+        self.last_change_id = 0
+        self.updated_at: dict[int, datetime] = {}  # product -> when its availability last changed
+        self._wake = asyncio.Event()
+        self._loaded = False
+
+    # --- loading and following -------------------------------------------------------------
+
+    async def load(self) -> None:
+        c, q = db.inventory_change.c, db.inventory_sequence.c
+        async with read(self.engine) as conn:
+            last_change = (await conn.execute(sa.select(sa.func.max(c.id)))).scalar_one() or 0
+            rows = (await conn.execute(sa.select(db.stock))).all()
+            sequences = (await conn.execute(sa.select(q.institution_id, q.value))).all()
+            updated = (
+                await conn.execute(
+                    sa.select(c.product_id, sa.func.max(c.at)).group_by(c.product_id)
+                )
+            ).all()
+        self.stocks.clear()
+        self.by_performance.clear()
+        self.by_product.clear()
+        for row in rows:
+            self._put(row)
+        self.sequence = {r.institution_id: r.value for r in sequences}
+        self.updated_at = {product_id: at for product_id, at in updated}
+        self.last_change_id = last_change
+        self._loaded = True
+
+    def _put(self, row: Any) -> None:
+        view = StockView(
+            row.id,
+            row.institution_id,
+            row.product_id,
+            row.performance_id,
+            row.seat_category_id,
+            row.contingent_id,
+            row.product_item_id,
+            row.timeslot_id,
+            row.numbered,
+            Counts(row.capacity, row.held, row.sold, row.blocked),
+        )
+        if row.id not in self.stocks:
+            if view.performance_id is not None:
+                self.by_performance[view.performance_id].append(view)
+            self.by_product[view.product_id].append(view)
+            self.stocks[row.id] = view
+        else:
+            self.stocks[row.id].counts = view.counts
+
+    async def catch_up(self) -> int:
+        """Apply every change logged since the last one applied; returns how many."""
+        if not self._loaded:
+            await self.load()
+            return 0
+        c = db.inventory_change.c
+        async with read(self.engine) as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(db.inventory_change)
+                    .where(c.id > self.last_change_id)
+                    .order_by(c.id)
+                    .limit(10000)
+                )
+            ).all()
+        unknown = False
+        for row in rows:
+            view = self.stocks.get(row.stock_id)
+            if view is None:
+                unknown = True  # a stock provisioned after the load
+            else:
+                view.counts = Counts(row.capacity, row.held, row.sold, row.blocked)
+            self.sequence[row.institution_id] = max(
+                self.sequence.get(row.institution_id, 0), row.sequence
+            )
+            self.updated_at[row.product_id] = row.at
+            self.last_change_id = row.id
+        if unknown:
+            await self.load()
+        return len(rows)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def follow(self) -> None:
+        """Run forever: catch up on every wake-up (NOTIFY) or poll tick."""
+        listener = await self._listen()
+        try:
+            while True:
+                try:
+                    await self.catch_up()
+                except Exception:  # the board must survive a failed poll; the next one retries
+                    log.exception("availability board catch-up failed")
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    async def _listen(self) -> Any:
+        if self.engine.dialect.name != "postgresql":
+            return None
+        try:
+            import asyncpg  # type: ignore[import-untyped]
+
+            url = self.engine.url.set(drivername="postgresql")
+            connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+            await connection.add_listener(CHANNEL, lambda *_: self.notify())
+            return connection
+        except Exception:  # polling still works without LISTEN
+            log.warning("LISTEN %s unavailable; polling every %ss", CHANNEL, self.poll_seconds)
+            return None
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def performance_stocks(self, performance_id: int) -> list[StockView]:
+        return self.by_performance.get(performance_id, [])
+
+    def product_stocks(self, product_id: int) -> list[StockView]:
+        return self.by_product.get(product_id, [])

@@ -1,0 +1,494 @@
+"""Best-available seat allocation for numbered seating plans.
+
+Pure and dependency-free (standard library only): the callers load the seats, this module only
+chooses. See ``docs/best-available.md`` for the algorithm, its pruning and measured figures.
+
+Vocabulary, for one performance:
+
+* a seat's **row** is its ``(block_id, row_order)``; seats at ``position`` p and p + 1 of the same
+  row are side by side, a missing position is a seat that cannot be sold (taken, blocked, in
+  another category or contingent, or absent from the plan);
+* a **run** is a maximal sequence of free seats with consecutive positions in one row;
+* a **window** of ``quantity`` seats is ``quantity`` free seats **together**: one row,
+  consecutive positions, all inside one run;
+* a window leaves an **orphan** when exactly one free seat is left between it and either end of
+  its run; such windows are never offered (0 or >= 2 seats left on each side are fine);
+* the **best** window has the lowest sum of ranks (lower rank is better); ties go to the window
+  with the lowest single rank, then the lowest ``(block_id, row_order, position)`` of its first
+  seat, so the answer is deterministic.
+
+Two entry points share that contract:
+
+* :func:`best_available` takes the free seats as :class:`FreeSeat` values. It must look at every
+  seat once (grouping them by row), so it costs O(n) in the number of free seats given;
+* :class:`SeatIndex` is built once per performance from all its seats, then kept up to date with
+  :meth:`SeatIndex.take` and :meth:`SeatIndex.free`; its :meth:`SeatIndex.best_available` only
+  visits the rows that can still win, which keeps it within a few milliseconds on 80,000 seats.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import NamedTuple
+
+__all__ = ["FreeSeat", "PlanSeat", "SeatIndex", "best_available"]
+
+
+@dataclass(frozen=True, slots=True)
+class FreeSeat:
+    """A free seat the caller may sell."""
+
+    id: int  # performance seat id
+    block_id: int
+    row_order: int  # the row's place in its block (rows of a block are ordered)
+    position: int  # the seat's place in its row: p and p + 1 are side by side
+    rank: int  # lower is better (from the seating plan); unique per performance
+
+
+class PlanSeat(NamedTuple):
+    """One seat of a performance's plan, free or not, for :class:`SeatIndex`.
+
+    ``group`` says what may sell the seat, typically its stock id (seat category and
+    contingent); :meth:`SeatIndex.best_available` can be restricted to some groups.
+    A plain tuple ``(id, block_id, row_order, position, rank, free, group)`` works as well.
+    """
+
+    id: int
+    block_id: int
+    row_order: int
+    position: int
+    rank: int
+    free: bool = True
+    group: int = 0
+
+
+# A window's sort key: (sum of ranks, lowest rank, block_id, row_order, position of its first seat).
+_Key = tuple[int, int, int, int, int]
+# A row's best window in SeatIndex: _Key + the row's index and the window's first bit.
+_Window = tuple[int, int, int, int, int, int, int]
+_MAX_CACHED = 64  # (quantity, allowed) combinations remembered by a SeatIndex
+
+_rank: Callable[[FreeSeat], int] = attrgetter("rank")
+_position: Callable[[FreeSeat], int] = attrgetter("position")
+
+
+def _check_quantity(quantity: int) -> None:
+    if quantity < 1:
+        raise ValueError(f"quantity must be at least 1, not {quantity}")
+
+
+# --------------------------------------------------------------------------------------------
+# The plain function
+# --------------------------------------------------------------------------------------------
+
+
+def best_available(
+    seats: Iterable[FreeSeat], quantity: int, *, split_allowed: bool = False
+) -> list[int] | None:
+    """Choose ``quantity`` seats among ``seats`` (the free seats the caller may sell).
+
+    Returns the ids of the best window of ``quantity`` seats together in one row that leaves no
+    orphan, in position order. When there is none: with ``split_allowed`` the ``quantity``
+    best-ranked seats overall (ids sorted by rank), else None. None as well when fewer than
+    ``quantity`` seats are given. Raises ValueError when ``quantity`` < 1 or when two seats of a
+    row the search visits share a position.
+
+    Every seat is read once to group the seats by row; only the rows whose lowest rank can still
+    beat the best window found are then sorted and scanned.
+    """
+    _check_quantity(quantity)
+    # block_id -> row_order -> seats: nested dicts, no key tuple allocated per seat
+    blocks: dict[int, dict[int, list[FreeSeat]]] = {}
+    for seat in seats:
+        rows = blocks.get(seat.block_id)
+        if rows is None:
+            blocks[seat.block_id] = {seat.row_order: [seat]}
+            continue
+        row = rows.get(seat.row_order)
+        if row is None:
+            rows[seat.row_order] = [seat]
+        else:
+            row.append(seat)
+    if sum(len(row) for rows in blocks.values() for row in rows.values()) < quantity:
+        return None
+
+    # Rows by their lowest rank: every window of a row scores at least quantity x that rank.
+    order = sorted(
+        (min(map(_rank, row)), block_id, row_order, row)
+        for block_id, rows in blocks.items()
+        for row_order, row in rows.items()
+    )
+    best: _Key | None = None
+    best_row: list[FreeSeat] = []
+    best_start = 0
+    for lowest, block_id, row_order, row in order:
+        if best is not None and quantity * lowest > best[0]:
+            break
+        if len(row) < quantity:
+            continue
+        found = _best_in_row(row, quantity)
+        if found is None:
+            continue
+        score, low, start = found
+        candidate = (score, low, block_id, row_order, row[start].position)
+        if best is None or candidate < best:
+            best, best_row, best_start = candidate, row, start
+    if best is not None:
+        return [seat.id for seat in best_row[best_start : best_start + quantity]]
+    if not split_allowed:
+        return None
+    # The `quantity` best seats overall lie in the `quantity` rows with the lowest ranks.
+    pool = [seat for *_, row in order[:quantity] for seat in row]
+    return [seat.id for seat in heapq.nsmallest(quantity, pool, key=_rank)]
+
+
+def _best_in_row(row: list[FreeSeat], quantity: int) -> tuple[int, int, int] | None:
+    """The best window of one row: (sum of ranks, lowest rank, index in ``row``), or None.
+
+    Sorts ``row`` by position in place.
+    """
+    row.sort(key=_position)
+    best: tuple[int, int, int] | None = None
+    count = len(row)
+    start = 0
+    while start < count:
+        end = start + 1
+        previous = row[start].position
+        while end < count:
+            position = row[end].position
+            if position != previous + 1:
+                if position == previous:
+                    raise ValueError(f"two seats at position {position} of the same row")
+                break
+            previous = position
+            end += 1
+        length = end - start
+        if length >= quantity:
+            ranks = [seat.rank for seat in row[start:end]]
+            last = length - quantity  # windows start at offsets 0..last of the run
+            total = sum(ranks[:quantity])
+            for offset in range(last + 1):
+                if offset:
+                    total += ranks[offset + quantity - 1] - ranks[offset - 1]
+                if offset == 1 or last - offset == 1:
+                    continue  # one seat left alone on the left or on the right
+                if best is None or total < best[0]:
+                    best = (total, min(ranks[offset : offset + quantity]), start + offset)
+                elif total == best[0]:
+                    low = min(ranks[offset : offset + quantity])
+                    if low < best[1]:
+                        best = (total, low, start + offset)
+        start = end
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# The index
+# --------------------------------------------------------------------------------------------
+
+
+def _window_starts(mask: int, quantity: int) -> int:
+    """Bit i is set when bits i .. i + quantity - 1 of ``mask`` are all set."""
+    span = 1
+    while span < quantity:
+        step = span if span * 2 <= quantity else quantity - span
+        mask &= mask >> step
+        span += step
+    return mask
+
+
+def _longest_run(mask: int) -> int:
+    length = 0
+    while mask:
+        mask &= mask >> 1
+        length += 1
+    return length
+
+
+class SeatIndex:
+    """The seats of one performance, kept in memory for fast best-available.
+
+    Build it once from every seat of the performance (free or not), keep it in step with the
+    database through :meth:`take` (a seat stops being free: held, sold, blocked) and :meth:`free`
+    (it is free again), and ask :meth:`best_available`, which follows the contract of the
+    module's :func:`best_available` over the free seats of the allowed groups.
+
+    Inside, each row is a bitmask of free seats (one bit per position; a gap in the plan's
+    positions becomes one bit that is never free), so a row's windows, runs and orphans are a
+    handful of integer operations. Rows are visited by a lower bound of their score (the sum of
+    the ``quantity`` lowest ranks of the row's plan seats, computed once per quantity) and the
+    search stops at the first row whose bound exceeds the best window found. A row's best window
+    is remembered per (quantity, allowed) until :meth:`take` or :meth:`free` changes that row, so
+    a call after a sale only re-examines the rows the sale touched.
+
+    Not thread-safe: a process serving several requests at once must serialise the calls.
+    """
+
+    __slots__ = (
+        "_allowed_masks",
+        "_bounds",
+        "_free",
+        "_free_by_group",
+        "_group_masks",
+        "_ids",
+        "_longest",
+        "_positions",
+        "_prefix",
+        "_rank_bits",
+        "_rank_ids",
+        "_rank_rows",
+        "_ranks",
+        "_results",
+        "_row_keys",
+        "_sorted_ranks",
+        "_where",
+    )
+
+    def __init__(
+        self, seats: Iterable[PlanSeat | tuple[int, int, int, int, int, bool, int]]
+    ) -> None:
+        """Index ``seats``, every seat of the performance.
+
+        Raises ValueError when a seat id appears twice or two seats share a row and position.
+        """
+        by_row: dict[tuple[int, int], list[PlanSeat]] = {}
+        for raw in seats:
+            seat = raw if isinstance(raw, PlanSeat) else PlanSeat(*raw)
+            by_row.setdefault((seat.block_id, seat.row_order), []).append(seat)
+
+        self._row_keys: list[tuple[int, int]] = sorted(by_row)
+        self._ids: list[list[int]] = []  # per row, per bit: seat id (-1 in a gap)
+        self._positions: list[list[int]] = []  # per row, per bit: position (-1 in a gap)
+        self._ranks: list[list[int]] = []  # per row, per bit: rank (0 in a gap)
+        self._prefix: list[list[int]] = []  # per row: prefix sums of _ranks
+        self._sorted_ranks: list[list[int]] = []  # per row: the plan's ranks, ascending
+        self._free: list[int] = []  # per row: bitmask of the free seats
+        self._longest: list[int] = []  # per row: longest run of free seats
+        self._group_masks: list[dict[int, int]] = []  # per row: group -> bitmask of its seats
+        self._where: dict[int, tuple[int, int, int]] = {}  # seat id -> (row, bit, group)
+        self._free_by_group: dict[int, int] = {}
+        ranked: list[tuple[int, int, int, int]] = []  # (rank, row, bit, id)
+
+        for row_index, key in enumerate(self._row_keys):
+            row = sorted(by_row[key], key=lambda s: s.position)
+            ids: list[int] = []
+            positions: list[int] = []
+            ranks: list[int] = []
+            free = 0
+            groups: dict[int, int] = {}
+            previous: int | None = None
+            for seat in row:
+                if previous is not None and seat.position != previous + 1:
+                    if seat.position == previous:
+                        raise ValueError(
+                            f"two seats at position {seat.position} of row {key} (block, row)"
+                        )
+                    ids.append(-1)  # a gap: one bit that is never free separates the runs
+                    positions.append(-1)
+                    ranks.append(0)
+                previous = seat.position
+                bit = 1 << len(ids)
+                if seat.id in self._where:
+                    raise ValueError(f"seat {seat.id} appears twice")
+                self._where[seat.id] = (row_index, bit, seat.group)
+                ids.append(seat.id)
+                positions.append(seat.position)
+                ranks.append(seat.rank)
+                groups[seat.group] = groups.get(seat.group, 0) | bit
+                self._free_by_group.setdefault(seat.group, 0)
+                if seat.free:
+                    free |= bit
+                    self._free_by_group[seat.group] += 1
+                ranked.append((seat.rank, row_index, bit, seat.id))
+            prefix = [0]
+            for rank in ranks:
+                prefix.append(prefix[-1] + rank)
+            self._ids.append(ids)
+            self._positions.append(positions)
+            self._ranks.append(ranks)
+            self._prefix.append(prefix)
+            self._sorted_ranks.append(sorted(seat.rank for seat in row))
+            self._free.append(free)
+            self._longest.append(_longest_run(free))
+            self._group_masks.append(groups)
+
+        ranked.sort()
+        self._rank_rows = [row for _, row, _, _ in ranked]
+        self._rank_bits = [bit for _, _, bit, _ in ranked]
+        self._rank_ids = [seat_id for _, _, _, seat_id in ranked]
+        self._bounds: dict[int, list[tuple[int, int]]] = {}  # quantity -> (bound, row) ascending
+        self._allowed_masks: dict[frozenset[int], list[int]] = {}
+        # (quantity, allowed) -> per row: whether its best window is known, and that window
+        self._results: dict[
+            tuple[int, frozenset[int] | None], tuple[bytearray, list[_Window | None]]
+        ] = {}
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, seat_id: object) -> bool:
+        return seat_id in self._where
+
+    def is_free(self, seat_id: int) -> bool:
+        """Whether the seat is free; KeyError for an unknown seat."""
+        row, bit, _ = self._where[seat_id]
+        return bool(self._free[row] & bit)
+
+    def free_count(self, allowed: Collection[int] | None = None) -> int:
+        """How many seats are free (in the ``allowed`` groups, all groups when None)."""
+        if allowed is None:
+            return sum(self._free_by_group.values())
+        return sum(self._free_by_group.get(group, 0) for group in set(allowed))
+
+    def take(self, seat_ids: Iterable[int]) -> None:
+        """Mark free seats as no longer free (held, sold, blocked).
+
+        All or nothing: KeyError for an unknown seat, ValueError when a seat is not free or
+        appears twice, and then nothing changes.
+        """
+        self._change(seat_ids, to_free=False)
+
+    def free(self, seat_ids: Iterable[int]) -> None:
+        """Mark seats free again. All or nothing, like :meth:`take` (ValueError if already free)."""
+        self._change(seat_ids, to_free=True)
+
+    def _change(self, seat_ids: Iterable[int], *, to_free: bool) -> None:
+        wanted = list(seat_ids)
+        if len(set(wanted)) != len(wanted):
+            raise ValueError("a seat appears twice")
+        places: list[tuple[int, int, int]] = []
+        for seat_id in wanted:
+            try:
+                place = self._where[seat_id]
+            except KeyError:
+                raise KeyError(f"no seat {seat_id} in this index") from None
+            if bool(self._free[place[0]] & place[1]) == to_free:
+                raise ValueError(f"seat {seat_id} is already {'free' if to_free else 'taken'}")
+            places.append(place)
+        rows: set[int] = set()
+        step = 1 if to_free else -1
+        for row, bit, group in places:
+            self._free[row] ^= bit
+            self._free_by_group[group] += step
+            rows.add(row)
+        for row in rows:
+            self._longest[row] = _longest_run(self._free[row])
+            for known, _ in self._results.values():
+                known[row] = 0
+
+    # -- search --------------------------------------------------------------------------------
+
+    def _bounds_for(self, quantity: int) -> list[tuple[int, int]]:
+        bounds = self._bounds.get(quantity)
+        if bounds is None:
+            bounds = sorted(
+                (sum(ranks[:quantity]), row)
+                for row, ranks in enumerate(self._sorted_ranks)
+                if len(ranks) >= quantity
+            )
+            self._bounds[quantity] = bounds
+        return bounds
+
+    def _masks_for(self, allowed: frozenset[int]) -> list[int]:
+        masks = self._allowed_masks.get(allowed)
+        if masks is None:
+            masks = []
+            for groups in self._group_masks:
+                mask = 0
+                for group, bits in groups.items():
+                    if group in allowed:
+                        mask |= bits
+                masks.append(mask)
+            if len(self._allowed_masks) >= _MAX_CACHED:
+                self._allowed_masks.clear()
+            self._allowed_masks[allowed] = masks
+        return masks
+
+    def best_available(
+        self,
+        quantity: int,
+        *,
+        split_allowed: bool = False,
+        allowed: Collection[int] | None = None,
+    ) -> list[int] | None:
+        """Choose ``quantity`` free seats, as the module's :func:`best_available` would.
+
+        ``allowed`` restricts the choice to the seats of these groups (e.g. the stocks of one
+        seat category that the sales channel may sell); seats of other groups count as
+        unavailable, also for runs and orphans. None means every group.
+        """
+        _check_quantity(quantity)
+        groups = None if allowed is None else frozenset(allowed)
+        masks = None if groups is None else self._masks_for(groups)
+        if self.free_count(groups) < quantity:
+            return None
+
+        cached = self._results.get((quantity, groups))
+        if cached is None:
+            if len(self._results) >= _MAX_CACHED:
+                self._results.clear()
+            rows = len(self._row_keys)
+            cached = self._results[quantity, groups] = (bytearray(rows), [None] * rows)
+        known, results = cached
+        best: _Window | None = None
+        for bound, row in self._bounds_for(quantity):
+            if best is not None and bound > best[0]:
+                break
+            if known[row]:
+                found = results[row]
+            else:
+                found = results[row] = self._best_in_row(row, quantity, masks)
+                known[row] = 1
+            if found is not None and (best is None or found < best):
+                best = found
+        if best is not None:
+            bit = best[6]
+            return self._ids[best[5]][bit : bit + quantity]
+        if not split_allowed:
+            return None
+        chosen: list[int] = []
+        free = self._free
+        for row, bit, seat_id in zip(self._rank_rows, self._rank_bits, self._rank_ids, strict=True):
+            if free[row] & bit and (masks is None or masks[row] & bit):
+                chosen.append(seat_id)
+                if len(chosen) == quantity:
+                    return chosen
+        return None  # not reached: free_count said there were enough
+
+    def _best_in_row(self, row: int, quantity: int, masks: list[int] | None) -> _Window | None:
+        """The row's best window (see ``_Window``), None when it has none."""
+        if self._longest[row] < quantity:
+            return None
+        mask = self._free[row] if masks is None else self._free[row] & masks[row]
+        starts = _window_starts(mask, quantity)
+        # Orphans: one free seat at bit i - 1 but not i - 2 (left), or at bit i + quantity but
+        # not i + quantity + 1 (right) of a window starting at bit i.
+        starts &= ~(((mask << 1) & ~(mask << 2)) | ((mask >> quantity) & ~(mask >> (quantity + 1))))
+        if not starts:
+            return None
+        prefix = self._prefix[row]
+        ranks = self._ranks[row]
+        best_score = best_low = best_bit = -1
+        while starts:
+            low = starts & -starts
+            starts ^= low
+            bit = low.bit_length() - 1
+            score = prefix[bit + quantity] - prefix[bit]
+            if best_bit < 0 or score < best_score:
+                best_score, best_low, best_bit = score, -1, bit
+            elif score == best_score:  # rare: the lowest rank decides, then the first position
+                if best_low < 0:
+                    best_low = min(ranks[best_bit : best_bit + quantity])
+                lowest = min(ranks[bit : bit + quantity])
+                if lowest < best_low:
+                    best_low, best_bit = lowest, bit
+        if best_low < 0:
+            best_low = min(ranks[best_bit : best_bit + quantity])
+        block_id, row_order = self._row_keys[row]
+        position = self._positions[row][best_bit]
+        return (best_score, best_low, block_id, row_order, position, row, best_bit)

@@ -1,0 +1,347 @@
+"""Best-available seat allocation (``billetterie.inventory.seating``): pure, no database.
+
+Hand-made rows pin the exact choices; hypothesis checks generated plans against a brute-force
+reference that scores every window of every row.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from billetterie.inventory.seating import FreeSeat, PlanSeat, SeatIndex, best_available
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def row(
+    ranks: Sequence[int | None], *, block: int = 1, row_order: int = 1, first: int = 0
+) -> list[FreeSeat]:
+    """Free seats of one row from left to right; None is a seat that is not free."""
+    return [
+        FreeSeat(block * 10_000 + row_order * 100 + first + i, block, row_order, first + i, rank)
+        for i, rank in enumerate(ranks)
+        if rank is not None
+    ]
+
+
+def ids_at(seats: Sequence[FreeSeat], *positions: int) -> list[int]:
+    by_position = {seat.position: seat.id for seat in seats}
+    return [by_position[p] for p in positions]
+
+
+Key = tuple[int, int, int, int, int]
+
+
+def windows(seats: Sequence[FreeSeat], quantity: int) -> list[tuple[Key, list[int]]]:
+    """Brute force: every window of `quantity` free seats together that leaves no orphan."""
+    at = {(s.block_id, s.row_order, s.position): s for s in seats}
+    found = []
+    for s in seats:
+        b, r, p = s.block_id, s.row_order, s.position
+        window = [at.get((b, r, p + k)) for k in range(quantity)]
+        if any(w is None for w in window):
+            continue
+        left_orphan = (b, r, p - 1) in at and (b, r, p - 2) not in at
+        right_orphan = (b, r, p + quantity) in at and (b, r, p + quantity + 1) not in at
+        if left_orphan or right_orphan:
+            continue
+        ranks = [w.rank for w in window if w is not None]
+        key = (sum(ranks), min(ranks), b, r, p)
+        found.append((key, [w.id for w in window if w is not None]))
+    return found
+
+
+def reference(seats: Sequence[FreeSeat], quantity: int, split_allowed: bool) -> list[int] | None:
+    if len(seats) < quantity:
+        return None
+    found = windows(seats, quantity)
+    if found:
+        return min(found)[1]
+    if split_allowed:
+        return [s.id for s in sorted(seats, key=lambda s: s.rank)[:quantity]]
+    return None
+
+
+def assert_together_without_orphan(seats: Sequence[FreeSeat], chosen: list[int], q: int) -> None:
+    by_id = {s.id: s for s in seats}
+    assert len(chosen) == q
+    assert len(set(chosen)) == q, "distinct"
+    assert all(i in by_id for i in chosen), "free"
+    picked = [by_id[i] for i in chosen]
+    first = picked[0]
+    assert {(s.block_id, s.row_order) for s in picked} == {(first.block_id, first.row_order)}
+    assert [s.position for s in picked] == list(range(first.position, first.position + q))
+    taken = {(s.block_id, s.row_order, s.position) for s in seats}
+    b, r, p = first.block_id, first.row_order, first.position
+    assert not ((b, r, p - 1) in taken and (b, r, p - 2) not in taken), "orphan on the left"
+    assert not ((b, r, p + q) in taken and (b, r, p + q + 1) not in taken), "orphan on the right"
+
+
+# -- the function on hand-made rows ------------------------------------------------------------
+
+
+def test_best_ranks_win() -> None:
+    front = row([10, 11, 12, 13], row_order=1)
+    back = row([1, 2, 30, 31], row_order=2)
+    assert best_available(front + back, 2) == ids_at(back, 0, 1)
+
+
+def test_orphan_is_avoided() -> None:
+    seats = row([50, 1, 2, 3, 60])  # [1, 2, 3] would leave one seat on each side
+    assert best_available(seats, 3) == ids_at(seats, 0, 1, 2)
+
+
+def test_leaving_two_seats_is_fine() -> None:
+    seats = row([1, 2, 3, 4])
+    assert best_available(seats, 2) == ids_at(seats, 0, 1)
+
+
+def test_a_run_of_three_has_no_pair() -> None:
+    seats = row([1, 2, 3])
+    assert best_available(seats, 2) is None
+    assert best_available(seats, 3) == ids_at(seats, 0, 1, 2)
+
+
+def test_gaps_split_runs() -> None:
+    # position 2 is taken: (3, 4) would be better but leaves 5 alone, and (4, 5) leaves 3 alone
+    seats = row([10, 1, None, 2, 3, 4])
+    assert best_available(seats, 2) == ids_at(seats, 0, 1)
+    assert best_available(row([1, None, 2]), 2) is None
+
+
+def test_single_seats_follow_the_orphan_rule_too() -> None:
+    assert best_available(row([1, 2]), 1) is None  # either seat leaves the other alone
+    assert best_available(row([5]), 1) == ids_at(row([5]), 0)
+    seats = row([6, 1, 5])  # the middle seat would leave two orphans
+    assert best_available(seats, 1) == ids_at(seats, 2)
+
+
+def test_ids_come_in_position_order() -> None:
+    seats = row([4, 3, 2, 1])
+    assert best_available(reversed(seats), 4) == ids_at(seats, 0, 1, 2, 3)
+
+
+def test_equal_sums_go_to_the_lowest_rank() -> None:
+    a = row([1, 10], row_order=1)
+    b = row([5, 6], row_order=2)
+    assert best_available(b + a, 2) == ids_at(a, 0, 1)
+
+
+def test_equal_sums_and_lowest_rank_go_to_the_first_position() -> None:
+    seats = row([5, 6, 1, 4, 7])  # (5, 6, 1) and (1, 4, 7) both sum to 12 around rank 1
+    assert best_available(seats, 3) == ids_at(seats, 0, 1, 2)
+
+
+def test_ties_are_deterministic_even_with_equal_ranks() -> None:
+    a = row([1, 2], block=2, row_order=1)
+    b = row([1, 2], block=1, row_order=3)
+    c = row([1, 2], block=1, row_order=2)
+    for order in (a + b + c, c + b + a, b + a + c):
+        assert best_available(order, 2) == ids_at(c, 0, 1)
+
+
+def test_split_fallback_returns_the_best_ranks_in_rank_order() -> None:
+    seats = row([2, 3, 1])
+    assert best_available(seats, 2) is None
+    assert best_available(seats, 2, split_allowed=True) == ids_at(seats, 2, 0)
+
+
+def test_split_is_only_a_fallback() -> None:
+    seats = row([1, None, 2, 3, 4, 5])
+    assert best_available(seats, 2, split_allowed=True) == ids_at(seats, 2, 3)
+
+
+def test_too_few_seats() -> None:
+    assert best_available([], 1) is None
+    assert best_available(row([1]), 2, split_allowed=True) is None
+    assert best_available(row([1, None, 2]), 3, split_allowed=True) is None
+
+
+@pytest.mark.parametrize("quantity", [0, -1])
+def test_quantity_must_be_positive(quantity: int) -> None:
+    with pytest.raises(ValueError):
+        best_available(row([1, 2]), quantity)
+    with pytest.raises(ValueError):
+        SeatIndex([]).best_available(quantity)
+
+
+def test_two_seats_at_one_position_are_refused() -> None:
+    seats = [*row([1, 2]), FreeSeat(99, 1, 1, 1, 3)]
+    with pytest.raises(ValueError, match="position"):
+        best_available(seats, 2)
+
+
+def test_accepts_a_generator() -> None:
+    seats = row([3, 1, 2, 9, 8])
+    assert best_available((s for s in seats), 2) == ids_at(seats, 0, 1)
+
+
+# -- the index ---------------------------------------------------------------------------------
+
+
+def plan_of(seats: Sequence[FreeSeat], group: int = 0) -> list[PlanSeat]:
+    return [PlanSeat(s.id, s.block_id, s.row_order, s.position, s.rank, True, group) for s in seats]
+
+
+def test_index_follows_take_and_free() -> None:
+    seats = row([1, 2, 3, 4, 5, 6])
+    index = SeatIndex(plan_of(seats))
+    assert len(index) == 6 and seats[0].id in index and 12345 not in index
+    first = index.best_available(2)
+    assert first == ids_at(seats, 0, 1)
+    index.take(first)
+    assert not index.is_free(first[0]) and index.free_count() == 4
+    assert index.best_available(2) == ids_at(seats, 2, 3)
+    index.free(first)
+    assert index.best_available(2) == first and index.free_count() == 6
+
+
+def test_index_changes_are_all_or_nothing() -> None:
+    seats = row([1, 2, 3, 4])
+    index = SeatIndex(plan_of(seats))
+    index.take([seats[0].id])
+    with pytest.raises(ValueError, match="already taken"):
+        index.take([seats[1].id, seats[0].id])
+    with pytest.raises(KeyError):
+        index.take([seats[2].id, 777])
+    with pytest.raises(ValueError, match="twice"):
+        index.take([seats[3].id, seats[3].id])
+    with pytest.raises(ValueError, match="already free"):
+        index.free([seats[0].id, seats[1].id])
+    assert [index.is_free(s.id) for s in seats] == [False, True, True, True]
+    with pytest.raises(KeyError):
+        index.is_free(777)
+
+
+def test_index_refuses_duplicates() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        SeatIndex([PlanSeat(1, 1, 1, 0, 1), PlanSeat(1, 1, 1, 1, 2)])
+    with pytest.raises(ValueError, match="position"):
+        SeatIndex([PlanSeat(1, 1, 1, 0, 1), PlanSeat(2, 1, 1, 0, 2)])
+
+
+def test_index_allowed_groups_shape_the_runs() -> None:
+    # positions 0-1 in group 1, 2-5 in group 2: for group 2 alone, (2, 3) leaves two seats
+    seats = row([5, 6, 1, 2, 3, 4])
+    plan = [PlanSeat(*s[:5], True, 1 if s[3] < 2 else 2) for s in plan_of(seats)]
+    index = SeatIndex(plan)
+    assert index.best_available(2) == ids_at(seats, 2, 3)  # leaves (0, 1) and (4, 5)
+    assert index.best_available(2, allowed={2}) == ids_at(seats, 2, 3)
+    assert index.best_available(2, allowed=[1]) == ids_at(seats, 0, 1)
+    assert index.best_available(3, allowed={1}) is None
+    assert index.best_available(3, allowed={1}, split_allowed=True) is None
+    assert index.best_available(3, allowed={2}) is None  # a run of 4 has no trio
+    assert index.best_available(3, allowed={2}, split_allowed=True) == ids_at(seats, 2, 3, 4)
+    assert index.best_available(1, allowed=set()) is None
+    assert index.free_count({1}) == 2 and index.free_count({2, 3}) == 4
+
+
+def test_index_accepts_plain_tuples() -> None:
+    index = SeatIndex([(1, 1, 1, 0, 1, True, 0), (2, 1, 1, 1, 2, False, 0)])
+    assert index.best_available(1) == [1]
+    assert index.best_available(2, split_allowed=True) is None
+
+
+# -- properties on generated plans -------------------------------------------------------------
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> list[PlanSeat]:
+    """A plan of a few blocks and rows, with gaps, taken seats, groups and permuted ranks."""
+    places = []
+    for block in draw(st.lists(st.integers(0, 9), min_size=1, max_size=3, unique=True)):
+        for row_order in draw(st.lists(st.integers(0, 9), min_size=1, max_size=3, unique=True)):
+            if draw(st.booleans()):  # a full row
+                positions = list(range(draw(st.integers(0, 12))))
+            else:
+                positions = draw(st.lists(st.integers(-3, 14), max_size=14, unique=True))
+            places.extend((block, row_order, p) for p in positions)
+    n = len(places)
+    offset = draw(st.integers(-20, 20))
+    free_share = draw(st.sampled_from([0.3, 0.6, 0.9, 1.0]))
+    rng = random.Random(draw(st.integers(0, 2**32)))  # cheaper than st.randoms() per call
+    ranks = rng.sample(range(n), n)  # a permutation: ranks are unique per performance
+    ids = rng.sample(range(1000, 1000 + n), n)
+    return [
+        PlanSeat(ids[i], b, r, p, ranks[i] + offset, rng.random() < free_share, rng.randrange(3))
+        for i, (b, r, p) in enumerate(places)
+    ]
+
+
+def free_seats(plan: Sequence[PlanSeat], allowed: set[int] | None = None) -> list[FreeSeat]:
+    return [
+        FreeSeat(s.id, s.block_id, s.row_order, s.position, s.rank)
+        for s in plan
+        if s.free and (allowed is None or s.group in allowed)
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(plans(), st.integers(1, 5), st.booleans(), st.integers(0, 2**32))
+def test_function_matches_brute_force(
+    plan: list[PlanSeat], quantity: int, split: bool, seed: int
+) -> None:
+    seats = free_seats(plan)
+    random.Random(seed).shuffle(seats)  # any input order
+    chosen = best_available(seats, quantity, split_allowed=split)
+    found = windows(seats, quantity)
+    if chosen is None:
+        assert not found, "None although a window qualifies"
+        assert not split or len(seats) < quantity
+        return
+    if found:
+        assert_together_without_orphan(seats, chosen, quantity)
+        keys = {tuple(ids): key for key, ids in found}
+        assert min(found)[0] == keys[tuple(chosen)], "a qualifying window scores better"
+    else:
+        assert split
+        assert chosen == [s.id for s in sorted(seats, key=lambda s: s.rank)[:quantity]]
+    assert chosen == reference(seats, quantity, split)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plans(),
+    st.integers(1, 5),
+    st.booleans(),
+    st.none() | st.sets(st.integers(0, 3), max_size=3),
+)
+def test_index_matches_the_function(
+    plan: list[PlanSeat], quantity: int, split: bool, allowed: set[int] | None
+) -> None:
+    index = SeatIndex(plan)
+    seats = free_seats(plan, allowed)
+    expected = reference(seats, quantity, split)
+    assert index.best_available(quantity, split_allowed=split, allowed=allowed) == expected
+    assert best_available(seats, quantity, split_allowed=split) == expected
+    assert index.free_count(allowed) == len(seats)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plans(), st.lists(st.tuples(st.integers(1, 4), st.booleans()), max_size=8), st.data())
+def test_index_stays_right_through_sales_and_returns(
+    plan: list[PlanSeat], steps: list[tuple[int, bool]], data: st.DataObject
+) -> None:
+    index = SeatIndex(plan)
+    free = {s.id: s.free for s in plan}
+    for quantity, sell_best in steps:
+        current = [s._replace(free=free[s.id]) for s in plan]
+        expected = reference(free_seats(current), quantity, True)
+        chosen = index.best_available(quantity, split_allowed=True)
+        assert chosen == expected
+        if sell_best and chosen is not None:
+            index.take(chosen)
+            for seat_id in chosen:
+                free[seat_id] = False
+        else:  # a return: some taken seats are free again
+            taken = sorted(i for i, f in free.items() if not f)
+            back = data.draw(st.lists(st.sampled_from(taken), unique=True)) if taken else []
+            index.free(back)
+            for seat_id in back:
+                free[seat_id] = True
+        assert index.free_count() == sum(free.values())
