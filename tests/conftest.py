@@ -25,11 +25,11 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.app import build_app
-from billetterie.catalog.services import import_setup
 from billetterie.catalog.setupfile import parse_document
 from billetterie.config import Settings
-from billetterie.identity.services import hash_secret, set_operator
+from billetterie.identity.services import set_operator
 from billetterie.migrations import upgrade
+from billetterie.setup import import_institution
 from billetterie.shared.clock import FixedClock
 from billetterie.shared.db import create_engine, metadata, transaction
 
@@ -185,16 +185,8 @@ async def demo_engine(backend: Backend) -> AsyncIterator[AsyncEngine]:
     from tests.factories import setup_document
 
     engine = create_engine(backend.demo_url)
-    await import_setup(
-        engine, parse_document(demo_document_data()), now=NOW, actor="test", hash_secret=hash_secret
-    )
-    await import_setup(
-        engine,
-        parse_document(setup_document("ACME")),
-        now=NOW,
-        actor="test",
-        hash_secret=hash_secret,
-    )
+    await import_institution(engine, parse_document(demo_document_data()), now=NOW, actor="test")
+    await import_institution(engine, parse_document(setup_document("ACME")), now=NOW, actor="test")
     await set_demo_secrets(engine)
     await set_secrets(
         engine, "ACME", [("ACME_WEB", "ACMEWEB", "web"), ("ACME_RES", "ACMERES", "res")]

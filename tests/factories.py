@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billetterie.catalog.services import ImportResult, import_setup
+from billetterie.catalog.services import ImportResult
 from billetterie.catalog.setupfile import parse_document
-from billetterie.identity.services import hash_secret
+from billetterie.setup import import_institution
 from tests.conftest import NOW
 
 
@@ -197,6 +197,4 @@ def setup_document(
 
 
 async def import_document(engine: AsyncEngine, data: dict[str, Any]) -> ImportResult:
-    return await import_setup(
-        engine, parse_document(data), now=NOW, actor="test", hash_secret=hash_secret
-    )
+    return await import_institution(engine, parse_document(data), now=NOW, actor="test")

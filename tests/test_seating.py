@@ -322,18 +322,29 @@ def test_index_matches_the_function(
     assert index.free_count(allowed) == len(seats)
 
 
+ALLOWED_CHOICES: list[set[int] | None] = [None, {0}, {0, 1}, {1, 2}]
+
+
 @settings(max_examples=200, deadline=None)
-@given(plans(), st.lists(st.tuples(st.integers(1, 4), st.booleans()), max_size=8), st.data())
+@given(
+    plans(),
+    st.lists(
+        st.tuples(st.integers(1, 4), st.booleans(), st.sampled_from(ALLOWED_CHOICES)), max_size=8
+    ),
+    st.data(),
+)
 def test_index_stays_right_through_sales_and_returns(
-    plan: list[PlanSeat], steps: list[tuple[int, bool]], data: st.DataObject
+    plan: list[PlanSeat], steps: list[tuple[int, bool, set[int] | None]], data: st.DataObject
 ) -> None:
+    """Row results are remembered per (quantity, allowed): take and free must forget them."""
     index = SeatIndex(plan)
     free = {s.id: s.free for s in plan}
-    for quantity, sell_best in steps:
+    for quantity, sell_best, allowed in steps:
         current = [s._replace(free=free[s.id]) for s in plan]
-        expected = reference(free_seats(current), quantity, True)
-        chosen = index.best_available(quantity, split_allowed=True)
-        assert chosen == expected
+        for q, groups in ((quantity, allowed), (quantity, None), (1, {0})):
+            expected = reference(free_seats(current, groups), q, True)
+            assert index.best_available(q, split_allowed=True, allowed=groups) == expected
+        chosen = index.best_available(quantity, split_allowed=True, allowed=allowed)
         if sell_best and chosen is not None:
             index.take(chosen)
             for seat_id in chosen:
@@ -345,3 +356,13 @@ def test_index_stays_right_through_sales_and_returns(
             for seat_id in back:
                 free[seat_id] = True
         assert index.free_count() == sum(free.values())
+
+
+def test_index_forgets_old_combinations_and_stays_right() -> None:
+    seats = row([1, 2, 3, 4, 5, 6, 7, 8])
+    plan = [s._replace(group=i) for i, s in enumerate(plan_of(seats))]
+    index = SeatIndex(plan)
+    for i in range(150):  # more (quantity, allowed) combinations than the index remembers
+        allowed = set(range(i % 8, 8))
+        expected = reference(free_seats(plan, allowed), 1 + i % 3, False)
+        assert index.best_available(1 + i % 3, allowed=allowed) == expected

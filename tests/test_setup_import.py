@@ -12,10 +12,9 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.catalog import db
-from billetterie.catalog.services import import_setup
 from billetterie.catalog.setup_export import export_document
 from billetterie.catalog.setupfile import SetupFileError, block_rows, parse_document
-from billetterie.identity.services import hash_secret
+from billetterie.setup import import_institution
 from billetterie.shared.db import metadata, read, transaction
 from tests.conftest import NOW, Api, demo_document_data, set_secrets
 from tests.factories import import_document, setup_document, text
@@ -86,9 +85,7 @@ async def export(engine: AsyncEngine, code: str = "ACME") -> Doc:
 
 
 async def import_at(engine: AsyncEngine, data: Doc, at: datetime) -> Any:
-    return await import_setup(
-        engine, parse_document(data), now=at, actor="test", hash_secret=hash_secret
-    )
+    return await import_institution(engine, parse_document(data), now=at, actor="test")
 
 
 def with_visit_pass(doc: Doc) -> Doc:
@@ -185,6 +182,14 @@ async def test_import_creates_the_rows(scratch_engine: AsyncEngine) -> None:
         "composed_product_performance": 0,
         "contingent_allocation": 2,
         "price": 2 * 4 + 1,
+        # the inventory the catalog calls for: per performance C1 pool, C2 pool, C2 reseller
+        # quota, and the pass item's unlimited stock
+        "stock": 7,
+        "performance_seat": 120,
+        "hold": 0,
+        "hold_line": 0,
+        "inventory_change": 0,
+        "inventory_sequence": 1,
         "seat": 60,
         "zone": 0,
         "seat_assignment": 60,

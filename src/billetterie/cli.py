@@ -71,17 +71,14 @@ def read_setup_file(path: Path) -> Any:
 
 
 async def _import(settings: Settings, path: Path, actor: str) -> Any:
-    from billetterie.catalog.services import import_setup
-    from billetterie.identity.services import hash_secret
+    from billetterie.setup import import_institution
     from billetterie.shared.clock import SystemClock
     from billetterie.shared.db import create_engine
 
     document = read_setup_file(path)
     engine = create_engine(settings.resolved_database_url())
     try:
-        return await import_setup(
-            engine, document, now=SystemClock().now(), actor=actor, hash_secret=hash_secret
-        )
+        return await import_institution(engine, document, now=SystemClock().now(), actor=actor)
     finally:
         await engine.dispose()
 

@@ -208,6 +208,24 @@ def _longest_run(mask: int) -> int:
     return length
 
 
+class _Search:
+    """What a :class:`SeatIndex` remembers of the search for one (quantity, allowed groups).
+
+    Rows are examined in the order of their bounds; ``examined`` of them so far. ``heap`` holds
+    the best window of every examined row that has one, as ``_Window`` + the row's version when
+    it was examined: an entry whose row changed since is stale and dropped when it surfaces.
+    ``changed`` lists the examined rows changed since the last call, to examine again.
+    """
+
+    __slots__ = ("changed", "examined", "heap", "seen")
+
+    def __init__(self, rows: int) -> None:
+        self.examined = 0
+        self.seen = bytearray(rows)  # per row: examined already
+        self.heap: list[tuple[int, int, int, int, int, int, int, int]] = []
+        self.changed: set[int] = set()
+
+
 class SeatIndex:
     """The seats of one performance, kept in memory for fast best-available.
 
@@ -218,11 +236,12 @@ class SeatIndex:
 
     Inside, each row is a bitmask of free seats (one bit per position; a gap in the plan's
     positions becomes one bit that is never free), so a row's windows, runs and orphans are a
-    handful of integer operations. Rows are visited by a lower bound of their score (the sum of
-    the ``quantity`` lowest ranks of the row's plan seats, computed once per quantity) and the
-    search stops at the first row whose bound exceeds the best window found. A row's best window
-    is remembered per (quantity, allowed) until :meth:`take` or :meth:`free` changes that row, so
-    a call after a sale only re-examines the rows the sale touched.
+    handful of integer operations. Rows are examined in the order of a lower bound of their
+    score (the sum of the ``quantity`` lowest ranks of the row's plan seats, computed once per
+    quantity) until the next bound exceeds the best window found. What was examined is kept per
+    (quantity, allowed) in a heap of the rows' best windows, and :meth:`take` and :meth:`free`
+    mark the rows they change: the next call examines those rows again and, unless a better
+    window may lie in rows not examined yet, answers from the top of the heap.
 
     Not thread-safe: a process serving several requests at once must serialise the calls.
     """
@@ -237,13 +256,11 @@ class SeatIndex:
         "_longest",
         "_positions",
         "_prefix",
-        "_rank_bits",
-        "_rank_ids",
-        "_rank_rows",
         "_ranks",
-        "_results",
         "_row_keys",
+        "_searches",
         "_sorted_ranks",
+        "_versions",
         "_where",
     )
 
@@ -270,7 +287,6 @@ class SeatIndex:
         self._group_masks: list[dict[int, int]] = []  # per row: group -> bitmask of its seats
         self._where: dict[int, tuple[int, int, int]] = {}  # seat id -> (row, bit, group)
         self._free_by_group: dict[int, int] = {}
-        ranked: list[tuple[int, int, int, int]] = []  # (rank, row, bit, id)
 
         for row_index, key in enumerate(self._row_keys):
             row = sorted(by_row[key], key=lambda s: s.position)
@@ -302,7 +318,6 @@ class SeatIndex:
                 if seat.free:
                     free |= bit
                     self._free_by_group[seat.group] += 1
-                ranked.append((seat.rank, row_index, bit, seat.id))
             prefix = [0]
             for rank in ranks:
                 prefix.append(prefix[-1] + rank)
@@ -315,16 +330,10 @@ class SeatIndex:
             self._longest.append(_longest_run(free))
             self._group_masks.append(groups)
 
-        ranked.sort()
-        self._rank_rows = [row for _, row, _, _ in ranked]
-        self._rank_bits = [bit for _, _, bit, _ in ranked]
-        self._rank_ids = [seat_id for _, _, _, seat_id in ranked]
+        self._versions = [0] * len(self._row_keys)  # per row: bumped at every change
         self._bounds: dict[int, list[tuple[int, int]]] = {}  # quantity -> (bound, row) ascending
         self._allowed_masks: dict[frozenset[int], list[int]] = {}
-        # (quantity, allowed) -> per row: whether its best window is known, and that window
-        self._results: dict[
-            tuple[int, frozenset[int] | None], tuple[bytearray, list[_Window | None]]
-        ] = {}
+        self._searches: dict[tuple[int, frozenset[int] | None], _Search] = {}
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -378,8 +387,10 @@ class SeatIndex:
             rows.add(row)
         for row in rows:
             self._longest[row] = _longest_run(self._free[row])
-            for known, _ in self._results.values():
-                known[row] = 0
+            self._versions[row] += 1
+            for search in self._searches.values():
+                if search.seen[row]:
+                    pass
 
     # -- search --------------------------------------------------------------------------------
 
@@ -427,38 +438,49 @@ class SeatIndex:
         masks = None if groups is None else self._masks_for(groups)
         if self.free_count(groups) < quantity:
             return None
-
-        cached = self._results.get((quantity, groups))
-        if cached is None:
-            if len(self._results) >= _MAX_CACHED:
-                self._results.clear()
-            rows = len(self._row_keys)
-            cached = self._results[quantity, groups] = (bytearray(rows), [None] * rows)
-        known, results = cached
-        best: _Window | None = None
-        for bound, row in self._bounds_for(quantity):
-            if best is not None and bound > best[0]:
-                break
-            if known[row]:
-                found = results[row]
-            else:
-                found = results[row] = self._best_in_row(row, quantity, masks)
-                known[row] = 1
-            if found is not None and (best is None or found < best):
-                best = found
+        best = self._best_window(quantity, groups, masks)
         if best is not None:
             bit = best[6]
             return self._ids[best[5]][bit : bit + quantity]
-        if not split_allowed:
-            return None
-        chosen: list[int] = []
-        free = self._free
-        for row, bit, seat_id in zip(self._rank_rows, self._rank_bits, self._rank_ids, strict=True):
-            if free[row] & bit and (masks is None or masks[row] & bit):
-                chosen.append(seat_id)
-                if len(chosen) == quantity:
-                    return chosen
-        return None  # not reached: free_count said there were enough
+        if split_allowed:
+            return self._best_seats(quantity, masks)
+        return None
+
+    def _best_window(
+        self, quantity: int, groups: frozenset[int] | None, masks: list[int] | None
+    ) -> _Window | None:
+        search = self._searches.get((quantity, groups))
+        if search is None:
+            if len(self._searches) >= _MAX_CACHED:
+                self._searches.clear()
+            search = self._searches[quantity, groups] = _Search(len(self._row_keys))
+        heap = search.heap
+        versions = self._versions
+        for row in search.changed:
+            found = self._best_in_row(row, quantity, masks)
+            if found is not None:
+                heapq.heappush(heap, (*found, versions[row]))
+        search.changed.clear()
+        if len(heap) > 2 * len(versions) + 64:  # mostly stale entries: compact
+            heap[:] = [entry for entry in heap if entry[7] == versions[entry[5]]]
+            heapq.heapify(heap)
+
+        bounds = self._bounds_for(quantity)
+        seen = search.seen
+        while True:
+            while heap and heap[0][7] != versions[heap[0][5]]:
+                heapq.heappop(heap)  # that row changed since: examined again above
+            if search.examined == len(bounds):
+                break
+            bound, row = bounds[search.examined]
+            if heap and bound > heap[0][0]:
+                break  # no row left to examine can beat or tie the best window
+            search.examined += 1
+            seen[row] = 1
+            found = self._best_in_row(row, quantity, masks)
+            if found is not None:
+                heapq.heappush(heap, (*found, versions[row]))
+        return heap[0][:7] if heap else None
 
     def _best_in_row(self, row: int, quantity: int, masks: list[int] | None) -> _Window | None:
         """The row's best window (see ``_Window``), None when it has none."""
@@ -492,3 +514,28 @@ class SeatIndex:
         block_id, row_order = self._row_keys[row]
         position = self._positions[row][best_bit]
         return (best_score, best_low, block_id, row_order, position, row, best_bit)
+
+    def _best_seats(self, quantity: int, masks: list[int] | None) -> list[int]:
+        """The split fallback: the ``quantity`` best-ranked free (allowed) seats, by rank.
+
+        Rows are visited by their lowest plan rank, until that rank is worse than the worst of
+        the ``quantity`` best seats found. The caller checked that there are enough free seats.
+        """
+        chosen: list[tuple[int, int]] = []  # (-rank, id): a max-heap of the best seats so far
+        free = self._free
+        for lowest, row in self._bounds_for(1):
+            if len(chosen) == quantity and lowest > -chosen[0][0]:
+                break
+            mask = free[row] if masks is None else free[row] & masks[row]
+            ranks = self._ranks[row]
+            ids = self._ids[row]
+            while mask:
+                low = mask & -mask
+                mask ^= low
+                bit = low.bit_length() - 1
+                rank = ranks[bit]
+                if len(chosen) < quantity:
+                    heapq.heappush(chosen, (-rank, ids[bit]))
+                elif rank < -chosen[0][0]:
+                    heapq.heapreplace(chosen, (-rank, ids[bit]))
+        return [seat_id for _, seat_id in sorted(chosen, reverse=True)]
