@@ -358,6 +358,16 @@ def test_index_stays_right_through_sales_and_returns(
         assert index.free_count() == sum(free.values())
 
 
+def test_index_answers_the_same_after_forgetting() -> None:
+    seats = row([9, 1, 2, 3, 4, 8, 7]) + row([5, 6, 10, 11], row_order=2)
+    index = SeatIndex(plan_of(seats))
+    before = [index.best_available(q, split_allowed=True) for q in (1, 2, 3, 4)]
+    index.take(before[1] or [])
+    index.forget()
+    index.free(before[1] or [])
+    assert [index.best_available(q, split_allowed=True) for q in (1, 2, 3, 4)] == before
+
+
 def test_index_forgets_old_combinations_and_stays_right() -> None:
     seats = row([1, 2, 3, 4, 5, 6, 7, 8])
     plan = [s._replace(group=i) for i, s in enumerate(plan_of(seats))]

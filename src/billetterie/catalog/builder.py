@@ -11,6 +11,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -70,8 +71,9 @@ class CatalogBuilder:
         for a in allocations:
             self.allocations_of_performance[a.performance_id].append(a)
 
-        # prices and timeslots are the bulk: read them as plain tuples
-        self.prices_of_performance: dict[int, list[Json]] = defaultdict(list)
+        # prices are the bulk: read as plain tuples, and a performance's prices are serialised
+        # once, as JSON text every channel and scope reuses (orjson.Fragment)
+        performance_prices: dict[int, list[str]] = defaultdict(list)
         self.prices_of_item: dict[int, list[Json]] = defaultdict(list)
         self.prices_of_product: dict[int, list[Json]] = defaultdict(list)
         p = db.price.c
@@ -89,16 +91,27 @@ class CatalogBuilder:
             .order_by(p.id)
         )
         for product_id, performance_id, item_id, seat_cat, tariff, level, amount in rows.all():
+            if performance_id is not None:
+                level_text = "" if level is None else f',"priceLevelId":{int(level)}'
+                performance_prices[performance_id].append(
+                    f'{{"seatCatId":{int(seat_cat)},"audSubCatId":{int(tariff)}{level_text},'
+                    f'"amount":{int(amount)}}}'
+                )
+                continue
             price: Json = {"seatCatId": seat_cat, "audSubCatId": tariff, "amount": amount}
             if level is not None:
                 price["priceLevelId"] = level
-            if performance_id is not None:
-                self.prices_of_performance[performance_id].append(price)
-            elif item_id is not None:
+            if item_id is not None:
                 del price["seatCatId"]
                 self.prices_of_item[item_id].append(price)
             else:
                 self.prices_of_product[product_id].append(price)
+        self.prices_of_performance: dict[int, orjson.Fragment] = {
+            performance_id: orjson.Fragment("[" + ",".join(prices) + "]")
+            for performance_id, prices in performance_prices.items()
+        }
+        self._performances: dict[int, Json] = {}
+        self._venues: dict[int, Json] = {}
         self.timeslots_of_item: dict[int, list[Json]] = defaultdict(list)
         t = db.timeslot.c
         slots = await conn.execute(
@@ -221,9 +234,12 @@ class CatalogBuilder:
         return {"id": theme.id, "code": theme.code, "externalName": translations(theme.name)}
 
     def _venue(self, perf: Any) -> Json:
+        cached = self._venues.get(perf.space_id)
+        if cached is not None:
+            return cached
         space = self.spaces[perf.space_id]
         site = self.sites[space.site_id]
-        return {
+        cached = self._venues[perf.space_id] = {
             "siteId": site.id,
             "siteCode": site.code,
             "siteName": translations(site.name),
@@ -232,8 +248,17 @@ class CatalogBuilder:
             "spaceCode": space.code,
             "spaceName": translations(space.name),
         }
+        return cached
 
     def _performance(self, perf: Any, contingents: set[int]) -> Json:
+        """A performance as the channel sees it; everything but its contingents is built once."""
+        base = self._performances.get(perf.id)
+        if base is None:
+            base = self._performances[perf.id] = self._performance_base(perf)
+        mine = {a.contingent_id for a in self.allocations_of_performance[perf.id]} & contingents
+        return {**base, "contingentIds": sorted(mine), "prices": base["prices"]}
+
+    def _performance_base(self, perf: Any) -> Json:
         start: datetime = perf.start
         return {
             "id": perf.id,
@@ -246,10 +271,8 @@ class CatalogBuilder:
             "logicalConfigurationId": perf.logical_configuration_id,
             "venue": self._venue(perf),
             "seatCategories": self.categories_of_configuration[perf.logical_configuration_id],
-            "contingentIds": sorted(
-                {a.contingent_id for a in self.allocations_of_performance[perf.id]} & contingents
-            ),
-            "prices": self.prices_of_performance[perf.id],
+            "contingentIds": [],
+            "prices": self.prices_of_performance.get(perf.id, orjson.Fragment(b"[]")),
         }
 
     def _item(self, item: Any) -> Json:
@@ -322,3 +345,48 @@ class CatalogBuilder:
 
 def _iso(value: datetime) -> str:
     return as_utc(value).isoformat()
+
+
+SEASON_FIELDS = ("id", "code", "state", "start", "end", "externalName")
+
+
+def product_summary(season: Json, product: Json) -> Json:
+    """The short form of a product (``getCatalog``, searches); ``performanceStarts`` lists the
+    starts of its performances, a season ticket's included."""
+    starts = [
+        p["start"]
+        for p in (product.get("event") or {}).get("performances", [])
+        + (product.get("composedProduct") or {}).get("performances", [])
+    ]
+    return {
+        "id": product["id"],
+        "code": product["code"],
+        "productFamilyType": product["productFamilyType"],
+        "productFamilySubType": product["productFamilySubType"],
+        "state": product["state"],
+        "seasonId": season["id"],
+        "seasonCode": season["code"],
+        "externalName": product["externalName"],
+        "theme": product["theme"],
+        "subTheme": product["subTheme"],
+        "salesPeriods": product["salesPeriods"],
+        "contactRequired": product["contactRequired"],
+        "firstPerformanceStart": min(starts, default=None),
+        "lastPerformanceStart": max(starts, default=None),
+        "performanceCount": len(starts),
+        "performanceStarts": starts,
+    }
+
+
+def summarize(document: Json) -> Json:
+    """Every season with its products' summaries: what ``getCatalog``, ``getPOSConfig`` and
+    ``searchProductsByCriteria`` read, so they never parse the whole catalog."""
+    return {
+        "seasons": [
+            {
+                **{k: season[k] for k in SEASON_FIELDS},
+                "products": [product_summary(season, p) for p in season["products"]],
+            }
+            for season in document["seasons"]
+        ]
+    }

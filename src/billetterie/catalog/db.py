@@ -438,5 +438,6 @@ catalog_snapshot = sa.Table(  # the detailed catalog, built when the setup chang
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),  # JSON of catalogData
+    sa.Column("summary", sa.LargeBinary, nullable=False),  # JSON: product summaries, families
     sa.UniqueConstraint("sales_channel_id", "scope"),
 )

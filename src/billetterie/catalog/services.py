@@ -6,8 +6,10 @@ snapshots and the audit entry commit together, so a partner never sees a catalog
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.catalog import db
-from billetterie.catalog.builder import CatalogBuilder
+from billetterie.catalog.builder import CatalogBuilder, summarize
 from billetterie.catalog.errors import CatalogNotBuilt, UnknownInstitution, UnknownPointOfSale
 from billetterie.catalog.models import CatalogScope
 from billetterie.catalog.setup_import import write_document
@@ -87,6 +89,24 @@ async def rebuild_catalogs(
     """Render and store every channel's catalog; a snapshot whose content is unchanged keeps
     its version and time. Returns how many snapshots changed."""
     builder = CatalogBuilder()
+    with _no_cyclic_gc():  # the build allocates ~1M acyclic objects; collections only cost
+        return await _rebuild(conn, builder, institution_id, version, now)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def _rebuild(
+    conn: AsyncConnection, builder: CatalogBuilder, institution_id: int, version: int, now: datetime
+) -> int:
     await builder.load(conn, institution_id)
     s = db.catalog_snapshot.c
     existing = {
@@ -102,12 +122,19 @@ async def rebuild_catalogs(
     changed = 0
     for channel in builder.channels:
         for scope in CatalogScope:
-            body = orjson.dumps(builder.render(channel.id, scope))
+            document = builder.render(channel.id, scope)
+            body = orjson.dumps(document)
             digest = hashlib.sha256(body).hexdigest()
             key = (channel.id, scope.value)
             if existing.get(key) == digest:
                 continue
-            values = {"version": version, "content_hash": digest, "updated_at": now, "body": body}
+            values = {
+                "version": version,
+                "content_hash": digest,
+                "updated_at": now,
+                "body": body,
+                "summary": orjson.dumps(summarize(document)),
+            }
             if key in existing:
                 await conn.execute(
                     sa.update(db.catalog_snapshot)
@@ -151,18 +178,54 @@ async def snapshot_version(
 
 async def snapshot_body(
     conn: AsyncConnection, sales_channel_id: int, scope: CatalogScope
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, bytes]:
+    """(version, catalogData JSON, summary JSON) of a channel's catalog."""
     s = db.catalog_snapshot.c
     row = (
         await conn.execute(
-            sa.select(s.version, s.body).where(
+            sa.select(s.version, s.body, s.summary).where(
                 s.sales_channel_id == sales_channel_id, s.scope == scope.value
             )
         )
     ).first()
     if row is None:
         raise CatalogNotBuilt("the catalog of this sales channel has not been built")
-    return row.version, bytes(row.body)
+    return row.version, bytes(row.body), bytes(row.summary)
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """The versions a request checks its caches against, read in one query."""
+
+    setup_version: int
+    catalog: SnapshotVersion
+
+
+async def channel_state(
+    conn: AsyncConnection, institution_id: int, sales_channel_id: int, scope: CatalogScope
+) -> ChannelState:
+    i, s = db.institution.c, db.catalog_snapshot.c
+    row = (
+        await conn.execute(
+            sa.select(i.setup_version, s.version, s.updated_at)
+            .join(db.catalog_snapshot, s.institution_id == i.id)
+            .where(
+                i.id == institution_id,
+                s.sales_channel_id == sales_channel_id,
+                s.scope == scope.value,
+            )
+        )
+    ).first()
+    if row is None:
+        raise CatalogNotBuilt("the catalog of this sales channel has not been built")
+    return ChannelState(row.setup_version, SnapshotVersion(row.version, row.updated_at))
+
+
+async def setup_version(conn: AsyncConnection, institution_id: int) -> int:
+    i = db.institution.c
+    return int(
+        (await conn.execute(sa.select(i.setup_version).where(i.id == institution_id))).scalar_one()
+    )
 
 
 @dataclass(frozen=True)
@@ -172,6 +235,7 @@ class PointOfSaleContext:
     institution_id: int
     institution_code: str
     currency: str
+    setup_version: int
     organization: Any
     sales_channel: Any
     point_of_sale: Any
@@ -214,6 +278,7 @@ async def point_of_sale_context(conn: AsyncConnection, point_of_sale_id: int) ->
         institution.id,
         institution.code,
         institution.currency,
+        institution.setup_version,
         organization,
         channel,
         pos,

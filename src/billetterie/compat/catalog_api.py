@@ -7,10 +7,12 @@ operator's point of sale: the sales channel's catalog, and only its institution'
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from starlette.responses import Response
+from fastapi import Request
+from starlette.responses import Response, StreamingResponse
 
 from billetterie.catalog.errors import UnknownProduct, UnknownSeason
 from billetterie.catalog.models import CatalogScope, ProductState
@@ -39,12 +41,34 @@ def cache_of(call: Call) -> CatalogCache:
 
 
 async def current_catalog(call: Call, scope: CatalogScope) -> CachedCatalog:
-    context = await call.context()
-    return await cache_of(call).get(context.sales_channel.id, scope)
+    context, version = await call.catalog_state(scope)
+    return await cache_of(call).get(context.sales_channel.id, scope, version.version)
 
 
-def accepts_gzip(call: Call) -> bool:
-    return "gzip" in call.request.headers.get("accept-encoding", "").lower()
+def accepts_gzip(request: Request) -> bool:
+    """Whether Accept-Encoding admits gzip (``gzip;q=0`` refuses it)."""
+    for part in request.headers.get("accept-encoding", "").lower().split(","):
+        name, _, parameters = part.strip().partition(";")
+        if name.strip() in {"gzip", "*"}:
+            quality = parameters.strip().removeprefix("q=")
+            try:
+                return not parameters or float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def stream(chunks: list[bytes | memoryview], headers: dict[str, str]) -> Response:
+    """Send large buffers as they are, without joining them into one more copy."""
+
+    async def body() -> AsyncIterator[bytes | memoryview]:
+        for chunk in chunks:
+            yield chunk
+
+    length = sum(len(chunk) for chunk in chunks)
+    return StreamingResponse(
+        body(), media_type="application/json", headers={**headers, "Content-Length": str(length)}
+    )
 
 
 # --- catalogService ----------------------------------------------------------------------
@@ -64,12 +88,12 @@ def family_id(family: str, sub_type: str | None) -> int:
 @catalog_service.method("getPOSConfig", request=s.EmptyRequest, response=s.PosConfigResponse)
 async def get_pos_config(body: s.EmptyRequest, call: Call) -> dict[str, Any]:
     """The operator's point of sale: channel, organization, payment methods, families, rules."""
+    catalog = await current_catalog(call, CatalogScope.STANDARD)
     context = await call.context()
     pos = context.point_of_sale
     organization = context.organization
-    catalog = await current_catalog(call, CatalogScope.STANDARD)
     families: dict[tuple[str, str | None], dict[str, Any]] = {}
-    for season in catalog.document["seasons"]:
+    for season in catalog.summary["seasons"]:
         for product in season["products"]:
             key = (product["productFamilyType"], product["productFamilySubType"])
             entry = families.setdefault(
@@ -165,55 +189,32 @@ async def get_catalog_detailed(
     ``scope: EXTENDED`` adds products no longer on sale. Send ``Accept-Encoding: gzip``."""
     catalog = await current_catalog(call, body.scope or CatalogScope.STANDARD)
     if body.seasonCode is None and body.productCode is None:
-        gzip = accepts_gzip(call)
-        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzip else {}
-        return Response(
-            catalog.response(body.requestId, gzip=gzip),
-            media_type="application/json",
-            headers=headers,
-        )
-    return {"catalogData": filter_catalog(catalog.document, body.seasonCode, body.productCode)}
+        gzip = accepts_gzip(call.request)
+        headers = {"Vary": "Accept-Encoding"}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+        return stream(catalog.rpc_chunks(body.requestId, gzip=gzip), headers)
+    document = await catalog.document()
+    return {"catalogData": filter_catalog(document, body.seasonCode, body.productCode)}
 
 
-def product_summary(season: dict[str, Any], product: dict[str, Any]) -> dict[str, Any]:
-    starts = [
-        p["start"]
-        for p in (product.get("event") or {}).get("performances", [])
-        + (product.get("composedProduct") or {}).get("performances", [])
-    ]
-    return {
-        "id": product["id"],
-        "code": product["code"],
-        "productFamilyType": product["productFamilyType"],
-        "productFamilySubType": product["productFamilySubType"],
-        "state": product["state"],
-        "seasonId": season["id"],
-        "seasonCode": season["code"],
-        "externalName": product["externalName"],
-        "theme": product["theme"],
-        "subTheme": product["subTheme"],
-        "salesPeriods": product["salesPeriods"],
-        "firstPerformanceStart": min(starts, default=None),
-        "lastPerformanceStart": max(starts, default=None),
-        "performanceCount": len(starts),
-    }
+def public(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in INTERNAL_FIELDS}
 
 
-SEASON_FIELDS = ("id", "code", "state", "start", "end", "externalName")
+INTERNAL_FIELDS = {"performanceStarts", "contactRequired"}
+ON_SALE = {ProductState.RUNNING.value, ProductState.SUSPENDED.value}
 
 
 @catalog_service.method("getCatalog", request=s.CatalogRequest, response=s.CatalogResponse)
 async def get_catalog(body: s.CatalogRequest, call: Call) -> dict[str, Any]:
     """The channel's products on sale (RUNNING or SUSPENDED), as summaries."""
     catalog = await current_catalog(call, CatalogScope.STANDARD)
-    document = filter_catalog(catalog.document, body.seasonCode, body.productCode)
+    document = filter_catalog(catalog.summary, body.seasonCode, body.productCode)
     return {
         "catalogData": {
             "seasons": [
-                {
-                    **{k: season[k] for k in SEASON_FIELDS},
-                    "products": [product_summary(season, p) for p in season["products"]],
-                }
+                {**season, "products": [public(p) for p in season["products"]]}
                 for season in document["seasons"]
             ]
         }
@@ -226,10 +227,7 @@ async def get_catalog(body: s.CatalogRequest, call: Call) -> dict[str, Any]:
 async def get_last_setup_update(body: s.LastSetupUpdateRequest, call: Call) -> dict[str, Any]:
     """When the catalog this channel sees last changed, and its version. Call it as often as
     you like (it reads one row); re-read the catalog only when the version moved."""
-    context = await call.context()
-    version = await cache_of(call).version(
-        context.sales_channel.id, body.scope or CatalogScope.STANDARD
-    )
+    _, version = await call.catalog_state(body.scope or CatalogScope.STANDARD)
     return {"lastSetupUpdate": version.updated_at.isoformat(), "setupVersion": version.version}
 
 
@@ -342,7 +340,6 @@ async def list_vat_codes(body: s.EmptyRequest, call: Call) -> dict[str, Any]:
 
 def _matches(
     summary: dict[str, Any],
-    product: dict[str, Any],
     body: s.SearchProductsRequest,
     start: datetime | None,
     end: datetime | None,
@@ -369,17 +366,14 @@ def _matches(
         return False
     if body.text:
         needle = body.text.casefold()
-        names = (product["externalName"] or {}).get("translations", [])
+        names = (summary["externalName"] or {}).get("translations", [])
         if (
             not any(needle in t["value"].casefold() for t in names)
             and needle not in summary["code"].casefold()
         ):
             return False
     if start is not None or end is not None:
-        performances = (product.get("event") or {}).get("performances", []) + (
-            product.get("composedProduct") or {}
-        ).get("performances", [])
-        dates = [datetime.fromisoformat(p["start"]) for p in performances]
+        dates = [datetime.fromisoformat(start) for start in summary["performanceStarts"]]
         if not any((start is None or d >= start) and (end is None or d <= end) for d in dates):
             return False
     return True
@@ -392,12 +386,9 @@ async def search_products_by_criteria(body: s.SearchProductsRequest, call: Call)
     """Products of the channel matching every criterion given (states default to on sale)."""
     start, end = body.startDate, body.endDate
     catalog = await current_catalog(call, CatalogScope.EXTENDED)
-    found = []
-    for season in catalog.document["seasons"]:
+    found: list[dict[str, Any]] = []
+    for season in catalog.summary["seasons"]:
         if body.seasonCode is not None and season["code"] != body.seasonCode:
             continue
-        for product in season["products"]:
-            summary = product_summary(season, product)
-            if _matches(summary, product, body, start, end):
-                found.append(summary)
+        found.extend(public(p) for p in season["products"] if _matches(p, body, start, end))
     return {"products": found}

@@ -1,57 +1,58 @@
 """The detailed catalog served from memory, per sales channel, scope and version.
 
-The catalog is built when the setup changes and stored as JSON (see
+The catalog is built when the setup changes and stored as JSON with a summary (see
 ``catalog.services.rebuild_catalogs``). A process keeps the last version it served for each
-(channel, scope): the JSON bytes, the full S-360 response without its tail, that head already
-gzipped, and the parsed document for filtered calls. Per request it reads one small row (the
-version) from the database, so every process answers with the current catalog.
+(channel, scope): the S-360 response without its tail as one buffer (``catalogData`` is a view
+into it), the catalog compressed once (``shared.gzipjoin``) for both the RPC envelope and the GET
+mirror, and the small summary parsed. The whole document is parsed only for filtered calls, off
+the event loop. Per request one small row (the version) is read, so every process answers with
+the current catalog.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from functools import cached_property
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.catalog.models import CatalogScope
-from billetterie.catalog.services import SnapshotVersion, snapshot_body, snapshot_version
+from billetterie.catalog.services import snapshot_body
 from billetterie.shared.db import read
-from billetterie.shared.gzipjoin import GzipHead
+from billetterie.shared.gzipjoin import GzipHead, deflate_part
 
-HEAD_PREFIX = b'{"catalogData":'
-HEAD_SUFFIX = b',"statusCode":"success","statusDetail":"OK"'
+PREFIX = b'{"catalogData":'
+SUFFIX = b',"statusCode":"success","statusDetail":"OK"'
+CHUNK = 1 << 20
 
 
 @dataclass
 class CachedCatalog:
     version: int
-    body: bytes  # catalogData as JSON
-    updated_at: Any = None
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    head: bytes  # PREFIX + catalogData + SUFFIX
+    summary: dict[str, Any]
+    updated_at: datetime | None = None
+    rpc_gzip: GzipHead | None = None
+    mirror_gzip: GzipHead | None = None
+    _document: dict[str, Any] | None = field(default=None, repr=False)
 
-    @cached_property
-    def head(self) -> bytes:
-        return HEAD_PREFIX + self.body + HEAD_SUFFIX
+    @classmethod
+    def build(cls, version: int, body: bytes, summary: bytes) -> CachedCatalog:
+        """Everything a request needs; CPU-heavy (compression), so run it in a thread."""
+        entry = cls(version, PREFIX + body + SUFFIX, orjson.loads(summary))
+        data = entry.body
+        deflated = deflate_part(data)
+        entry.mirror_gzip = GzipHead.of_part(deflated, data)
+        entry.rpc_gzip = GzipHead.of(PREFIX).then(deflated, data).then(deflate_part(SUFFIX), SUFFIX)
+        return entry
 
-    @cached_property
-    def gzip_head(self) -> GzipHead:
-        return GzipHead.of(self.head)
-
-    @cached_property
-    def document(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = orjson.loads(self.body)
-        return parsed
-
-    @cached_property
-    def body_gzip(self) -> bytes:
-        """catalogData alone, gzipped: what the GET mirror serves."""
-        import gzip
-
-        return gzip.compress(self.body, compresslevel=6, mtime=0)
+    @property
+    def body(self) -> memoryview:
+        """catalogData as JSON, without a copy."""
+        return memoryview(self.head)[len(PREFIX) : len(self.head) - len(SUFFIX)]
 
     @staticmethod
     def tail(request_id: str | None) -> bytes:
@@ -59,9 +60,31 @@ class CachedCatalog:
             return b"}"
         return b',"requestId":' + orjson.dumps(request_id) + b"}"
 
-    def response(self, request_id: str | None, *, gzip: bool) -> bytes:
+    def rpc_chunks(self, request_id: str | None, *, gzip: bool) -> list[bytes | memoryview]:
+        """The getCatalogDetailed response as buffers to send one after the other."""
         tail = self.tail(request_id)
-        return self.gzip_head.finish(tail) if gzip else self.head + tail
+        if gzip:
+            assert self.rpc_gzip is not None
+            return list(self.rpc_gzip.chunks(tail))
+        return [*slices(memoryview(self.head)), tail]
+
+    def mirror_chunks(self, *, gzip: bool) -> list[bytes | memoryview]:
+        if gzip:
+            assert self.mirror_gzip is not None
+            return list(self.mirror_gzip.chunks(b""))
+        return slices(self.body)
+
+    async def document(self) -> dict[str, Any]:
+        """The parsed catalogData (for filtered calls), parsed once, in a thread."""
+        document = self._document
+        if document is None:
+            document = await asyncio.to_thread(orjson.loads, self.body)
+            self._document = document
+        return document
+
+
+def slices(view: memoryview) -> list[bytes | memoryview]:
+    return [view[start : start + CHUNK] for start in range(0, len(view), CHUNK)]
 
 
 class CatalogCache:
@@ -70,25 +93,19 @@ class CatalogCache:
         self._entries: dict[tuple[int, CatalogScope], CachedCatalog] = {}
         self._loading: dict[tuple[int, CatalogScope], asyncio.Lock] = {}
 
-    async def version(self, sales_channel_id: int, scope: CatalogScope) -> SnapshotVersion:
-        async with read(self.engine) as conn:
-            return await snapshot_version(conn, sales_channel_id, scope)
-
-    async def get(self, sales_channel_id: int, scope: CatalogScope) -> CachedCatalog:
-        """The current catalog of a channel; loads it from the database when it moved."""
-        current = await self.version(sales_channel_id, scope)
+    async def get(self, sales_channel_id: int, scope: CatalogScope, version: int) -> CachedCatalog:
+        """The catalog of a channel at ``version`` (read just before from the database)."""
         key = (sales_channel_id, scope)
         entry = self._entries.get(key)
-        if entry is not None and entry.version == current.version:
+        if entry is not None and entry.version == version:
             return entry
         lock = self._loading.setdefault(key, asyncio.Lock())
         async with lock:  # one load per process, however many callers wait
             entry = self._entries.get(key)
-            if entry is not None and entry.version == current.version:
+            if entry is not None and entry.version == version:
                 return entry
             async with read(self.engine) as conn:
-                version, body = await snapshot_body(conn, sales_channel_id, scope)
-            entry = CachedCatalog(version, body, current.updated_at)
-            await asyncio.to_thread(lambda: entry.gzip_head)  # compress off the event loop
+                stored, body, summary = await snapshot_body(conn, sales_channel_id, scope)
+            entry = await asyncio.to_thread(CachedCatalog.build, stored, body, summary)
             self._entries[key] = entry
             return entry

@@ -8,7 +8,6 @@ Errors are RFC 9457 problem+json.
 
 from __future__ import annotations
 
-import gzip as gzip_module
 from typing import Annotated
 
 import orjson
@@ -18,7 +17,7 @@ from starlette.responses import Response
 from billetterie.catalog.errors import UnknownProduct
 from billetterie.catalog.models import CatalogScope
 from billetterie.compat import schemas as s
-from billetterie.compat.catalog_api import cache_of
+from billetterie.compat.catalog_api import accepts_gzip, cache_of, stream
 from billetterie.compat.rpc import Call, current_call
 
 router = APIRouter(prefix="/api/v1", tags=["GET mirrors"])
@@ -36,21 +35,12 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag.removeprefix("W/") in candidates
 
 
-def _send(
-    request: Request, body: bytes, etag: str, max_age: int, gzipped: bytes | None = None
-) -> Response:
-    headers = {
+def _headers(etag: str, max_age: int) -> dict[str, str]:
+    return {
         "ETag": etag,
         "Cache-Control": f"private, max-age={max_age}",
         "Vary": "Accept-Encoding, Authorization",
     }
-    if "gzip" in request.headers.get("accept-encoding", "").lower() and len(body) > 512:
-        headers["Content-Encoding"] = "gzip"
-        payload = (
-            gzipped if gzipped is not None else gzip_module.compress(body, compresslevel=6, mtime=0)
-        )
-        return Response(payload, media_type="application/json", headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
 
 
 ScopeQuery = Annotated[CatalogScope, Query(description="EXTENDED adds products no longer on sale")]
@@ -66,18 +56,16 @@ async def catalog(
     request: Request, call: Call = Depends(current_call), scope: ScopeQuery = CatalogScope.STANDARD
 ) -> Response:
     """The channel's detailed catalog (``catalogData``), cacheable and conditional."""
-    context = await call.context()
-    cache = cache_of(call)
-    version = await cache.version(context.sales_channel.id, scope)
+    context, version = await call.catalog_state(scope)
     etag = _etag(context.sales_channel.id, scope, version.version)
-    max_age = call.runtime.settings.catalog_max_age_seconds
+    headers = _headers(etag, call.runtime.settings.catalog_max_age_seconds)
     if _not_modified(request, etag):
-        return Response(
-            status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"}
-        )
-    entry = await cache.get(context.sales_channel.id, scope)
-    etag = _etag(context.sales_channel.id, scope, entry.version)
-    return _send(request, entry.body, etag, max_age, entry.body_gzip)
+        return Response(status_code=304, headers=headers)
+    entry = await cache_of(call).get(context.sales_channel.id, scope, version.version)
+    gzip = accepts_gzip(request)
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return stream(entry.mirror_chunks(gzip=gzip), headers)
 
 
 @router.get(
@@ -93,20 +81,18 @@ async def catalog_product(
     scope: ScopeQuery = CatalogScope.STANDARD,
 ) -> Response:
     """One product of the channel's catalog, inside its season (with tariffs and price levels)."""
-    context = await call.context()
-    cache = cache_of(call)
-    version = await cache.version(context.sales_channel.id, scope)
+    context, version = await call.catalog_state(scope)
     etag = _etag(context.sales_channel.id, scope, version.version, f"-p{product_id}")
-    max_age = call.runtime.settings.catalog_max_age_seconds
+    headers = _headers(etag, call.runtime.settings.catalog_max_age_seconds)
     if _not_modified(request, etag):
-        return Response(
-            status_code=304, headers={"ETag": etag, "Cache-Control": f"private, max-age={max_age}"}
-        )
-    entry = await cache.get(context.sales_channel.id, scope)
-    for season in entry.document["seasons"]:
+        return Response(status_code=304, headers=headers)
+    entry = await cache_of(call).get(context.sales_channel.id, scope, version.version)
+    for season in (await entry.document())["seasons"]:
         for product in season["products"]:
             if product["id"] == product_id:
-                body = orjson.dumps({**season, "products": [product]})
-                etag = _etag(context.sales_channel.id, scope, entry.version, f"-p{product_id}")
-                return _send(request, body, etag, max_age)
+                return Response(
+                    orjson.dumps({**season, "products": [product]}),
+                    media_type="application/json",
+                    headers=headers,
+                )
     raise UnknownProduct(f"no product {product_id} in this channel's catalog")

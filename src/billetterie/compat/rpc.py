@@ -5,24 +5,40 @@ mounts them under every version it serves, so ``v1_34`` can be added beside ``v1
 it (and overriding only the methods that changed).
 """
 
+import time
 from typing import Any, Awaitable, Callable  # noqa: UP035 - annotations are evaluated here
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from billetterie.catalog.services import PointOfSaleContext, point_of_sale_context
+from billetterie.catalog.models import CatalogScope
+from billetterie.catalog.services import (
+    PointOfSaleContext,
+    SnapshotVersion,
+    channel_state,
+    point_of_sale_context,
+    setup_version,
+)
 from billetterie.compat.envelope import JsonResponse, envelope
 from billetterie.compat.runtime import Runtime
 from billetterie.identity.errors import MissingToken
 from billetterie.identity.models import Operator
-from billetterie.identity.services import operator_from_token
+from billetterie.identity.services import TokenClaims, decode_token, operator_for
 from billetterie.shared.db import read
+
+OPERATOR_CACHE_SECONDS = 2.0
 
 
 class Call:
-    """One authenticated RPC call: who calls, from which point of sale, and with what."""
+    """One authenticated call: who calls, from which point of sale, and with what.
+
+    The point of sale's context (channel, organization, payment methods) is cached per process
+    and checked against the institution's setup version on every call, so a setup import is
+    seen at once; reading that version is the one query most calls make.
+    """
 
     def __init__(self, request: Request, runtime: Runtime, operator: Operator) -> None:
         self.request = request
@@ -30,11 +46,43 @@ class Call:
         self.operator = operator
         self._context: PointOfSaleContext | None = None
 
+    def _cached_context(self) -> PointOfSaleContext | None:
+        contexts: dict[int, PointOfSaleContext] = self.runtime.caches.setdefault("contexts", {})
+        return contexts.get(self.operator.point_of_sale_id)
+
+    async def _load_context(self, conn: AsyncConnection) -> PointOfSaleContext:
+        context = await point_of_sale_context(conn, self.operator.point_of_sale_id)
+        self.runtime.caches.setdefault("contexts", {})[self.operator.point_of_sale_id] = context
+        return context
+
     async def context(self) -> PointOfSaleContext:
         if self._context is None:
             async with read(self.runtime.engine) as conn:
-                self._context = await point_of_sale_context(conn, self.operator.point_of_sale_id)
+                cached = self._cached_context()
+                version = await setup_version(conn, self.operator.institution_id)
+                if cached is None or cached.setup_version != version:
+                    cached = await self._load_context(conn)
+            self._context = cached
         return self._context
+
+    async def catalog_state(
+        self, scope: CatalogScope
+    ) -> tuple[PointOfSaleContext, SnapshotVersion]:
+        """The context and the channel's catalog version, in one query when the cache is warm."""
+        async with read(self.runtime.engine) as conn:
+            context = self._context or self._cached_context()
+            if context is None:
+                context = await self._load_context(conn)
+            state = await channel_state(
+                conn, context.institution_id, context.sales_channel.id, scope
+            )
+            if state.setup_version != context.setup_version:
+                context = await self._load_context(conn)
+                state = await channel_state(
+                    conn, context.institution_id, context.sales_channel.id, scope
+                )
+        self._context = context
+        return context, state.catalog
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -43,16 +91,26 @@ def runtime_of(request: Request) -> Runtime:
 
 
 async def current_operator(request: Request) -> Operator:
-    """The operator behind the request's Bearer token (401 otherwise)."""
+    """The operator behind the request's Bearer token (401 otherwise). The operator row is
+    re-read at most every OPERATOR_CACHE_SECONDS per process: a disabled operator stops then."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise MissingToken("send Authorization: Bearer <token> from /tnai/backend-apis/v1/auth")
     runtime = runtime_of(request)
+    claims = decode_token(token.strip(), key=runtime.token_key, now=runtime.clock.now())
+    operators: dict[TokenClaims, tuple[float, Operator]] = runtime.caches.setdefault(
+        "operators", {}
+    )
+    cached = operators.get(claims)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
     async with read(runtime.engine) as conn:
-        return await operator_from_token(
-            conn, token.strip(), key=runtime.token_key, now=runtime.clock.now()
-        )
+        operator = await operator_for(conn, claims)
+    if len(operators) > 10000:
+        operators.clear()
+    operators[claims] = (time.monotonic() + OPERATOR_CACHE_SECONDS, operator)
+    return operator
 
 
 async def current_call(request: Request, operator: Operator = Depends(current_operator)) -> Call:

@@ -7,6 +7,7 @@ operator is re-read so a disabled operator stops at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
@@ -70,10 +71,16 @@ async def authenticate(
     return jwt.encode(claims, key, algorithm="HS256")
 
 
-async def operator_from_token(
-    conn: AsyncConnection, token: str, *, key: str, now: datetime
-) -> Operator:
-    """The operator a token stands for; raises if forged, expired, or the operator changed."""
+@dataclass(frozen=True)
+class TokenClaims:
+    institution_code: str
+    login: str
+    partner: str
+    point_of_sale_id: int | None
+
+
+def decode_token(token: str, *, key: str, now: datetime) -> TokenClaims:
+    """Check a token's signature and expiry (no database); raises InvalidToken/ExpiredToken."""
     try:
         claims = jwt.decode(
             token,
@@ -89,14 +96,25 @@ async def operator_from_token(
         raise InvalidToken("the token is not valid") from None
     if not isinstance(claims.get("exp"), int) or claims["exp"] <= now.timestamp():
         raise ExpiredToken("the token has expired; authenticate again")
+    pos = claims.get("pos")
+    return TokenClaims(
+        str(claims["sub"]),
+        str(claims["aud"]),
+        str(claims["iss"]),
+        pos if isinstance(pos, int) else None,
+    )
+
+
+async def operator_for(conn: AsyncConnection, claims: TokenClaims) -> Operator:
+    """The operator a decoded token stands for; raises if it is gone, disabled or changed."""
     row = (
-        await conn.execute(sa.select(db.operator).where(db.operator.c.login == claims["aud"]))
+        await conn.execute(sa.select(db.operator).where(db.operator.c.login == claims.login))
     ).first()
     if (
         row is None
         or not row.enabled
-        or row.partner != claims["iss"]
-        or row.point_of_sale_id != claims.get("pos")
+        or row.partner != claims.partner
+        or row.point_of_sale_id != claims.point_of_sale_id
     ):
         raise InvalidToken("the token's operator no longer exists or has changed")
     return _operator(row)

@@ -485,6 +485,7 @@ def upgrade() -> None:
         sa.Column("content_hash", sa.String(length=64), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("summary", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["institution_id"],
             ["institution.id"],
