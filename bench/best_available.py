@@ -199,9 +199,9 @@ def main() -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     console.print(
         f"venue: {len(plan):,} seats ({TIERS * BLOCKS_ACROSS} blocks x {ROWS} rows x "
-        f"{SEATS_PER_ROW} seats), quantity {args.quantity}, {args.calls} calls per level, "
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}"
+        f"{SEATS_PER_ROW} seats), quantity {args.quantity}, {args.calls} calls per level"
     )
+    console.print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
     table = Table(title="best-available, together, no orphan (times in ms)")
     for column in ("taken", "free", "implementation", "calls", "p50", "p99", "max", "p99 CPU"):
         table.add_column(column, justify="left" if column == "implementation" else "right")

@@ -72,7 +72,7 @@ from billetterie.catalog.builder import CatalogBuilder
 from billetterie.catalog.models import CatalogScope
 from billetterie.catalog.services import import_setup, rebuild_catalogs
 from billetterie.catalog.setupfile import SetupDocument, parse_document
-from billetterie.compat.catalog_cache import HEAD_PREFIX, HEAD_SUFFIX, CachedCatalog
+from billetterie.compat.catalog_cache import PREFIX, SUFFIX, CachedCatalog
 from billetterie.config import normalize_database_url
 from billetterie.identity.services import hash_secret
 from billetterie.migrations import upgrade
@@ -533,7 +533,7 @@ async def build_phase(url: str, imported: Imported, runs: int, report: Report) -
                 steps["render"].append(elapsed())
                 with stopwatch() as elapsed:  # the bytes the server sends
                     tail = CachedCatalog.tail(f"baseline-{run}")
-                    body = HEAD_PREFIX + orjson.dumps(catalog) + HEAD_SUFFIX + tail
+                    body = PREFIX + orjson.dumps(catalog) + SUFFIX + tail
                 steps["dumps"].append(elapsed())
                 with stopwatch() as elapsed:
                     gzip.compress(body, compresslevel=6, mtime=0)

@@ -76,11 +76,11 @@ class CachedCatalog:
 
     async def document(self) -> dict[str, Any]:
         """The parsed catalogData (for filtered calls), parsed once, in a thread."""
-        document = self._document
-        if document is None:
-            document = await asyncio.to_thread(orjson.loads, self.body)
-            self._document = document
-        return document
+        if self._document is not None:
+            return self._document
+        parsed: dict[str, Any] = await asyncio.to_thread(orjson.loads, self.body)
+        self._document = parsed
+        return parsed
 
 
 def slices(view: memoryview) -> list[bytes | memoryview]:
