@@ -12,9 +12,8 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.catalog import db
-from billetterie.catalog.setup_export import export_document
 from billetterie.catalog.setupfile import SetupFileError, block_rows, parse_document
-from billetterie.setup import import_institution
+from billetterie.setup import export_institution, import_institution
 from billetterie.shared.db import metadata, read, transaction
 from tests.conftest import NOW, Api, demo_document_data, set_secrets
 from tests.factories import import_document, setup_document, text
@@ -81,7 +80,7 @@ async def snapshot_versions(engine: AsyncEngine) -> dict[tuple[str, str], tuple[
 
 async def export(engine: AsyncEngine, code: str = "ACME") -> Doc:
     async with read(engine) as conn:
-        return await export_document(conn, code)
+        return await export_institution(conn, code)
 
 
 async def import_at(engine: AsyncEngine, data: Doc, at: datetime) -> Any:

@@ -113,7 +113,7 @@ def setup_export(
 ) -> None:
     """Write an institution's whole setup as one YAML document."""
     from billetterie.catalog.errors import UnknownInstitution
-    from billetterie.catalog.setup_export import export_document
+    from billetterie.setup import export_institution
     from billetterie.shared.db import create_engine, read
 
     settings = load_settings()
@@ -123,7 +123,7 @@ def setup_export(
         engine = create_engine(settings.resolved_database_url())
         try:
             async with read(engine) as conn:
-                return await export_document(conn, institution)
+                return await export_institution(conn, institution)
         finally:
             await engine.dispose()
 

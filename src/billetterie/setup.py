@@ -1,30 +1,76 @@
-"""Setup import as the whole box office does it: the catalog, then the inventory it calls for,
-in one transaction."""
+"""The setup file as the whole box office reads and writes it: the catalog, the operators
+(identity) and the inventory the catalog calls for, in one transaction."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from billetterie.catalog.services import ImportResult, import_setup, inventory_plan
+from billetterie.catalog.services import (
+    ImportResult,
+    import_setup,
+    institution_id_by_code,
+    inventory_plan,
+    point_of_sale_codes,
+)
+from billetterie.catalog.setup_export import export_document
 from billetterie.catalog.setupfile import SetupDocument
-from billetterie.identity.services import hash_secret
+from billetterie.identity.services import OperatorSpec, list_operators, sync_operators
 from billetterie.inventory.provision import provision
 
 
-async def provision_inventory(conn: AsyncConnection, institution_id: int) -> None:
+async def write_operators(
+    conn: AsyncConnection, institution_id: int, document: SetupDocument, now: datetime
+) -> int:
+    codes = {
+        code: pos_id for pos_id, code in (await point_of_sale_codes(conn, institution_id)).items()
+    }
+    specs = [
+        OperatorSpec(o.login, o.partner, codes[o.pointOfSale], o.callsPerMinute, o.secretHash)
+        for o in document.operators
+    ]
+    return await sync_operators(conn, institution_id, specs, now=now)
+
+
+async def provision_inventory(
+    conn: AsyncConnection, institution_id: int, document: SetupDocument
+) -> int:
     await provision(conn, institution_id, await inventory_plan(conn, institution_id))
+    return 0  # stock follows the catalog; it is not a setup change of its own
 
 
 async def import_institution(
     engine: AsyncEngine, document: SetupDocument, *, now: datetime, actor: str
 ) -> ImportResult:
+    """Validate-then-write import of a whole institution (see catalog.services.import_setup)."""
+
+    async def operators(conn: AsyncConnection, institution_id: int, doc: SetupDocument) -> int:
+        return await write_operators(conn, institution_id, doc, now)
+
     return await import_setup(
-        engine,
-        document,
-        now=now,
-        actor=actor,
-        hash_secret=hash_secret,
-        after_write=[provision_inventory],
+        engine, document, now=now, actor=actor, after_write=[operators, provision_inventory]
     )
+
+
+async def export_institution(conn: AsyncConnection, institution_code: str) -> dict[str, Any]:
+    """The setup document of one institution, operators included (without their secrets)."""
+    document = await export_document(conn, institution_code)
+    institution_id = await institution_id_by_code(conn, institution_code)
+    codes = await point_of_sale_codes(conn, institution_id)
+    exported = [
+        {
+            "login": o.login,
+            "partner": o.partner,
+            "pointOfSale": codes[o.point_of_sale_id],
+            **({"callsPerMinute": o.calls_per_minute} if o.calls_per_minute is not None else {}),
+        }
+        for o in await list_operators(conn, institution_id)
+    ]
+    ordered: dict[str, Any] = {}
+    for key, value in document.items():
+        ordered[key] = value
+        if key == "salesChannels" and exported:
+            ordered["operators"] = exported
+    return ordered

@@ -131,16 +131,30 @@ class CatalogBuilder:
         sold_here = {p.product_id for p in self.periods if p.sales_channel_id == channel_id}
         return [p for p in self.products if p.id in sold_here and ProductState(p.state) in states]
 
+    @staticmethod
+    def performance_states(scope: CatalogScope) -> set[str]:
+        if scope == CatalogScope.EXTENDED:
+            return {s.value for s in PerformanceState} - {PerformanceState.PREPARING.value}
+        return {PerformanceState.RUNNING.value, PerformanceState.SUSPENDED.value}
+
+    def selection(
+        self, channel_id: int, scope: CatalogScope
+    ) -> tuple[frozenset[int], frozenset[int]]:
+        """The products and performances a scope shows: equal selections render equal
+        documents, so a channel whose closed products are all gone renders once."""
+        products = frozenset(p.id for p in self.visible_products(channel_id, scope))
+        states = self.performance_states(scope)
+        performances = frozenset(
+            p.id for p in self.performances if p.product_id in products and p.state in states
+        )
+        return products, performances
+
     def render(self, channel_id: int, scope: CatalogScope) -> Json:
         products = self.visible_products(channel_id, scope)
         contingents = {
             c.contingent_id for c in self.contingent_channels if c.sales_channel_id == channel_id
         }
-        performance_states = (
-            {s.value for s in PerformanceState} - {PerformanceState.PREPARING.value}
-            if scope == CatalogScope.EXTENDED
-            else {PerformanceState.RUNNING.value, PerformanceState.SUSPENDED.value}
-        )
+        performance_states = self.performance_states(scope)
         performances_of: dict[int, list[Any]] = defaultdict(list)
         by_id: dict[int, Any] = {}
         for perf in self.performances:

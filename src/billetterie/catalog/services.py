@@ -27,6 +27,8 @@ from billetterie.catalog.setupfile import SetupDocument
 from billetterie.shared import audit
 from billetterie.shared.db import metadata, transaction
 
+AfterWrite = Callable[[AsyncConnection, int, SetupDocument], Awaitable[int]]
+
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -42,19 +44,19 @@ async def import_setup(
     *,
     now: datetime,
     actor: str,
-    hash_secret: Callable[[str], str],
-    after_write: Sequence[Callable[[AsyncConnection, int], Awaitable[object]]] = (),
+    after_write: Sequence[AfterWrite] = (),
 ) -> ImportResult:
     """Create or update an institution from a validated setup document (idempotent).
 
     Bumps the setup version only when something changed; rebuilds the catalog snapshots of
     every channel in the same transaction and moves a channel's version only when its catalog
-    changed. ``after_write`` callbacks (the inventory's provisioning) run in that transaction.
+    changed. ``after_write`` callbacks (operators, the inventory's provisioning) run in that
+    transaction after the catalog rows are written; the changes they report count too.
     """
     async with transaction(engine) as conn:
-        institution_id, changes = await write_document(conn, document, now, hash_secret)
+        institution_id, changes = await write_document(conn, document, now)
         for callback in after_write:
-            await callback(conn, institution_id)
+            changes += await callback(conn, institution_id, document)
         version = (
             await conn.execute(
                 sa.select(db.institution.c.setup_version).where(
@@ -121,10 +123,15 @@ async def _rebuild(
     }
     changed = 0
     for channel in builder.channels:
+        rendered: dict[Any, tuple[bytes, bytes, str]] = {}
         for scope in CatalogScope:
-            document = builder.render(channel.id, scope)
-            body = orjson.dumps(document)
-            digest = hashlib.sha256(body).hexdigest()
+            selection = builder.selection(channel.id, scope)
+            if selection not in rendered:
+                document = builder.render(channel.id, scope)
+                body = orjson.dumps(document)
+                summary = orjson.dumps(summarize(document))
+                rendered[selection] = (body, summary, hashlib.sha256(body).hexdigest())
+            body, summary, digest = rendered[selection]
             key = (channel.id, scope.value)
             if existing.get(key) == digest:
                 continue
@@ -133,7 +140,7 @@ async def _rebuild(
                 "content_hash": digest,
                 "updated_at": now,
                 "body": body,
-                "summary": orjson.dumps(summarize(document)),
+                "summary": summary,
             }
             if key in existing:
                 await conn.execute(
@@ -423,3 +430,11 @@ async def inventory_plan(conn: AsyncConnection, institution_id: int) -> Inventor
             ).all()
         ),
     )
+
+
+async def point_of_sale_codes(conn: AsyncConnection, institution_id: int) -> dict[int, str]:
+    p = db.point_of_sale.c
+    rows = (
+        await conn.execute(sa.select(p.id, p.code).where(p.institution_id == institution_id))
+    ).all()
+    return {row.id: row.code for row in rows}

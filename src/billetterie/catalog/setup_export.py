@@ -66,7 +66,6 @@ class _Exporter:
         methods_of: dict[int, list[Any]] = defaultdict(list)
         for link in sorted(links, key=lambda x: x.rank):
             methods_of[link.point_of_sale_id].append(method_code[link.payment_method_id])
-        pos_code = {p.id: p.code for p in points_of_sale}
         channel_code = {c.id: c.code for c in channels}
         seasons = await self.rows("season")
         season_code = {s.id: s.code for s in seasons}
@@ -112,17 +111,6 @@ class _Exporter:
                     ],
                 }
                 for c in channels
-            ],
-            "operators": [
-                _drop_none(
-                    {
-                        "login": o.login,
-                        "partner": o.partner,
-                        "pointOfSale": pos_code[o.point_of_sale_id],
-                        "callsPerMinute": o.calls_per_minute,
-                    }
-                )
-                for o in await self.rows("operator")
             ],
             "vatCodes": [
                 {"code": v.code, "name": v.name, "rate": v.rate, "country": v.country}

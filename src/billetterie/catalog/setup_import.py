@@ -7,7 +7,6 @@ whose code stays are kept, so partners' caches stay valid across re-imports.
 from __future__ import annotations
 
 import math
-import secrets
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,7 +44,7 @@ class _Importer:
         """Naive times in the file are the organization's local time."""
         return value.replace(tzinfo=self.zone) if value.tzinfo is None else value
 
-    async def run(self, hash_secret: Any) -> tuple[int, int]:
+    async def run(self) -> tuple[int, int]:
         doc = self.doc
         conn = self.connection
         row = (
@@ -155,7 +154,6 @@ class _Importer:
                 for rank, m in enumerate(p.paymentMethods, start=1)
             ],
         )
-        await self._operators(institution_id, points_of_sale, hash_secret)
 
         vat_codes = await sync.rows(
             db.vat_code,
@@ -281,66 +279,6 @@ class _Importer:
         await self._products(seasons, vat_codes, all_themes, channels)
         await sync.delete_stale()
         return institution_id, sync.changes
-
-    async def _operators(
-        self, institution_id: int, points_of_sale: dict[Any, int], hash_secret: Any
-    ) -> None:
-        """Operators are matched by login; a secret is kept unless the file gives a hash."""
-        conn = self.connection
-        operator = sa.table(
-            "operator",
-            sa.column("id"),
-            sa.column("institution_id"),
-            sa.column("login"),
-            sa.column("partner"),
-            sa.column("point_of_sale_id"),
-            sa.column("secret_hash"),
-            sa.column("enabled"),
-            sa.column("calls_per_minute"),
-            sa.column("created_at"),
-        )
-        existing = {
-            r.login: r
-            for r in (
-                await conn.execute(
-                    sa.select(
-                        operator.c.id,
-                        operator.c.login,
-                        operator.c.partner,
-                        operator.c.point_of_sale_id,
-                        operator.c.calls_per_minute,
-                        operator.c.secret_hash,
-                    ).where(operator.c.institution_id == institution_id)
-                )
-            ).all()
-        }
-        for spec in self.doc.operators:
-            values: dict[str, Any] = {
-                "partner": spec.partner,
-                "point_of_sale_id": points_of_sale[(spec.pointOfSale,)],
-                "calls_per_minute": spec.callsPerMinute,
-            }
-            if spec.secretHash:
-                values["secret_hash"] = spec.secretHash
-            if spec.login in existing:
-                row = existing[spec.login]
-                if any(getattr(row, column) != value for column, value in values.items()):
-                    await conn.execute(
-                        sa.update(operator).where(operator.c.id == row.id).values(**values)
-                    )
-                    self.sync.changes += 1
-            else:
-                values.setdefault("secret_hash", hash_secret(secrets.token_urlsafe(32)))
-                await conn.execute(
-                    sa.insert(operator).values(
-                        institution_id=institution_id,
-                        login=spec.login,
-                        enabled=True,
-                        created_at=self.now,
-                        **values,
-                    )
-                )
-                self.sync.changes += 1
 
     async def _venues(self) -> None:
         sync = self.sync
@@ -712,7 +650,8 @@ class _Importer:
 
 
 async def write_document(
-    connection: AsyncConnection, document: SetupDocument, now: datetime, hash_secret: Any
+    connection: AsyncConnection, document: SetupDocument, now: datetime
 ) -> tuple[int, int]:
-    """Write ``document``; return ``(institution_id, number of rows changed)``."""
-    return await _Importer(connection, document, now).run(hash_secret)
+    """Write ``document`` (all but its operators, which belong to identity); return
+    ``(institution_id, number of rows changed)``."""
+    return await _Importer(connection, document, now).run()

@@ -7,6 +7,7 @@ operator is re-read so a disabled operator stops at once.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -167,3 +168,66 @@ async def operator_login_point_of_sale(conn: AsyncConnection, login: str) -> int
         )
     ).first()
     return None if row is None else int(row[0])
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    login: str
+    partner: str
+    point_of_sale_id: int
+    calls_per_minute: int | None
+    secret_hash: str | None
+
+
+async def sync_operators(
+    conn: AsyncConnection, institution_id: int, specs: list[OperatorSpec], *, now: datetime
+) -> int:
+    """Create or update operators by login (a setup import); returns how many changed.
+
+    A new operator without a secret hash gets a random secret nobody knows (set one with
+    ``billetterie operators create``); an existing one keeps its secret unless a hash is given.
+    Operators missing from ``specs`` are left as they are.
+    """
+    o = db.operator.c
+    existing = {
+        r.login: r
+        for r in (
+            await conn.execute(sa.select(db.operator).where(o.institution_id == institution_id))
+        ).all()
+    }
+    changes = 0
+    for spec in specs:
+        values: dict[str, object] = {
+            "partner": spec.partner,
+            "point_of_sale_id": spec.point_of_sale_id,
+            "calls_per_minute": spec.calls_per_minute,
+        }
+        if spec.secret_hash:
+            values["secret_hash"] = spec.secret_hash
+        row = existing.get(spec.login)
+        if row is None:
+            values.setdefault("secret_hash", hash_secret(secrets.token_urlsafe(32)))
+            await conn.execute(
+                sa.insert(db.operator).values(
+                    institution_id=institution_id,
+                    login=spec.login,
+                    enabled=True,
+                    created_at=now,
+                    **values,
+                )
+            )
+            changes += 1
+        elif any(getattr(row, column) != value for column, value in values.items()):
+            await conn.execute(sa.update(db.operator).where(o.id == row.id).values(**values))
+            changes += 1
+    return changes
+
+
+async def list_operators(conn: AsyncConnection, institution_id: int) -> list[Operator]:
+    o = db.operator.c
+    rows = (
+        await conn.execute(
+            sa.select(db.operator).where(o.institution_id == institution_id).order_by(o.id)
+        )
+    ).all()
+    return [_operator(r) for r in rows]
