@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,12 +12,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
 from billetterie import __version__
-from billetterie.compat import auth_api, catalog_api, envelope, mirror_api, openapi
+from billetterie.compat import (
+    auth_api,
+    availability_api,
+    catalog_api,
+    envelope,
+    mirror_api,
+    openapi,
+)
+from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
+from billetterie.inventory import tasks as inventory_tasks
+from billetterie.inventory.board import Board
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
 from billetterie.shared.errors import DomainError
+from billetterie.shared.ratelimit import RateLimiter
 
 DESCRIPTION = """\
 The partner surface of billetterie. It speaks SecuTix S-360's wire protocol: JSON RPC over
@@ -40,10 +52,22 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             clock=clock or SystemClock(),
             token_key=settings.resolved_jwt_secret(),
         )
+        limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
+        board = app.state.runtime.caches["board"] = Board(engine)
+        tasks = (
+            inventory_tasks.start(engine, app.state.runtime.clock, board)
+            if settings.background_tasks
+            else []
+        )
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await engine.dispose()
+            if limiter is not None:
+                await limiter.close()
 
     app = FastAPI(
         title="billetterie",
@@ -55,7 +79,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     app.add_middleware(envelope.JsonBodyMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_size)
+    app.add_middleware(RateLimitMiddleware)
     app.add_exception_handler(DomainError, envelope.domain_error)
+    app.add_exception_handler(RateLimited, rate_limited)
     app.add_exception_handler(RequestValidationError, envelope.validation_error)
     app.add_exception_handler(StarletteHTTPException, envelope.http_error)
     app.add_exception_handler(Exception, envelope.unexpected_error)
@@ -63,6 +89,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(catalog_api.catalog_service.router())
     app.include_router(catalog_api.setup_service.router())
     app.include_router(mirror_api.router)
+    app.include_router(availability_api.availability_service.router())
+    app.include_router(availability_api.router)
 
     openapi.install(app)
 

@@ -34,6 +34,36 @@ class Settings(BaseSettings):
         default=60, ge=0, description="Cache-Control max-age of the catalog GET mirrors."
     )
     gzip_minimum_size: int = Field(default=1024, ge=0)
+    availability_max_age_seconds: int = Field(
+        default=5, ge=0, description="Cache-Control max-age of the availability GET mirrors."
+    )
+    background_tasks: bool = Field(
+        default=True, description="Run the availability board follower and the hold sweeper."
+    )
+    rate_limits: bool = Field(
+        default=True,
+        description="Limit calls on the partner surface (on/off; off for benchmarks).",
+    )
+    rate_limit_per_minute: int = Field(
+        default=60,
+        ge=1,
+        description="Calls per window per institution per endpoint, unless the operator has "
+        "its own callsPerMinute.",
+    )
+    rate_limit_window_seconds: int = Field(
+        default=60, ge=1, le=3600, description="The window the call limits count over."
+    )
+    rate_limit_auth_per_minute: int = Field(
+        default=60, ge=0, description="Token requests per window per client address; 0 = none."
+    )
+    rate_limit_key_prefix: str = Field(
+        default="billetterie", description="Prefix of the rate-limit counters' Redis keys."
+    )
+    redis_url: str = Field(
+        default="",
+        description="redis://host:port/db keeps the rate-limit counters in Redis, shared by "
+        "every process; empty keeps them in each process's memory.",
+    )
     public_url: str = Field(default="", description="Base URL printed by the demo.")
     db_echo: bool = False
 

@@ -34,10 +34,8 @@ async def write_operators(
     return await sync_operators(conn, institution_id, specs, now=now)
 
 
-async def provision_inventory(
-    conn: AsyncConnection, institution_id: int, document: SetupDocument
-) -> int:
-    await provision(conn, institution_id, await inventory_plan(conn, institution_id))
+async def provision_inventory(conn: AsyncConnection, institution_id: int, now: datetime) -> int:
+    await provision(conn, institution_id, await inventory_plan(conn, institution_id), now)
     return 0  # stock follows the catalog; it is not a setup change of its own
 
 
@@ -49,8 +47,11 @@ async def import_institution(
     async def operators(conn: AsyncConnection, institution_id: int, doc: SetupDocument) -> int:
         return await write_operators(conn, institution_id, doc, now)
 
+    async def inventory(conn: AsyncConnection, institution_id: int, doc: SetupDocument) -> int:
+        return await provision_inventory(conn, institution_id, now)
+
     return await import_setup(
-        engine, document, now=now, actor=actor, after_write=[operators, provision_inventory]
+        engine, document, now=now, actor=actor, after_write=[operators, inventory]
     )
 
 

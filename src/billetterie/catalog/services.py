@@ -247,6 +247,7 @@ class PointOfSaleContext:
     sales_channel: Any
     point_of_sale: Any
     payment_methods: list[Any]
+    contingent_ids: frozenset[int] = frozenset()
 
 
 async def point_of_sale_context(conn: AsyncConnection, point_of_sale_id: int) -> PointOfSaleContext:
@@ -290,6 +291,16 @@ async def point_of_sale_context(conn: AsyncConnection, point_of_sale_id: int) ->
         channel,
         pos,
         list(methods),
+        frozenset(
+            r.contingent_id
+            for r in (
+                await conn.execute(
+                    sa.select(db.contingent_sales_channel.c.contingent_id).where(
+                        db.contingent_sales_channel.c.sales_channel_id == channel.id
+                    )
+                )
+            ).all()
+        ),
     )
 
 
@@ -438,3 +449,37 @@ async def point_of_sale_codes(conn: AsyncConnection, institution_id: int) -> dic
         await conn.execute(sa.select(p.id, p.code).where(p.institution_id == institution_id))
     ).all()
     return {row.id: row.code for row in rows}
+
+
+@dataclass(frozen=True)
+class ProductFacts:
+    institution_id: int
+    family: str
+    alert_ratio: int
+
+
+async def product_facts(conn: AsyncConnection) -> dict[int, ProductFacts]:
+    """Every product's family and alert ratio (for availability levels)."""
+    p = db.product.c
+    rows = (await conn.execute(sa.select(p.id, p.institution_id, p.family, p.alert_ratio))).all()
+    return {r.id: ProductFacts(r.institution_id, r.family, r.alert_ratio) for r in rows}
+
+
+async def timeslot_times(conn: AsyncConnection) -> dict[int, tuple[datetime, datetime]]:
+    t = db.timeslot.c
+    rows = (await conn.execute(sa.select(t.id, t.start, t.end))).all()
+    return {r.id: (r.start, r.end) for r in rows}
+
+
+async def composed_performances(
+    conn: AsyncConnection, institution_id: int, product_id: int
+) -> list[int]:
+    c = db.composed_product_performance.c
+    rows = (
+        await conn.execute(
+            sa.select(c.performance_id).where(
+                c.institution_id == institution_id, c.product_id == product_id
+            )
+        )
+    ).all()
+    return [r.performance_id for r in rows]

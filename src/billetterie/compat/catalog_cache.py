@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -73,6 +74,11 @@ class CachedCatalog:
             assert self.mirror_gzip is not None
             return list(self.mirror_gzip.chunks(b""))
         return slices(self.body)
+
+    @cached_property
+    def product_ids(self) -> frozenset[int]:
+        """The products of this catalog (the channel's, in this scope)."""
+        return frozenset(p["id"] for season in self.summary["seasons"] for p in season["products"])
 
     async def document(self) -> dict[str, Any]:
         """The parsed catalogData (for filtered calls), parsed once, in a thread."""

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billetterie.catalog.services import ProductFacts, product_facts, timeslot_times
 from billetterie.inventory import db
 from billetterie.inventory.models import Counts
 from billetterie.shared.db import read
@@ -53,6 +54,8 @@ class Board:
         self.sequence: dict[int, int] = {}  # institution -> last applied sequence
         self.last_change_id = 0
         self.updated_at: dict[int, datetime] = {}  # product -> when its availability last changed
+        self.products: dict[int, ProductFacts] = {}
+        self.timeslots: dict[int, tuple[datetime, datetime]] = {}
         self._wake = asyncio.Event()
         self._loaded = False
 
@@ -69,6 +72,8 @@ class Board:
                     sa.select(c.product_id, sa.func.max(c.at)).group_by(c.product_id)
                 )
             ).all()
+            self.products = await product_facts(conn)
+            self.timeslots = await timeslot_times(conn)
         self.stocks.clear()
         self.by_performance.clear()
         self.by_product.clear()
@@ -171,3 +176,13 @@ class Board:
 
     def product_stocks(self, product_id: int) -> list[StockView]:
         return self.by_product.get(product_id, [])
+
+    def alert_ratio(self, product_id: int) -> int:
+        facts = self.products.get(product_id)
+        return facts.alert_ratio if facts is not None else 0
+
+    async def fresh(self) -> Board:
+        """The board, loaded at least once (the first reader of a process pays the load)."""
+        if not self._loaded:
+            await self.load()
+        return self

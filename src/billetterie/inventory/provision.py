@@ -12,6 +12,7 @@ the zone's capacity.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billetterie.catalog.services import InventoryPlan
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
+from billetterie.inventory.services import log_changes
 
 
 def stock_key(
@@ -35,7 +37,9 @@ def stock_key(
     return f"i{product_item_id}:t{timeslot_id or 0}"
 
 
-async def provision(conn: AsyncConnection, institution_id: int, plan: InventoryPlan) -> int:
+async def provision(
+    conn: AsyncConnection, institution_id: int, plan: InventoryPlan, now: datetime
+) -> int:
     """Create or update the institution's stock; returns the number of stock rows written."""
     seats_of_configuration: dict[int, list[Any]] = defaultdict(list)
     for seat in plan.seats:
@@ -107,7 +111,7 @@ async def provision(conn: AsyncConnection, institution_id: int, plan: InventoryP
         else:
             wanted.append(_item_stock(item, None, item.capacity))
 
-    ids = await _sync_stock(conn, institution_id, wanted)
+    ids, changed = await _sync_stock(conn, institution_id, wanted)
     await _sync_seats(conn, institution_id, plan, seats_of_configuration, seat_stock, ids)
     await conn.execute(
         sa.insert(db.inventory_sequence).from_select(
@@ -117,6 +121,8 @@ async def provision(conn: AsyncConnection, institution_id: int, plan: InventoryP
             ),
         )
     )
+    # new or resized stock is a change like any other: boards and feeds follow it
+    await log_changes(conn, institution_id, changed, now)
     return len(wanted)
 
 
@@ -157,7 +163,8 @@ def _item_stock(item: Any, timeslot_id: int | None, capacity: int | None) -> dic
 
 async def _sync_stock(
     conn: AsyncConnection, institution_id: int, wanted: list[dict[str, Any]]
-) -> dict[str, int]:
+) -> tuple[dict[str, int], set[int]]:
+    """Stock rows by key; returns their ids and the ids of the rows created or resized."""
     s = db.stock.c
     existing = {
         r.key: r
@@ -171,9 +178,11 @@ async def _sync_stock(
     }
     inserts = [{"institution_id": institution_id, **w} for w in wanted if w["key"] not in existing]
     ids = {key: row.id for key, row in existing.items()}
+    changed: set[int] = set()
     if inserts:
         for row in (await conn.execute(sa.insert(db.stock).returning(s.id, s.key), inserts)).all():
             ids[row.key] = row.id
+            changed.add(row.id)
     for w in wanted:
         current = existing.get(w["key"])
         if current is not None and current.capacity != w["capacity"]:
@@ -182,7 +191,8 @@ async def _sync_stock(
             floor = row.held + row.sold + row.blocked
             capacity = None if w["capacity"] is None else max(w["capacity"], floor)
             await conn.execute(sa.update(db.stock).where(s.id == row.id).values(capacity=capacity))
-    return ids
+            changed.add(row.id)
+    return ids, changed
 
 
 async def _sync_seats(

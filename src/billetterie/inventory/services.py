@@ -134,7 +134,7 @@ async def next_sequence(conn: AsyncConnection, institution_id: int) -> int:
     return int(value)
 
 
-async def _log_changes(
+async def log_changes(
     conn: AsyncConnection, institution_id: int, stock_ids: set[int], now: datetime
 ) -> int:
     if not stock_ids:
@@ -195,12 +195,33 @@ async def _move_counts(conn: AsyncConnection, changes: dict[int, tuple[int, int]
 
 
 async def _close_holds(
-    conn: AsyncConnection, hold_ids: list[int], state: HoldState, now: datetime
-) -> set[int]:
-    """Release (or confirm) holds: their seats and counters. Returns the stock ids touched."""
+    conn: AsyncConnection,
+    hold_ids: list[int],
+    state: HoldState,
+    now: datetime,
+    counts: dict[int, tuple[int, int]] | None = None,
+) -> tuple[list[int], set[int]]:
+    """Release (or confirm) the holds still active: their seats and counters. Returns the holds
+    closed here and the stock ids touched. With ``counts``, the counter changes are added there
+    for the caller to apply with its own (stock rows come after every seat)."""
     if not hold_ids:
-        return set()
+        return [], set()
     h, line, ps = db.hold.c, db.hold_line.c, db.performance_seat.c
+    # Claim the holds first: a hold closes once, even when a confirm, a release, the sweeper
+    # and a lazy expiry race for it (the losers wait on the hold row, then match nothing).
+    hold_ids = sorted(
+        r.id
+        for r in (
+            await conn.execute(
+                sa.update(db.hold)
+                .where(h.id.in_(sorted(hold_ids)), h.state == HoldState.ACTIVE.value)
+                .values(state=state.value, closed_at=now)
+                .returning(h.id)
+            )
+        ).all()
+    )
+    if not hold_ids:
+        return [], set()
     lines = (
         await conn.execute(
             sa.select(line.stock_id, line.quantity).where(line.hold_id.in_(hold_ids))
@@ -221,20 +242,16 @@ async def _close_holds(
                 .where(ps.id.in_(seat_ids[start : start + 500]))
                 .values(**values)
             )
-    changes: dict[int, tuple[int, int]] = {}
+    changes: dict[int, tuple[int, int]] = {} if counts is None else counts
     for r in lines:
         held, sold = changes.get(r.stock_id, (0, 0))
         changes[r.stock_id] = (
             held - r.quantity,
             sold + (r.quantity if state == HoldState.CONFIRMED else 0),
         )
-    await _move_counts(conn, changes)
-    await conn.execute(
-        sa.update(db.hold)
-        .where(h.id.in_(sorted(hold_ids)))
-        .values(state=state.value, closed_at=now)
-    )
-    return set(changes)
+    if counts is None:
+        await _move_counts(conn, changes)
+    return hold_ids, {r.stock_id for r in lines}
 
 
 async def _expire_due(
@@ -244,6 +261,7 @@ async def _expire_due(
     *,
     stock_ids: Sequence[int] | None = None,
     limit: int = 500,
+    counts: dict[int, tuple[int, int]] | None = None,
 ) -> tuple[list[int], set[int]]:
     h, line = db.hold.c, db.hold_line.c
     query = sa.select(h.id).where(
@@ -254,7 +272,7 @@ async def _expire_due(
             h.id.in_(sa.select(line.hold_id).where(line.stock_id.in_(sorted(set(stock_ids)))))
         )
     hold_ids = sorted(r.id for r in (await conn.execute(query.order_by(h.id).limit(limit))).all())
-    return hold_ids, await _close_holds(conn, hold_ids, HoldState.EXPIRED, now)
+    return await _close_holds(conn, hold_ids, HoldState.EXPIRED, now, counts)
 
 
 async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) -> int:
@@ -281,7 +299,7 @@ async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) 
                     at=now,
                     hold_id=hold_id,
                 )
-            await _log_changes(conn, institution_id, stocks, now)
+            await log_changes(conn, institution_id, stocks, now)
             released += len(hold_ids)
         return released
 
@@ -475,7 +493,7 @@ async def hold_places(
             cart=cart,
             places=sum(line.quantity for line in lines),
         )
-        await _log_changes(
+        await log_changes(
             conn, institution_id, {line.stock_id for line in lines} | expired_stocks, now
         )
         return Hold(hold_id, cart, HoldState.ACTIVE, expires_at, tuple(lines))
@@ -545,7 +563,7 @@ async def confirm_hold(
             at=now,
             hold_id=hold_id,
         )
-        await _log_changes(conn, institution_id, stocks, now)
+        await log_changes(conn, institution_id, stocks, now)
 
     await _with_retries(engine, work)
 
@@ -577,6 +595,6 @@ async def release_hold(
             at=now,
             hold_id=hold_id,
         )
-        await _log_changes(conn, institution_id, stocks, now)
+        await log_changes(conn, institution_id, stocks, now)
 
     await _with_retries(engine, work)

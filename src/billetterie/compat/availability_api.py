@@ -1,0 +1,666 @@
+"""availabilityService (module ``tnseb``), v1_33, and the availability GET mirrors.
+
+Counts come from the process's availability board (memory, following the change log); seat maps,
+the change feed and ``getUpdatedAvailabilities`` read the log and seats in the database. A caller
+sees the products its channel sells, and the general pool plus its own contingents. Levels: 1
+GOOD (green), 2 LIMITED (orange, under the product's alert ratio), 3 NONE (red).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from billetterie.catalog.models import CatalogScope
+from billetterie.catalog.services import composed_performances
+from billetterie.compat import schemas as s
+from billetterie.compat.catalog_api import current_catalog
+from billetterie.compat.rpc import Call, RpcService, current_call
+from billetterie.inventory.availability import (
+    Filter,
+    FilterError,
+    breakdown,
+    counts_json,
+    total,
+    visible,
+)
+from billetterie.inventory.board import Board, StockView
+from billetterie.inventory.queries import changes_since, seat_map, updated_products
+from billetterie.shared.db import read
+from billetterie.shared.errors import DomainError, InvalidRequest, NotFound
+
+VERSIONS = ("v1_33",)
+availability_service = RpcService("tnseb", "availabilityService", VERSIONS, "Availability")
+router = APIRouter(prefix="/api/v1/availability", tags=["GET mirrors"])
+Ids = Annotated[list[Annotated[int, Field(ge=-1, le=2**53 - 1)]], Field(max_length=500)]
+
+
+class UnknownPerformance(NotFound):
+    code = "error.availability.unknown_performance"
+
+
+class UnknownProduct(NotFound):
+    code = "error.availability.unknown_product"
+
+
+class ForeignFilter(DomainError):
+    """A filter names something this caller cannot see (404 on the GET mirrors)."""
+
+    code = "error.availability.invalid_filter"
+    http_status = 404
+
+
+class ForeignPointOfSale(DomainError):
+    code = "error.availability.invalid_filter"
+    http_status = 403
+
+
+# --- requests and responses ------------------------------------------------------------------
+
+
+class FilteredRequest(s.Request):
+    pointOfSalesId: int | None = Field(default=None, description="Must be the token's, if given.")
+    seatCategoryIds: Ids = Field(default_factory=list, description="[] sum, [-1] each, or ids")
+    contingentIds: Ids = Field(
+        default_factory=list, description="[] sum, [-1] each (0 = pool), or ids"
+    )
+    composedProductId: int | None = Field(
+        default=None, description="Within this season ticket or package."
+    )
+
+
+class PerformanceAvailabilityRequest(FilteredRequest):
+    performanceIds: Ids = Field(min_length=1)
+
+
+class EventAvailabilityRequest(FilteredRequest):
+    eventIds: Ids = Field(default_factory=list)
+    performanceIds: Ids = Field(default_factory=list)
+
+
+class ProductAvailabilityRequest(s.Request):
+    pointOfSalesId: int | None = None
+    productIds: Ids = Field(min_length=1)
+    startDate: s.IsoInstant | None = Field(default=None, description="Timeslots from this instant.")
+    endDate: s.IsoInstant | None = Field(default=None, description="Timeslots until this instant.")
+
+
+class SeatsAvailabilityRequest(s.Request):
+    pointOfSalesId: int | None = None
+    performanceId: int = Field(ge=1, le=2**53 - 1)
+    blockIds: Ids = Field(default_factory=list)
+
+
+class UpdatedAvailabilitiesRequest(s.Request):
+    pointOfSalesId: int | None = None
+    productIds: Ids = Field(default_factory=list)
+    referenceDate: s.IsoInstant
+
+
+class Counts(BaseModel):
+    availabilityLevel: int = Field(description="1 green, 2 orange, 3 red")
+    availabilityLevelName: str = Field(description="GOOD, LIMITED or NONE")
+    capacity: int | None = Field(description="None: unlimited")
+    free: int | None
+    held: int
+    sold: int
+    blocked: int
+
+
+class Detail(Counts):
+    seatCategoryId: int | None = None
+    contingentId: int | None = None
+
+
+class PerformanceAvailability(Counts):
+    performanceId: int
+    productId: int
+    details: list[Detail]
+
+
+class PerformanceAvailabilityResponse(s.Envelope):
+    sequence: int | None = None
+    performanceAvailabilities: list[PerformanceAvailability] | None = None
+
+
+class EventAvailability(Counts):
+    eventId: int
+    performanceAvailabilities: list[PerformanceAvailability]
+
+
+class EventAvailabilityResponse(s.Envelope):
+    sequence: int | None = None
+    eventAvailabilities: list[EventAvailability] | None = None
+
+
+class TimeslotAvailability(Counts):
+    timeslotId: int
+    start: str
+    end: str
+
+
+class ItemAvailability(Counts):
+    itemId: int
+    timeslots: list[TimeslotAvailability] | None = None
+
+
+class ProductAvailability(Counts):
+    productId: int
+    productFamilyType: str
+    items: list[ItemAvailability] | None = None
+    performanceAvailabilities: list[PerformanceAvailability] | None = None
+
+
+class ProductAvailabilityResponse(s.Envelope):
+    sequence: int | None = None
+    productAvailabilities: list[ProductAvailability] | None = None
+
+
+class SeatAvailability(BaseModel):
+    id: int
+    seatId: int
+    blockId: int
+    row: str
+    number: str
+    x: float
+    y: float
+    rank: int
+    seatCategoryId: int | None
+    contingentId: int | None
+    state: str = Field(description="FREE, HELD, SOLD, BLOCKED, KILLED or NOT_FOR_SALE")
+
+
+class SeatsAvailabilityResponse(s.Envelope):
+    performanceId: int | None = None
+    sequence: int | None = None
+    seats: list[SeatAvailability] | None = None
+
+
+class UpdateData(BaseModel):
+    productId: int
+    lastUpdate: str
+
+
+class UpdatedAvailabilitiesResponse(s.Envelope):
+    sequence: int | None = None
+    availabilityUpdateData: list[UpdateData] | None = None
+
+
+class Change(BaseModel):
+    sequence: int
+    at: str
+    productId: int
+    performanceId: int | None
+    seatCategoryId: int | None
+    contingentId: int | None
+    itemId: int | None
+    timeslotId: int | None
+    capacity: int | None
+    free: int | None
+    held: int
+    sold: int
+
+
+class Changes(BaseModel):
+    cursor: str = Field(description="Pass it as ?since= to get what changed after.")
+    changes: list[Change]
+
+
+# --- shared logic ------------------------------------------------------------------------------
+
+
+class View:
+    """What one caller may see: its channel's products and contingents, on the board."""
+
+    def __init__(
+        self, call: Call, board: Board, product_ids: frozenset[int], contingents: set[int]
+    ) -> None:
+        self.call = call
+        self.board = board
+        self.product_ids = product_ids
+        self.contingents = contingents
+
+    @classmethod
+    async def of(cls, call: Call, point_of_sales_id: int | None) -> View:
+        if point_of_sales_id is not None and point_of_sales_id != call.operator.point_of_sale_id:
+            raise ForeignPointOfSale("pointOfSalesId is not the point of sale of this token")
+        catalog = await current_catalog(call, CatalogScope.EXTENDED)
+        context = await call.context()
+        board = await board_of(call).fresh()
+        return cls(call, board, catalog.product_ids, set(context.contingent_ids))
+
+    @property
+    def sequence(self) -> int:
+        return self.board.sequence.get(self.call.operator.institution_id, 0)
+
+    def performance_stocks(self, performance_id: int) -> list[StockView]:
+        stocks = self.board.performance_stocks(performance_id)
+        if not stocks or stocks[0].product_id not in self.product_ids:
+            raise UnknownPerformance(f"no performance {performance_id} on sale on this channel")
+        return visible(stocks, self.contingents)
+
+    def performance(self, performance_id: int, body: FilteredRequest) -> dict[str, Any]:
+        stocks = self.performance_stocks(performance_id)
+        ratio = self.board.alert_ratio(stocks[0].product_id)
+        try:
+            details = breakdown(
+                stocks,
+                seat_categories=Filter.of(body.seatCategoryIds),
+                contingents=Filter.of(body.contingentIds),
+                channel_contingents=self.contingents,
+                alert_ratio=ratio,
+            )
+        except FilterError as exc:
+            raise ForeignFilter(f"{exc.field}: {exc}") from None
+        chosen = [
+            st
+            for st in stocks
+            if (
+                not body.seatCategoryIds
+                or body.seatCategoryIds == [-1]
+                or st.seat_category_id in body.seatCategoryIds
+            )
+            and (
+                not body.contingentIds
+                or body.contingentIds == [-1]
+                or (st.contingent_id or 0) in body.contingentIds
+            )
+        ]
+        return {
+            "performanceId": performance_id,
+            "productId": stocks[0].product_id,
+            **counts_json(total(chosen), ratio),
+            "details": details,
+        }
+
+    async def within_composed(self, body: FilteredRequest, performance_ids: list[int]) -> list[int]:
+        if body.composedProductId is None:
+            return performance_ids
+        if body.composedProductId not in self.product_ids:
+            raise UnknownProduct(f"no product {body.composedProductId} on this channel")
+        async with read(self.call.runtime.engine) as conn:
+            members = await composed_performances(
+                conn, self.call.operator.institution_id, body.composedProductId
+            )
+        if not performance_ids:
+            return members
+        outside = [p for p in performance_ids if p not in members]
+        if outside:
+            raise ForeignFilter(
+                f"performance {outside[0]} is not part of product {body.composedProductId}"
+            )
+        return performance_ids
+
+
+def board_of(call: Call) -> Board:
+    board = call.runtime.caches.get("board")
+    if board is None:
+        board = call.runtime.caches["board"] = Board(call.runtime.engine)
+    assert isinstance(board, Board)
+    return board
+
+
+def product_availability(
+    view: View, product_id: int, body: ProductAvailabilityRequest
+) -> dict[str, Any]:
+    if product_id not in view.product_ids:
+        raise UnknownProduct(f"no product {product_id} on this channel")
+    board = view.board
+    facts = board.products.get(product_id)
+    stocks = visible(board.product_stocks(product_id), view.contingents)
+    ratio = board.alert_ratio(product_id)
+    result: dict[str, Any] = {
+        "productId": product_id,
+        "productFamilyType": facts.family if facts else "",
+        **counts_json(total(stocks), ratio),
+    }
+    by_item: dict[int, list[StockView]] = defaultdict(list)
+    by_performance: dict[int, list[StockView]] = defaultdict(list)
+    for stock in stocks:
+        if stock.product_item_id is not None:
+            by_item[stock.product_item_id].append(stock)
+        elif stock.performance_id is not None:
+            by_performance[stock.performance_id].append(stock)
+    if by_item:
+        items = []
+        for item_id, item_stocks in sorted(by_item.items()):
+            item: dict[str, Any] = {"itemId": item_id, **counts_json(total(item_stocks), ratio)}
+            slots = []
+            for stock in item_stocks:
+                if stock.timeslot_id is None:
+                    continue
+                start, end = board.timeslots.get(stock.timeslot_id, (None, None))
+                if start is None or end is None:
+                    continue
+                if (body.startDate and end <= body.startDate) or (
+                    body.endDate and start >= body.endDate
+                ):
+                    continue
+                slots.append(
+                    {
+                        "timeslotId": stock.timeslot_id,
+                        "start": start.isoformat(),
+                        "end": end.isoformat(),
+                        **counts_json(stock.counts, ratio),
+                    }
+                )
+            if slots or any(st.timeslot_id is not None for st in item_stocks):
+                item["timeslots"] = sorted(slots, key=lambda x: x["start"])
+            items.append(item)
+        result["items"] = items
+    if by_performance:
+        result["performanceAvailabilities"] = [
+            {
+                "performanceId": pid,
+                "productId": product_id,
+                **counts_json(total(st), ratio),
+                "details": [],
+            }
+            for pid, st in sorted(by_performance.items())
+        ]
+    return result
+
+
+# --- RPC methods -------------------------------------------------------------------------------
+
+
+@availability_service.method(
+    "getPerformanceAvailability",
+    request=PerformanceAvailabilityRequest,
+    response=PerformanceAvailabilityResponse,
+)
+async def get_performance_availability(
+    body: PerformanceAvailabilityRequest, call: Call
+) -> dict[str, Any]:
+    """Counts and level of performances, with the seat category / contingent breakdown the
+    filters ask for."""
+    view = await View.of(call, body.pointOfSalesId)
+    ids = await view.within_composed(body, list(dict.fromkeys(body.performanceIds)))
+    return {
+        "sequence": view.sequence,
+        "performanceAvailabilities": [view.performance(p, body) for p in ids],
+    }
+
+
+@availability_service.method(
+    "getEventAvailability", request=EventAvailabilityRequest, response=EventAvailabilityResponse
+)
+async def get_event_availability(body: EventAvailabilityRequest, call: Call) -> dict[str, Any]:
+    """Events (SINGLE_ENTRY products) with each of their performances; ``performanceIds``
+    restricts which performances are reported."""
+    view = await View.of(call, body.pointOfSalesId)
+    if not body.eventIds and not body.performanceIds and body.composedProductId is None:
+        raise ForeignFilter("give eventIds, performanceIds or composedProductId")
+    wanted = await view.within_composed(body, list(dict.fromkeys(body.performanceIds)))
+    by_event: dict[int, list[int]] = {e: [] for e in dict.fromkeys(body.eventIds)}
+    for event_id in by_event:
+        if event_id not in view.product_ids:
+            raise UnknownProduct(f"no event {event_id} on this channel")
+        performances = sorted(
+            {
+                st.performance_id
+                for st in view.board.product_stocks(event_id)
+                if st.performance_id is not None
+            }
+        )
+        by_event[event_id] = [p for p in performances if not wanted or p in wanted]
+    for performance_id in wanted:
+        event_id = view.performance_stocks(performance_id)[0].product_id
+        if performance_id not in by_event.setdefault(event_id, []):
+            by_event[event_id].append(performance_id)
+    events = []
+    for event_id, performance_ids in by_event.items():
+        rows = [view.performance(p, body) for p in performance_ids]
+        stocks = [st for p in performance_ids for st in view.performance_stocks(p)]
+        events.append(
+            {
+                "eventId": event_id,
+                **counts_json(total(stocks), view.board.alert_ratio(event_id)),
+                "performanceAvailabilities": rows,
+            }
+        )
+    return {"sequence": view.sequence, "eventAvailabilities": events}
+
+
+@availability_service.method(
+    "getProductAvailability",
+    request=ProductAvailabilityRequest,
+    response=ProductAvailabilityResponse,
+)
+async def get_product_availability(body: ProductAvailabilityRequest, call: Call) -> dict[str, Any]:
+    """Products of any family: passes with their items and timeslots, services, memberships;
+    events summed over their performances."""
+    view = await View.of(call, body.pointOfSalesId)
+    return {
+        "sequence": view.sequence,
+        "productAvailabilities": [
+            product_availability(view, p, body) for p in dict.fromkeys(body.productIds)
+        ],
+    }
+
+
+@availability_service.method(
+    "getSeatsAvailability", request=SeatsAvailabilityRequest, response=SeatsAvailabilityResponse
+)
+async def get_seats_availability(body: SeatsAvailabilityRequest, call: Call) -> dict[str, Any]:
+    """Every seat of a performance (or of some blocks) with coordinates, category and state,
+    for seat maps. Read from the database, not the board."""
+    view = await View.of(call, body.pointOfSalesId)
+    view.performance_stocks(body.performanceId)
+    async with read(call.runtime.engine) as conn:
+        seats = await seat_map(
+            conn,
+            institution_id=call.operator.institution_id,
+            performance_id=body.performanceId,
+            contingents=view.contingents,
+            block_ids=body.blockIds,
+            now=call.runtime.clock.now(),
+        )
+    return {"performanceId": body.performanceId, "sequence": view.sequence, "seats": seats}
+
+
+@availability_service.method(
+    "getUpdatedAvailabilities",
+    request=UpdatedAvailabilitiesRequest,
+    response=UpdatedAvailabilitiesResponse,
+)
+async def get_updated_availabilities(
+    body: UpdatedAvailabilitiesRequest, call: Call
+) -> dict[str, Any]:
+    """Products whose availability changed after ``referenceDate`` (from the change log)."""
+    view = await View.of(call, body.pointOfSalesId)
+    for product_id in body.productIds:
+        if product_id not in view.product_ids:
+            raise UnknownProduct(f"no product {product_id} on this channel")
+    async with read(call.runtime.engine) as conn:
+        rows = await updated_products(
+            conn,
+            institution_id=call.operator.institution_id,
+            since=body.referenceDate,
+            product_ids=body.productIds,
+        )
+    return {
+        "sequence": view.sequence,
+        "availabilityUpdateData": [
+            {"productId": product_id, "lastUpdate": at.isoformat()}
+            for product_id, at in rows
+            if product_id in view.product_ids
+        ],
+    }
+
+
+# --- GET mirrors -------------------------------------------------------------------------------
+
+
+def _etag(institution_sequence: int, what: str) -> str:
+    return f'W/"s{institution_sequence}-{what}"'
+
+
+def _conditional(
+    request: Request, call: Call, view: View, what: str
+) -> tuple[Response | None, dict[str, str]]:
+    etag = _etag(view.sequence, what)
+    max_age = call.runtime.settings.availability_max_age_seconds
+    headers = {
+        "ETag": etag,
+        "Cache-Control": f"private, max-age={max_age}",
+        "Vary": "Authorization",
+    }
+    candidates = {
+        t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")
+    }
+    if etag.removeprefix("W/") in candidates:
+        return Response(status_code=304, headers=headers), headers
+    return None, headers
+
+
+def _json(data: Any, headers: dict[str, str]) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+
+
+IdPath = Annotated[int, Path(ge=1, le=2**53 - 1)]
+IdsQuery = Annotated[
+    list[Annotated[int, Field(ge=-1, le=2**53 - 1)]],
+    Query(max_length=500, description="[] sum, [-1] each, or ids"),
+]
+
+
+@router.get(
+    "/performances/{performance_id}",
+    response_model=PerformanceAvailability,
+    responses={304: {"description": "not modified"}},
+    operation_id="mirror_performance_availability",
+)
+async def performance_mirror(
+    request: Request,
+    performance_id: IdPath,
+    call: Call = Depends(current_call),
+    seatCategoryIds: IdsQuery = [],  # noqa: B006
+    contingentIds: IdsQuery = [],  # noqa: B006
+) -> Response:
+    """One performance's availability; the ETag is the institution's change sequence."""
+    view = await View.of(call, None)
+    not_modified, headers = _conditional(request, call, view, f"p{performance_id}")
+    if not_modified is not None:
+        view.performance_stocks(performance_id)  # a 304 only for what the caller may see
+        return not_modified
+    body = FilteredRequest(seatCategoryIds=seatCategoryIds, contingentIds=contingentIds)
+    return _json(view.performance(performance_id, body), headers)
+
+
+@router.get(
+    "/products/{product_id}",
+    response_model=ProductAvailability,
+    responses={304: {"description": "not modified"}},
+    operation_id="mirror_product_availability",
+)
+async def product_mirror(
+    request: Request, product_id: IdPath, call: Call = Depends(current_call)
+) -> Response:
+    """One product's availability (items and timeslots, or performances)."""
+    view = await View.of(call, None)
+    if product_id not in view.product_ids:
+        raise UnknownProduct(f"no product {product_id} on this channel")
+    not_modified, headers = _conditional(request, call, view, f"r{product_id}")
+    if not_modified is not None:
+        return not_modified
+    return _json(
+        product_availability(view, product_id, ProductAvailabilityRequest(productIds=[product_id])),
+        headers,
+    )
+
+
+@router.get(
+    "/events/{event_id}",
+    response_model=EventAvailability,
+    responses={304: {"description": "not modified"}},
+    operation_id="mirror_event_availability",
+)
+async def event_mirror(
+    request: Request, event_id: IdPath, call: Call = Depends(current_call)
+) -> Response:
+    """One event with its performances."""
+    view = await View.of(call, None)
+    if event_id not in view.product_ids:
+        raise UnknownProduct(f"no event {event_id} on this channel")
+    not_modified, headers = _conditional(request, call, view, f"e{event_id}")
+    if not_modified is not None:
+        return not_modified
+    result = await get_event_availability(EventAvailabilityRequest(eventIds=[event_id]), call)
+    assert isinstance(result, dict)
+    return _json(result["eventAvailabilities"][0], headers)
+
+
+@router.get(
+    "/performances/{performance_id}/seats",
+    response_model=list[SeatAvailability],
+    responses={304: {"description": "not modified"}},
+    operation_id="mirror_seats_availability",
+)
+async def seats_mirror(
+    request: Request, performance_id: IdPath, call: Call = Depends(current_call)
+) -> Response:
+    """Every seat of a performance with its state, for seat maps."""
+    view = await View.of(call, None)
+    view.performance_stocks(performance_id)
+    not_modified, headers = _conditional(request, call, view, f"s{performance_id}")
+    if not_modified is not None:
+        return not_modified
+    result = await get_seats_availability(
+        SeatsAvailabilityRequest(performanceId=performance_id), call
+    )
+    assert isinstance(result, dict)
+    return _json(result["seats"], headers)
+
+
+@router.get("/changes", response_model=Changes, operation_id="mirror_availability_changes")
+async def changes(
+    call: Call = Depends(current_call),
+    since: Annotated[
+        str,
+        Query(
+            pattern=r"^s?[0-9]{0,18}$",
+            description="A cursor from a previous answer; '0' or nothing for everything",
+        ),
+    ] = "0",
+) -> Response:
+    """What changed after a cursor, in sequence order (at most 1000 rows; resume with the new
+    cursor). Only stocks the caller's channel sees."""
+    try:
+        after = int(since.removeprefix("s") or "0")
+        if after < 0:
+            raise ValueError
+    except ValueError:
+        raise InvalidRequest("since: not a cursor from this feed") from None
+    view = await View.of(call, None)
+    async with read(call.runtime.engine) as conn:
+        rows, cursor = await changes_since(
+            conn, institution_id=call.operator.institution_id, since=after
+        )
+    items = [
+        {
+            "sequence": r.sequence,
+            "at": r.at.isoformat(),
+            "productId": r.product_id,
+            "performanceId": r.performance_id,
+            "seatCategoryId": r.seat_category_id,
+            "contingentId": r.contingent_id,
+            "itemId": r.product_item_id,
+            "timeslotId": r.timeslot_id,
+            "capacity": r.capacity,
+            "free": None
+            if r.capacity is None
+            else max(r.capacity - r.held - r.sold - r.blocked, 0),
+            "held": r.held,
+            "sold": r.sold,
+        }
+        for r in rows
+        if r.product_id in view.product_ids
+        and (r.contingent_id is None or r.contingent_id in view.contingents)
+    ]
+    return _json({"cursor": f"s{cursor}", "changes": items}, {"Cache-Control": "no-store"})

@@ -1,0 +1,140 @@
+"""Inventory reads that go to the database: seat maps, the change feed, updated products.
+
+These never feed the sale path; they answer partners. Seats held by an expired hold read as
+free, whether or not the sweeper has released them yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billetterie.inventory import db
+from billetterie.inventory.models import SeatState
+
+MAX_CHANGES = 1000
+
+
+async def seat_map(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    performance_id: int,
+    contingents: set[int],
+    block_ids: Sequence[int] = (),
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Every seat of a performance with its place, category and state as this channel sees it:
+    seats of other channels' contingents read ``NOT_FOR_SALE``."""
+    ps, s, h = db.performance_seat.c, db.stock.c, db.hold.c
+    query = (
+        sa.select(
+            ps.id,
+            ps.seat_id,
+            ps.block_id,
+            ps.row,
+            ps.number,
+            ps.x,
+            ps.y,
+            ps.rank,
+            ps.state,
+            s.seat_category_id,
+            s.contingent_id,
+            h.expires_at,
+        )
+        .join(db.stock, s.id == ps.stock_id)
+        .outerjoin(db.hold, h.id == ps.hold_id)
+        .where(ps.institution_id == institution_id, ps.performance_id == performance_id)
+        .order_by(ps.block_id, ps.row_order, ps.position)
+    )
+    if block_ids:
+        query = query.where(ps.block_id.in_(list(block_ids)))
+    seats = []
+    for r in (await conn.execute(query)).all():
+        state = r.state
+        if state == SeatState.HELD.value and r.expires_at is not None and r.expires_at <= now:
+            state = SeatState.FREE.value
+        if r.contingent_id is not None and r.contingent_id not in contingents:
+            state = "NOT_FOR_SALE"
+        seats.append(
+            {
+                "id": r.id,
+                "seatId": r.seat_id,
+                "blockId": r.block_id,
+                "row": r.row,
+                "number": r.number,
+                "x": r.x,
+                "y": r.y,
+                "rank": r.rank,
+                "seatCategoryId": r.seat_category_id,
+                "contingentId": r.contingent_id,
+                "state": state,
+            }
+        )
+    return seats
+
+
+async def changes_since(
+    conn: AsyncConnection, *, institution_id: int, since: int, limit: int = MAX_CHANGES
+) -> tuple[list[Any], int]:
+    """Change rows after sequence ``since`` (whole sequences only), and the cursor to resume."""
+    c = db.inventory_change.c
+    rows = (
+        await conn.execute(
+            sa.select(
+                db.inventory_change,
+                db.stock.c.seat_category_id,
+                db.stock.c.contingent_id,
+                db.stock.c.product_item_id,
+                db.stock.c.timeslot_id,
+            )
+            .join(db.stock, db.stock.c.id == c.stock_id)
+            .where(c.institution_id == institution_id, c.sequence > since)
+            .order_by(c.sequence, c.id)
+            .limit(limit + 1)
+        )
+    ).all()
+    if len(rows) > limit:  # never cut a sequence in two: stop before the last, partial one
+        last = rows[limit].sequence
+        rows = [r for r in rows[:limit] if r.sequence != last] or [
+            r for r in rows if r.sequence == rows[0].sequence
+        ]
+    cursor = rows[-1].sequence if rows else since
+    return list(rows), cursor
+
+
+async def current_sequence(conn: AsyncConnection, institution_id: int) -> int:
+    q = db.inventory_sequence.c
+    value = (
+        await conn.execute(sa.select(q.value).where(q.institution_id == institution_id))
+    ).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def updated_products(
+    conn: AsyncConnection, *, institution_id: int, since: datetime, product_ids: Sequence[int] = ()
+) -> list[tuple[int, datetime]]:
+    """Products whose availability changed after ``since``, with the time of the last change."""
+    c = db.inventory_change.c
+    query = (
+        sa.select(c.product_id, sa.func.max(c.at))
+        .where(c.institution_id == institution_id, c.at > since)
+        .group_by(c.product_id)
+        .order_by(c.product_id)
+    )
+    if product_ids:
+        query = query.where(c.product_id.in_(list(product_ids)))
+    return [(int(r[0]), r[1]) for r in (await conn.execute(query)).all()]
+
+
+async def has_expired_holds(conn: AsyncConnection, now: datetime) -> bool:
+    """Whether the sweeper has work (a cheap read before taking the write lock)."""
+    h = db.hold.c
+    row = (
+        await conn.execute(sa.select(h.id).where(h.state == "ACTIVE", h.expires_at <= now).limit(1))
+    ).first()
+    return row is not None
