@@ -99,3 +99,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one server process, configured from ``BILLETTERIE_*`` (``serve --workers``)."""
+    return build_app(Settings())

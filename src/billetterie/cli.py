@@ -198,20 +198,35 @@ def operators_create(
     )
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from billetterie.app import build_app
 
+    if workers > 1:  # each worker process builds its app from the same environment
+        settings.resolved_jwt_secret()  # create the shared key once, before the workers start
+        uvicorn.run(
+            "billetterie.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            proxy_headers=True,
+        )
+        return
     uvicorn.run(build_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
 
 
+Workers = Annotated[int, typer.Option(min=1, max=64, help="Server processes (production: 2+).")]
+
+
 @app.command()
-def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+def serve(host: Host = "127.0.0.1", port: Port = 8000, workers: Workers = 1) -> None:
     """Serve the box office (migrates first). Honours BILLETTERIE_DATABASE_URL."""
     settings = load_settings()
     run_migrations(settings)
-    _serve(settings, host, port)
+    _serve(settings, host, port, workers)
 
 
 @app.command()
