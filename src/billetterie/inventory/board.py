@@ -24,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billetterie.catalog.services import ProductFacts, product_facts, timeslot_times
 from billetterie.inventory import db
 from billetterie.inventory.models import Counts
+from billetterie.inventory.services import NOTIFY_CHANNEL
 from billetterie.shared.db import read
 
 log = logging.getLogger("billetterie.inventory.board")
-CHANNEL = "billetterie_inventory"
+CHANNEL = NOTIFY_CHANNEL
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ from billetterie.shared import audit
 from billetterie.shared.db import transaction
 
 ATTEMPTS = 5
+NOTIFY_CHANNEL = "billetterie_inventory"  # the boards LISTEN on it (inventory.board)
 LOCK_TIMEOUT_MS = 3000
 MAX_QUANTITY = 1000
 
@@ -137,36 +138,56 @@ async def next_sequence(conn: AsyncConnection, institution_id: int) -> int:
 async def log_changes(
     conn: AsyncConnection, institution_id: int, stock_ids: set[int], now: datetime
 ) -> int:
+    """Write the counters of ``stock_ids`` as they are now under the next sequence value, and
+    (PostgreSQL) NOTIFY the boards; the notification is delivered at commit."""
     if not stock_ids:
         return 0
     sequence = await next_sequence(conn, institution_id)
     s = db.stock.c
-    rows = (
+    ordered = sorted(stock_ids)
+    for start in range(0, len(ordered), 5000):
+        rows = (
+            await conn.execute(
+                sa.select(
+                    s.id, s.product_id, s.performance_id, s.held, s.sold, s.blocked, s.capacity
+                ).where(s.id.in_(ordered[start : start + 5000]))
+            )
+        ).all()
         await conn.execute(
-            sa.select(
-                s.id, s.product_id, s.performance_id, s.held, s.sold, s.blocked, s.capacity
-            ).where(s.id.in_(sorted(stock_ids)))
+            sa.insert(db.inventory_change),
+            [
+                {
+                    "institution_id": institution_id,
+                    "sequence": sequence,
+                    "stock_id": r.id,
+                    "product_id": r.product_id,
+                    "performance_id": r.performance_id,
+                    "held": r.held,
+                    "sold": r.sold,
+                    "blocked": r.blocked,
+                    "capacity": r.capacity,
+                    "at": now,
+                }
+                for r in rows
+            ],
         )
-    ).all()
-    await conn.execute(
-        sa.insert(db.inventory_change),
-        [
-            {
-                "institution_id": institution_id,
-                "sequence": sequence,
-                "stock_id": r.id,
-                "product_id": r.product_id,
-                "performance_id": r.performance_id,
-                "held": r.held,
-                "sold": r.sold,
-                "blocked": r.blocked,
-                "capacity": r.capacity,
-                "at": now,
-            }
-            for r in rows
-        ],
-    )
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, f"{institution_id}:{sequence}"))
+        )
     return sequence
+
+
+async def _lock_stocks(conn: AsyncConnection, stock_ids: set[int]) -> None:
+    """Lock stock rows in id order, before changing them in another order."""
+    if stock_ids:
+        s = db.stock.c
+        await conn.execute(
+            sa.select(s.id)
+            .where(s.id.in_(sorted(stock_ids)))
+            .order_by(s.id)
+            .with_for_update(key_share=True)
+        )
 
 
 async def _move_counts(conn: AsyncConnection, changes: dict[int, tuple[int, int]]) -> None:
@@ -382,11 +403,23 @@ async def _take_seats(
             )
         ).all()
         stock_of = {r.id: r.stock_id for r in free}
-        picked = best_available(
-            (FreeSeat(r.id, r.block_id, r.row_order, r.position, r.rank) for r in free),
-            request.quantity,
-            split_allowed=split_allowed,
-        )
+        # The channel's contingents first, then the pool (the order of ``stocks``), all of them
+        # together only when no single one will do; seats together before split seats.
+        groups = [[r for r in free if r.stock_id == stock.id] for stock in stocks]
+        if len(groups) > 1:
+            groups.append(list(free))
+        picked = None
+        for split in (False, True) if split_allowed else (False,):
+            for group in groups:
+                picked = best_available(
+                    (FreeSeat(r.id, r.block_id, r.row_order, r.position, r.rank) for r in group),
+                    request.quantity,
+                    split_allowed=split,
+                )
+                if picked is not None:
+                    break
+            if picked is not None:
+                break
         if picked is None:
             raise NotAvailable("not enough seats together in this category")
         chosen = [(seat_id, stock_of[seat_id]) for seat_id in picked]
@@ -455,22 +488,42 @@ async def hold_places(
             await _candidate_stocks(conn, institution_id, sales_channel_id, r, contingent_ids)
             for r in requests
         ]
-        _, expired_stocks = await _expire_due(
-            conn, institution_id, now, stock_ids=[s.id for c in candidates for s in c]
-        )
-        lines: list[HeldLine] = []
+        # Seats first (those of expired holds, then the new ones), stock rows after them all:
+        # the counter changes are gathered in ``counts`` and applied in stock id order.
         counts: dict[int, tuple[int, int]] = {}
+        expired, expired_stocks = await _expire_due(
+            conn,
+            institution_id,
+            now,
+            stock_ids=[s.id for c in candidates for s in c],
+            counts=counts,
+        )
+        taken_of: list[list[HeldLine]] = []
         for request, stocks in zip(requests, candidates, strict=True):
+            taken: list[HeldLine] = []
             if stocks[0].numbered:
                 taken = await _take_seats(conn, stocks, request, hold_id, split_allowed)
-            else:
-                taken = await _take_unnumbered(conn, stocks, request)
-            lines.extend(taken)
-            for line in taken:
-                if stocks[0].numbered:
+                for line in taken:
                     held, sold = counts.get(line.stock_id, (0, 0))
                     counts[line.stock_id] = (held + line.quantity, sold)
+            elif request.seat_ids:
+                raise InvalidQuantity("these places are not numbered")
+            taken_of.append(taken)
+        unnumbered = [i for i, stocks in enumerate(candidates) if not stocks[0].numbered]
+        await _lock_stocks(conn, set(counts) | {s.id for i in unnumbered for s in candidates[i]})
         await _move_counts(conn, counts)
+        for i in unnumbered:
+            taken_of[i] = await _take_unnumbered(conn, candidates[i], requests[i])
+        lines = [line for taken in taken_of for line in taken]
+        for expired_id in expired:
+            await audit.record(
+                conn,
+                institution_id=institution_id,
+                action="inventory.hold.expired",
+                actor=actor,
+                at=now,
+                hold_id=expired_id,
+            )
         await conn.execute(
             sa.insert(db.hold_line),
             [
@@ -554,7 +607,10 @@ async def confirm_hold(
 
     async def work(conn: AsyncConnection) -> None:
         await _active_hold(conn, institution_id, hold_id, now)
-        stocks = await _close_holds(conn, [hold_id], HoldState.CONFIRMED, now)
+        closed, stocks = await _close_holds(conn, [hold_id], HoldState.CONFIRMED, now)
+        if not closed:  # released or expired meanwhile
+            await _active_hold(conn, institution_id, hold_id, now)
+            raise HoldClosed(f"hold {hold_id} was just closed")
         await audit.record(
             conn,
             institution_id=institution_id,
@@ -586,7 +642,12 @@ async def release_hold(
             return
         if row.state == HoldState.CONFIRMED.value:
             raise HoldClosed(f"hold {hold_id} is confirmed")
-        stocks = await _close_holds(conn, [hold_id], HoldState.RELEASED, now)
+        closed, stocks = await _close_holds(conn, [hold_id], HoldState.RELEASED, now)
+        if not closed:  # closed meanwhile: nothing to give back, unless it was sold
+            state = (await conn.execute(sa.select(h.state).where(h.id == hold_id))).scalar_one()
+            if state == HoldState.CONFIRMED.value:
+                raise HoldClosed(f"hold {hold_id} is confirmed")
+            return
         await audit.record(
             conn,
             institution_id=institution_id,
