@@ -406,3 +406,60 @@ async def test_change_feed_cursor_and_conditional_get(
             .all()
         )
     assert sorted(sequences) == [1] * 7 + [2, 3]  # 7 stocks provisioned, then the two holds
+
+
+async def test_expired_holds_read_as_free_before_the_sweeper(
+    scratch_engine: AsyncEngine, backend: Any, tmp_path: Any, clock: Any
+) -> None:
+    """With no sweeper running, a hold past its expiry still counts as free places on read
+    (board and seat map), while the database still has it held."""
+    import httpx
+
+    from billetterie.app import build_app
+    from tests.conftest import settings_for
+
+    settings = settings_for(backend.scratch_url, tmp_path).model_copy(
+        update={"background_tasks": False}
+    )
+    app = build_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            api = Api(client)
+            data = await acme(scratch_engine, api)
+            sh01 = data["ids"]["performances"]["SH01"]
+            c1 = data["ids"]["categories"][("SH01", "C1")]
+            await hold_places(
+                scratch_engine,
+                institution_id=data["institution"],
+                sales_channel_id=data["channel"],
+                contingent_ids=[],
+                cart="late",
+                requests=[PlaceRequest(4, performance_id=sh01, seat_category_id=c1)],
+                expires_at=NOW - timedelta(minutes=1),
+                now=NOW - timedelta(minutes=21),
+            )
+            body = {"performanceIds": [sh01], "seatCategoryIds": [c1]}
+            detail = (await performance(api, data["token"], body))["performanceAvailabilities"][0][
+                "details"
+            ][0]
+            assert (detail["free"], detail["held"]) == (30, 0)
+            seats = (
+                await api.rpc(
+                    AVAILABILITY,
+                    "getSeatsAvailability",
+                    {"performanceId": sh01},
+                    token=data["token"],
+                )
+            ).json()["seats"]
+            assert {s["state"] for s in seats if s["seatCategoryId"] == c1} == {"FREE"}
+    async with read(scratch_engine) as conn:
+        held = (
+            await conn.execute(
+                sa.select(inventory_db.stock.c.held).where(
+                    inventory_db.stock.c.performance_id == sh01,
+                    inventory_db.stock.c.seat_category_id == c1,
+                )
+            )
+        ).scalar_one()
+    assert held == 4  # nobody released it: the reads alone treated it as free

@@ -53,7 +53,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             token_key=settings.resolved_jwt_secret(),
         )
         limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
-        board = app.state.runtime.caches["board"] = Board(engine)
+        board = app.state.runtime.caches["board"] = Board(engine, clock=app.state.runtime.clock)
         tasks = (
             inventory_tasks.start(engine, app.state.runtime.clock, board)
             if settings.background_tasks

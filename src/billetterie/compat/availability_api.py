@@ -300,7 +300,7 @@ class View:
 def board_of(call: Call) -> Board:
     board = call.runtime.caches.get("board")
     if board is None:
-        board = call.runtime.caches["board"] = Board(call.runtime.engine)
+        board = call.runtime.caches["board"] = Board(call.runtime.engine, clock=call.runtime.clock)
     assert isinstance(board, Board)
     return board
 

@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.catalog.services import ProductFacts, product_facts, timeslot_times
 from billetterie.inventory import db
-from billetterie.inventory.models import Counts
+from billetterie.inventory.models import Counts, HoldState
 from billetterie.inventory.services import NOTIFY_CHANNEL
+from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import read
 
 log = logging.getLogger("billetterie.inventory.board")
@@ -42,18 +43,22 @@ class StockView:
     product_item_id: int | None
     timeslot_id: int | None
     numbered: bool
-    counts: Counts
+    raw: Counts  # as the log says
+    counts: Counts  # as partners see it: places of expired holds count as free
 
 
 class Board:
-    def __init__(self, engine: AsyncEngine, *, poll_seconds: float = 0.2) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock | None = None, poll_seconds: float = 0.2
+    ) -> None:
         self.engine = engine
+        self.clock = clock or SystemClock()
         self.poll_seconds = poll_seconds
+        self.expired: dict[int, int] = {}  # stock -> places of expired holds not yet released
         self.stocks: dict[int, StockView] = {}
         self.by_performance: dict[int, list[StockView]] = defaultdict(list)
         self.by_product: dict[int, list[StockView]] = defaultdict(list)
         self.sequence: dict[int, int] = {}  # institution -> last applied sequence
-        self.last_change_id = 0
         self.updated_at: dict[int, datetime] = {}  # product -> when its availability last changed
         self.products: dict[int, ProductFacts] = {}
         self.timeslots: dict[int, tuple[datetime, datetime]] = {}
@@ -65,7 +70,6 @@ class Board:
     async def load(self) -> None:
         c, q = db.inventory_change.c, db.inventory_sequence.c
         async with read(self.engine) as conn:
-            last_change = (await conn.execute(sa.select(sa.func.max(c.id)))).scalar_one() or 0
             rows = (await conn.execute(sa.select(db.stock))).all()
             sequences = (await conn.execute(sa.select(q.institution_id, q.value))).all()
             updated = (
@@ -82,7 +86,8 @@ class Board:
             self._put(row)
         self.sequence = {r.institution_id: r.value for r in sequences}
         self.updated_at = {product_id: at for product_id, at in updated}
-        self.last_change_id = last_change
+        self.expired = {}
+        await self._refresh_expired()
         self._loaded = True
 
     def _put(self, row: Any) -> None:
@@ -97,6 +102,7 @@ class Board:
             row.timeslot_id,
             row.numbered,
             Counts(row.capacity, row.held, row.sold, row.blocked),
+            Counts(row.capacity, row.held, row.sold, row.blocked),
         )
         if row.id not in self.stocks:
             if view.performance_id is not None:
@@ -104,20 +110,55 @@ class Board:
             self.by_product[view.product_id].append(view)
             self.stocks[row.id] = view
         else:
-            self.stocks[row.id].counts = view.counts
+            self._set(self.stocks[row.id], view.raw)
+
+    def _set(self, view: StockView, raw: Counts) -> None:
+        view.raw = raw
+        expired = min(self.expired.get(view.id, 0), raw.held)
+        view.counts = (
+            raw if not expired else Counts(raw.capacity, raw.held - expired, raw.sold, raw.blocked)
+        )
+
+    async def _refresh_expired(self) -> None:
+        """Places of holds past their expiry that the sweeper has not released yet."""
+        h, line = db.hold.c, db.hold_line.c
+        async with read(self.engine) as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(line.stock_id, sa.func.sum(line.quantity))
+                    .join(db.hold, h.id == line.hold_id)
+                    .where(h.state == HoldState.ACTIVE.value, h.expires_at <= self.clock.now())
+                    .group_by(line.stock_id)
+                )
+            ).all()
+        expired = {int(stock_id): int(quantity) for stock_id, quantity in rows}
+        touched = set(expired) | set(self.expired)
+        self.expired = expired
+        for stock_id in touched:
+            view = self.stocks.get(stock_id)
+            if view is not None:
+                self._set(view, view.raw)
 
     async def catch_up(self) -> int:
-        """Apply every change logged since the last one applied; returns how many."""
+        """Apply every change logged since the last one applied; returns how many.
+
+        Changes are followed by sequence per institution, never by row id: sequence order is
+        commit order, while ids of two concurrent transactions may commit out of order."""
         if not self._loaded:
             await self.load()
             return 0
         c = db.inventory_change.c
+        known = [
+            sa.and_(c.institution_id == institution, c.sequence > sequence)
+            for institution, sequence in self.sequence.items()
+        ]
+        newcomers = c.institution_id.not_in(list(self.sequence)) if self.sequence else sa.true()
         async with read(self.engine) as conn:
             rows = (
                 await conn.execute(
                     sa.select(db.inventory_change)
-                    .where(c.id > self.last_change_id)
-                    .order_by(c.id)
+                    .where(sa.or_(newcomers, *known))
+                    .order_by(c.institution_id, c.sequence, c.id)
                     .limit(10000)
                 )
             ).all()
@@ -127,14 +168,15 @@ class Board:
             if view is None:
                 unknown = True  # a stock provisioned after the load
             else:
-                view.counts = Counts(row.capacity, row.held, row.sold, row.blocked)
+                self._set(view, Counts(row.capacity, row.held, row.sold, row.blocked))
             self.sequence[row.institution_id] = max(
                 self.sequence.get(row.institution_id, 0), row.sequence
             )
             self.updated_at[row.product_id] = row.at
-            self.last_change_id = row.id
         if unknown:
             await self.load()
+        else:
+            await self._refresh_expired()
         return len(rows)
 
     def notify(self) -> None:
