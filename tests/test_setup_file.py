@@ -371,6 +371,20 @@ CASES = [
         id="unknown-payment-method",
     ),
     pytest.param(
+        _set(
+            ["venues", 0, "spaces", 0, "configurations", 0, "logicalConfigurations", 0, "zones"],
+            [{"code": "PIT", "name": {"en": "Pit"}, "seatCategory": "C1", "capacity": 50}],
+        ),
+        [
+            (
+                "venues[0].spaces[0].configurations[0].logicalConfigurations[0].zones[0]"
+                ".seatCategory",
+                "C1 has numbered seats; a zone needs a seat category of its own",
+            )
+        ],
+        id="zone-in-a-numbered-category",
+    ),
+    pytest.param(
         _set(["operators", 1, "pointOfSale"], "BOXPOS"),
         [("operators[1].pointOfSale", "unknown point of sale BOXPOS")],
         id="unknown-operator-point-of-sale",

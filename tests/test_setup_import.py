@@ -187,7 +187,7 @@ async def test_import_creates_the_rows(scratch_engine: AsyncEngine) -> None:
         "performance_seat": 120,
         "hold": 0,
         "hold_line": 0,
-        "inventory_change": 0,
+        "inventory_change": 7,  # provisioning logs every new stock
         "inventory_sequence": 1,
         "seat": 60,
         "zone": 0,

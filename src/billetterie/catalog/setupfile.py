@@ -218,7 +218,9 @@ class OperatorSpec(Model):
     login: Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9_]{1,63}$")]
     partner: str = Field(min_length=1, max_length=64)
     pointOfSale: Code
-    callsPerMinute: int | None = Field(default=None, ge=1)
+    callsPerMinute: int | None = Field(
+        default=None, ge=0, description="calls per minute per endpoint; 0 = no limit"
+    )
     secretHash: str | None = None
 
 
@@ -767,12 +769,21 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:
                                     break
                                 claimed[key] = seat_category.code
                     unique(f"{lbase}.zones", [z.code for z in logical.zones])
+                    numbered = {c.code for c in logical.seatCategories if c.seats}
                     for zi, zone_spec in enumerate(logical.zones):
                         if zone_spec.seatCategory not in cats:
                             problems.append(
                                 (
                                     f"{lbase}.zones[{zi}].seatCategory",
                                     f"unknown seat category {zone_spec.seatCategory}",
+                                )
+                            )
+                        elif zone_spec.seatCategory in numbered:
+                            problems.append(
+                                (
+                                    f"{lbase}.zones[{zi}].seatCategory",
+                                    f"{zone_spec.seatCategory} has numbered seats; a zone needs "
+                                    "a seat category of its own",
                                 )
                             )
     configurations = unique("venues.logicalConfigurations", configuration_codes)

@@ -1,8 +1,10 @@
 """Provisioning: the stock counters and performance seats an institution's catalog calls for.
 
 Run in the setup import's transaction. Idempotent: stock rows are matched by ``key`` so their
-held and sold counts survive a re-import; performance seats are added for new seats and the
-free ones of seats no longer in the plan are removed.
+held and sold counts survive a re-import; performance seats are added for new seats, the free
+ones of seats no longer in the plan are removed and free seats follow a change of contingent
+allocation to their new stock. A numbered stock's capacity is its number of seats; stock no
+longer in the catalog keeps only what is held or sold.
 
 Contingents of numbered plans take the seats of their category in reverse rank order (the
 back rows), so the general pool keeps the best seats; on non-numbered zones they take a share of
@@ -113,6 +115,7 @@ async def provision(
 
     ids, changed = await _sync_stock(conn, institution_id, wanted)
     await _sync_seats(conn, institution_id, plan, seats_of_configuration, seat_stock, ids)
+    changed |= await _fit_capacities(conn, institution_id, {w["key"] for w in wanted})
     await conn.execute(
         sa.insert(db.inventory_sequence).from_select(
             ["institution_id", "value"],
@@ -264,3 +267,48 @@ async def _sync_seats(
         await conn.execute(
             sa.delete(db.performance_seat).where(ps.id.in_(stale[start : start + 500]))
         )
+    # free seats whose stock changed (a contingent allocation grew, shrank or went) move; held
+    # and sold ones stay where their counters are
+    moves: dict[int, list[int]] = defaultdict(list)
+    for key, r in existing.items():
+        if key in seat_stock and r.state == SeatState.FREE.value:
+            stock_id = stock_ids[seat_stock[key]]
+            if r.stock_id != stock_id:
+                moves[stock_id].append(r.id)
+    for stock_id, seat_ids in sorted(moves.items()):
+        for start in range(0, len(seat_ids), 500):
+            await conn.execute(
+                sa.update(db.performance_seat)
+                .where(ps.id.in_(sorted(seat_ids)[start : start + 500]))
+                .values(stock_id=stock_id)
+            )
+
+
+async def _fit_capacities(
+    conn: AsyncConnection, institution_id: int, wanted_keys: set[str]
+) -> set[int]:
+    """Numbered stock holds as many places as it has seats; stock the catalog no longer calls
+    for keeps only what is held or sold. Returns the ids of the stock rows resized."""
+    s, ps = db.stock.c, db.performance_seat.c
+    seats = (
+        sa.select(sa.func.count()).where(ps.stock_id == s.id).correlate(db.stock).scalar_subquery()
+    )
+    rows = (
+        await conn.execute(
+            sa.select(s.id, s.key, s.numbered, s.capacity, s.held, s.sold, s.blocked, seats).where(
+                s.institution_id == institution_id
+            )
+        )
+    ).all()
+    resized: set[int] = set()
+    for r in rows:
+        if r.numbered:
+            capacity = r[-1]
+        elif r.key not in wanted_keys:
+            capacity = r.held + r.sold + r.blocked
+        else:
+            continue
+        if capacity != r.capacity:
+            await conn.execute(sa.update(db.stock).where(s.id == r.id).values(capacity=capacity))
+            resized.add(r.id)
+    return resized

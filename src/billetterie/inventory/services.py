@@ -6,8 +6,10 @@ Contract of every use case here:
 - the database decides, never a cache: seats move with ``UPDATE ... WHERE state = 'FREE'`` and
   counters with ``UPDATE ... WHERE capacity - held - sold - blocked >= n``; a conditional update
   that loses a race makes the attempt start again (up to ``ATTEMPTS`` times);
-- rows are touched in a fixed order — seats by id, then stock rows by id, then the institution's
-  sequence row last — so two transactions never wait on each other in a cycle;
+- rows are touched in a fixed order — the holds being closed (each claimed with
+  ``UPDATE ... WHERE state = 'ACTIVE'``, so it closes once), then seats by id, then stock rows
+  by id, then the institution's sequence row last — so two transactions never wait on each
+  other in a cycle;
 - a lock not obtained within the timeout raises :class:`Busy` ("retry", with Retry-After);
 - every touched stock row is written to ``inventory_change`` with the next sequence value, in
   the same transaction;
