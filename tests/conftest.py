@@ -133,6 +133,7 @@ def settings_for(url: str, tmp: Path) -> Settings:
         database_url=url,
         jwt_secret="test-jwt-key-" + "x" * 32,
         catalog_max_age_seconds=60,
+        rate_limits=False,  # tests/test_rate_limits.py turns them on with small allowances
     )
 
 

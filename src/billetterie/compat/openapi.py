@@ -17,11 +17,13 @@ from billetterie.compat.schemas import Envelope, Problem
 ERRORS_RPC = {
     "400": "malformed request: error.request.malformed_json or error.request.invalid",
     "401": "missing, forged or expired token, or bad credentials (error.auth.*)",
+    "509": "too many calls to this endpoint (error.request.rate_limited); retry after Retry-After",
 }
 ERRORS_GET = {
     "400": "invalid parameter (error.request.invalid)",
     "401": "missing, forged or expired token (error.auth.*)",
     "404": "no such resource for this caller (error.*)",
+    "509": "too many calls to this endpoint (error.request.rate_limited); retry after Retry-After",
 }
 
 

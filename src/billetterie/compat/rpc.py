@@ -23,6 +23,7 @@ from billetterie.catalog.services import (
     setup_version,
 )
 from billetterie.compat.envelope import JsonResponse, envelope
+from billetterie.compat.ratelimit import enforce_rate_limit
 from billetterie.compat.runtime import Runtime
 from billetterie.identity.errors import MissingToken
 from billetterie.identity.models import Operator
@@ -114,6 +115,7 @@ async def current_operator(request: Request) -> Operator:
 
 
 async def current_call(request: Request, operator: Operator = Depends(current_operator)) -> Call:
+    await enforce_rate_limit(request, operator)
     return Call(request, runtime_of(request), operator)
 
 
