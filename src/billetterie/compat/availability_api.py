@@ -9,6 +9,7 @@ GOOD (green), 2 LIMITED (orange, under the product's alert ratio), 3 NONE (red).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -238,6 +239,24 @@ class View:
     def sequence(self) -> int:
         return self.board.sequence.get(self.call.operator.institution_id, 0)
 
+    def require_product(self, product_id: int) -> None:
+        if product_id not in self.product_ids:
+            raise UnknownProduct(f"no product {product_id} on this channel")
+
+    async def seats(
+        self, performance_id: int, block_ids: Sequence[int] = ()
+    ) -> list[dict[str, Any]]:
+        self.performance_stocks(performance_id)
+        async with read(self.call.runtime.engine) as conn:
+            return await seat_map(
+                conn,
+                institution_id=self.call.operator.institution_id,
+                performance_id=performance_id,
+                contingents=self.contingents,
+                block_ids=block_ids,
+                now=self.call.runtime.clock.now(),
+            )
+
     def performance_stocks(self, performance_id: int) -> list[StockView]:
         stocks = self.board.performance_stocks(performance_id)
         if not stocks or stocks[0].product_id not in self.product_ids:
@@ -308,8 +327,7 @@ def board_of(call: Call) -> Board:
 def product_availability(
     view: View, product_id: int, body: ProductAvailabilityRequest
 ) -> dict[str, Any]:
-    if product_id not in view.product_ids:
-        raise UnknownProduct(f"no product {product_id} on this channel")
+    view.require_product(product_id)
     board = view.board
     facts = board.products.get(product_id)
     stocks = visible(board.product_stocks(product_id), view.contingents)
@@ -394,13 +412,16 @@ async def get_event_availability(body: EventAvailabilityRequest, call: Call) -> 
     """Events (SINGLE_ENTRY products) with each of their performances; ``performanceIds``
     restricts which performances are reported."""
     view = await View.of(call, body.pointOfSalesId)
+    return {"sequence": view.sequence, "eventAvailabilities": await events(view, body)}
+
+
+async def events(view: View, body: EventAvailabilityRequest) -> list[dict[str, Any]]:
     if not body.eventIds and not body.performanceIds and body.composedProductId is None:
         raise ForeignFilter("give eventIds, performanceIds or composedProductId")
     wanted = await view.within_composed(body, list(dict.fromkeys(body.performanceIds)))
     by_event: dict[int, list[int]] = {e: [] for e in dict.fromkeys(body.eventIds)}
     for event_id in by_event:
-        if event_id not in view.product_ids:
-            raise UnknownProduct(f"no event {event_id} on this channel")
+        view.require_product(event_id)
         performances = sorted(
             {
                 st.performance_id
@@ -413,18 +434,18 @@ async def get_event_availability(body: EventAvailabilityRequest, call: Call) -> 
         event_id = view.performance_stocks(performance_id)[0].product_id
         if performance_id not in by_event.setdefault(event_id, []):
             by_event[event_id].append(performance_id)
-    events = []
+    answers = []
     for event_id, performance_ids in by_event.items():
         rows = [view.performance(p, body) for p in performance_ids]
         stocks = [st for p in performance_ids for st in view.performance_stocks(p)]
-        events.append(
+        answers.append(
             {
                 "eventId": event_id,
                 **counts_json(total(stocks), view.board.alert_ratio(event_id)),
                 "performanceAvailabilities": rows,
             }
         )
-    return {"sequence": view.sequence, "eventAvailabilities": events}
+    return answers
 
 
 @availability_service.method(
@@ -451,16 +472,7 @@ async def get_seats_availability(body: SeatsAvailabilityRequest, call: Call) -> 
     """Every seat of a performance (or of some blocks) with coordinates, category and state,
     for seat maps. Read from the database, not the board."""
     view = await View.of(call, body.pointOfSalesId)
-    view.performance_stocks(body.performanceId)
-    async with read(call.runtime.engine) as conn:
-        seats = await seat_map(
-            conn,
-            institution_id=call.operator.institution_id,
-            performance_id=body.performanceId,
-            contingents=view.contingents,
-            block_ids=body.blockIds,
-            now=call.runtime.clock.now(),
-        )
+    seats = await view.seats(body.performanceId, body.blockIds)
     return {"performanceId": body.performanceId, "sequence": view.sequence, "seats": seats}
 
 
@@ -497,14 +509,18 @@ async def get_updated_availabilities(
 # --- GET mirrors -------------------------------------------------------------------------------
 
 
-def _etag(institution_sequence: int, what: str) -> str:
-    return f'W/"s{institution_sequence}-{what}"'
-
-
-def _conditional(
-    request: Request, call: Call, view: View, what: str
-) -> tuple[Response | None, dict[str, str]]:
-    etag = _etag(view.sequence, what)
+async def _mirror(
+    request: Request,
+    call: Call,
+    what: str,
+    check: Callable[[View], object],
+    render: Callable[[View], Awaitable[Any]],
+) -> Response:
+    """A conditional GET: ``check`` refuses what the caller may not see (before any 304),
+    ``render`` builds the answer when the caller's ETag is stale."""
+    view = await View.of(call, None)
+    check(view)
+    etag = f'W/"s{view.sequence}-{what}"'
     max_age = call.runtime.settings.availability_max_age_seconds
     headers = {
         "ETag": etag,
@@ -515,12 +531,14 @@ def _conditional(
         t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")
     }
     if etag.removeprefix("W/") in candidates:
-        return Response(status_code=304, headers=headers), headers
-    return None, headers
+        return Response(status_code=304, headers=headers)
+    return Response(
+        orjson.dumps(await render(view)), media_type="application/json", headers=headers
+    )
 
 
-def _json(data: Any, headers: dict[str, str]) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+async def _done(value: Any) -> Any:
+    return value
 
 
 IdPath = Annotated[int, Path(ge=1, le=2**53 - 1)]
@@ -528,12 +546,13 @@ IdsQuery = Annotated[
     list[Annotated[int, Field(ge=-1, le=2**53 - 1)]],
     Query(max_length=500, description="[] sum, [-1] each, or ids"),
 ]
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "not modified"}}
 
 
 @router.get(
     "/performances/{performance_id}",
     response_model=PerformanceAvailability,
-    responses={304: {"description": "not modified"}},
+    responses=NOT_MODIFIED,
     operation_id="mirror_performance_availability",
 )
 async def performance_mirror(
@@ -544,78 +563,72 @@ async def performance_mirror(
     contingentIds: IdsQuery = [],  # noqa: B006
 ) -> Response:
     """One performance's availability; the ETag is the institution's change sequence."""
-    view = await View.of(call, None)
-    not_modified, headers = _conditional(request, call, view, f"p{performance_id}")
-    if not_modified is not None:
-        view.performance_stocks(performance_id)  # a 304 only for what the caller may see
-        return not_modified
     body = FilteredRequest(seatCategoryIds=seatCategoryIds, contingentIds=contingentIds)
-    return _json(view.performance(performance_id, body), headers)
+    return await _mirror(
+        request,
+        call,
+        f"p{performance_id}",
+        lambda view: view.performance_stocks(performance_id),
+        lambda view: _done(view.performance(performance_id, body)),
+    )
 
 
 @router.get(
     "/products/{product_id}",
     response_model=ProductAvailability,
-    responses={304: {"description": "not modified"}},
+    responses=NOT_MODIFIED,
     operation_id="mirror_product_availability",
 )
 async def product_mirror(
     request: Request, product_id: IdPath, call: Call = Depends(current_call)
 ) -> Response:
     """One product's availability (items and timeslots, or performances)."""
-    view = await View.of(call, None)
-    if product_id not in view.product_ids:
-        raise UnknownProduct(f"no product {product_id} on this channel")
-    not_modified, headers = _conditional(request, call, view, f"r{product_id}")
-    if not_modified is not None:
-        return not_modified
-    return _json(
-        product_availability(view, product_id, ProductAvailabilityRequest(productIds=[product_id])),
-        headers,
+    body = ProductAvailabilityRequest(productIds=[product_id])
+    return await _mirror(
+        request,
+        call,
+        f"r{product_id}",
+        lambda view: view.require_product(product_id),
+        lambda view: _done(product_availability(view, product_id, body)),
     )
 
 
 @router.get(
     "/events/{event_id}",
     response_model=EventAvailability,
-    responses={304: {"description": "not modified"}},
+    responses=NOT_MODIFIED,
     operation_id="mirror_event_availability",
 )
 async def event_mirror(
     request: Request, event_id: IdPath, call: Call = Depends(current_call)
 ) -> Response:
     """One event with its performances."""
-    view = await View.of(call, None)
-    if event_id not in view.product_ids:
-        raise UnknownProduct(f"no event {event_id} on this channel")
-    not_modified, headers = _conditional(request, call, view, f"e{event_id}")
-    if not_modified is not None:
-        return not_modified
-    result = await get_event_availability(EventAvailabilityRequest(eventIds=[event_id]), call)
-    assert isinstance(result, dict)
-    return _json(result["eventAvailabilities"][0], headers)
+
+    async def render(view: View) -> Any:
+        return (await events(view, EventAvailabilityRequest(eventIds=[event_id])))[0]
+
+    return await _mirror(
+        request, call, f"e{event_id}", lambda view: view.require_product(event_id), render
+    )
 
 
 @router.get(
     "/performances/{performance_id}/seats",
     response_model=list[SeatAvailability],
-    responses={304: {"description": "not modified"}},
+    responses=NOT_MODIFIED,
     operation_id="mirror_seats_availability",
 )
 async def seats_mirror(
     request: Request, performance_id: IdPath, call: Call = Depends(current_call)
 ) -> Response:
     """Every seat of a performance with its state, for seat maps."""
-    view = await View.of(call, None)
-    view.performance_stocks(performance_id)
-    not_modified, headers = _conditional(request, call, view, f"s{performance_id}")
-    if not_modified is not None:
-        return not_modified
-    result = await get_seats_availability(
-        SeatsAvailabilityRequest(performanceId=performance_id), call
+    return await _mirror(
+        request,
+        call,
+        f"s{performance_id}",
+        lambda view: view.performance_stocks(performance_id),
+        lambda view: view.seats(performance_id),
     )
-    assert isinstance(result, dict)
-    return _json(result["seats"], headers)
 
 
 @router.get("/changes", response_model=Changes, operation_id="mirror_availability_changes")
@@ -663,4 +676,8 @@ async def changes(
         if r.product_id in view.product_ids
         and (r.contingent_id is None or r.contingent_id in view.contingents)
     ]
-    return _json({"cursor": f"s{cursor}", "changes": items}, {"Cache-Control": "no-store"})
+    return Response(
+        orjson.dumps({"cursor": f"s{cursor}", "changes": items}),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
