@@ -70,12 +70,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billetterie.catalog import db as catalog_db
 from billetterie.catalog.builder import CatalogBuilder
 from billetterie.catalog.models import CatalogScope
-from billetterie.catalog.services import rebuild_catalogs
+from billetterie.catalog.services import import_setup, rebuild_catalogs
 from billetterie.catalog.setupfile import SetupDocument, parse_document
 from billetterie.compat.catalog_cache import PREFIX, SUFFIX, CachedCatalog
 from billetterie.config import normalize_database_url
 from billetterie.migrations import upgrade
-from billetterie.setup import import_institution
 from billetterie.shared.db import create_engine, read, transaction
 
 INSTITUTION = "BENCH"
@@ -477,7 +476,9 @@ async def import_phase(url: str, document: SetupDocument, report: Report) -> Imp
     try:
         now = datetime.now(UTC)
         with stopwatch() as elapsed:
-            result = await import_institution(engine, document, now=now, actor="bench")
+            # the catalog alone: provisioning 4,000,000 performance seats is the inventory's
+            # cost (bench/availability.py), not the catalog's
+            result = await import_setup(engine, document, now=now, actor="bench")
         report.section("setup")("import_s", "import_setup (rows + snapshots)", elapsed(), "s")
         report.info["import_changes"] = result.changes
         c = catalog_db.sales_channel.c

@@ -30,6 +30,7 @@ from billetterie.shared.db import read
 
 log = logging.getLogger("billetterie.inventory.board")
 CHANNEL = NOTIFY_CHANNEL
+BATCH = 10000
 
 
 @dataclass(slots=True)
@@ -147,21 +148,28 @@ class Board:
         if not self._loaded:
             await self.load()
             return 0
-        c = db.inventory_change.c
-        known = [
-            sa.and_(c.institution_id == institution, c.sequence > sequence)
-            for institution, sequence in self.sequence.items()
-        ]
-        newcomers = c.institution_id.not_in(list(self.sequence)) if self.sequence else sa.true()
+        c, q = db.inventory_change.c, db.inventory_sequence.c
+        rows: list[Any] = []
         async with read(self.engine) as conn:
-            rows = (
-                await conn.execute(
+            # the sequence rows are few; only institutions whose sequence moved are read
+            heads = (await conn.execute(sa.select(q.institution_id, q.value))).all()
+            for institution, head in heads:
+                after = self.sequence.get(institution, 0)
+                if head <= after:
+                    continue
+                query = (
                     sa.select(db.inventory_change)
-                    .where(sa.or_(newcomers, *known))
-                    .order_by(c.institution_id, c.sequence, c.id)
-                    .limit(10000)
+                    .where(c.institution_id == institution, c.sequence > after)
+                    .order_by(c.sequence, c.id)
                 )
-            ).all()
+                batch = (await conn.execute(query.limit(BATCH))).all()
+                if len(batch) == BATCH:  # never apply half a sequence
+                    last = batch[-1].sequence
+                    if batch[0].sequence == last:
+                        batch = (await conn.execute(query.where(c.sequence == last))).all()
+                    else:
+                        batch = [r for r in batch if r.sequence != last]
+                rows.extend(batch)
         unknown = False
         for row in rows:
             view = self.stocks.get(row.stock_id)
