@@ -202,6 +202,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from billetterie.app import build_app
+    from billetterie.serving import NoDelayH11Protocol
 
     if workers > 1:  # each worker process builds its app from the same environment
         settings.resolved_jwt_secret()  # create the shared key once, before the workers start
@@ -213,6 +214,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             workers=workers,
             log_level="warning",
             proxy_headers=True,
+            http=NoDelayH11Protocol,
         )
         return
     uvicorn.run(build_app(settings), host=host, port=port, log_level="info", proxy_headers=True)

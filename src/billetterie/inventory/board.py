@@ -195,11 +195,11 @@ class Board:
         listener = await self._listen()
         try:
             while True:
+                self._wake.clear()  # before catching up: a NOTIFY during it wakes the next round
                 try:
                     await self.catch_up()
                 except Exception:  # the board must survive a failed poll; the next one retries
                     log.exception("availability board catch-up failed")
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
         finally:

@@ -397,27 +397,26 @@ async def _take_seats(
             raise NotAvailable("some of these seats are taken")
         chosen = [(r.id, r.stock_id) for r in rows]
     else:
-        free = (
-            await conn.execute(
-                sa.select(
-                    ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank
-                ).where(ps.stock_id.in_(stock_ids), ps.state == SeatState.FREE.value)
+        free_rows = await conn.execute(
+            sa.select(ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank).where(
+                ps.stock_id.in_(stock_ids), ps.state == SeatState.FREE.value
             )
-        ).all()
-        stock_of = {r.id: r.stock_id for r in free}
+        )
+        # plain tuples, grouped in one pass: this is the hot part of a hold on a large plan
+        stock_of: dict[int, int] = {}
+        by_stock: dict[int, list[FreeSeat]] = {stock.id: [] for stock in stocks}
+        for seat_id, stock_id, block_id, row_order, position, rank in free_rows:
+            stock_of[seat_id] = stock_id
+            by_stock[stock_id].append(FreeSeat(seat_id, block_id, row_order, position, rank))
         # The channel's contingents first, then the pool (the order of ``stocks``), all of them
         # together only when no single one will do; seats together before split seats.
-        groups = [[r for r in free if r.stock_id == stock.id] for stock in stocks]
+        groups = [by_stock[stock.id] for stock in stocks]
         if len(groups) > 1:
-            groups.append(list(free))
+            groups.append([seat for group in groups for seat in group])
         picked = None
         for split in (False, True) if split_allowed else (False,):
             for group in groups:
-                picked = best_available(
-                    (FreeSeat(r.id, r.block_id, r.row_order, r.position, r.rank) for r in group),
-                    request.quantity,
-                    split_allowed=split,
-                )
+                picked = best_available(group, request.quantity, split_allowed=split)
                 if picked is not None:
                     break
             if picked is not None:
