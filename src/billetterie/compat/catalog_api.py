@@ -203,7 +203,6 @@ def public(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 INTERNAL_FIELDS = {"performanceStarts", "contactRequired"}
-ON_SALE = {ProductState.RUNNING.value, ProductState.SUSPENDED.value}
 
 
 @catalog_service.method("getCatalog", request=s.CatalogRequest, response=s.CatalogResponse)
