@@ -21,6 +21,7 @@ from billetterie.catalog.models import CatalogScope
 from billetterie.catalog.services import composed_performances
 from billetterie.compat import schemas as s
 from billetterie.compat.catalog_api import current_catalog
+from billetterie.compat.mirror_api import not_modified
 from billetterie.compat.rpc import Call, RpcService, current_call
 from billetterie.inventory.availability import (
     Filter,
@@ -527,10 +528,7 @@ async def _mirror(
         "Cache-Control": f"private, max-age={max_age}",
         "Vary": "Authorization",
     }
-    candidates = {
-        t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")
-    }
-    if etag.removeprefix("W/") in candidates:
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(
         orjson.dumps(await render(view)), media_type="application/json", headers=headers

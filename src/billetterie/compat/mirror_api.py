@@ -27,7 +27,8 @@ def _etag(channel_id: int, scope: CatalogScope, version: int, suffix: str = "") 
     return f'W/"c{channel_id}-{scope.value.lower()}-v{version}{suffix}"'
 
 
-def _not_modified(request: Request, etag: str) -> bool:
+def not_modified(request: Request, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison, lists and ``*``)."""
     header = request.headers.get("if-none-match", "")
     if header.strip() == "*":
         return True
@@ -59,7 +60,7 @@ async def catalog(
     context, version = await call.catalog_state(scope)
     etag = _etag(context.sales_channel.id, scope, version.version)
     headers = _headers(etag, call.runtime.settings.catalog_max_age_seconds)
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     entry = await cache_of(call).get(context.sales_channel.id, scope, version.version)
     gzip = accepts_gzip(request)
@@ -84,7 +85,7 @@ async def catalog_product(
     context, version = await call.catalog_state(scope)
     etag = _etag(context.sales_channel.id, scope, version.version, f"-p{product_id}")
     headers = _headers(etag, call.runtime.settings.catalog_max_age_seconds)
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     entry = await cache_of(call).get(context.sales_channel.id, scope, version.version)
     for season in (await entry.document())["seasons"]:
