@@ -19,12 +19,14 @@ from billetterie.compat import (
     envelope,
     mirror_api,
     openapi,
+    sales_api,
 )
 from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
 from billetterie.inventory import tasks as inventory_tasks
 from billetterie.inventory.board import Board
+from billetterie.sales import tasks as sales_tasks
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
 from billetterie.shared.errors import DomainError
@@ -55,7 +57,13 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
         board = app.state.runtime.caches["board"] = Board(engine, clock=app.state.runtime.clock)
         tasks = (
-            inventory_tasks.start(engine, app.state.runtime.clock, board)
+            [
+                *inventory_tasks.start(engine, app.state.runtime.clock, board),
+                asyncio.create_task(
+                    sales_tasks.run_order_sweeper(engine, app.state.runtime.clock),
+                    name="order-sweeper",
+                ),
+            ]
             if settings.background_tasks
             else []
         )
@@ -91,6 +99,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(mirror_api.router)
     app.include_router(availability_api.availability_service.router())
     app.include_router(availability_api.router)
+    for service in (sales_api.facade, sales_api.order_service, sales_api.history_service):
+        app.include_router(service.router())
+    app.include_router(sales_api.router)
 
     openapi.install(app)
 

@@ -69,12 +69,20 @@ async def render_error(request: Request, error: DomainError) -> Response:
         response = _problem(error.http_status, error.code, error.detail, **error.extra)
         if headers:
             response.headers.update(headers)
+        if getattr(error, "retry_after", None) is not None:
+            response.headers["Retry-After"] = str(error.retry_after)  # type: ignore[attr-defined]
         return response
-    status = error.http_status if isinstance(error, Unauthenticated | InvalidRequest) else 200
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(error, Unauthenticated | InvalidRequest):
+        status = error.http_status
+    else:  # business refusals answer 200, S-360's way; "busy, retry" is 503 with Retry-After
+        status = 503 if retry_after is not None else 200
     body = envelope(await _request_id(request), error.code, error.detail, **error.extra)
     response = JsonResponse(body, status_code=status)
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 

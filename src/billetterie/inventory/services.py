@@ -18,10 +18,10 @@ Contract of every use case here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -45,6 +45,7 @@ ATTEMPTS = 5
 NOTIFY_CHANNEL = "billetterie_inventory"  # the boards LISTEN on it (inventory.board)
 LOCK_TIMEOUT_MS = 3000
 MAX_QUANTITY = 1000
+T = TypeVar("T")
 
 
 class _LostRace(Exception):
@@ -443,6 +444,15 @@ async def _take_seats(
     ]
 
 
+async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run ``work`` in one inventory transaction (the contract above): locks with a timeout,
+    ``Busy`` when one is not obtained, and the whole of ``work`` run again when a conditional
+    update loses a race. Callers that change their own tables with places (the sales context)
+    pass a ``work`` that calls the ``*_in`` functions below: it must be safe to run again."""
+    result: T = await _with_retries(engine, work)
+    return result
+
+
 async def hold_places(
     engine: AsyncEngine,
     *,
@@ -459,8 +469,40 @@ async def hold_places(
     """Hold every requested place for ``cart`` until ``expires_at``, all or nothing.
 
     Raises NotAvailable (``error.order.availability``) when places are missing, Busy on lock
-    timeout, InvalidQuantity / UnknownInventory on bad input; nothing is held then.
+    timeout, InvalidQuantity / UnknownInventory on bad input; nothing is held then. A season
+    ticket or package takes one place in each of its performances: one request per performance.
     """
+    return await in_transaction(
+        engine,
+        lambda conn: hold_places_in(
+            conn,
+            institution_id=institution_id,
+            sales_channel_id=sales_channel_id,
+            contingent_ids=contingent_ids,
+            cart=cart,
+            requests=requests,
+            expires_at=expires_at,
+            now=now,
+            split_allowed=split_allowed,
+            actor=actor,
+        ),
+    )
+
+
+async def hold_places_in(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    sales_channel_id: int,
+    contingent_ids: Sequence[int],
+    cart: str,
+    requests: Sequence[PlaceRequest],
+    expires_at: datetime,
+    now: datetime,
+    split_allowed: bool = False,
+    actor: str = "system",
+) -> Hold:
+    """:func:`hold_places` inside the caller's transaction (see :func:`in_transaction`)."""
     if not requests:
         raise InvalidQuantity("nothing to hold")
     for request in requests:
@@ -552,8 +594,7 @@ async def hold_places(
         )
         return Hold(hold_id, cart, HoldState.ACTIVE, expires_at, tuple(lines))
 
-    result: Hold = await _with_retries(engine, work)
-    return result
+    return await work(conn)
 
 
 async def _take_unnumbered(
@@ -605,6 +646,23 @@ async def confirm_hold(
     engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime, actor: str = "system"
 ) -> None:
     """Sell the hold's places. Refused when the hold expired, was released or confirmed."""
+    await in_transaction(
+        engine,
+        lambda conn: confirm_hold_in(
+            conn, institution_id=institution_id, hold_id=hold_id, now=now, actor=actor
+        ),
+    )
+
+
+async def confirm_hold_in(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    hold_id: int,
+    now: datetime,
+    actor: str = "system",
+) -> None:
+    """:func:`confirm_hold` inside the caller's transaction (see :func:`in_transaction`)."""
 
     async def work(conn: AsyncConnection) -> None:
         await _active_hold(conn, institution_id, hold_id, now)
@@ -622,13 +680,30 @@ async def confirm_hold(
         )
         await log_changes(conn, institution_id, stocks, now)
 
-    await _with_retries(engine, work)
+    await work(conn)
 
 
 async def release_hold(
     engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime, actor: str = "system"
 ) -> None:
     """Give the hold's places back. Idempotent on a hold already released or expired."""
+    await in_transaction(
+        engine,
+        lambda conn: release_hold_in(
+            conn, institution_id=institution_id, hold_id=hold_id, now=now, actor=actor
+        ),
+    )
+
+
+async def release_hold_in(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    hold_id: int,
+    now: datetime,
+    actor: str = "system",
+) -> None:
+    """:func:`release_hold` inside the caller's transaction (see :func:`in_transaction`)."""
 
     async def work(conn: AsyncConnection) -> None:
         h = db.hold.c
@@ -659,4 +734,4 @@ async def release_hold(
         )
         await log_changes(conn, institution_id, stocks, now)
 
-    await _with_retries(engine, work)
+    await work(conn)

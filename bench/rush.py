@@ -1,0 +1,399 @@
+"""Benchmark of an on-sale rush: concurrent buyers against one 20,000-seat performance.
+
+The server runs in its production form: ``billetterie serve --workers N`` (2 by default) on a fresh
+PostgreSQL database (or SQLite with ``--database-url sqlite``), call limits off. The institution is
+``bench/availability.py``'s stadium (20 blocks x 25 rows x 40 seats, three seat categories), with
+the reseller's point of sale paying on its pending account (its credit limit set out of reach).
+
+``--buyers`` concurrent buyers (200 by default), each on its own keep-alive connection, loop:
+``createOrUpdateOrder`` for 1-4 seats best-available in a random category of the one
+performance, then ``closeOrder`` paid on the pending account; a buyer whose request answers
+``error.order.availability`` asks for fewer seats, then in another category, and stops when no
+category has a single seat left. Every answer is counted by status code.
+
+Figures: confirmed orders/s and tickets/s over the rush, p50/p99 of each call, errors by code;
+then, from the database, the checks that matter: seats sold = capacity, no seat sold twice, one
+ticket per sold seat, no barcode twice. In the same run, the machine's ceiling: single-row UPDATE
+transactions/s on the same PostgreSQL (pgbench when installed, else an asyncpg loop), with as many
+clients as the server has database connections. For scale: pretix 2026.8 on this machine confirms
+about 16 orders/s (p99 3.7 s).
+
+It is a benchmark, not a test: it exits 0 when a target is missed, listing the misses, and 1 only
+when the run itself fails.
+
+    .venv/bin/python bench/rush.py [--buyers 200] [--workers 2] [--json figures.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from availability import (
+    INSTITUTION,
+    RESELLER_OPERATOR,
+    RESELLER_PARTNER,
+    RESELLER_POS,
+    build_document,
+    create_database,
+    create_operator,
+    server_env,
+    start_server,
+    token_of,
+)
+from billetterie.catalog import db as catalog_db
+from billetterie.catalog.setupfile import parse_document
+from billetterie.inventory import db as inventory_db
+from billetterie.migrations import upgrade
+from billetterie.sales import db as sales_db
+from billetterie.setup import import_institution
+from billetterie.shared.db import create_engine, read
+from catalog import BenchError, drop_database, percentile
+
+TARGET_ORDERS_PER_S = 400.0
+TARGET_P99_MS = 250.0
+REFERENCE = "pretix 2026.8 on this machine confirms about 16 orders/s (p99 3.7 s)"
+FACADE = "/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder"
+CLOSE = "/tnseb/backend-apis/externalOrderService/v1_33/closeOrder"
+SECRET = "rush-" + os.urandom(6).hex()
+
+
+def rush_document(now: datetime) -> dict[str, Any]:
+    data = build_document(1, now)
+    reseller = data["salesChannels"][1]["pointsOfSale"][0]
+    reseller["parameters"] = {"pendingAccountCreditLimit": "1000000000.00"}
+    reseller["maxSeatsPerPerformance"] = 10
+    return data
+
+
+async def setup(url: str) -> dict[str, Any]:
+    engine = create_engine(url)
+    try:
+        now = datetime.now(UTC)
+        result = await import_institution(
+            engine, parse_document(rush_document(now)), now=now, actor="bench"
+        )
+        p, sc, a, pm = (
+            catalog_db.performance.c,
+            catalog_db.seat_category.c,
+            catalog_db.audience_sub_category.c,
+            catalog_db.payment_method.c,
+        )
+        ps = inventory_db.performance_seat.c
+        async with read(engine) as conn:
+            performance = (
+                await conn.execute(sa.select(p.id).where(p.institution_id == result.institution_id))
+            ).scalar_one()
+            categories = {
+                r.code: r.id
+                for r in await conn.execute(
+                    sa.select(sc.code, sc.id).where(sc.institution_id == result.institution_id)
+                )
+            }
+            tariff = (
+                await conn.execute(
+                    sa.select(a.id).where(
+                        a.institution_id == result.institution_id, a.code == "FULL"
+                    )
+                )
+            ).scalar_one()
+            method = (
+                await conn.execute(
+                    sa.select(pm.id).where(
+                        pm.institution_id == result.institution_id, pm.code == "ACCOUNT"
+                    )
+                )
+            ).scalar_one()
+            capacity = (
+                await conn.execute(
+                    sa.select(sa.func.count()).where(ps.performance_id == performance)
+                )
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    return {
+        "institution": result.institution_id,
+        "performance": performance,
+        "categories": categories,
+        "tariff": tariff,
+        "method": method,
+        "capacity": capacity,
+    }
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = {"createOrUpdateOrder": [], "closeOrder": []}
+        self.codes: Counter[str] = Counter()
+        self.orders = 0
+        self.tickets = 0
+
+
+async def buyer(
+    client: httpx.AsyncClient, ids: dict[str, Any], stats: Stats, sold_out: set[str], seed: int
+) -> None:
+    rng = random.Random(seed)
+    categories = list(ids["categories"])
+    while len(sold_out) < len(categories):
+        category = rng.choice([c for c in categories if c not in sold_out] or categories)
+        quantity = rng.randint(1, 4)
+        while quantity >= 1:
+            body = {
+                "singleEntryAttributionOperations": [
+                    {
+                        "operationAttributions": [
+                            {
+                                "performanceId": ids["performance"],
+                                "seatCategoryId": ids["categories"][category],
+                                "audienceSubCategoryId": ids["tariff"],
+                                "quantity": quantity,
+                            }
+                        ]
+                    }
+                ]
+            }
+            started = time.perf_counter()
+            answer = await client.post(FACADE, content=orjson.dumps(body))
+            stats.latency["createOrUpdateOrder"].append(time.perf_counter() - started)
+            data = answer.json()
+            code = data.get("statusCode", f"http.{answer.status_code}")
+            stats.codes[f"createOrUpdateOrder {code}"] += 1
+            if code == "error.order.availability":
+                quantity -= 1
+                continue
+            if code != "success":
+                await asyncio.sleep(0.05)
+                break
+            order = data["orderUpdateData"]
+            close = {
+                "orderId": order["orderId"],
+                "payments": [{"paymentMethodId": ids["method"], "amount": order["totalAmount"]}],
+            }
+            started = time.perf_counter()
+            answer = await client.post(CLOSE, content=orjson.dumps(close))
+            stats.latency["closeOrder"].append(time.perf_counter() - started)
+            code = answer.json().get("statusCode", f"http.{answer.status_code}")
+            stats.codes[f"closeOrder {code}"] += 1
+            if code == "success":
+                stats.orders += 1
+                stats.tickets += quantity
+            break
+        else:
+            sold_out.add(category)
+
+
+async def rush(base_url: str, token: str, ids: dict[str, Any], buyers: int) -> tuple[Stats, float]:
+    stats = Stats()
+    sold_out: set[str] = set()
+    limits = httpx.Limits(max_connections=buyers, max_keepalive_connections=buyers)
+    async with httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        limits=limits,
+        timeout=60,
+    ) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(buyer(client, ids, stats, sold_out, i) for i in range(buyers)))
+        elapsed = time.perf_counter() - started
+    return stats, elapsed
+
+
+async def verify(url: str, ids: dict[str, Any]) -> dict[str, Any]:
+    engine = create_engine(url)
+    ps, m, t = inventory_db.performance_seat.c, sales_db.movement.c, sales_db.ticket.c
+    try:
+        async with read(engine) as conn:
+            sold_seats = (
+                await conn.execute(
+                    sa.select(sa.func.count()).where(
+                        ps.performance_id == ids["performance"], ps.state == "SOLD"
+                    )
+                )
+            ).scalar_one()
+            sold_movements = (
+                await conn.execute(sa.select(sa.func.count()).where(m.state == "SOLD"))
+            ).scalar_one()
+            distinct_seats = (
+                await conn.execute(
+                    sa.select(sa.func.count(sa.distinct(m.performance_seat_id))).where(
+                        m.state == "SOLD"
+                    )
+                )
+            ).scalar_one()
+            tickets = (
+                await conn.execute(sa.select(sa.func.count()).select_from(sales_db.ticket))
+            ).scalar_one()
+            barcodes = (
+                await conn.execute(sa.select(sa.func.count(sa.distinct(t.barcode))))
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    return {
+        "capacity": ids["capacity"],
+        "seats_sold": sold_seats,
+        "movements_sold": sold_movements,
+        "distinct_seats_sold": distinct_seats,
+        "tickets": tickets,
+        "distinct_barcodes": barcodes,
+    }
+
+
+def pgbench_ceiling(admin_url: str, database: str, clients: int, seconds: int) -> float | None:
+    """Single-row UPDATE transactions/s on the same server, from pgbench."""
+    if shutil.which("pgbench") is None:
+        return None
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql+asyncpg://", "postgresql://")
+    url = f"{base}/{database}"
+    subprocess.run(
+        [
+            "psql",
+            url,
+            "-q",
+            "-c",
+            "CREATE TABLE IF NOT EXISTS rush_ceiling (id int PRIMARY KEY, v int NOT NULL);"
+            "INSERT INTO rush_ceiling SELECT g, 0 FROM generate_series(1, 20000) g "
+            "ON CONFLICT DO NOTHING;",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(
+            "\\set id random(1, 20000)\nUPDATE rush_ceiling SET v = v + 1 WHERE id = :id;\n"
+        )
+    done = subprocess.run(
+        [
+            "pgbench",
+            "-n",
+            "-f",
+            script.name,
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    os.unlink(script.name)
+    for line in done.stdout.splitlines():
+        if line.startswith("tps"):
+            return float(line.split("=")[1].split()[0])
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL server to create the bench database on, or 'sqlite'",
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--buyers", type=int, default=200)
+    parser.add_argument("--ceiling-seconds", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="billetterie-rush-"))
+    database = create_database(args.database_url, tmp)
+    server = None
+    try:
+        upgrade(database.url)
+        ids = asyncio.run(setup(database.url))
+        env = server_env(database.url, tmp / "var")
+        create_operator(env, RESELLER_OPERATOR, RESELLER_POS, RESELLER_PARTNER, SECRET)
+        server = start_server(env, tmp / "server.log", args.workers)
+        token = token_of(server, RESELLER_OPERATOR, RESELLER_PARTNER, SECRET)
+        load_before = os.getloadavg()
+        stats, elapsed = asyncio.run(rush(server.base_url, token, ids, args.buyers))
+        checks = asyncio.run(verify(database.url, ids))
+    finally:
+        if server is not None:
+            server.stop()
+    ceiling = None
+    if database.backend == "postgresql" and database.admin_url:
+        name = database.url.rsplit("/", 1)[1]
+        ceiling = pgbench_ceiling(database.admin_url, name, 30, args.ceiling_seconds)
+    drop_database(database)
+
+    figures: dict[str, Any] = {
+        "institution": INSTITUTION,
+        "backend": database.backend,
+        "workers": args.workers,
+        "buyers": args.buyers,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "rush_seconds": round(elapsed, 2),
+        "confirmed_orders": stats.orders,
+        "confirmed_orders_per_s": round(stats.orders / elapsed, 1),
+        "tickets_per_s": round(stats.tickets / elapsed, 1),
+        "codes": dict(stats.codes.most_common()),
+        "latency_ms": {
+            name: {
+                "calls": len(values),
+                "p50": round(percentile(values, 50) * 1000, 1) if values else None,
+                "p99": round(percentile(values, 99) * 1000, 1) if values else None,
+            }
+            for name, values in stats.latency.items()
+        },
+        "checks": checks,
+        "ceiling_update_tps": ceiling,
+        "reference": REFERENCE,
+    }
+    print(json.dumps(figures, indent=2))
+    misses = []
+    if figures["confirmed_orders_per_s"] < TARGET_ORDERS_PER_S:
+        misses.append(
+            f"confirmed orders/s {figures['confirmed_orders_per_s']} < {TARGET_ORDERS_PER_S}"
+        )
+    for name, values in figures["latency_ms"].items():
+        if values["p99"] is not None and values["p99"] > TARGET_P99_MS:
+            misses.append(f"{name} p99 {values['p99']} ms > {TARGET_P99_MS} ms")
+    oversold = checks["seats_sold"] > checks["capacity"] or (
+        checks["distinct_seats_sold"] != checks["movements_sold"]
+    )
+    if oversold:
+        misses.append("OVERSOLD: a seat was sold twice or past capacity")
+    if checks["seats_sold"] != checks["capacity"]:
+        misses.append(f"sold {checks['seats_sold']} of {checks['capacity']} seats")
+    if (
+        checks["tickets"] != checks["movements_sold"]
+        or checks["distinct_barcodes"] != checks["tickets"]
+    ):
+        misses.append("tickets and sold seats differ, or a barcode repeats")
+    for miss in misses:
+        print("MISSED:", miss)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)

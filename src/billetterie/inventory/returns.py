@@ -1,0 +1,225 @@
+"""Places of a sale: what a confirmed hold sold, and giving sold places back.
+
+A cancelled sale returns its places to inventory: its seats go from SOLD to FREE and its
+counters lose what they had sold, under the contract of :mod:`billetterie.inventory.services`
+(seats by id, then stock rows by id, then the sequence row; the change logged in the same
+transaction). Only places a hold really sold can be returned, each once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billetterie.inventory import db
+from billetterie.inventory.errors import HoldClosed, InvalidQuantity
+from billetterie.inventory.models import HoldState, SeatState
+from billetterie.inventory.services import _lock_stocks, _move_counts, log_changes
+from billetterie.shared import audit
+
+
+@dataclass(frozen=True)
+class HeldPlace:
+    """One place of a hold: a seat (``seat_id`` the performance seat) or one unit of a counter."""
+
+    hold_id: int
+    stock_id: int
+    product_id: int
+    performance_id: int | None
+    seat_category_id: int | None
+    product_item_id: int | None
+    timeslot_id: int | None
+    contingent_id: int | None
+    seat_id: int | None = None
+    block_id: int | None = None
+    row: str | None = None
+    number: str | None = None
+
+
+async def held_places(conn: AsyncConnection, hold_ids: Sequence[int]) -> list[HeldPlace]:
+    """Every place of these holds, one per seat or per unit, in hold, stock and seat order."""
+    if not hold_ids:
+        return []
+    s, line, ps = db.stock.c, db.hold_line.c, db.performance_seat.c
+    stocks = {
+        r.id: r
+        for r in (
+            await conn.execute(
+                sa.select(db.stock).where(
+                    s.id.in_(sa.select(line.stock_id).where(line.hold_id.in_(sorted(hold_ids))))
+                )
+            )
+        ).all()
+    }
+    seats: dict[tuple[int, int], list[Any]] = {}
+    for r in (
+        await conn.execute(
+            sa.select(ps.hold_id, ps.stock_id, ps.id, ps.block_id, ps.row, ps.number)
+            .where(ps.hold_id.in_(sorted(hold_ids)))
+            .order_by(ps.id)
+        )
+    ).all():
+        seats.setdefault((r.hold_id, r.stock_id), []).append(r)
+    places: list[HeldPlace] = []
+    lines = (
+        await conn.execute(
+            sa.select(line.hold_id, line.stock_id, line.quantity)
+            .where(line.hold_id.in_(sorted(hold_ids)))
+            .order_by(line.hold_id, line.stock_id)
+        )
+    ).all()
+    for hold_id, stock_id, quantity in lines:
+        stock = stocks[stock_id]
+        base = {
+            "hold_id": hold_id,
+            "stock_id": stock_id,
+            "product_id": stock.product_id,
+            "performance_id": stock.performance_id,
+            "seat_category_id": stock.seat_category_id,
+            "product_item_id": stock.product_item_id,
+            "timeslot_id": stock.timeslot_id,
+            "contingent_id": stock.contingent_id,
+        }
+        if stock.numbered:
+            places.extend(
+                HeldPlace(**base, seat_id=r.id, block_id=r.block_id, row=r.row, number=r.number)
+                for r in seats.get((hold_id, stock_id), [])
+            )
+        else:
+            places.extend(HeldPlace(**base) for _ in range(quantity))
+    return places
+
+
+async def return_places_in(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    places: Sequence[tuple[int, int, int | None]],
+    now: datetime,
+    actor: str = "system",
+) -> None:
+    """Give sold places back to inventory, inside the caller's transaction: ``places`` are
+    ``(hold id, stock id, performance seat id or None)``, one per place.
+
+    Every place must belong to a confirmed hold of the institution and still be sold; a seat
+    returned twice raises HoldClosed and the caller's transaction rolls back.
+    """
+    if not places:
+        return
+    h, ps = db.hold.c, db.performance_seat.c
+    hold_ids = sorted({hold_id for hold_id, _, _ in places})
+    confirmed = {
+        r.id
+        for r in (
+            await conn.execute(
+                sa.select(h.id).where(
+                    h.id.in_(hold_ids),
+                    h.institution_id == institution_id,
+                    h.state == HoldState.CONFIRMED.value,
+                )
+            )
+        ).all()
+    }
+    if confirmed != set(hold_ids):
+        raise InvalidQuantity("only places of a confirmed sale can be returned")
+    seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
+    if seat_ids:
+        updated = await conn.execute(
+            sa.update(db.performance_seat)
+            .where(
+                ps.id.in_(seat_ids),
+                ps.state == SeatState.SOLD.value,
+                ps.hold_id.in_(hold_ids),
+            )
+            .values(state=SeatState.FREE.value, hold_id=None)
+        )
+        if updated.rowcount != len(seat_ids):
+            raise HoldClosed("some of these seats were already returned")
+    counts: dict[int, tuple[int, int]] = {}
+    for _, stock_id, _ in places:
+        held, sold = counts.get(stock_id, (0, 0))
+        counts[stock_id] = (held, sold - 1)
+    await _lock_stocks(conn, set(counts))
+    await _move_counts(conn, counts)
+    await audit.record(
+        conn,
+        institution_id=institution_id,
+        action="inventory.places.returned",
+        actor=actor,
+        at=now,
+        holds=hold_ids,
+        places=len(places),
+    )
+    await log_changes(conn, institution_id, set(counts), now)
+
+
+async def release_places_in(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    places: Sequence[tuple[int, int, int | None]],
+    now: datetime,
+    actor: str = "system",
+) -> None:
+    """Give back some places of active holds, inside the caller's transaction: ``places`` are
+    ``(hold id, stock id, performance seat id or None)``, one per place. The holds stay active
+    with what is left; a place not held by its hold raises HoldClosed."""
+    if not places:
+        return
+    h, ps, line = db.hold.c, db.performance_seat.c, db.hold_line.c
+    hold_ids = sorted({hold_id for hold_id, _, _ in places})
+    active = {
+        r.id
+        for r in (
+            await conn.execute(
+                sa.select(h.id).where(
+                    h.id.in_(hold_ids),
+                    h.institution_id == institution_id,
+                    h.state == HoldState.ACTIVE.value,
+                )
+            )
+        ).all()
+    }
+    if active != set(hold_ids):
+        raise HoldClosed("these places are no longer held")
+    seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
+    if seat_ids:
+        updated = await conn.execute(
+            sa.update(db.performance_seat)
+            .where(ps.id.in_(seat_ids), ps.state == SeatState.HELD.value, ps.hold_id.in_(hold_ids))
+            .values(state=SeatState.FREE.value, hold_id=None)
+        )
+        if updated.rowcount != len(seat_ids):
+            raise HoldClosed("some of these seats are no longer held")
+    per_line: dict[tuple[int, int], int] = {}
+    for hold_id, stock_id, _ in places:
+        per_line[(hold_id, stock_id)] = per_line.get((hold_id, stock_id), 0) + 1
+    for (hold_id, stock_id), quantity in sorted(per_line.items()):
+        updated = await conn.execute(
+            sa.update(db.hold_line)
+            .where(line.hold_id == hold_id, line.stock_id == stock_id, line.quantity >= quantity)
+            .values(quantity=line.quantity - quantity)
+        )
+        if updated.rowcount != 1:
+            raise HoldClosed("these places are no longer held")
+    counts: dict[int, tuple[int, int]] = {}
+    for (_, stock_id), quantity in per_line.items():
+        held, sold = counts.get(stock_id, (0, 0))
+        counts[stock_id] = (held - quantity, sold)
+    await _lock_stocks(conn, set(counts))
+    await _move_counts(conn, counts)
+    await audit.record(
+        conn,
+        institution_id=institution_id,
+        action="inventory.places.released",
+        actor=actor,
+        at=now,
+        holds=hold_ids,
+        places=len(places),
+    )
+    await log_changes(conn, institution_id, set(counts), now)

@@ -1,0 +1,1 @@
+"""Sales: orders (files), operations, movements, tickets, payments and accounts."""

@@ -1,0 +1,571 @@
+"""Carts: create or update an order, give up some of its places, let it expire.
+
+Contract:
+
+- a cart is an order in state RUNNING; its places are inventory holds that expire with it,
+  ``orderAbandonDelay`` minutes after it was created (adding operations does not extend it);
+- every change runs in one inventory transaction (:func:`inventory.services.in_transaction`):
+  the holds, the order's operations and movements, the total and the audit entries commit
+  together or not at all, and a lost seat race runs the whole change again;
+- prices and sellability come from the catalog (:mod:`billetterie.catalog.offers`) at the time
+  of the change and are copied onto the movements;
+- a cart belongs to its sales channel: another channel's (or institution's) operator gets
+  ``error.order.unknown``, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billetterie.catalog.offers import (
+    Offer,
+    block_labels,
+    composed_offer,
+    item_offer,
+    performance_offer,
+)
+from billetterie.inventory.returns import HeldPlace, held_places, release_places_in
+from billetterie.inventory.services import PlaceRequest, hold_places_in, in_transaction
+from billetterie.sales import db
+from billetterie.sales.errors import (
+    InvalidOperation,
+    OrderClosed,
+    OrderExpired,
+    TooManySeats,
+    UnknownMovement,
+    UnknownOrder,
+)
+from billetterie.sales.models import (
+    CartRequest,
+    ComposedLine,
+    MovementState,
+    OperationKind,
+    OrderState,
+    Seller,
+    SimpleProductLine,
+    SingleEntryLine,
+)
+from billetterie.shared import audit
+from billetterie.shared.db import transaction
+
+MAX_LINES = 50
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """Places to hold for one operation, and how to price each held place."""
+
+    kind: OperationKind
+    product_id: int
+    requests: tuple[PlaceRequest, ...]
+    # per (performance id, seat category id) or (item id, timeslot id): the offers, one per place
+    offers: dict[tuple[Any, Any], list[Offer]]
+    quantity: int
+    composed_parts: int = 1
+
+
+def cart_key(order_id: int) -> str:
+    return f"order:{order_id}"
+
+
+async def load_order(
+    conn: AsyncConnection, seller: Seller, order_id: int, *, for_update: bool = False
+) -> Any:
+    """The order if the seller's sales channel may see it, else UnknownOrder."""
+    o = db.sales_order.c
+    query = sa.select(db.sales_order).where(
+        o.id == order_id,
+        o.institution_id == seller.institution_id,
+        o.sales_channel_id == seller.sales_channel_id,
+    )
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise UnknownOrder(f"no order {order_id}")
+    return row
+
+
+def running(order: Any, now: datetime) -> None:
+    """Refuse anything but a running cart that has not expired."""
+    if order.state != OrderState.RUNNING.value:
+        raise OrderClosed(f"order {order.id} is {order.state}")
+    if order.expires_at is not None and order.expires_at <= now:
+        raise OrderExpired(f"order {order.id} expired at {order.expires_at.isoformat()}")
+
+
+async def _plan_single_entry(
+    conn: AsyncConnection, seller: Seller, line: SingleEntryLine, now: datetime
+) -> _Planned:
+    if not line.attributions:
+        raise InvalidOperation("an operation needs at least one attribution")
+    offers: dict[tuple[Any, Any], list[Offer]] = defaultdict(list)
+    seats: dict[tuple[int, int], list[int]] = defaultdict(list)
+    product_id = None
+    for a in line.attributions:
+        _check_quantity(a.quantity)
+        if a.seat_ids and len(a.seat_ids) != a.quantity:
+            raise InvalidOperation("give as many seatIds as the quantity")
+        offer = await performance_offer(
+            conn,
+            institution_id=seller.institution_id,
+            sales_channel_id=seller.sales_channel_id,
+            performance_id=a.performance_id,
+            seat_category_id=a.seat_category_id,
+            audience_sub_category_id=a.audience_sub_category_id,
+            price_level_id=a.price_level_id,
+            now=now,
+        )
+        if product_id is not None and offer.product_id != product_id:
+            raise InvalidOperation("one operation sells one product's performances")
+        product_id = offer.product_id
+        key = (a.performance_id, a.seat_category_id)
+        offers[key].extend([offer] * a.quantity)
+        seats[key].extend(a.seat_ids)
+    requests = []
+    for (performance_id, category_id), places in offers.items():
+        given = tuple(seats[(performance_id, category_id)])
+        if given and len(given) != len(places):
+            raise InvalidOperation("give seatIds for every attribution of a category, or none")
+        requests.append(
+            PlaceRequest(
+                quantity=len(places),
+                performance_id=performance_id,
+                seat_category_id=category_id,
+                seat_ids=given,
+            )
+        )
+    assert product_id is not None
+    return _Planned(
+        OperationKind.SINGLE_ENTRY,
+        product_id,
+        tuple(requests),
+        offers,
+        sum(a.quantity for a in line.attributions),
+    )
+
+
+async def _plan_simple(
+    conn: AsyncConnection, seller: Seller, line: SimpleProductLine, now: datetime
+) -> _Planned:
+    _check_quantity(line.quantity)
+    offer = await item_offer(
+        conn,
+        institution_id=seller.institution_id,
+        sales_channel_id=seller.sales_channel_id,
+        product_item_id=line.item_id,
+        timeslot_id=line.timeslot_id,
+        audience_sub_category_id=line.audience_sub_category_id,
+        price_level_id=line.price_level_id,
+        now=now,
+    )
+    request = PlaceRequest(
+        quantity=line.quantity, product_item_id=line.item_id, timeslot_id=line.timeslot_id
+    )
+    return _Planned(
+        OperationKind.SIMPLE_PRODUCT,
+        offer.product_id,
+        (request,),
+        {(line.item_id, line.timeslot_id): [offer] * line.quantity},
+        line.quantity,
+    )
+
+
+async def _plan_composed(
+    conn: AsyncConnection, seller: Seller, line: ComposedLine, now: datetime
+) -> _Planned:
+    _check_quantity(line.quantity)
+    offer = await composed_offer(
+        conn,
+        institution_id=seller.institution_id,
+        sales_channel_id=seller.sales_channel_id,
+        product_id=line.product_id,
+        seat_category_id=line.seat_category_id,
+        audience_sub_category_id=line.audience_sub_category_id,
+        price_level_id=line.price_level_id,
+        now=now,
+    )
+    requests = tuple(
+        PlaceRequest(quantity=line.quantity, performance_id=p, seat_category_id=c)
+        for p, c in offer.performances
+    )
+    return _Planned(
+        OperationKind.COMPOSED_PRODUCT,
+        offer.product_id,
+        requests,
+        {key: [offer] * line.quantity for key in offer.performances},
+        line.quantity,
+        composed_parts=len(offer.performances),
+    )
+
+
+def _check_quantity(quantity: int) -> None:
+    if not 1 <= quantity <= 1000:
+        raise InvalidOperation("a quantity must be between 1 and 1000")
+
+
+def _place_key(place: HeldPlace) -> tuple[Any, Any]:
+    if place.performance_id is not None:
+        return (place.performance_id, place.seat_category_id)
+    return (place.product_item_id, place.timeslot_id)
+
+
+def _split(amount: int, parts: int, index: int) -> int:
+    """Share ``index`` of ``amount`` in ``parts``: equal shares, the remainder on the first."""
+    share, remainder = divmod(amount, parts)
+    return share + (remainder if index == 0 else 0)
+
+
+async def _seats_per_performance(conn: AsyncConnection, order_id: int) -> dict[int, int]:
+    m = db.movement.c
+    rows = (
+        await conn.execute(
+            sa.select(m.performance_id, sa.func.count())
+            .where(
+                m.order_id == order_id,
+                m.performance_id.is_not(None),
+                m.state == MovementState.RESERVED.value,
+            )
+            .group_by(m.performance_id)
+        )
+    ).all()
+    return {r[0]: r[1] for r in rows}
+
+
+async def _new_order(
+    conn: AsyncConnection, seller: Seller, request: CartRequest, now: datetime
+) -> Any:
+    order_id = (
+        await conn.execute(
+            sa.insert(db.sales_order)
+            .values(
+                institution_id=seller.institution_id,
+                point_of_sale_id=seller.point_of_sale_id,
+                sales_channel_id=seller.sales_channel_id,
+                secret_id=secrets.token_urlsafe(24),
+                operator=seller.operator,
+                order_type=request.order_type.value,
+                state=OrderState.RUNNING.value,
+                currency=seller.currency,
+                total=0,
+                paid=0,
+                language=request.language or seller.language,
+                contact_number=request.contact_number,
+                external_reference=request.external_reference,
+                purchaser=request.purchaser,
+                expires_at=now + timedelta(minutes=seller.abandon_delay_minutes),
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(db.sales_order.c.id)
+        )
+    ).scalar_one()
+    await audit.record(
+        conn,
+        institution_id=seller.institution_id,
+        action="sales.order.created",
+        actor=seller.actor,
+        at=now,
+        order_id=order_id,
+    )
+    return await load_order(conn, seller, order_id)
+
+
+async def _add_operation(
+    conn: AsyncConnection, seller: Seller, order: Any, planned: _Planned, now: datetime
+) -> int:
+    hold = await hold_places_in(
+        conn,
+        institution_id=seller.institution_id,
+        sales_channel_id=seller.sales_channel_id,
+        contingent_ids=sorted(seller.contingent_ids),
+        cart=cart_key(order.id),
+        requests=planned.requests,
+        expires_at=order.expires_at,
+        now=now,
+        split_allowed=seller.split_allowed,
+        actor=seller.actor,
+    )
+    operation_id = (
+        await conn.execute(
+            sa.insert(db.operation)
+            .values(
+                institution_id=seller.institution_id,
+                order_id=order.id,
+                kind=planned.kind.value,
+                product_id=planned.product_id,
+                hold_id=hold.id,
+                state=MovementState.RESERVED.value,
+                quantity=planned.quantity,
+                created_at=now,
+            )
+            .returning(db.operation.c.id)
+        )
+    ).scalar_one()
+    places = await held_places(conn, [hold.id])
+    blocks = await block_labels(
+        conn, seller.institution_id, [p.block_id for p in places if p.block_id is not None]
+    )
+    remaining = {key: list(offers) for key, offers in planned.offers.items()}
+    parts = {key: i for i, key in enumerate(planned.offers)}
+    rows = []
+    for place in places:
+        key = _place_key(place)
+        offer = remaining[key].pop(0)
+        labels = dict(offer.labels)
+        if planned.kind == OperationKind.COMPOSED_PRODUCT:
+            performances = labels.pop("performances")
+            labels |= performances[parts[key]]
+        if place.seat_id is not None:
+            labels |= {
+                "row": place.row,
+                "number": place.number,
+                **blocks.get(place.block_id or 0, {}),
+            }
+        rows.append(
+            {
+                "institution_id": seller.institution_id,
+                "order_id": order.id,
+                "operation_id": operation_id,
+                "product_id": offer.product_id,
+                "performance_id": place.performance_id,
+                "seat_category_id": place.seat_category_id,
+                "audience_sub_category_id": offer.audience_sub_category_id,
+                "price_level_id": offer.price_level_id,
+                "product_item_id": place.product_item_id,
+                "timeslot_id": place.timeslot_id,
+                "contingent_id": place.contingent_id,
+                "stock_id": place.stock_id,
+                "performance_seat_id": place.seat_id,
+                "amount": _split(offer.amount, planned.composed_parts, parts[key])
+                if planned.kind == OperationKind.COMPOSED_PRODUCT
+                else offer.amount,
+                "vat_rate": offer.vat_rate,
+                "state": MovementState.RESERVED.value,
+                "labels": labels,
+                "created_at": now,
+            }
+        )
+    await conn.execute(sa.insert(db.movement), rows)
+    return int(operation_id)
+
+
+async def refresh_total(conn: AsyncConnection, order_id: int, now: datetime) -> int:
+    """The order's total: what its reserved and sold movements cost."""
+    m, o = db.movement.c, db.sales_order.c
+    total = (
+        await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(m.amount), 0)).where(
+                m.order_id == order_id,
+                m.state.in_([MovementState.RESERVED.value, MovementState.SOLD.value]),
+            )
+        )
+    ).scalar_one()
+    await conn.execute(
+        sa.update(db.sales_order).where(o.id == order_id).values(total=total, updated_at=now)
+    )
+    return int(total)
+
+
+async def create_or_update_order(
+    engine: AsyncEngine, seller: Seller, request: CartRequest, *, now: datetime
+) -> tuple[int, list[int]]:
+    """Create a cart, or add operations to the running cart ``request.order_id``.
+
+    All or nothing: when one line cannot be held (``error.order.availability``), priced or sold
+    here, nothing changes. Returns the order id and the ids of the operations added.
+    """
+    if len(request.lines) > MAX_LINES:
+        raise InvalidOperation(f"at most {MAX_LINES} operations per call")
+
+    async def work(conn: AsyncConnection) -> tuple[int, list[int]]:
+        if request.order_id is None:
+            if not request.lines:
+                raise InvalidOperation("a new order needs at least one operation")
+            order = None
+        else:
+            order = await load_order(conn, seller, request.order_id, for_update=True)
+            running(order, now)
+            if order.pending_payments is not None:
+                raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
+        planned = []
+        for line in request.lines:
+            if isinstance(line, SingleEntryLine):
+                planned.append(await _plan_single_entry(conn, seller, line, now))
+            elif isinstance(line, SimpleProductLine):
+                planned.append(await _plan_simple(conn, seller, line, now))
+            else:
+                planned.append(await _plan_composed(conn, seller, line, now))
+        counts = {} if order is None else await _seats_per_performance(conn, order.id)
+        for plan in planned:
+            for r in plan.requests:
+                if r.performance_id is not None:
+                    counts[r.performance_id] = counts.get(r.performance_id, 0) + r.quantity
+        if counts and max(counts.values()) > seller.max_seats_per_performance:
+            raise TooManySeats(
+                f"at most {seller.max_seats_per_performance} seats per performance here"
+            )
+        if order is None:
+            order = await _new_order(conn, seller, request, now)
+        elif request.contact_number or request.external_reference or request.purchaser:
+            o = db.sales_order.c
+            values: dict[str, Any] = {}
+            if request.contact_number:
+                values["contact_number"] = request.contact_number
+            if request.external_reference:
+                values["external_reference"] = request.external_reference
+            if request.purchaser:
+                values["purchaser"] = request.purchaser
+            await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
+        operations = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
+        total = await refresh_total(conn, order.id, now)
+        await audit.record(
+            conn,
+            institution_id=seller.institution_id,
+            action="sales.order.updated",
+            actor=seller.actor,
+            at=now,
+            order_id=order.id,
+            operations=operations,
+            total=total,
+        )
+        return int(order.id), operations
+
+    result: tuple[int, list[int]] = await in_transaction(engine, work)
+    return result
+
+
+async def abandon_movements(
+    engine: AsyncEngine,
+    seller: Seller,
+    order_id: int,
+    movement_ids: Sequence[int],
+    *,
+    now: datetime,
+) -> None:
+    """Take movements out of a running cart and release their places. Idempotent for
+    movements already abandoned; refused for another order's movements."""
+    if not movement_ids:
+        raise InvalidOperation("name the movements to abandon")
+
+    async def work(conn: AsyncConnection) -> None:
+        order = await load_order(conn, seller, order_id, for_update=True)
+        running(order, now)
+        if order.pending_payments is not None:
+            raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
+        await release_movements_in(conn, seller, order, movement_ids, now)
+
+    await in_transaction(engine, work)
+
+
+async def release_movements_in(
+    conn: AsyncConnection, seller: Seller, order: Any, movement_ids: Sequence[int], now: datetime
+) -> list[int]:
+    """Abandon reserved movements of a running cart, inside the caller's transaction."""
+    m, op = db.movement.c, db.operation.c
+    rows = (
+        await conn.execute(
+            sa.select(m.id, m.state, m.stock_id, m.performance_seat_id, op.hold_id, m.operation_id)
+            .join(db.operation, op.id == m.operation_id)
+            .where(m.order_id == order.id, m.id.in_(sorted(set(movement_ids))))
+        )
+    ).all()
+    if len(rows) != len(set(movement_ids)):
+        raise UnknownMovement("some of these movements are not in this order")
+    reserved = [r for r in rows if r.state == MovementState.RESERVED.value]
+    if not reserved:
+        return []
+    await release_places_in(
+        conn,
+        institution_id=seller.institution_id,
+        places=[(r.hold_id, r.stock_id, r.performance_seat_id) for r in reserved],
+        now=now,
+        actor=seller.actor,
+    )
+    ids = sorted(r.id for r in reserved)
+    await conn.execute(
+        sa.update(db.movement)
+        .where(m.id.in_(ids))
+        .values(state=MovementState.ABANDONED.value, cancelled_at=now)
+    )
+    for operation_id in {r.operation_id for r in reserved}:
+        left = (
+            await conn.execute(
+                sa.select(sa.func.count()).where(
+                    m.operation_id == operation_id, m.state == MovementState.RESERVED.value
+                )
+            )
+        ).scalar_one()
+        if left == 0:
+            await conn.execute(
+                sa.update(db.operation)
+                .where(op.id == operation_id)
+                .values(state=MovementState.ABANDONED.value)
+            )
+    await refresh_total(conn, order.id, now)
+    await audit.record(
+        conn,
+        institution_id=seller.institution_id,
+        action="sales.movements.abandoned",
+        actor=seller.actor,
+        at=now,
+        order_id=order.id,
+        movements=ids,
+    )
+    return ids
+
+
+async def expire_orders(engine: AsyncEngine, *, now: datetime, limit: int = 200) -> int:
+    """Mark running carts past their expiry ABANDONNED (their holds expire in inventory, by
+    its sweeper or lazily). Returns how many. Safe to run in several processes at once: each
+    order is claimed with ``... WHERE state = 'RUNNING'``."""
+    o, m, op = db.sales_order.c, db.movement.c, db.operation.c
+    async with transaction(engine) as conn:
+        due = (
+            await conn.execute(
+                sa.select(o.id, o.institution_id)
+                .where(
+                    o.state == OrderState.RUNNING.value,
+                    o.expires_at <= now,
+                    o.pending_payments.is_(None),
+                )
+                .order_by(o.id)
+                .limit(limit)
+            )
+        ).all()
+        expired = 0
+        for order_id, institution_id in due:
+            claimed = await conn.execute(
+                sa.update(db.sales_order)
+                .where(o.id == order_id, o.state == OrderState.RUNNING.value)
+                .values(state=OrderState.ABANDONNED.value, updated_at=now)
+            )
+            if claimed.rowcount != 1:
+                continue
+            for table, column in ((db.movement, m), (db.operation, op)):
+                await conn.execute(
+                    sa.update(table)
+                    .where(
+                        column.order_id == order_id,
+                        column.state == MovementState.RESERVED.value,
+                    )
+                    .values(state=MovementState.ABANDONED.value)
+                )
+            await audit.record(
+                conn,
+                institution_id=institution_id,
+                action="sales.order.abandoned",
+                actor="sweeper",
+                at=now,
+                order_id=order_id,
+            )
+            expired += 1
+    return expired

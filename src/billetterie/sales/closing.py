@@ -1,0 +1,347 @@
+"""Closing an order: payments, the sale of its places, tickets with signed barcodes.
+
+Contract of :func:`close_order`:
+
+- one inventory transaction (:func:`inventory.services.in_transaction`) does everything: the
+  order is claimed (``UPDATE ... WHERE state = 'RUNNING'``, so it closes once however many
+  callers race), its holds are confirmed, its movements sold, its payments recorded and
+  accounts debited, one ticket per movement issued with its barcode, and the audit and event
+  rows written. A crash at any point leaves either a running cart or a closed order with all
+  of its tickets, never something in between;
+- the payments must be allowed on the point of sale for payment and add up to the order's
+  total exactly (``error.payment.wrong_total``); a voucher or credit balance must hold the
+  amount and a pending account stay within its credit limit
+  (``error.payment.insufficient_funds``); card payments are not taken here but through the
+  provider's page (:mod:`billetterie.sales.card`), which closes the order when it confirms;
+- an expired cart cannot be closed (``error.order.expired``): its places may be sold already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billetterie.inventory.errors import HoldClosed
+from billetterie.inventory.services import confirm_hold_in, in_transaction
+from billetterie.sales import accounts, db, events
+from billetterie.sales.barcode_keys import KeyVault, issue_barcode
+from billetterie.sales.carts import load_order, running
+from billetterie.sales.errors import (
+    CardPaymentRequired,
+    ContactRequired,
+    EmptyOrder,
+    OrderClosed,
+    OrderExpired,
+    PaymentMethodNotAllowed,
+    UnknownAccount,
+    WrongTotal,
+)
+from billetterie.sales.models import (
+    ACCOUNT_OF_PAYMENT,
+    AccountKind,
+    MovementState,
+    OrderState,
+    PaymentRequest,
+    Seller,
+    TicketState,
+)
+from billetterie.shared import audit
+
+EVENT_VALIDITY = timedelta(hours=6)  # a barcode stays valid this long after a performance ends
+DEFAULT_VALIDITY = timedelta(days=366)
+
+
+def validity_of(labels: dict[str, Any], now: datetime) -> datetime:
+    """Until when a ticket's barcode is valid: the performance's or timeslot's end (with a
+    margin), the pass's validity, or a year."""
+    if "end" in labels:
+        return datetime.fromisoformat(labels["end"]) + EVENT_VALIDITY
+    if "start" in labels and labels.get("duration") is not None:
+        start = datetime.fromisoformat(labels["start"])
+        return start + timedelta(seconds=int(labels["duration"])) + EVENT_VALIDITY
+    if labels.get("validityDays"):
+        return now + timedelta(days=int(labels["validityDays"]))
+    return now + DEFAULT_VALIDITY
+
+
+def check_payments(seller: Seller, payments: Sequence[PaymentRequest], total: int) -> None:
+    """Methods allowed here for payment, amounts positive and adding up to ``total``."""
+    for p in payments:
+        method = seller.method(p.payment_method_id)
+        if method is None or not method.for_payment:
+            raise PaymentMethodNotAllowed(
+                f"payment method {p.payment_method_id} is not accepted at this point of sale"
+            )
+        if p.amount <= 0:
+            raise WrongTotal("every payment must be a positive amount")
+    paid = sum(p.amount for p in payments)
+    if paid != total:
+        raise WrongTotal(f"the payments add up to {paid}, the order costs {total}")
+
+
+async def _account_for(
+    conn: AsyncConnection, seller: Seller, kind: AccountKind, order: Any, reference: str | None
+) -> accounts.Account:
+    if kind == AccountKind.PENDING_ACCOUNT:
+        return await accounts.open_account(
+            conn,
+            institution_id=seller.institution_id,
+            kind=kind,
+            code=seller.point_of_sale_code,
+            currency=seller.currency,
+            now=order.updated_at,
+            credit_limit=seller.pending_credit_limit,
+            point_of_sale_id=seller.point_of_sale_id,
+        )
+    code = reference if kind == AccountKind.VOUCHER else order.contact_number
+    if not code:
+        what = "a voucher code" if kind == AccountKind.VOUCHER else "the order's contact"
+        raise UnknownAccount(f"paying by {kind.value.lower()} needs {what}")
+    found = await accounts.find_account(conn, seller.institution_id, kind, code)
+    if found is None:
+        raise UnknownAccount(f"no {kind.value.lower()} {code}")
+    return found
+
+
+async def take_payments_in(
+    conn: AsyncConnection,
+    seller: Seller,
+    order: Any,
+    payments: Sequence[PaymentRequest],
+    now: datetime,
+) -> None:
+    """Record the payments and debit their accounts, inside the caller's transaction."""
+    for p in payments:
+        method = seller.method(p.payment_method_id)
+        assert method is not None
+        account_id = None
+        kind = ACCOUNT_OF_PAYMENT.get(method.payment_type)
+        if kind is not None:
+            account = await _account_for(conn, seller, kind, order, p.reference)
+            await accounts.debit(
+                conn,
+                account,
+                institution_id=seller.institution_id,
+                amount=p.amount,
+                order_id=order.id,
+                description=f"order {order.id}",
+                now=now,
+            )
+            account_id = account.id
+        await conn.execute(
+            sa.insert(db.payment).values(
+                institution_id=seller.institution_id,
+                order_id=order.id,
+                payment_method_id=method.id,
+                method_code=method.code,
+                payment_type=method.payment_type,
+                amount=p.amount,
+                account_id=account_id,
+                reference=p.reference,
+                created_at=now,
+            )
+        )
+
+
+async def issue_tickets_in(
+    conn: AsyncConnection,
+    seller: Seller,
+    order_id: int,
+    movements: Sequence[Any],
+    vault: KeyVault,
+    now: datetime,
+    *,
+    with_barcodes: bool = True,
+) -> list[int]:
+    """One NOT_PRINTED ticket per movement (signed barcode included unless asked not to)."""
+    t = db.ticket.c
+    ticket_ids: list[int] = []
+    for m in movements:
+        ticket_id = (
+            await conn.execute(
+                sa.insert(db.ticket)
+                .values(
+                    institution_id=seller.institution_id,
+                    order_id=order_id,
+                    movement_id=m.id,
+                    product_id=m.product_id,
+                    performance_id=m.performance_id,
+                    state=TicketState.NOT_PRINTED.value,
+                    issued_at=now,
+                )
+                .returning(t.id)
+            )
+        ).scalar_one()
+        ticket_ids.append(int(ticket_id))
+        if with_barcodes:
+            await set_barcode_in(
+                conn, seller.institution_id, seller.organization_id, ticket_id, m, vault, now
+            )
+    return ticket_ids
+
+
+async def set_barcode_in(
+    conn: AsyncConnection,
+    institution_id: int,
+    organization_id: int,
+    ticket_id: int,
+    movement: Any,
+    vault: KeyVault,
+    now: datetime,
+) -> str:
+    barcode = await issue_barcode(
+        conn,
+        vault,
+        institution_id=institution_id,
+        organization_id=organization_id,
+        ticket_id=ticket_id,
+        performance_id=movement.performance_id,
+        valid_until=max(validity_of(movement.labels, now), now + timedelta(hours=1)),
+        now=now,
+    )
+    await conn.execute(
+        sa.update(db.ticket).where(db.ticket.c.id == ticket_id).values(barcode=barcode)
+    )
+    return barcode
+
+
+async def close_order_in(
+    conn: AsyncConnection,
+    seller: Seller,
+    order_id: int,
+    payments: Sequence[PaymentRequest],
+    *,
+    contact_number: str | None,
+    with_barcodes: bool,
+    vault: KeyVault,
+    now: datetime,
+    card_confirmation: bool = False,
+) -> list[int]:
+    """:func:`close_order` inside the caller's transaction; returns the ticket ids."""
+    o, m, op = db.sales_order.c, db.movement.c, db.operation.c
+    order = await load_order(conn, seller, order_id, for_update=True)
+    if card_confirmation:
+        if order.state != OrderState.RUNNING.value:
+            raise OrderClosed(f"order {order.id} is {order.state}")
+    else:
+        running(order, now)
+        if order.pending_payments is not None:
+            raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
+    movements = (
+        await conn.execute(
+            sa.select(db.movement)
+            .where(m.order_id == order.id, m.state == MovementState.RESERVED.value)
+            .order_by(m.id)
+        )
+    ).all()
+    if not movements:
+        raise EmptyOrder(f"order {order.id} has nothing to sell")
+    contact = contact_number or order.contact_number
+    if contact is None and any(r.labels.get("contactRequired") for r in movements):
+        raise ContactRequired("these products are sold to a known contact: give contactReference")
+    if not card_confirmation:
+        if any(
+            (method := seller.method(p.payment_method_id)) is not None
+            and method.payment_type == "CARD"
+            for p in payments
+        ):
+            raise CardPaymentRequired(
+                "card payments go through createPaymentsAndCloseOrder and the payment page"
+            )
+        check_payments(seller, payments, order.total)
+    claimed = await conn.execute(
+        sa.update(db.sales_order)
+        .where(o.id == order.id, o.state == OrderState.RUNNING.value)
+        .values(
+            state=OrderState.CLOSED.value,
+            closed_at=now,
+            updated_at=now,
+            expires_at=None,
+            pending_payments=None,
+            paid=order.total,
+            contact_number=contact,
+        )
+    )
+    if claimed.rowcount != 1:
+        raise OrderClosed(f"order {order.id} was just closed")
+    hold_ids = sorted(
+        {
+            r.hold_id
+            for r in (
+                await conn.execute(
+                    sa.select(op.hold_id).where(
+                        op.order_id == order.id,
+                        op.state == MovementState.RESERVED.value,
+                        op.hold_id.is_not(None),
+                    )
+                )
+            ).all()
+        }
+    )
+    for hold_id in hold_ids:
+        try:
+            await confirm_hold_in(
+                conn,
+                institution_id=seller.institution_id,
+                hold_id=hold_id,
+                now=now,
+                actor=seller.actor,
+            )
+        except HoldClosed:
+            raise OrderExpired(f"order {order.id}'s places are no longer held") from None
+    for table, column in ((db.movement, m), (db.operation, op)):
+        await conn.execute(
+            sa.update(table)
+            .where(column.order_id == order.id, column.state == MovementState.RESERVED.value)
+            .values(state=MovementState.SOLD.value)
+        )
+    if not card_confirmation:
+        await take_payments_in(conn, seller, order, payments, now)
+    ticket_ids = await issue_tickets_in(
+        conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes
+    )
+    await audit.record(
+        conn,
+        institution_id=seller.institution_id,
+        action="sales.order.closed",
+        actor=seller.actor,
+        at=now,
+        order_id=order.id,
+        total=order.total,
+        tickets=len(ticket_ids),
+    )
+    await events.order_closed(conn, seller, order.id, now)
+    return ticket_ids
+
+
+async def close_order(
+    engine: AsyncEngine,
+    seller: Seller,
+    order_id: int,
+    payments: Sequence[PaymentRequest],
+    *,
+    contact_number: str | None = None,
+    with_barcodes: bool = True,
+    vault: KeyVault,
+    now: datetime,
+) -> list[int]:
+    """Close a running cart with its payments (see the module's contract); the ticket ids."""
+
+    async def work(conn: AsyncConnection) -> list[int]:
+        return await close_order_in(
+            conn,
+            seller,
+            order_id,
+            payments,
+            contact_number=contact_number,
+            with_barcodes=with_barcodes,
+            vault=vault,
+            now=now,
+        )
+
+    result: list[int] = await in_transaction(engine, work)
+    return result

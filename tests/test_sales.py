@@ -1,0 +1,603 @@
+"""Sales through the wire surface: carts, closing with every payment method, tickets with signed
+barcodes, cancellation and refunds, history — and bad input that changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from billetterie.sales.barcode_keys import verification_keys
+from billetterie.sales.barcodes import verify
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billetterie.sales import db as sales
+from billetterie.sales.accounts import add_credit, issue_voucher
+from billetterie.shared.audit import audit_entry
+from billetterie.shared.db import metadata, read
+from tests.conftest import NOW, Backend
+from tests.sales_kit import Kit, open_kit
+
+FACADE, ORDERS, HISTORY = (
+    "externalOrderFacade",
+    "externalOrderService",
+    "externalOrderHistoryService",
+)
+
+
+@pytest.fixture
+async def kit(scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path) -> AsyncIterator[Kit]:
+    async with open_kit(scratch_engine, backend.scratch_url, tmp_path) as kit:
+        yield kit
+
+
+async def availability(kit: Kit, category: str, performance: str = "SH01") -> dict[str, Any]:
+    body = await kit.rpc(
+        "availabilityService",
+        "getPerformanceAvailability",
+        {
+            "performanceIds": [kit.shop.performances[performance]],
+            "seatCategoryIds": [kit.shop.categories[category]],
+        },
+    )
+    assert body["statusCode"] == "success", body
+    detail: dict[str, Any] = body["performanceAvailabilities"][0]["details"][0]
+    return detail
+
+
+async def row_counts(engine: AsyncEngine) -> dict[str, int]:
+    async with read(engine) as conn:
+        return {
+            t.name: (await conn.execute(sa.select(sa.func.count()).select_from(t))).scalar_one()
+            for t in metadata.sorted_tables
+            if t.name not in {"audit_entry"}
+        }
+
+
+# --- the happy paths, one per product family and payment method ---------------------------
+
+
+async def test_best_available_seats_sold_for_cash_get_verifiable_tickets(kit: Kit) -> None:
+    body = await kit.cart(kit.seats("C1", 2), kit.seats("C1", 1, tariff="RED"))
+    assert body["statusCode"] == "success", body
+    cart = body["orderUpdateData"]
+    assert cart["orderState"] == "RUNNING"
+    assert cart["totalAmount"] == 2 * 50_000 + 40_000
+    assert cart["expirationDate"] == (NOW + timedelta(minutes=20)).isoformat()
+    assert len(cart["operationDataUpdates"]) == 2
+    movements = cart["movementDataUpdates"]
+    assert [m["amount"] for m in movements] == [50_000, 50_000, 40_000]
+    assert all(m["state"] == "RESERVED" and m["seat"]["row"] for m in movements)
+    assert len(cart["orderSecretId"]) >= 24
+    # two seats side by side in one row
+    first = [m["seat"] for m in movements[:2]]
+    assert first[0]["row"] == first[1]["row"]
+    assert abs(int(first[0]["number"]) - int(first[1]["number"])) == 1
+    assert (await availability(kit, "C1"))["held"] == 3
+
+    closed = await kit.close(cart["orderId"], [("CASH", 140_000)])
+    assert closed["statusCode"] == "success", closed
+    order = closed["orderData"]
+    assert order["orderState"] == "CLOSED"
+    assert order["paidAmount"] == 140_000 and order["expirationDate"] is None
+    tickets = [m["ticket"] for op in order["operations"] for m in op["movements"]]
+    assert len(tickets) == 3 and all(t["ticketState"] == "NOT_PRINTED" for t in tickets)
+    assert len({t["barcode"] for t in tickets}) == 3
+    seen = await availability(kit, "C1")
+    assert (seen["held"], seen["sold"]) == (0, 3)
+
+    async with read(kit.engine) as conn:
+        keys = await verification_keys(conn, institution_id=kit.shop.institution_id)
+    for ticket in tickets:
+        payload = verify(ticket["barcode"], keys, kit.clock.now())
+        assert payload.ticket_id == ticket["ticketId"]
+        assert payload.performance_id == kit.shop.performances["SH01"]
+
+    details = await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]})
+    assert details["orderData"] == order
+    by_secret = await kit.rpc(
+        ORDERS, "getFileDetailsFromOrderSecretId", {"orderSecretId": cart["orderSecretId"]}
+    )
+    assert by_secret["orderData"] == order
+
+
+async def test_chosen_seats_are_held_and_refused_to_a_second_cart(kit: Kit) -> None:
+    seats = await kit.rpc(
+        "availabilityService",
+        "getSeatsAvailability",
+        {"performanceId": kit.shop.performances["SH01"]},
+    )
+    free = [
+        s["id"]
+        for s in seats["seats"]
+        if s["state"] == "FREE" and s["seatCategoryId"] == kit.shop.categories["C1"]
+    ][:2]
+    first = await kit.cart(kit.seats("C1", 2, seat_ids=free))
+    assert first["statusCode"] == "success", first
+    assert sorted(m["seat"]["id"] for m in first["orderUpdateData"]["movementDataUpdates"]) == (
+        sorted(free)
+    )
+    before = await row_counts(kit.engine)
+    second = await kit.cart(kit.seats("C1", 1, seat_ids=free[:1]))
+    assert second["statusCode"] == "error.order.availability"
+    assert await row_counts(kit.engine) == before
+
+
+async def test_a_cart_grows_and_gives_movements_back(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    grown = (await kit.cart(kit.seats("C2", 1), order_id=cart["orderId"]))["orderUpdateData"]
+    assert grown["orderId"] == cart["orderId"]
+    assert grown["totalAmount"] == 2 * 50_000 + 30_000
+    assert [m["seatCategoryId"] for m in grown["movementDataUpdates"]] == [
+        kit.shop.categories["C2"]
+    ]
+    drop = cart["movementDataUpdates"][0]["movementId"]
+    body = await kit.rpc(
+        ORDERS, "abandonMovements", {"orderId": cart["orderId"], "movementIds": [drop]}
+    )
+    assert body["statusCode"] == "success", body
+    assert body["orderData"]["totalAmount"] == 50_000 + 30_000
+    states = {
+        m["movementId"]: m["state"]
+        for op in body["orderData"]["operations"]
+        for m in op["movements"]
+    }
+    assert states[drop] == "ABANDONED"
+    assert (await availability(kit, "C1"))["held"] == 1
+    again = await kit.rpc(
+        ORDERS, "abandonMovements", {"orderId": cart["orderId"], "movementIds": [drop]}
+    )
+    assert again["orderData"]["totalAmount"] == 80_000  # idempotent
+
+
+async def test_a_timeslot_pass_paid_by_voucher_spends_its_balance(kit: Kit) -> None:
+    voucher = await issue_voucher(
+        kit.engine,
+        institution_id=kit.shop.institution_id,
+        currency="EUR",
+        amount=12_000,
+        now=NOW,
+        actor="test",
+    )
+    slot = kit.shop.timeslots[1]
+    body = await kit.rpc(
+        FACADE,
+        "createOrUpdateOrder",
+        {
+            "simpleProductOperations": [
+                {
+                    "itemId": kit.shop.items["SLOT"],
+                    "timeslotId": slot,
+                    "audienceSubCategoryId": kit.tariffs["FULL"],
+                    "quantity": 2,
+                }
+            ]
+        },
+    )
+    assert body["statusCode"] == "success", body
+    cart = body["orderUpdateData"]
+    assert cart["totalAmount"] == 10_000
+    assert {m["timeslotId"] for m in cart["movementDataUpdates"]} == {slot}
+    closed = await kit.close(cart["orderId"], [("VOUCHER", 10_000)], voucher=voucher.code)
+    assert closed["statusCode"] == "success", closed
+    async with read(kit.engine) as conn:
+        balance = (
+            await conn.execute(
+                sa.select(sales.account.c.balance).where(sales.account.c.id == voucher.id)
+            )
+        ).scalar_one()
+    assert balance == 2_000
+    # 2.00 left: a second pass is refused and nothing changes
+    cart2 = (
+        await kit.rpc(
+            FACADE,
+            "createOrUpdateOrder",
+            {
+                "simpleProductOperations": [
+                    {
+                        "itemId": kit.shop.items["DAY"],
+                        "audienceSubCategoryId": kit.tariffs["FULL"],
+                        "quantity": 1,
+                    }
+                ]
+            },
+        )
+    )["orderUpdateData"]
+    before = await row_counts(kit.engine)
+    refused = await kit.close(cart2["orderId"], [("VOUCHER", 12_000)], voucher=voucher.code)
+    assert refused["statusCode"] == "error.payment.insufficient_funds"
+    assert await row_counts(kit.engine) == before
+
+
+async def test_a_season_ticket_takes_one_place_in_each_performance(kit: Kit) -> None:
+    body = await kit.rpc(
+        FACADE,
+        "createOrUpdateOrder",
+        {
+            "composedProductOperations": [
+                {
+                    "productId": kit.products["SUB"],
+                    "seatCategoryId": kit.shop.categories["C1"],
+                    "audienceSubCategoryId": kit.tariffs["FULL"],
+                    "quantity": 1,
+                }
+            ]
+        },
+    )
+    assert body["statusCode"] == "success", body
+    cart = body["orderUpdateData"]
+    movements = cart["movementDataUpdates"]
+    assert sorted(m["performanceId"] for m in movements) == sorted(
+        [kit.shop.performances["SH01"], kit.shop.performances["SH02"]]
+    )
+    assert sum(m["amount"] for m in movements) == cart["totalAmount"] == 90_000
+    assert (await availability(kit, "C1", "SH02"))["held"] == 1
+    closed = await kit.close(cart["orderId"], [("CASH", 90_000)])
+    assert closed["statusCode"] == "success", closed
+    assert (
+        len([m for op in closed["orderData"]["operations"] for m in op["movements"] if m["ticket"]])
+        == 2
+    )
+
+
+async def test_a_reseller_pays_on_its_pending_account_within_its_limit(kit: Kit) -> None:
+    async def buy(quantity: int) -> dict[str, Any]:
+        cart = await kit.cart(kit.seats("C2", quantity), who="res")
+        assert cart["statusCode"] == "success", cart
+        order = cart["orderUpdateData"]
+        return await kit.close(order["orderId"], [("PENDING", order["totalAmount"])], who="res")
+
+    first = await buy(5)  # 150.00 of 200.00
+    assert first["statusCode"] == "success", first
+    cart = (await kit.cart(kit.seats("C2", 2), who="res"))["orderUpdateData"]  # 60.00
+    before = await row_counts(kit.engine)
+    over = await kit.close(cart["orderId"], [("PENDING", 60_000)], who="res")
+    assert over["statusCode"] == "error.payment.insufficient_funds"
+    assert await row_counts(kit.engine) == before
+    # cancelling one seat of the first order credits the account back
+    sold = first["orderData"]["operations"][0]["movements"]
+    cancelled = await kit.rpc(
+        ORDERS,
+        "cancelOperations",
+        {"orderId": first["orderData"]["orderId"], "movementIds": [sold[0]["movementId"]]},
+        who="res",
+    )
+    assert cancelled["statusCode"] == "success", cancelled
+    assert cancelled["refundOrderId"] is not None
+    assert cancelled["orderData"]["totalAmount"] == 120_000
+    assert (await kit.close(cart["orderId"], [("PENDING", 60_000)], who="res"))[
+        "statusCode"
+    ] == "success"
+
+    response = await kit.api.client.get(
+        "/api/v1/accounts/pending/statement.csv",
+        params={"start": "2026-11-01T00:00:00+00:00", "end": "2026-12-01T00:00:00+00:00"},
+        headers={"Authorization": f"Bearer {kit.tokens['res']}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = response.text.strip().splitlines()
+    assert lines[0] == "date,order,kind,debit,credit,balance,description"
+    assert [line.split(",")[2:6] for line in lines[1:]] == [
+        ["OPENING", "", "", "0.00"],
+        ["DEBIT", "150.00", "", "-150.00"],
+        ["CREDIT", "", "30.00", "-120.00"],
+        ["DEBIT", "60.00", "", "-180.00"],
+        ["CLOSING", "", "", "-180.00"],
+    ]
+
+
+async def test_a_membership_needs_a_contact_and_can_use_its_credit(kit: Kit) -> None:
+    await add_credit(
+        kit.engine,
+        institution_id=kit.shop.institution_id,
+        contact_number="C-1",
+        currency="EUR",
+        amount=100_000,
+        description="goodwill",
+        now=NOW,
+        actor="test",
+    )
+    cart = (
+        await kit.rpc(
+            FACADE,
+            "createOrUpdateOrder",
+            {
+                "simpleProductOperations": [
+                    {
+                        "itemId": kit.shop.items["CARDM"],
+                        "audienceSubCategoryId": kit.tariffs["FULL"],
+                        "quantity": 1,
+                    }
+                ]
+            },
+        )
+    )["orderUpdateData"]
+    anonymous = await kit.close(cart["orderId"], [("CASH", 60_000)])
+    assert anonymous["statusCode"] == "error.order.contact_required"
+    closed = await kit.close(cart["orderId"], [("CREDIT", 60_000)], contact="C-1")
+    assert closed["statusCode"] == "success", closed
+    assert closed["orderData"]["contactNumber"] == "C-1"
+
+
+async def test_cancelling_a_sale_returns_places_cancels_tickets_and_refunds(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    closed = (await kit.close(cart["orderId"], [("CASH", 100_000)]))["orderData"]
+    operation = closed["operations"][0]["operationId"]
+    body = await kit.rpc(
+        ORDERS, "cancelOperations", {"orderId": cart["orderId"], "operationIds": [operation]}
+    )
+    assert body["statusCode"] == "success", body
+    order = body["orderData"]
+    assert order["orderState"] == "CANCELED" and order["totalAmount"] == 0
+    assert all(
+        m["state"] == "CANCELED" and m["ticket"]["ticketState"] == "CANCELLED"
+        for m in order["operations"][0]["movements"]
+    )
+    seen = await availability(kit, "C1")
+    assert (seen["sold"], seen["held"]) == (0, 0)
+    refund = await kit.rpc(ORDERS, "getOrderDetails", {"orderId": body["refundOrderId"]})
+    assert refund["orderData"]["orderType"] == "REFUND"
+    assert refund["orderData"]["originOrderId"] == cart["orderId"]
+    assert [p["amount"] for p in refund["orderData"]["payments"]] == [-100_000]
+    # again: nothing more happens
+    again = await kit.rpc(
+        ORDERS, "cancelOperations", {"orderId": cart["orderId"], "operationIds": [operation]}
+    )
+    assert again["statusCode"] == "success" and again["refundOrderId"] is None
+    response = await kit.api.client.get(
+        "/api/v1/barcodes/revocations", headers={"Authorization": f"Bearer {kit.tokens['web']}"}
+    )
+    assert response.status_code == 200, response.text
+    revoked = {r["ticketId"] for r in response.json()["revocations"]}
+    assert revoked == {m["ticket"]["ticketId"] for m in order["operations"][0]["movements"]}
+
+
+async def test_cancelling_in_a_cart_releases_at_once(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 3)))["orderUpdateData"]
+    body = await kit.rpc(
+        ORDERS,
+        "cancelOperations",
+        {
+            "orderId": cart["orderId"],
+            "operationIds": [cart["operationDataUpdates"][0]["operationId"]],
+        },
+    )
+    assert body["statusCode"] == "success", body
+    assert body["orderData"]["totalAmount"] == 0
+    assert (await availability(kit, "C1"))["held"] == 0
+
+
+async def test_an_expired_cart_cannot_close_and_is_abandoned(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    kit.later(minutes=21)
+    before = await row_counts(kit.engine)
+    body = await kit.close(cart["orderId"], [("CASH", 100_000)])
+    assert body["statusCode"] == "error.order.expired"
+    assert await row_counts(kit.engine) == before
+    grown = await kit.cart(kit.seats("C1", 1), order_id=cart["orderId"])
+    assert grown["statusCode"] == "error.order.expired"
+    from billetterie.sales.tasks import sweep_expired_orders
+
+    assert await sweep_expired_orders(kit.engine, kit.clock) == 1
+    details = await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]})
+    assert details["orderData"]["orderState"] == "ABANDONNED"
+    assert (await availability(kit, "C1"))["held"] == 0
+
+
+async def test_holders_listing_and_search(kit: Kit) -> None:
+    orders = []
+    for _ in range(3):
+        cart = (await kit.cart(kit.seats("C2", 1), externalReference="ext-1"))["orderUpdateData"]
+        orders.append((await kit.close(cart["orderId"], [("CASH", 30_000)]))["orderData"])
+    movement = orders[0]["operations"][0]["movements"][0]
+    body = await kit.rpc(
+        ORDERS,
+        "setMovementContactData",
+        {
+            "orderId": orders[0]["orderId"],
+            "movementId": movement["movementId"],
+            "contactData": {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.org"},
+        },
+    )
+    assert body["statusCode"] == "success", body
+    assert body["orderData"]["operations"][0]["movements"][0]["holder"] == {
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "email": "ada@example.org",
+    }
+    bad = await kit.rpc(
+        ORDERS,
+        "setMovementContactData",
+        {
+            "orderId": orders[0]["orderId"],
+            "movementId": movement["movementId"],
+            "contactData": {"firstName": "Ada"},
+        },
+    )
+    assert bad["statusCode"] == "error.order.invalid_operation"
+
+    page = await kit.rpc(
+        HISTORY,
+        "listTicketsByCriteria",
+        {
+            "ticketFilterCriteria": {"productId": kit.products["SHOW"]},
+            "paginationParameter": {"startPosition": 0, "maxResult": 2},
+        },
+    )
+    assert page["statusCode"] == "success", page
+    assert page["truncated"] is True and len(page["ticketSummaries"]) == 2
+    summary = page["ticketSummaries"][0]
+    assert summary["ticketState"] == "NOT_PRINTED"
+    assert summary["audienceSubCategory"] == "FULL" and summary["price"] == 30_000
+    rest = await kit.rpc(
+        HISTORY,
+        "listTicketsByCriteria",
+        {
+            "ticketFilterCriteria": {"productId": kit.products["SHOW"]},
+            "paginationParameter": {"startPosition": 2, "maxResult": 2},
+        },
+    )
+    assert rest["truncated"] is False and len(rest["ticketSummaries"]) == 1
+    # the reseller's channel sees none of them
+    theirs = await kit.rpc(HISTORY, "listTicketsByCriteria", {}, who="res")
+    assert theirs["ticketSummaries"] == []
+    files = await kit.rpc(
+        HISTORY,
+        "searchFilesByCriteria",
+        {"fileFilterCriteria": {"externalReference": "ext-1", "orderStates": ["CLOSED"]}},
+    )
+    assert [f["orderId"] for f in files["fileSummaries"]] == [o["orderId"] for o in orders][::-1]
+
+
+# --- refusals: a clear code, nothing changed -------------------------------------------------
+
+
+async def test_refusals_change_nothing(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    order_id = cart["orderId"]
+    before = await row_counts(kit.engine)
+    cases: list[tuple[str, str, dict[str, Any], str]] = [
+        (
+            ORDERS,
+            "closeOrder",
+            {
+                "orderId": order_id,
+                "payments": [{"paymentMethodId": kit.methods["CASH"], "amount": 99_000}],
+            },
+            "error.payment.wrong_total",
+        ),
+        (
+            ORDERS,
+            "closeOrder",
+            {
+                "orderId": order_id,
+                "payments": [{"paymentMethodId": kit.methods["PENDING"], "amount": 100_000}],
+            },
+            "error.payment.method_not_allowed",
+        ),
+        (
+            ORDERS,
+            "closeOrder",
+            {
+                "orderId": order_id,
+                "payments": [{"paymentMethodId": kit.methods["CARD"], "amount": 100_000}],
+            },
+            "error.payment.card_redirect_required",
+        ),
+        (
+            ORDERS,
+            "closeOrder",
+            {
+                "orderId": order_id,
+                "payments": [
+                    {
+                        "paymentMethodId": kit.methods["VOUCHER"],
+                        "amount": 100_000,
+                        "voucherCode": "NOPE",
+                    }
+                ],
+            },
+            "error.payment.unknown_account",
+        ),
+        (ORDERS, "closeOrder", {"orderId": 999_999, "payments": []}, "error.order.unknown"),
+        (
+            FACADE,
+            "createOrUpdateOrder",
+            {"singleEntryAttributionOperations": [kit.seats("C1", 9)]},
+            "error.order.too_many_seats",
+        ),
+        (
+            FACADE,
+            "createOrUpdateOrder",
+            {"orderId": order_id, "singleEntryAttributionOperations": [kit.seats("C1", 7)]},
+            "error.order.too_many_seats",
+        ),
+        (
+            FACADE,
+            "createOrUpdateOrder",
+            {
+                "singleEntryAttributionOperations": [
+                    {
+                        "operationAttributions": [
+                            {
+                                **kit.seats("C1", 1)["operationAttributions"][0],
+                                "performanceId": 999_999,
+                            }
+                        ]
+                    }
+                ]
+            },
+            "error.order.unknown_product",
+        ),
+        (
+            FACADE,
+            "createOrUpdateOrder",
+            {"singleEntryAttributionOperations": [kit.seats("C3", 1, tariff="RED")]},
+            "error.order.no_price",
+        ),
+        (
+            FACADE,
+            "createOrUpdateOrder",
+            {
+                "simpleProductOperations": [
+                    {
+                        "itemId": kit.shop.items["SLOT"],
+                        "audienceSubCategoryId": kit.tariffs["FULL"],
+                        "quantity": 1,
+                    }
+                ]
+            },
+            "error.order.unknown_product",
+        ),
+        (
+            FACADE,
+            "createOrUpdateOrder",
+            {"singleEntryAttributionOperations": [kit.seats("C1", 4, seat_ids=[1, 2])]},
+            "error.order.invalid_operation",
+        ),
+        (
+            ORDERS,
+            "abandonMovements",
+            {"orderId": order_id, "movementIds": [999_999]},
+            "error.order.unknown_movement",
+        ),
+        (ORDERS, "cancelOperations", {"orderId": order_id}, "error.order.invalid_operation"),
+    ]
+    for service, method, body, code in cases:
+        answer = await kit.rpc(service, method, body)
+        assert answer["statusCode"] == code, (method, body, answer)
+    # another channel's operator does not see the order
+    for method in ("getOrderDetails", "closeOrder", "cancelOperations"):
+        answer = await kit.rpc(
+            ORDERS, method, {"orderId": order_id, "operationIds": [1]}, who="res"
+        )
+        assert answer["statusCode"] == "error.order.unknown", answer
+    # wrong shapes are 400s
+    for body in ({"orderId": "x"}, {"orderId": order_id, "payments": [{"amount": -1}]}):
+        response = await kit.api.rpc(ORDERS, "closeOrder", body, token=kit.tokens["web"])
+        assert response.status_code == 400, response.text
+    assert await row_counts(kit.engine) == before
+
+
+async def test_every_change_is_audited(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 1)))["orderUpdateData"]
+    await kit.close(cart["orderId"], [("CASH", 50_000)])
+    async with read(kit.engine) as conn:
+        actions = [
+            r.action
+            for r in (
+                await conn.execute(sa.select(audit_entry.c.action).order_by(audit_entry.c.id))
+            ).all()
+            if r.action.startswith(("sales.", "inventory.hold"))
+        ]
+    assert actions == [
+        "sales.order.created",
+        "inventory.hold.created",
+        "sales.order.updated",
+        "inventory.hold.confirmed",
+        "sales.order.closed",
+    ]
