@@ -15,6 +15,7 @@ from billetterie import __version__
 from billetterie.compat import (
     auth_api,
     availability_api,
+    barcode_api,
     catalog_api,
     envelope,
     mirror_api,
@@ -26,6 +27,10 @@ from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
 from billetterie.inventory import tasks as inventory_tasks
 from billetterie.inventory.board import Board
+from billetterie.payments import api as payments_api
+from billetterie.payments.api import PaymentSurface
+from billetterie.payments.services import PaymentGateway
+from billetterie.payments.test_provider import TestCardProvider
 from billetterie.sales import tasks as sales_tasks
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
@@ -55,6 +60,22 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             token_key=settings.resolved_jwt_secret(),
         )
         limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
+        if settings.payment_test_provider:
+            payments.register(
+                TestCardProvider(
+                    engine,
+                    app.state.runtime.clock,
+                    secret=settings.resolved_payment_test_webhook_secret(),
+                    base_url=settings.public_url,
+                )
+            )
+        app.state.payment_surface = PaymentSurface(
+            engine=engine,
+            clock=app.state.runtime.clock,
+            gateway=payments,
+            csrf_secret=settings.resolved_payment_test_webhook_secret(),
+            public_url=settings.public_url,
+        )
         board = app.state.runtime.caches["board"] = Board(engine, clock=app.state.runtime.clock)
         tasks = (
             [
@@ -77,6 +98,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if limiter is not None:
                 await limiter.close()
 
+    # The sales context registers its confirmation handler on it while the app is built.
+    payments = PaymentGateway()
+
     app = FastAPI(
         title="billetterie",
         version=__version__,
@@ -85,6 +109,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
+    app.state.payments = payments
     app.add_middleware(envelope.JsonBodyMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_size)
     app.add_middleware(RateLimitMiddleware)
@@ -102,6 +127,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     for service in (sales_api.facade, sales_api.order_service, sales_api.history_service):
         app.include_router(service.router())
     app.include_router(sales_api.router)
+    app.include_router(barcode_api.router)
+    app.include_router(payments_api.router)
 
     openapi.install(app)
 

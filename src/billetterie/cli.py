@@ -22,6 +22,8 @@ setup_app = typer.Typer(help="Import or export an institution's setup file.", no
 operators_app = typer.Typer(help="Manage API operators.", no_args_is_help=True)
 app.add_typer(setup_app, name="setup")
 app.add_typer(operators_app, name="operators")
+barcodes_app = typer.Typer(help="Barcode signing keys.", no_args_is_help=True)
+app.add_typer(barcodes_app, name="barcodes")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -196,6 +198,146 @@ def operators_create(
     console.print(
         f"operator [bold]{login}[/] (partner {partner}) on {point_of_sale}; secret: {secret}"
     )
+
+
+async def _organization(conn: Any, organization: str, institution: str | None) -> Any:
+    from billetterie.catalog.services import organization_refs
+    from billetterie.shared.errors import NotFound
+
+    found = [
+        ref
+        for ref in await organization_refs(conn)
+        if ref.organization_code == organization
+        and (institution is None or ref.institution_code == institution)
+    ]
+    if not found:
+        raise NotFound(f"no organization {organization}", code="error.catalog.unknown_organization")
+    if len(found) > 1:
+        raise NotFound(
+            f"organization {organization} exists in several institutions; pass --institution",
+            code="error.catalog.ambiguous_organization",
+        )
+    return found[0]
+
+
+@barcodes_app.command("rotate")
+def barcodes_rotate(
+    organization: Annotated[str, typer.Option("--organization", "-o", help="Organization code.")],
+    institution: Annotated[
+        str | None, typer.Option(help="Institution code (when the organization code is shared).")
+    ] = None,
+) -> None:
+    """Make a new signing key for an organization; the former one keeps verifying."""
+    from billetterie.sales.barcode_keys import KeyVault, rotate
+    from billetterie.shared.clock import SystemClock
+    from billetterie.shared.db import create_engine, transaction
+    from billetterie.shared.errors import DomainError
+
+    settings = load_settings()
+    run_migrations(settings)
+
+    async def run() -> Any:
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            async with transaction(engine) as conn:
+                ref = await _organization(conn, organization, institution)
+                return await rotate(
+                    conn,
+                    KeyVault(settings.resolved_barcode_key_secret()),
+                    institution_id=ref.institution_id,
+                    organization_id=ref.organization_id,
+                    now=SystemClock().now(),
+                    actor="cli",
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        key = asyncio.run(run())
+    except DomainError as exc:
+        errors.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]new active key[/] {key.key_id} for organization {organization}")
+
+
+@barcodes_app.command("retire")
+def barcodes_retire(
+    key_id: Annotated[int, typer.Argument(help="The key id (see `barcodes keys`).")],
+) -> None:
+    """Withdraw a former key: barcodes it signed stop verifying."""
+    from billetterie.sales.barcode_keys import all_public_keys, retire
+    from billetterie.shared.clock import SystemClock
+    from billetterie.shared.db import create_engine, transaction
+    from billetterie.shared.errors import DomainError, NotFound
+
+    settings = load_settings()
+    run_migrations(settings)
+
+    async def run() -> None:
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            async with transaction(engine) as conn:
+                owners = {key.key_id: inst for inst, key in await all_public_keys(conn)}
+                if key_id not in owners:
+                    raise NotFound(f"no barcode key {key_id}", code="error.barcode.unknown_key")
+                await retire(
+                    conn,
+                    institution_id=owners[key_id],
+                    key_id=key_id,
+                    now=SystemClock().now(),
+                    actor="cli",
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    except DomainError as exc:
+        errors.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]retired[/] key {key_id}")
+
+
+@barcodes_app.command("keys")
+def barcodes_keys(
+    all_keys: Annotated[bool, typer.Option("--all", help="Include retired keys.")] = False,
+) -> None:
+    """List the barcode signing keys of every organization."""
+    import base64
+
+    from billetterie.catalog.services import organization_refs
+    from billetterie.sales.barcode_keys import RETIRED, all_public_keys
+    from billetterie.shared.db import create_engine, read
+
+    settings = load_settings()
+    run_migrations(settings)
+
+    async def run() -> tuple[list[Any], dict[int, Any]]:
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            async with read(engine) as conn:
+                refs = {ref.organization_id: ref for ref in await organization_refs(conn)}
+                return await all_public_keys(conn), refs
+        finally:
+            await engine.dispose()
+
+    keys, refs = asyncio.run(run())
+    table = Table(title="barcode signing keys")
+    for column in ("key", "institution", "organization", "state", "created", "public key"):
+        table.add_column(column)
+    for _, key in keys:
+        if key.state == RETIRED and not all_keys:
+            continue
+        ref = refs.get(key.organization_id)
+        table.add_row(
+            str(key.key_id),
+            ref.institution_code if ref else "?",
+            ref.organization_code if ref else "?",
+            key.state,
+            key.created_at.isoformat(timespec="seconds"),
+            base64.b64encode(key.public_key).decode(),
+        )
+    console.print(table)
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:

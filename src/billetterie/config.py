@@ -28,6 +28,21 @@ class Settings(BaseSettings):
         default="",
         description="HMAC key for operator tokens; empty means a key generated once in var_dir.",
     )
+    barcode_key_secret: str = Field(
+        default="",
+        description="Secret the barcode signing keys are encrypted under (AES-GCM, key derived "
+        "with HKDF); empty means a secret generated once in var_dir.",
+    )
+    payment_test_webhook_secret: str = Field(
+        default="",
+        description="HMAC key of the built-in test card provider's webhooks; empty means a key "
+        "generated once in var_dir.",
+    )
+    payment_test_provider: bool = Field(
+        default=True,
+        description="Serve the built-in test card provider and its hosted page (demo, tests). "
+        "Turn it off in production: it takes no money.",
+    )
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
     demo_secret: str = Field(default="", description="Secret of the demo operators.")
     catalog_max_age_seconds: int = Field(
@@ -79,6 +94,25 @@ class Settings(BaseSettings):
         import secrets
 
         path = self.var_dir / "jwt.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def resolved_barcode_key_secret(self) -> str:
+        """The secret barcode private keys are encrypted under: configured, or generated once
+        in ``var_dir`` (0600). Losing it makes the stored signing keys unusable."""
+        return self.barcode_key_secret or self._generated_secret("barcode.key")
+
+    def resolved_payment_test_webhook_secret(self) -> str:
+        """The test card provider's webhook key: configured, or generated once in ``var_dir``."""
+        return self.payment_test_webhook_secret or self._generated_secret("payment-test.key")
+
+    def _generated_secret(self, name: str) -> str:
+        import secrets
+
+        path = self.var_dir / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(48))

@@ -326,6 +326,31 @@ async def institution_id_by_code(conn: AsyncConnection, code: str) -> int:
     return int(row[0])
 
 
+@dataclass(frozen=True)
+class OrganizationRef:
+    institution_id: int
+    institution_code: str
+    organization_id: int
+    organization_code: str
+
+
+async def organization_refs(conn: AsyncConnection) -> list[OrganizationRef]:
+    """Every organization with its institution, by institution and organization code."""
+    rows = (
+        await conn.execute(
+            sa.select(
+                db.institution.c.id,
+                db.institution.c.code,
+                db.organization.c.id,
+                db.organization.c.code,
+            )
+            .join(db.organization, db.organization.c.institution_id == db.institution.c.id)
+            .order_by(db.institution.c.code, db.organization.c.code)
+        )
+    ).all()
+    return [OrganizationRef(*row) for row in rows]
+
+
 async def institution_is_empty(conn: AsyncConnection) -> bool:
     return (
         await conn.execute(sa.select(sa.func.count()).select_from(db.institution))

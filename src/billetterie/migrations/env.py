@@ -10,6 +10,8 @@ from sqlalchemy.engine import Connection
 import billetterie.catalog.db
 import billetterie.identity.db
 import billetterie.inventory.db
+import billetterie.payments.db
+import billetterie.sales.barcode_keys
 import billetterie.sales.db
 import billetterie.shared.audit  # noqa: F401
 from billetterie.shared.db import create_engine, metadata

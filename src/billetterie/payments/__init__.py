@@ -1,0 +1,1 @@
+"""Card payments through a provider port (hosted page, webhook confirmation, refunds)."""
