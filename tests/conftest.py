@@ -127,13 +127,14 @@ def clock() -> FixedClock:
     return FixedClock(NOW)
 
 
-def settings_for(url: str, tmp: Path) -> Settings:
+def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
     return Settings(
         var_dir=tmp,
         database_url=url,
         jwt_secret="test-jwt-key-" + "x" * 32,
         catalog_max_age_seconds=60,
         rate_limits=False,  # tests/test_rate_limits.py turns them on with small allowances
+        **overrides,
     )
 
 
@@ -250,8 +251,8 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def serve(url: str, tmp: Path, clock: FixedClock) -> AsyncIterator[Api]:
-    app = build_app(settings_for(url, tmp), clock=clock)
+async def serve(url: str, tmp: Path, clock: FixedClock, **settings: Any) -> AsyncIterator[Api]:
+    app = build_app(settings_for(url, tmp, **settings), clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

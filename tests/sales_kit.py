@@ -97,7 +97,7 @@ class Kit:
         response = await self.api.rpc(
             service, method, body, token=self.tokens[who], headers=headers
         )
-        assert response.status_code in (200, 503), response.text
+        assert response.status_code in (200, 400, 503), response.text
         result: dict[str, Any] = response.json()
         return result
 
@@ -180,7 +180,7 @@ async def open_kit(
     )
     clock = FixedClock(now)
     shop = await load_shop(engine, code)
-    async with serve(url, tmp, clock) as api:
+    async with serve(url, tmp, clock, background_tasks=False) as api:
         yield Kit(
             api=api,
             engine=engine,

@@ -14,6 +14,7 @@ from billetterie.sales.barcode_keys import verification_keys
 from billetterie.sales.barcodes import verify
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billetterie.inventory import db as inventory
 from billetterie.sales import db as sales
 from billetterie.sales.accounts import add_credit, issue_voucher
 from billetterie.shared.audit import audit_entry
@@ -34,18 +35,19 @@ async def kit(scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path) -> 
         yield kit
 
 
-async def availability(kit: Kit, category: str, performance: str = "SH01") -> dict[str, Any]:
-    body = await kit.rpc(
-        "availabilityService",
-        "getPerformanceAvailability",
-        {
-            "performanceIds": [kit.shop.performances[performance]],
-            "seatCategoryIds": [kit.shop.categories[category]],
-        },
-    )
-    assert body["statusCode"] == "success", body
-    detail: dict[str, Any] = body["performanceAvailabilities"][0]["details"][0]
-    return detail
+async def availability(kit: Kit, category: str, performance: str = "SH01") -> dict[str, int]:
+    """The category's counters in the database (the sale path's truth; the board follows it)."""
+    st = inventory.stock.c
+    async with read(kit.engine) as conn:
+        held, sold = (
+            await conn.execute(
+                sa.select(sa.func.sum(st.held), sa.func.sum(st.sold)).where(
+                    st.performance_id == kit.shop.performances[performance],
+                    st.seat_category_id == kit.shop.categories[category],
+                )
+            )
+        ).one()
+    return {"held": int(held), "sold": int(sold)}
 
 
 async def row_counts(engine: AsyncEngine) -> dict[str, int]:
@@ -599,5 +601,6 @@ async def test_every_change_is_audited(kit: Kit) -> None:
         "inventory.hold.created",
         "sales.order.updated",
         "inventory.hold.confirmed",
+        "sales.barcode_key.created",  # the organization's first barcode
         "sales.order.closed",
     ]

@@ -71,7 +71,7 @@ async def _movements_of(
     ).all()
     if not {r.id for r in rows} >= set(movement_ids):
         raise UnknownMovement("some of these movements are not in this order")
-    return rows
+    return list(rows)
 
 
 async def _refund(
@@ -180,7 +180,7 @@ async def cancel_operations(
             running(order, now)
             await release_movements_in(conn, seller, order, [r.id for r in rows], now)
             return None
-        if order.state != OrderState.CLOSED.value:
+        if order.state not in (OrderState.CLOSED.value, OrderState.CANCELED.value):
             raise NotCancellable(f"order {order.id} is {order.state}")
         sold = [r for r in rows if r.state == MovementState.SOLD.value]
         if not sold:

@@ -33,7 +33,12 @@ from billetterie.catalog.offers import (
     performance_offer,
 )
 from billetterie.inventory.returns import HeldPlace, held_places, release_places_in
-from billetterie.inventory.services import PlaceRequest, hold_places_in, in_transaction
+from billetterie.inventory.services import (
+    PlaceRequest,
+    hold_places_in,
+    in_transaction,
+    release_hold_in,
+)
 from billetterie.sales import db
 from billetterie.sales.errors import (
     InvalidOperation,
@@ -54,7 +59,7 @@ from billetterie.sales.models import (
     SingleEntryLine,
 )
 from billetterie.shared import audit
-from billetterie.shared.db import transaction
+from billetterie.shared.db import read
 
 MAX_LINES = 50
 
@@ -524,11 +529,11 @@ async def release_movements_in(
 
 
 async def expire_orders(engine: AsyncEngine, *, now: datetime, limit: int = 200) -> int:
-    """Mark running carts past their expiry ABANDONNED (their holds expire in inventory, by
-    its sweeper or lazily). Returns how many. Safe to run in several processes at once: each
+    """Mark running carts past their expiry ABANDONNED and release their holds, one inventory
+    transaction per cart. Returns how many. Safe to run in several processes at once: each
     order is claimed with ``... WHERE state = 'RUNNING'``."""
     o, m, op = db.sales_order.c, db.movement.c, db.operation.c
-    async with transaction(engine) as conn:
+    async with read(engine) as conn:
         due = (
             await conn.execute(
                 sa.select(o.id, o.institution_id)
@@ -541,31 +546,51 @@ async def expire_orders(engine: AsyncEngine, *, now: datetime, limit: int = 200)
                 .limit(limit)
             )
         ).all()
-        expired = 0
-        for order_id, institution_id in due:
-            claimed = await conn.execute(
-                sa.update(db.sales_order)
-                .where(o.id == order_id, o.state == OrderState.RUNNING.value)
-                .values(state=OrderState.ABANDONNED.value, updated_at=now)
-            )
-            if claimed.rowcount != 1:
-                continue
-            for table, column in ((db.movement, m), (db.operation, op)):
-                await conn.execute(
-                    sa.update(table)
-                    .where(
-                        column.order_id == order_id,
-                        column.state == MovementState.RESERVED.value,
-                    )
-                    .values(state=MovementState.ABANDONED.value)
+
+    async def expire(conn: AsyncConnection, order_id: int, institution_id: int) -> int:
+        claimed = await conn.execute(
+            sa.update(db.sales_order)
+            .where(o.id == order_id, o.state == OrderState.RUNNING.value)
+            .values(state=OrderState.ABANDONNED.value, updated_at=now)
+        )
+        if claimed.rowcount != 1:
+            return 0
+        holds = (
+            await conn.execute(
+                sa.select(op.hold_id).where(
+                    op.order_id == order_id,
+                    op.state == MovementState.RESERVED.value,
+                    op.hold_id.is_not(None),
                 )
-            await audit.record(
-                conn,
-                institution_id=institution_id,
-                action="sales.order.abandoned",
-                actor="sweeper",
-                at=now,
-                order_id=order_id,
             )
-            expired += 1
+        ).all()
+        for (hold_id,) in sorted(holds):
+            await release_hold_in(
+                conn, institution_id=institution_id, hold_id=hold_id, now=now, actor="sweeper"
+            )
+        for table, column in ((db.movement, m), (db.operation, op)):
+            await conn.execute(
+                sa.update(table)
+                .where(column.order_id == order_id, column.state == MovementState.RESERVED.value)
+                .values(state=MovementState.ABANDONED.value)
+            )
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="sales.order.abandoned",
+            actor="sweeper",
+            at=now,
+            order_id=order_id,
+        )
+        return 1
+
+    expired = 0
+    for order_id, institution_id in due:
+
+        async def work(
+            conn: AsyncConnection, order: int = order_id, i: int = institution_id
+        ) -> int:
+            return await expire(conn, order, i)
+
+        expired += await in_transaction(engine, work)
     return expired

@@ -84,7 +84,12 @@ def check_payments(seller: Seller, payments: Sequence[PaymentRequest], total: in
 
 
 async def _account_for(
-    conn: AsyncConnection, seller: Seller, kind: AccountKind, order: Any, reference: str | None
+    conn: AsyncConnection,
+    seller: Seller,
+    kind: AccountKind,
+    order: Any,
+    reference: str | None,
+    contact_number: str | None,
 ) -> accounts.Account:
     if kind == AccountKind.PENDING_ACCOUNT:
         return await accounts.open_account(
@@ -97,7 +102,7 @@ async def _account_for(
             credit_limit=seller.pending_credit_limit,
             point_of_sale_id=seller.point_of_sale_id,
         )
-    code = reference if kind == AccountKind.VOUCHER else order.contact_number
+    code = reference if kind == AccountKind.VOUCHER else contact_number
     if not code:
         what = "a voucher code" if kind == AccountKind.VOUCHER else "the order's contact"
         raise UnknownAccount(f"paying by {kind.value.lower()} needs {what}")
@@ -113,15 +118,18 @@ async def take_payments_in(
     order: Any,
     payments: Sequence[PaymentRequest],
     now: datetime,
+    *,
+    contact_number: str | None,
 ) -> None:
-    """Record the payments and debit their accounts, inside the caller's transaction."""
+    """Record the payments and debit their accounts, inside the caller's transaction; a credit
+    balance is the one of ``contact_number``."""
     for p in payments:
         method = seller.method(p.payment_method_id)
         assert method is not None
         account_id = None
         kind = ACCOUNT_OF_PAYMENT.get(method.payment_type)
         if kind is not None:
-            account = await _account_for(conn, seller, kind, order, p.reference)
+            account = await _account_for(conn, seller, kind, order, p.reference, contact_number)
             await accounts.debit(
                 conn,
                 account,
@@ -300,7 +308,7 @@ async def close_order_in(
             .values(state=MovementState.SOLD.value)
         )
     if not card_confirmation:
-        await take_payments_in(conn, seller, order, payments, now)
+        await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
     ticket_ids = await issue_tickets_in(
         conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes
     )
