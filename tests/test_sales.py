@@ -604,3 +604,84 @@ async def test_every_change_is_audited(kit: Kit) -> None:
         "sales.barcode_key.created",  # the organization's first barcode
         "sales.order.closed",
     ]
+
+
+# --- card: the provider's page, its webhook closes the order ---------------------------------
+
+
+async def pay_on_page(kit: Kit, url: str, card_number: str) -> Any:
+    path = url.split("://", 1)[-1].split("/", 1)[1]
+    page = await kit.api.client.get("/" + path)
+    assert page.status_code == 200, page.text
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    return await kit.api.client.post(
+        "/" + path,
+        data={"card_number": card_number, "expiry": "12/30", "cvc": "123", "csrf_token": token},
+    )
+
+
+async def test_a_card_payment_closes_the_order_when_the_provider_confirms(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    body = await kit.rpc(
+        ORDERS,
+        "createPaymentsAndCloseOrder",
+        {
+            "orderId": cart["orderId"],
+            "returnUrl": "https://shop.example/done",
+            "payments": [{"paymentMethodId": kit.methods["CARD"], "amount": 100_000}],
+        },
+    )
+    assert body["statusCode"] == "success", body
+    assert body["orderData"]["orderState"] == "RUNNING"
+    assert body["orderData"]["cardPaymentPending"] is True
+    # the cart is frozen while the buyer pays
+    frozen = await kit.cart(kit.seats("C1", 1), order_id=cart["orderId"])
+    assert frozen["statusCode"] == "error.order.not_running"
+    declined = await pay_on_page(kit, body["paymentUrl"], "4000 0000 0000 0002")
+    assert declined.status_code in (200, 402), declined.text
+    still = await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]})
+    assert still["orderData"]["orderState"] == "RUNNING"
+    paid = await pay_on_page(kit, body["paymentUrl"], "4242 4242 4242 4242")
+    assert paid.status_code == 303 and paid.headers["location"] == "https://shop.example/done"
+    order = (await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]}))["orderData"]
+    assert order["orderState"] == "CLOSED" and order["paidAmount"] == 100_000
+    assert [p["paymentType"] for p in order["payments"]] == ["CARD"]
+    assert all(m["ticket"]["barcode"] for m in order["operations"][0]["movements"])
+    # cancelling refunds the card through the provider
+    cancelled = await kit.rpc(
+        ORDERS,
+        "cancelOperations",
+        {"orderId": cart["orderId"], "operationIds": [order["operations"][0]["operationId"]]},
+    )
+    assert cancelled["statusCode"] == "success", cancelled
+    from billetterie.payments import db as payments
+
+    async with read(kit.engine) as conn:
+        refunds = (
+            await conn.execute(
+                sa.select(payments.payment_refund.c.amount, payments.payment_refund.c.state)
+            )
+        ).all()
+    assert [(r.amount, r.state) for r in refunds] == [(100_000, "SUCCEEDED")]
+
+
+async def test_reopening_gives_the_card_payment_up(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 1)))["orderUpdateData"]
+    body = await kit.rpc(
+        ORDERS,
+        "createPaymentsAndCloseOrder",
+        {
+            "orderId": cart["orderId"],
+            "returnUrl": "https://shop.example/done",
+            "payments": [{"paymentMethodId": kit.methods["CARD"], "amount": 50_000}],
+        },
+    )
+    reopened = await kit.rpc(ORDERS, "reopenOrder", {"orderId": cart["orderId"]})
+    assert reopened["statusCode"] == "success", reopened
+    assert reopened["orderData"]["cardPaymentPending"] is False
+    closed = await kit.close(cart["orderId"], [("CASH", 50_000)])
+    assert closed["statusCode"] == "success", closed
+    late = await pay_on_page(kit, body["paymentUrl"], "4242 4242 4242 4242")
+    assert late.status_code in (200, 409, 410), late.text
+    order = (await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]}))["orderData"]
+    assert [p["paymentType"] for p in order["payments"]] == ["CASH"]

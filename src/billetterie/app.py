@@ -31,7 +31,9 @@ from billetterie.payments import api as payments_api
 from billetterie.payments.api import PaymentSurface
 from billetterie.payments.services import PaymentGateway
 from billetterie.payments.test_provider import TestCardProvider
+from billetterie.sales import card
 from billetterie.sales import tasks as sales_tasks
+from billetterie.sales.barcode_keys import KeyVault
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
 from billetterie.shared.errors import DomainError
@@ -60,6 +62,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             token_key=settings.resolved_jwt_secret(),
         )
         limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
+        vault = app.state.runtime.caches["barcode_vault"] = KeyVault(
+            settings.resolved_barcode_key_secret()
+        )
+        payments.set_payment_confirmed_handler(
+            card.confirmation_handler(sales_api.seller_at, vault, app.state.runtime.clock.now)
+        )
         if settings.payment_test_provider:
             payments.register(
                 TestCardProvider(

@@ -13,12 +13,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from billetterie.catalog.offers import tariff_codes
+from billetterie.catalog.services import PointOfSaleContext, point_of_sale_context
 from billetterie.compat import schemas as s
 from billetterie.compat.rpc import Call, RpcService, current_call
-from billetterie.sales import accounts, cancellation, carts, closing, queries, tickets
+from billetterie.payments.services import PaymentGateway, execute_refund
+from billetterie.sales import accounts, cancellation, card, carts, closing, queries, tickets
 from billetterie.sales.barcode_keys import KeyVault
 from billetterie.sales.models import (
     AccountKind,
@@ -127,6 +130,12 @@ class CloseOrderRequest(OrderRequest):
     purchaserInfo: PurchaserInfo | None = None
     generateBarCodes: bool = True
     payments: list[Payment] = Field(default_factory=list, max_length=20)
+
+
+class CardCloseRequest(CloseOrderRequest):
+    returnUrl: str = Field(
+        min_length=8, max_length=2048, description="Where the payment page sends the buyer back."
+    )
 
 
 class AbandonMovementsRequest(OrderRequest):
@@ -285,6 +294,10 @@ class OrderResponse(s.Envelope):
     orderData: OrderData | None = None
 
 
+class CardCloseResponse(OrderResponse):
+    paymentUrl: str | None = Field(default=None, description="Send the buyer to this page.")
+
+
 class CancelResponse(OrderResponse):
     refundOrderId: int | None = None
 
@@ -334,12 +347,9 @@ class SearchFilesResponse(s.Envelope):
 # --- the seller ----------------------------------------------------------------------------
 
 
-async def seller_of(call: Call, point_of_sale_id: int | None = None) -> Seller:
-    """The operator's point of sale as the sales context sees it."""
-    context = await call.context()
+def seller_from_context(context: PointOfSaleContext, operator: str) -> Seller:
+    """A point of sale as the sales context sees it."""
     pos = context.point_of_sale
-    if point_of_sale_id is not None and point_of_sale_id != pos.id:
-        raise ForeignPointOfSale("pointOfSalesId must be your token's point of sale")
     limit = (pos.parameters or {}).get("pendingAccountCreditLimit")
     try:
         credit_limit = parse_amount(limit) if limit is not None else 0
@@ -353,7 +363,7 @@ async def seller_of(call: Call, point_of_sale_id: int | None = None) -> Seller:
         sales_channel_id=context.sales_channel.id,
         contingent_ids=context.contingent_ids,
         currency=context.currency,
-        operator=call.operator.login,
+        operator=operator,
         language=context.organization.main_language,
         split_allowed=pos.split_seating_allowed,
         max_seats_per_performance=pos.max_seats_per_performance,
@@ -364,6 +374,19 @@ async def seller_of(call: Call, point_of_sale_id: int | None = None) -> Seller:
         ),
         pending_credit_limit=credit_limit,
     )
+
+
+async def seller_of(call: Call, point_of_sale_id: int | None = None) -> Seller:
+    """The operator's point of sale; ``pointOfSalesId``, when sent, must be the token's."""
+    context = await call.context()
+    if point_of_sale_id is not None and point_of_sale_id != context.point_of_sale.id:
+        raise ForeignPointOfSale("pointOfSalesId must be your token's point of sale")
+    return seller_from_context(context, call.operator.login)
+
+
+async def seller_at(conn: AsyncConnection, point_of_sale_id: int) -> Seller:
+    """The seller of an order's point of sale, for work no operator calls (a card webhook)."""
+    return seller_from_context(await point_of_sale_context(conn, point_of_sale_id), "payments")
 
 
 def vault_of(call: Call) -> KeyVault:
@@ -469,6 +492,44 @@ async def close_order(payload: CloseOrderRequest, call: Call) -> dict[str, Any]:
     return {"orderData": await _order(call, seller, payload.orderId)}
 
 
+def gateway_of(call: Call) -> PaymentGateway:
+    gateway: PaymentGateway = call.request.app.state.payments
+    return gateway
+
+
+@order_service.method(
+    "createPaymentsAndCloseOrder", request=CardCloseRequest, response=CardCloseResponse
+)
+async def create_payments_and_close_order(payload: CardCloseRequest, call: Call) -> dict[str, Any]:
+    """Pay a running cart by card: one card payment of the whole total. Answers the payment
+    page's `paymentUrl` for the buyer; the provider's confirmation closes the order and issues
+    its tickets (then `orderState` is CLOSED). Until then the cart cannot change; `reopenOrder`
+    gives the payment up."""
+    seller = await seller_of(call)
+    url = await card.start_card_payment(
+        call.runtime.engine,
+        gateway_of(call),
+        seller,
+        payload.orderId,
+        [PaymentRequest(p.paymentMethodId, p.amount) for p in payload.payments],
+        return_url=payload.returnUrl,
+        contact_number=payload.purchaserInfo.contactReference if payload.purchaserInfo else None,
+        with_barcodes=payload.generateBarCodes,
+        now=call.runtime.clock.now(),
+    )
+    return {"orderData": await _order(call, seller, payload.orderId), "paymentUrl": url}
+
+
+@order_service.method("reopenOrder", request=OrderRequest, response=OrderResponse)
+async def reopen_order(payload: OrderRequest, call: Call) -> dict[str, Any]:
+    """Give up a pending card payment: the cart can change again or be paid otherwise."""
+    seller = await seller_of(call)
+    await card.reopen_order(
+        call.runtime.engine, seller, payload.orderId, now=call.runtime.clock.now()
+    )
+    return {"orderData": await _order(call, seller, payload.orderId)}
+
+
 @order_service.method("abandonMovements", request=AbandonMovementsRequest, response=OrderResponse)
 async def abandon_movements(payload: AbandonMovementsRequest, call: Call) -> dict[str, Any]:
     """Take movements out of a running cart; their places are released at once."""
@@ -489,15 +550,29 @@ async def cancel_operations(payload: CancelOperationsRequest, call: Call) -> dic
     cancel the tickets (their barcodes are revoked), return the places to inventory and pay the
     amount back through the order's payments in a refund order (`refundOrderId`)."""
     seller = await seller_of(call)
+    now = call.runtime.clock.now()
+    card_refunds: list[int] = []
+
+    async def refund_card(conn: AsyncConnection, payment: Any, amount: int) -> None:
+        card_refunds.append(await card.refund_card_in(conn, payment, amount, now))
+
     refund_order_id = await cancellation.cancel_operations(
         call.runtime.engine,
         seller,
         payload.orderId,
         operation_ids=payload.operationIds,
         movement_ids=payload.movementIds,
-        now=call.runtime.clock.now(),
-        card_refund=call.runtime.caches.get("card_refund"),
+        now=now,
+        card_refund=refund_card,
     )
+    for refund_id in card_refunds:  # after commit: the provider pays back (idempotent)
+        await execute_refund(
+            call.runtime.engine,
+            gateway_of(call),
+            institution_id=seller.institution_id,
+            refund_id=refund_id,
+            now=now,
+        )
     return {
         "orderData": await _order(call, seller, payload.orderId),
         "refundOrderId": refund_order_id,

@@ -223,3 +223,23 @@ async def release_places_in(
         places=len(places),
     )
     await log_changes(conn, institution_id, set(counts), now)
+
+
+async def extend_holds_in(
+    conn: AsyncConnection, *, institution_id: int, hold_ids: Sequence[int], expires_at: datetime
+) -> None:
+    """Keep active holds until ``expires_at`` (never shortens one), inside the caller's
+    transaction: a buyer on a payment page keeps the places a while longer."""
+    if not hold_ids:
+        return
+    h = db.hold.c
+    await conn.execute(
+        sa.update(db.hold)
+        .where(
+            h.id.in_(sorted(hold_ids)),
+            h.institution_id == institution_id,
+            h.state == HoldState.ACTIVE.value,
+            h.expires_at < expires_at,
+        )
+        .values(expires_at=expires_at)
+    )

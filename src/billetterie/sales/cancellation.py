@@ -36,8 +36,8 @@ from billetterie.sales.models import (
 )
 from billetterie.shared import audit
 
-# (connection, payment row, amount) -> provider reference of the refund; set by the card port
-CardRefund = Callable[[AsyncConnection, Any, int], Awaitable[str | None]]
+# (connection, payment row, amount): requests the card refund in the caller's transaction
+CardRefund = Callable[[AsyncConnection, Any, int], Awaitable[None]]
 
 
 async def _movements_of(

@@ -39,6 +39,7 @@ from billetterie.inventory.services import (
     in_transaction,
     release_hold_in,
 )
+from billetterie.payments.services import cancel_payment
 from billetterie.sales import db
 from billetterie.sales.errors import (
     InvalidOperation,
@@ -537,11 +538,7 @@ async def expire_orders(engine: AsyncEngine, *, now: datetime, limit: int = 200)
         due = (
             await conn.execute(
                 sa.select(o.id, o.institution_id)
-                .where(
-                    o.state == OrderState.RUNNING.value,
-                    o.expires_at <= now,
-                    o.pending_payments.is_(None),
-                )
+                .where(o.state == OrderState.RUNNING.value, o.expires_at <= now)
                 .order_by(o.id)
                 .limit(limit)
             )
@@ -555,6 +552,17 @@ async def expire_orders(engine: AsyncEngine, *, now: datetime, limit: int = 200)
         )
         if claimed.rowcount != 1:
             return 0
+        pending = (
+            await conn.execute(sa.select(o.pending_payments).where(o.id == order_id))
+        ).scalar_one()
+        if pending is not None:  # the buyer never came back from the payment page
+            await cancel_payment(
+                conn,
+                institution_id=institution_id,
+                intent_id=int(pending["intentId"]),
+                now=now,
+                actor="sweeper",
+            )
         holds = (
             await conn.execute(
                 sa.select(op.hold_id).where(

@@ -251,16 +251,14 @@ async def close_order_in(
     contact = contact_number or order.contact_number
     if contact is None and any(r.labels.get("contactRequired") for r in movements):
         raise ContactRequired("these products are sold to a known contact: give contactReference")
-    if not card_confirmation:
-        if any(
-            (method := seller.method(p.payment_method_id)) is not None
-            and method.payment_type == "CARD"
-            for p in payments
-        ):
-            raise CardPaymentRequired(
-                "card payments go through createPaymentsAndCloseOrder and the payment page"
-            )
-        check_payments(seller, payments, order.total)
+    if not card_confirmation and any(
+        (method := seller.method(p.payment_method_id)) is not None and method.payment_type == "CARD"
+        for p in payments
+    ):
+        raise CardPaymentRequired(
+            "card payments go through createPaymentsAndCloseOrder and the payment page"
+        )
+    check_payments(seller, payments, order.total)
     claimed = await conn.execute(
         sa.update(db.sales_order)
         .where(o.id == order.id, o.state == OrderState.RUNNING.value)
@@ -307,8 +305,7 @@ async def close_order_in(
             .where(column.order_id == order.id, column.state == MovementState.RESERVED.value)
             .values(state=MovementState.SOLD.value)
         )
-    if not card_confirmation:
-        await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
+    await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
     ticket_ids = await issue_tickets_in(
         conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes
     )
