@@ -685,3 +685,35 @@ async def test_reopening_gives_the_card_payment_up(kit: Kit) -> None:
     assert late.status_code in (200, 409, 410), late.text
     order = (await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]}))["orderData"]
     assert [p["paymentType"] for p in order["payments"]] == ["CASH"]
+
+
+async def test_the_pdf_link_prints_every_ticket_with_a_qr_of_its_barcode(kit: Kit) -> None:
+    from tests.test_pdf import decoded_qr, pages, text_of
+
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    order = (await kit.close(cart["orderId"], [("CASH", 100_000)], generateBarCodes=False))[
+        "orderData"
+    ]
+    movements = order["operations"][0]["movements"]
+    assert all(m["ticket"]["barcode"] is None for m in movements)
+    response = await kit.api.client.get(
+        f"/api/v1/orders/{cart['orderSecretId']}/tickets.pdf", params={"lang": "fr"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/pdf"
+    printed = (await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]}))["orderData"][
+        "operations"
+    ][0]["movements"]
+    barcodes = [m["ticket"]["barcode"] for m in printed]
+    assert all(barcodes) and all(m["ticket"]["ticketState"] == "PRINTED" for m in printed)
+    rendered = pages(response.content)
+    assert [decoded_qr(page) for page in rendered] == [[code] for code in barcodes]
+    assert "Cat 1 (fr)" in text_of(rendered[0])
+    one = await kit.api.client.get(
+        f"/api/v1/orders/{cart['orderSecretId']}/tickets.pdf",
+        params={"ticketId": printed[1]["ticket"]["ticketId"]},
+    )
+    assert [decoded_qr(page) for page in pages(one.content)] == [[barcodes[1]]]
+    unknown = await kit.api.client.get("/api/v1/orders/not-a-real-secret/tickets.pdf")
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "error.order.unknown"

@@ -416,3 +416,20 @@ async def tariff_codes(conn: AsyncConnection, institution_id: int) -> dict[int, 
         await conn.execute(sa.select(a.id, a.code).where(a.institution_id == institution_id))
     ).all()
     return {r.id: r.code for r in rows}
+
+
+async def ticket_names(conn: AsyncConnection, institution_id: int, organization_id: int) -> Any:
+    """What a printed ticket names: the institution, its organization and its time zone."""
+    i, o = db.institution.c, db.organization.c
+    return (
+        await conn.execute(
+            sa.select(
+                i.name.label("institution"),
+                o.name.label("organization"),
+                o.time_zone,
+                o.main_language,
+            )
+            .join(db.organization, o.institution_id == i.id)
+            .where(i.id == institution_id, o.id == organization_id)
+        )
+    ).one()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
@@ -20,6 +20,7 @@ from billetterie.catalog.offers import tariff_codes
 from billetterie.catalog.services import PointOfSaleContext, point_of_sale_context
 from billetterie.compat import schemas as s
 from billetterie.compat.rpc import Call, RpcService, current_call
+from billetterie.compat.runtime import Runtime
 from billetterie.payments.services import PaymentGateway, execute_refund
 from billetterie.sales import accounts, cancellation, card, carts, closing, queries, tickets
 from billetterie.sales.barcode_keys import KeyVault
@@ -390,10 +391,7 @@ async def seller_at(conn: AsyncConnection, point_of_sale_id: int) -> Seller:
 
 
 def vault_of(call: Call) -> KeyVault:
-    vault: KeyVault | None = call.runtime.caches.get("barcode_vault")
-    if vault is None:
-        vault = KeyVault(call.runtime.settings.resolved_barcode_key_secret())
-        call.runtime.caches["barcode_vault"] = vault
+    vault: KeyVault = call.runtime.caches["barcode_vault"]  # set at start-up
     return vault
 
 
@@ -706,5 +704,42 @@ async def pending_statement(
         headers={
             "Content-Disposition": f'attachment; filename="statement-{seller.point_of_sale_code}'
             f'-{start.date()}-{end.date()}.csv"'
+        },
+    )
+
+
+@router.get(
+    "/orders/{orderSecretId}/tickets.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}},
+    summary="An order's tickets as a PDF (the buyer's link: the order's secret is the key)",
+)
+async def tickets_pdf(
+    orderSecretId: Annotated[str, Path(min_length=8, max_length=64)],
+    request: Request,
+    lang: Annotated[str | None, Query(min_length=2, max_length=8)] = None,
+    ticketId: Annotated[int | None, Query(ge=1, le=2**53 - 1)] = None,
+) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    async with read(runtime.engine) as conn:
+        order = await queries.order_by_public_secret(conn, orderSecretId)
+        context = await point_of_sale_context(conn, order.point_of_sale_id)
+    body = await tickets.print_tickets(
+        runtime.engine,
+        order=order,
+        organization_id=context.organization.id,
+        vault=runtime.caches["barcode_vault"],
+        language=lang,
+        ticket_id=ticketId,
+        now=runtime.clock.now(),
+        actor="buyer",
+    )
+    name = f"tickets-{order.id}" + (f"-{ticketId}" if ticketId else "")
+    return Response(
+        body,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="{name}.pdf"',
+            "Cache-Control": "private, no-store",
         },
     )

@@ -310,3 +310,12 @@ async def search_orders(
         }
         for r in rows[:max_results]
     ], len(rows) > max_results
+
+
+async def order_by_public_secret(conn: AsyncConnection, secret: str) -> Any:
+    """The order whose public secret this is (for links given to the buyer: the PDF)."""
+    o = db.sales_order.c
+    row = (await conn.execute(sa.select(db.sales_order).where(o.secret_id == secret))).first()
+    if row is None:
+        raise UnknownOrder("no order with this secret")
+    return row

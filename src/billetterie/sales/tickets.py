@@ -13,12 +13,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billetterie.catalog.offers import ticket_names
 from billetterie.sales import db
+from billetterie.sales.barcode_keys import KeyVault
 from billetterie.sales.carts import load_order
+from billetterie.sales.closing import set_barcode_in
 from billetterie.sales.errors import InvalidOperation, UnknownMovement
 from billetterie.sales.models import MovementState, Seller, TicketState
+from billetterie.sales.pdf import TicketView, render_tickets
 from billetterie.shared import audit
 from billetterie.shared.db import transaction
+from billetterie.shared.text import pick
 
 HOLDER_FIELDS = ("contactNumber", "firstName", "lastName", "email")
 
@@ -63,4 +68,102 @@ async def set_holder(
         )
 
 
-PRINTABLE = (TicketState.NOT_PRINTED.value,)
+async def print_tickets(
+    engine: AsyncEngine,
+    *,
+    order: Any,
+    organization_id: int,
+    vault: KeyVault,
+    language: str | None,
+    ticket_id: int | None = None,
+    now: datetime,
+    actor: str,
+) -> bytes:
+    """The order's valid tickets as a PDF (one page each; only ``ticket_id`` when given), in
+    ``language`` or the order's. Tickets issued without a barcode get one now; NOT_PRINTED ones
+    become PRINTED. Raises UnknownMovement when there is nothing to print."""
+    t, m = db.ticket.c, db.movement.c
+    async with transaction(engine) as conn:
+        query = (
+            sa.select(db.ticket, db.movement.c.labels, db.movement.c.amount, db.movement.c.holder)
+            .join(db.movement, m.id == t.movement_id)
+            .where(
+                t.order_id == order.id,
+                t.state.in_(
+                    [
+                        TicketState.NOT_PRINTED.value,
+                        TicketState.PRINTED.value,
+                        TicketState.CONTROLLED.value,
+                    ]
+                ),
+            )
+            .order_by(t.id)
+        )
+        if ticket_id is not None:
+            query = query.where(t.id == ticket_id)
+        rows = (await conn.execute(query)).all()
+        if not rows:
+            raise UnknownMovement("no valid ticket to print in this order")
+        names = await ticket_names(conn, order.institution_id, organization_id)
+        barcodes = {r.id: r.barcode for r in rows}
+        for r in rows:
+            if r.barcode is None:
+                movement = (
+                    await conn.execute(sa.select(db.movement).where(m.id == r.movement_id))
+                ).one()
+                barcodes[r.id] = await set_barcode_in(
+                    conn, order.institution_id, organization_id, r.id, movement, vault, now
+                )
+        language = (language or order.language or names.main_language)[:2]
+        views = [_view(r, barcodes[r.id], order, names, language) for r in rows]
+        printed = [r.id for r in rows if r.state == TicketState.NOT_PRINTED.value]
+        if printed:
+            await conn.execute(
+                sa.update(db.ticket)
+                .where(t.id.in_(printed), t.state == TicketState.NOT_PRINTED.value)
+                .values(state=TicketState.PRINTED.value, printed_at=now)
+            )
+            await audit.record(
+                conn,
+                institution_id=order.institution_id,
+                action="sales.tickets.printed",
+                actor=actor,
+                at=now,
+                order_id=order.id,
+                tickets=printed,
+            )
+    return render_tickets(views, language=language)
+
+
+def _view(row: Any, barcode: str, order: Any, names: Any, language: str) -> TicketView:
+    labels = row.labels or {}
+    holder = row.holder or {}
+    start = labels.get("start")
+    return TicketView(
+        institution_name=pick(names.institution, language),
+        organization_name=pick(names.organization, language),
+        product_name=" - ".join(
+            part
+            for part in (pick(labels.get("product"), language), pick(labels.get("item"), language))
+            if part
+        ),
+        performance_start=datetime.fromisoformat(start) if start else None,
+        time_zone=names.time_zone,
+        venue_name=pick(labels.get("venue"), language) or None,
+        space_name=pick(labels.get("space"), language) or None,
+        area=pick(labels.get("area"), language) or None,
+        block=pick(labels.get("block"), language) or None,
+        row=labels.get("row"),
+        seat=labels.get("number"),
+        seat_category=pick(labels.get("seatCategory"), language),
+        tariff_name=pick(labels.get("tariff"), language),
+        price=row.amount,
+        currency=order.currency,
+        order_id=order.id,
+        ticket_id=row.id,
+        holder_name=" ".join(
+            part for part in (holder.get("firstName"), holder.get("lastName")) if part
+        )
+        or None,
+        barcode=barcode,
+    )
