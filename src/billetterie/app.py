@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
-from billetterie import __version__
+from billetterie import __version__, background
 from billetterie.compat import (
     auth_api,
     availability_api,
@@ -19,11 +19,12 @@ from billetterie.compat import (
     envelope,
     mirror_api,
     openapi,
+    webhooks_api,
 )
+from billetterie.compat.idempotency import IdempotencyMiddleware
 from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
-from billetterie.inventory import tasks as inventory_tasks
 from billetterie.inventory.board import Board
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
@@ -54,14 +55,16 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         )
         limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
         board = app.state.runtime.caches["board"] = Board(engine, clock=app.state.runtime.clock)
-        tasks = (
-            inventory_tasks.start(engine, app.state.runtime.clock, board)
-            if settings.background_tasks
-            else []
-        )
+        tasks: list[asyncio.Task[None]] = []
+        stop = asyncio.Event()
+        if settings.background_tasks:  # the board, the outbox dispatcher and the sweepers
+            tasks.append(asyncio.create_task(board.follow(), name="availability-board"))
+            stop, loops = background.start(settings, engine, app.state.runtime.clock)
+            tasks.append(loops)
         try:
             yield
         finally:
+            stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -78,6 +81,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.add_middleware(envelope.JsonBodyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, methods=settings.idempotent_methods)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_size)
     app.add_middleware(RateLimitMiddleware)
     app.add_exception_handler(DomainError, envelope.domain_error)
@@ -91,6 +95,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(mirror_api.router)
     app.include_router(availability_api.availability_service.router())
     app.include_router(availability_api.router)
+    app.include_router(webhooks_api.router)
 
     openapi.install(app)
 

@@ -10,7 +10,10 @@ from sqlalchemy.engine import Connection
 import billetterie.catalog.db
 import billetterie.identity.db
 import billetterie.inventory.db
-import billetterie.shared.audit  # noqa: F401
+import billetterie.shared.audit
+import billetterie.shared.idempotency
+import billetterie.shared.outbox
+import billetterie.webhooks.db  # noqa: F401
 from billetterie.shared.db import create_engine, metadata
 
 config = context.config
