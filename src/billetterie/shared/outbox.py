@@ -176,7 +176,7 @@ class Backoff:
 
     def delay(self, failed_attempts: int, rng: random.Random | None = None) -> float:
         exponent = min(max(failed_attempts - 1, 0), 40)
-        full = min(self.maximum_seconds, self.base_seconds * 2**exponent)
+        full: float = min(self.maximum_seconds, self.base_seconds * float(1 << exponent))
         jitter: float = (rng or random).uniform(0, full / 2)
         return full / 2 + jitter
 
