@@ -46,6 +46,7 @@ log = logging.getLogger("billetterie.outbox")
 NOTIFY_CHANNEL = "billetterie_outbox"
 PENDING, RUNNING, DONE, FAILED = "PENDING", "RUNNING", "DONE", "FAILED"
 STATES = (PENDING, RUNNING, DONE, FAILED)
+LOST = "LOST"  # an outcome, not a state: the lease ran out and another dispatcher took the row
 
 outbox = sa.Table(
     "outbox",
@@ -184,7 +185,7 @@ class Backoff:
 @dataclass(frozen=True)
 class Outcome:
     job_id: int
-    state: str  # DONE, PENDING (rescheduled) or FAILED
+    state: str  # DONE, PENDING (rescheduled), FAILED, or LOST (claim lost; nothing written)
     error: str | None = None
 
 
@@ -282,11 +283,11 @@ class Dispatcher:
                 raise FinalError(f"no handler for topic {job.topic}")
             await handler(job)
         except FinalError as exc:
-            await self._finish(
+            kept = await self._finish(
                 job, token, {"state": FAILED, "last_error": _text(exc), **self._released()}
             )
             log.info("outbox row %d (%s) failed: %s", job.id, job.topic, exc)
-            return Outcome(job.id, FAILED, _text(exc))
+            return Outcome(job.id, FAILED if kept else LOST, _text(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -295,17 +296,19 @@ class Dispatcher:
             if not isinstance(exc, RetryLater):
                 log.warning("outbox row %d (%s) raised", job.id, job.topic, exc_info=exc)
         else:
-            await self._finish(job, token, {"state": DONE, "last_error": None, **self._released()})
-            return Outcome(job.id, DONE)
+            kept = await self._finish(
+                job, token, {"state": DONE, "last_error": None, **self._released()}
+            )
+            return Outcome(job.id, DONE if kept else LOST)
         if job.attempt >= self.max_attempts:
-            await self._finish(
+            kept = await self._finish(
                 job, token, {"state": FAILED, "last_error": error, **self._released()}
             )
-            return Outcome(job.id, FAILED, error)
+            return Outcome(job.id, FAILED if kept else LOST, error)
         delay = self.backoff.delay(job.attempt)
         if retry_after is not None:
             delay = min(max(delay, retry_after), self.backoff.maximum_seconds)
-        await self._finish(
+        kept = await self._finish(
             job,
             token,
             {
@@ -316,7 +319,7 @@ class Dispatcher:
                 "locked_until": None,
             },
         )
-        return Outcome(job.id, PENDING, error)
+        return Outcome(job.id, PENDING if kept else LOST, error)
 
     def _released(self) -> dict[str, Any]:
         return {"claim": None, "locked_until": None, "finished_at": self.clock.now()}
