@@ -303,6 +303,8 @@ async def test_concurrent_dispatchers_never_run_a_row_twice(
     by_dispatcher: Counter[int] = Counter()
     overlaps: list[int] = []
     shared = asyncio.Event()
+    active: Counter[int] = Counter()
+    most_active: Counter[int] = Counter()
 
     def handler_of(index: int) -> outbox.Handler:
         async def handler(job: Job) -> None:
@@ -311,6 +313,8 @@ async def test_concurrent_dispatchers_never_run_a_row_twice(
             running.add(job.id)
             runs[job.id] += 1
             by_dispatcher[index] += 1
+            active[index] += 1
+            most_active[index] = max(most_active[index], active[index])
             if len(by_dispatcher) >= 2:
                 shared.set()
             # the first jobs wait (a while) for a second dispatcher: were claims exclusive
@@ -318,6 +322,7 @@ async def test_concurrent_dispatchers_never_run_a_row_twice(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(shared.wait(), 5)
             await asyncio.sleep(random.uniform(0.001, 0.01))
+            active[index] -= 1
             running.discard(job.id)
 
         return handler
@@ -349,4 +354,5 @@ async def test_concurrent_dispatchers_never_run_a_row_twice(
     assert overlaps == []
     assert len(runs) == 200 and set(runs.values()) == {1}
     assert len(by_dispatcher) >= 2  # the work was really shared
+    assert max(most_active.values()) <= 7  # no claim handed out more than its batch
     assert {r.state for r in await rows(scratch_engine)} == {"DONE"}

@@ -242,18 +242,25 @@ class Dispatcher:
         )
         if self.engine.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
-        claim = (
-            sa.update(outbox)
-            .where(o.id.in_(candidates.scalar_subquery()), due)
-            .values(
-                state=RUNNING,
-                claim=token,
-                locked_until=now + self.lease,
-                attempts=o.attempts + 1,
-            )
-            .returning(o.id, o.institution_id, o.topic, o.key, o.payload, o.attempts, o.created_at)
-        )
+        # Two statements, not ``UPDATE ... WHERE id IN (SELECT ... LIMIT n SKIP LOCKED)``:
+        # PostgreSQL may evaluate such a subquery more than once and hand out more than n rows.
         async with transaction(self.engine) as conn:
+            ids = list((await conn.execute(candidates)).scalars())
+            if not ids:
+                return []
+            claim = (
+                sa.update(outbox)
+                .where(o.id.in_(ids), due)
+                .values(
+                    state=RUNNING,
+                    claim=token,
+                    locked_until=now + self.lease,
+                    attempts=o.attempts + 1,
+                )
+                .returning(
+                    o.id, o.institution_id, o.topic, o.key, o.payload, o.attempts, o.created_at
+                )
+            )
             rows = (await conn.execute(claim)).all()
         jobs = [
             Job(r.id, r.institution_id, r.topic, r.key, dict(r.payload), r.attempts, r.created_at)
