@@ -71,9 +71,20 @@ async def run(
     http = client or httpx.AsyncClient(
         timeout=settings.webhook_timeout_seconds, follow_redirects=False
     )
-    webhook_tasks.install(engine, clock, http, max_attempts=MAX_ATTEMPTS)
+    # This process's handlers: registered ones, and the webhook sender bound to this engine
+    # (not registered globally, so two apps in one process never cross their engines).
+    handlers: dict[str, outbox.Handler] = {
+        **outbox.registered_handlers(),
+        webhook_tasks.TOPIC: webhook_tasks.WebhookSender(
+            engine, clock, http, max_attempts=MAX_ATTEMPTS
+        ),
+    }
     dispatcher = outbox.Dispatcher(
-        engine, clock, poll_seconds=settings.outbox_poll_seconds, max_attempts=MAX_ATTEMPTS
+        engine,
+        clock,
+        handlers=handlers,
+        poll_seconds=settings.outbox_poll_seconds,
+        max_attempts=MAX_ATTEMPTS,
     )
     loops = [asyncio.create_task(dispatcher.run(stop), name="outbox-dispatcher")]
     loops += [

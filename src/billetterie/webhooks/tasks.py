@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read, transaction
-from billetterie.shared.outbox import FinalError, Job, RetryLater, register_handler
+from billetterie.shared.outbox import FinalError, Job, RetryLater
 from billetterie.webhooks import services
 from billetterie.webhooks.models import (
     AttemptStatus,
@@ -32,6 +32,7 @@ from billetterie.webhooks.models import (
     signature,
 )
 
+TOPIC = services.TOPIC
 log = logging.getLogger("billetterie.webhooks")
 USER_AGENT = "billetterie-webhooks/1"
 
@@ -175,12 +176,3 @@ class WebhookSender:
 
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-
-
-def install(
-    engine: AsyncEngine, clock: Clock, client: httpx.AsyncClient, *, max_attempts: int
-) -> WebhookSender:
-    """Register the sender as the outbox handler of ``webhooks.deliver``."""
-    sender = WebhookSender(engine, clock, client, max_attempts=max_attempts)
-    register_handler(services.TOPIC, sender)
-    return sender
