@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from billetterie.sales.barcode_keys import verification_keys
-from billetterie.sales.barcodes import verify
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.inventory import db as inventory
 from billetterie.sales import db as sales
 from billetterie.sales.accounts import add_credit, issue_voucher
+from billetterie.sales.barcode_keys import verification_keys
+from billetterie.sales.barcodes import verify
 from billetterie.shared.audit import audit_entry
 from billetterie.shared.db import metadata, read
 from tests.conftest import NOW, Backend
@@ -382,9 +382,9 @@ async def test_an_expired_cart_cannot_close_and_is_abandoned(kit: Kit) -> None:
     assert await row_counts(kit.engine) == before
     grown = await kit.cart(kit.seats("C1", 1), order_id=cart["orderId"])
     assert grown["statusCode"] == "error.order.expired"
-    from billetterie.sales.tasks import sweep_expired_orders
+    from billetterie.sales.tasks import abandon_expired_orders
 
-    assert await sweep_expired_orders(kit.engine, kit.clock) == 1
+    assert await abandon_expired_orders(kit.engine, kit.clock.now()) == 1
     details = await kit.rpc(ORDERS, "getOrderDetails", {"orderId": cart["orderId"]})
     assert details["orderData"]["orderState"] == "ABANDONNED"
     assert (await availability(kit, "C1"))["held"] == 0

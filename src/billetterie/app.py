@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
-from billetterie import __version__
+from billetterie import __version__, background
 from billetterie.compat import (
     auth_api,
     availability_api,
@@ -21,18 +21,18 @@ from billetterie.compat import (
     mirror_api,
     openapi,
     sales_api,
+    webhooks_api,
 )
+from billetterie.compat.idempotency import IdempotencyMiddleware
 from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
-from billetterie.inventory import tasks as inventory_tasks
 from billetterie.inventory.board import Board
 from billetterie.payments import api as payments_api
 from billetterie.payments.api import PaymentSurface
 from billetterie.payments.services import PaymentGateway
 from billetterie.payments.test_provider import TestCardProvider
-from billetterie.sales import card
-from billetterie.sales import tasks as sales_tasks
+from billetterie.sales import card, events
 from billetterie.sales.barcode_keys import KeyVault
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
@@ -85,20 +85,16 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             public_url=settings.public_url,
         )
         board = app.state.runtime.caches["board"] = Board(engine, clock=app.state.runtime.clock)
-        tasks = (
-            [
-                *inventory_tasks.start(engine, app.state.runtime.clock, board),
-                asyncio.create_task(
-                    sales_tasks.run_order_sweeper(engine, app.state.runtime.clock),
-                    name="order-sweeper",
-                ),
-            ]
-            if settings.background_tasks
-            else []
-        )
+        tasks: list[asyncio.Task[None]] = []
+        stop = asyncio.Event()
+        if settings.background_tasks:  # the board, the outbox dispatcher and the sweepers
+            tasks.append(asyncio.create_task(board.follow(), name="availability-board"))
+            stop, loops = background.start(settings, engine, app.state.runtime.clock)
+            tasks.append(loops)
         try:
             yield
         finally:
+            stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -108,6 +104,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     # The sales context registers its confirmation handler on it while the app is built.
     payments = PaymentGateway()
+    events.register_webhook_payloads()
 
     app = FastAPI(
         title="billetterie",
@@ -119,6 +116,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     app.state.payments = payments
     app.add_middleware(envelope.JsonBodyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, methods=settings.idempotent_methods)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_size)
     app.add_middleware(RateLimitMiddleware)
     app.add_exception_handler(DomainError, envelope.domain_error)
@@ -137,6 +135,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(sales_api.router)
     app.include_router(barcode_api.router)
     app.include_router(payments_api.router)
+    app.include_router(webhooks_api.router)
 
     openapi.install(app)
 

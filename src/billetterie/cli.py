@@ -1,4 +1,5 @@
-"""The ``billetterie`` command: demo, serve, migrate, setup import/export, operators."""
+"""The ``billetterie`` command: demo, serve, worker, migrate, setup import/export, operators,
+webhook deliveries."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ app = typer.Typer(
 setup_app = typer.Typer(help="Import or export an institution's setup file.", no_args_is_help=True)
 operators_app = typer.Typer(help="Manage API operators.", no_args_is_help=True)
 app.add_typer(setup_app, name="setup")
+webhooks_app = typer.Typer(help="Inspect webhook deliveries.", no_args_is_help=True)
 app.add_typer(operators_app, name="operators")
 barcodes_app = typer.Typer(help="Barcode signing keys.", no_args_is_help=True)
 app.add_typer(barcodes_app, name="barcodes")
+app.add_typer(webhooks_app, name="webhooks")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -424,6 +427,127 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     console.print(operators)
     console.print(f"demo secret: [bold]{secret}[/]  (set BILLETTERIE_DEMO_SECRET to choose it)")
     _serve(settings, host, port)
+
+
+async def _work(settings: Settings) -> None:
+    import signal
+
+    from billetterie import background
+    from billetterie.shared.clock import SystemClock
+    from billetterie.shared.db import create_engine
+
+    engine = create_engine(settings.resolved_database_url())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await background.run(settings, engine, SystemClock(), stop)
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def worker() -> None:
+    """Run the outbox dispatcher and the periodic sweepers until SIGTERM or Ctrl-C (migrates
+    first). Safe beside other workers and server processes."""
+    import logging
+
+    from billetterie import background
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_settings()
+    run_migrations(settings)
+    table = Table(title="billetterie worker")
+    table.add_column("loop")
+    table.add_column("every")
+    for name, every in background.schedules():
+        table.add_row(
+            name,
+            f"NOTIFY or {settings.outbox_poll_seconds:g}s poll" if not every else f"{every:g}s",
+        )
+    console.print(table)
+    console.print(f"worker started ({_safe_url(settings)}); SIGTERM stops it", highlight=False)
+    asyncio.run(_work(settings))
+    console.print("worker stopped")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    institution: Annotated[str, typer.Argument(help="Institution code, e.g. DEMO.")],
+    point_of_sale: Annotated[
+        str | None, typer.Option("--point-of-sale", "-p", help="Only this point of sale.")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="SUCCEEDED, RETRYING or FAILED.")] = None,
+    event: Annotated[str | None, typer.Option(help="order.closed, contact.created...")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="How many attempts.")] = 50,
+) -> None:
+    """List webhook delivery attempts, newest first: status, duration, response code, error."""
+    from billetterie.catalog.services import (
+        find_point_of_sale,
+        institution_id_by_code,
+        point_of_sale_codes,
+    )
+    from billetterie.shared.db import create_engine, read
+    from billetterie.shared.errors import DomainError
+    from billetterie.webhooks.services import list_attempts
+
+    if status is not None and status not in {"SUCCEEDED", "RETRYING", "FAILED"}:
+        errors.print("[red]--status is one of SUCCEEDED, RETRYING, FAILED[/]")
+        raise typer.Exit(2)
+    settings = load_settings()
+    run_migrations(settings)
+
+    async def run() -> tuple[list[Any], dict[int, str]]:
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            async with read(engine) as conn:
+                institution_id = await institution_id_by_code(conn, institution)
+                pos_id = (
+                    await find_point_of_sale(conn, institution, point_of_sale)
+                    if point_of_sale
+                    else None
+                )
+                page = await list_attempts(
+                    conn,
+                    institution_id,
+                    point_of_sale_id=pos_id,
+                    event=event,
+                    status=status,
+                    limit=limit,
+                )
+                return page.attempts, await point_of_sale_codes(conn, institution_id)
+        finally:
+            await engine.dispose()
+
+    try:
+        attempts, codes = asyncio.run(run())
+    except DomainError as exc:
+        errors.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"webhook deliveries of {institution}")
+    for column in ("id", "at", "pos", "webhook", "event", "subject", "try", "status", "code"):
+        table.add_column(column)
+    table.add_column("ms", justify="right")
+    table.add_column("error")
+    colors = {"SUCCEEDED": "green", "RETRYING": "yellow", "FAILED": "red"}
+    for a in attempts:
+        table.add_row(
+            str(a.id),
+            a.at.isoformat(timespec="seconds"),
+            codes.get(a.point_of_sale_id, str(a.point_of_sale_id)),
+            a.subscription_code,
+            a.event,
+            a.subject_id,
+            str(a.attempt),
+            f"[{colors[a.status.value]}]{a.status.value}[/]",
+            "" if a.response_code is None else str(a.response_code),
+            str(a.duration_ms),
+            a.error or "",
+        )
+    console.print(table)
+    if not attempts:
+        console.print("no delivery attempt yet")
 
 
 def _demo_secret(settings: Settings) -> str:

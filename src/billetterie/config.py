@@ -53,7 +53,9 @@ class Settings(BaseSettings):
         default=5, ge=0, description="Cache-Control max-age of the availability GET mirrors."
     )
     background_tasks: bool = Field(
-        default=True, description="Run the availability board follower and the hold sweeper."
+        default=True,
+        description="Run the background loops in each server process: the availability board "
+        "follower, the outbox dispatcher and the periodic sweepers (the hold sweeper...).",
     )
     rate_limits: bool = Field(
         default=True,
@@ -78,6 +80,33 @@ class Settings(BaseSettings):
         default="",
         description="redis://host:port/db keeps the rate-limit counters in Redis, shared by "
         "every process; empty keeps them in each process's memory.",
+    )
+    idempotent_methods: list[str] = Field(
+        default=[
+            "createOrUpdateOrder",
+            "closeOrder",
+            "cancelOperations",
+            "createPaymentsAndCloseOrder",
+            "reopenOrder",
+            "abandonMovements",
+            "/api/v1/payments/",
+        ],
+        description="RPC method names, and path prefixes starting with '/', on which "
+        "Idempotency-Key applies (JSON list in the environment).",
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=86400, ge=60, description="How long a stored Idempotency-Key answer is kept."
+    )
+    idempotency_lease_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="After this long an in-flight Idempotency-Key (a crashed call) is taken over.",
+    )
+    outbox_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the outbox dispatcher polls (besides NOTIFY)."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Timeout of one webhook delivery attempt."
     )
     public_url: str = Field(default="", description="Base URL printed by the demo.")
     db_echo: bool = False

@@ -1,5 +1,6 @@
 """The setup file as the whole box office reads and writes it: the catalog, the operators
-(identity) and the inventory the catalog calls for, in one transaction."""
+(identity), the webhook subscriptions and the inventory the catalog calls for, in one
+transaction."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from billetterie.catalog.setup_export import export_document
 from billetterie.catalog.setupfile import SetupDocument
 from billetterie.identity.services import OperatorSpec, list_operators, sync_operators
 from billetterie.inventory.provision import provision
+from billetterie.webhooks.services import SubscriptionSpec, list_subscriptions, sync_subscriptions
 
 
 async def write_operators(
@@ -32,6 +34,58 @@ async def write_operators(
         for o in document.operators
     ]
     return await sync_operators(conn, institution_id, specs, now=now)
+
+
+async def write_webhooks(
+    conn: AsyncConnection, institution_id: int, document: SetupDocument
+) -> int:
+    codes = {
+        code: pos_id for pos_id, code in (await point_of_sale_codes(conn, institution_id)).items()
+    }
+    specs = [
+        SubscriptionSpec(
+            code=w.code,
+            point_of_sale_id=codes[w.pointOfSale],
+            events=tuple(dict.fromkeys(w.events)),
+            url=w.url,
+            method=w.method,
+            payload=w.payload,
+            secret=w.secret,
+            enabled=w.enabled,
+            products=tuple(w.filter.products) if w.filter else (),
+            product_families=tuple(f.value for f in w.filter.productFamilies) if w.filter else (),
+        )
+        for w in document.webhooks
+    ]
+    return await sync_subscriptions(conn, institution_id, specs)
+
+
+async def export_webhooks(conn: AsyncConnection, institution_id: int) -> list[dict[str, Any]]:
+    codes = await point_of_sale_codes(conn, institution_id)
+    exported: list[dict[str, Any]] = []
+    for sub in await list_subscriptions(conn, institution_id):
+        entry: dict[str, Any] = {
+            "code": sub.code,
+            "pointOfSale": codes[sub.point_of_sale_id],
+            "events": [e.value for e in sub.events],
+            "url": sub.url,
+            "method": sub.method.value,
+            "payload": sub.payload.value,
+        }
+        if not sub.filter.is_empty:
+            entry["filter"] = {
+                **({"products": sorted(sub.filter.products)} if sub.filter.products else {}),
+                **(
+                    {"productFamilies": sorted(sub.filter.product_families)}
+                    if sub.filter.product_families
+                    else {}
+                ),
+            }
+        entry["secret"] = sub.secret
+        if not sub.enabled:
+            entry["enabled"] = False
+        exported.append(entry)
+    return exported
 
 
 async def provision_inventory(conn: AsyncConnection, institution_id: int, now: datetime) -> int:
@@ -51,7 +105,7 @@ async def import_institution(
         return await provision_inventory(conn, institution_id, now)
 
     return await import_setup(
-        engine, document, now=now, actor=actor, after_write=[operators, inventory]
+        engine, document, now=now, actor=actor, after_write=[operators, write_webhooks, inventory]
     )
 
 
@@ -74,4 +128,7 @@ async def export_institution(conn: AsyncConnection, institution_code: str) -> di
         ordered[key] = value
         if key == "salesChannels" and exported:
             ordered["operators"] = exported
+    webhooks = await export_webhooks(conn, institution_id)
+    if webhooks:
+        ordered["webhooks"] = webhooks
     return ordered

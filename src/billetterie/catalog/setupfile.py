@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -222,6 +222,34 @@ class OperatorSpec(Model):
         default=None, ge=0, description="calls per minute per endpoint; 0 = no limit"
     )
     secretHash: str | None = None
+
+
+WebhookEvent = Literal["order.closed", "order.cancelled", "contact.created", "contact.updated"]
+WEBHOOK_SUBJECTS = {
+    "order.closed": "orderId",
+    "order.cancelled": "orderId",
+    "contact.created": "contactNumber",
+    "contact.updated": "contactNumber",
+}
+
+
+class WebhookFilterSpec(Model):
+    products: list[Code] = Field(default_factory=list)
+    productFamilies: list[ProductFamily] = Field(default_factory=list)
+
+
+class WebhookSpec(Model):
+    """A partner URL called on events of one point of sale (see docs/api/webhooks.md)."""
+
+    code: Code
+    pointOfSale: Code
+    events: list[WebhookEvent] = Field(min_length=1)
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+    method: Literal["GET", "POST"] = "POST"
+    payload: Literal["ping", "full"] = "ping"
+    filter: WebhookFilterSpec | None = None
+    secret: str = Field(min_length=16, max_length=255)
+    enabled: bool = True
 
 
 class VatCodeSpec(Model):
@@ -455,6 +483,7 @@ class SetupDocument(Model):
     venues: list[SiteSpec] = Field(default_factory=list)
     contingents: list[ContingentSpec] = Field(default_factory=list)
     products: list[ProductSpec] = Field(default_factory=list)
+    webhooks: list[WebhookSpec] = Field(default_factory=list)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -978,5 +1007,33 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:
                 for ti, slot in enumerate(item.timeslots):
                     if aware(slot.end) <= aware(slot.start):
                         problems.append((f"{ibase}.timeslots[{ti}].end", "must be after start"))
+    problems.extend(_check_webhooks(doc, pos_codes, {p.code for p in doc.products}))
     # event-wide prices and allocations are checked once per performance: report each once
     return list(dict.fromkeys(problems))
+
+
+def _check_webhooks(
+    doc: SetupDocument, pos_codes: set[str], product_codes: set[str]
+) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for code in sorted(_duplicates([w.code for w in doc.webhooks])):
+        problems.append(("webhooks", f"code {code} is used twice"))
+    for wi, hook in enumerate(doc.webhooks):
+        base = f"webhooks[{wi}]"
+        if hook.pointOfSale not in pos_codes:
+            problems.append((f"{base}.pointOfSale", f"unknown point of sale {hook.pointOfSale}"))
+        subjects = {WEBHOOK_SUBJECTS[e] for e in hook.events}
+        allowed = {"event", "deliveryId"} | (subjects if len(subjects) == 1 else set())
+        for name in sorted(set(re.findall(r"\$\{([^}]*)\}", hook.url)) - allowed):
+            problems.append(
+                (f"{base}.url", f"placeholder ${{{name}}} is not available for these events")
+            )
+        if hook.payload == "full" and hook.method != "POST":
+            problems.append((f"{base}.method", "payload: full is sent with POST"))
+        if hook.filter is not None:
+            if subjects != {"orderId"}:
+                problems.append((f"{base}.filter", "filters apply to order events only"))
+            for pi, product in enumerate(hook.filter.products):
+                if product not in product_codes:
+                    problems.append((f"{base}.filter.products[{pi}]", f"unknown product {product}"))
+    return problems

@@ -13,7 +13,10 @@ import billetterie.inventory.db
 import billetterie.payments.db
 import billetterie.sales.barcode_keys
 import billetterie.sales.db
-import billetterie.shared.audit  # noqa: F401
+import billetterie.shared.audit
+import billetterie.shared.idempotency
+import billetterie.shared.outbox
+import billetterie.webhooks.db  # noqa: F401
 from billetterie.shared.db import create_engine, metadata
 
 config = context.config

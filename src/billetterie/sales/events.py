@@ -1,17 +1,25 @@
-"""What the sales context tells the rest of the system, inside its own transactions.
+"""What the sales context tells partners, inside its own transactions.
 
-Each function writes the event where its consumers read it — the audit log always, and the
-webhooks of the point of sale through the outbox — so a consumer sees an order closed exactly
-when the order is.
+An order closed or cancelled is emitted to the point of sale's webhook subscriptions through
+the outbox (:func:`billetterie.webhooks.services.emit`) in the same transaction as the change,
+so a partner hears of an order exactly when it is committed, and never of one rolled back. The
+full payload of ``payload: full`` subscriptions is ``getOrderDetails``' ``orderData``, rendered
+when the delivery is sent (:func:`register_webhook_payloads`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billetterie.sales import db
 from billetterie.sales.models import Seller
+from billetterie.sales.queries import order_document
+from billetterie.webhooks.models import SubjectFacts
+from billetterie.webhooks.services import emit, register_payload_renderer
 
 
 async def order_closed(conn: AsyncConnection, seller: Seller, order_id: int, now: datetime) -> None:
@@ -24,7 +32,46 @@ async def order_cancelled(
     await _emit(conn, seller, "order.cancelled", order_id, now)
 
 
+async def _facts(conn: AsyncConnection, order_id: int) -> SubjectFacts:
+    m = db.movement.c
+    labels = [
+        r.labels for r in (await conn.execute(sa.select(m.labels).where(m.order_id == order_id)))
+    ]
+    return SubjectFacts(
+        product_codes=frozenset(lb["productCode"] for lb in labels if lb.get("productCode")),
+        product_families=frozenset(lb["productFamily"] for lb in labels if lb.get("productFamily")),
+    )
+
+
 async def _emit(
     conn: AsyncConnection, seller: Seller, event: str, order_id: int, now: datetime
 ) -> None:
-    del conn, seller, event, order_id, now  # wired to the webhooks' outbox at composition
+    await emit(
+        conn,
+        institution_id=seller.institution_id,
+        point_of_sale_id=seller.point_of_sale_id,
+        event=event,
+        subject_id=order_id,
+        now=now,
+        facts=await _facts(conn, order_id),
+        dedupe_key=f"{event}:{order_id}:{now.isoformat()}",
+    )
+
+
+async def _order_payload(
+    conn: AsyncConnection, institution_id: int, order_id: Any
+) -> dict[str, Any]:
+    o = db.sales_order.c
+    row = (
+        await conn.execute(
+            sa.select(db.sales_order).where(
+                o.id == int(order_id), o.institution_id == institution_id
+            )
+        )
+    ).one()
+    return {"orderData": await order_document(conn, row)}
+
+
+def register_webhook_payloads() -> None:
+    for event in ("order.closed", "order.cancelled"):
+        register_payload_renderer(event, _order_payload)
