@@ -91,6 +91,7 @@ class Backend:
     name: str
     demo_url: str
     scratch_url: str
+    fuzz_url: str  # the schemathesis server's own database: fuzzed writes land there only
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -103,13 +104,14 @@ def backend(
             "sqlite",
             f"sqlite+aiosqlite:///{folder / 'demo.db'}",
             f"sqlite+aiosqlite:///{folder / 'scratch.db'}",
+            f"sqlite+aiosqlite:///{folder / 'fuzz.db'}",
         )
-        for url in (result.demo_url, result.scratch_url):
+        for url in (result.demo_url, result.scratch_url, result.fuzz_url):
             upgrade(url)
         yield result
         return
     tag = uuid.uuid4().hex[:8]
-    names = [f"billetterie_test_demo_{tag}", f"billetterie_test_scratch_{tag}"]
+    names = [f"billetterie_test_{kind}_{tag}" for kind in ("demo", "scratch", "fuzz")]
     urls = _postgres_databases(names)
     if urls is None:
         message = f"PostgreSQL is unreachable at {POSTGRES_ADMIN_URL}"
@@ -118,7 +120,7 @@ def backend(
         pytest.skip(message)
     for url in urls:
         upgrade(url)
-    yield Backend("postgresql", urls[0], urls[1])
+    yield Backend("postgresql", urls[0], urls[1], urls[2])
     _drop_postgres(names)
 
 

@@ -172,9 +172,15 @@ async def _codes(engine: AsyncEngine, institution_id: int, table: sa.Table) -> d
 
 @contextlib.asynccontextmanager
 async def open_kit(
-    engine: AsyncEngine, url: str, tmp: Path, *, now: datetime = NOW, code: str = "ACME"
+    engine: AsyncEngine,
+    url: str,
+    tmp: Path,
+    *,
+    now: datetime = NOW,
+    code: str = "ACME",
+    **document: Any,
 ) -> AsyncIterator[Kit]:
-    await import_document(engine, sales_document(code))
+    await import_document(engine, sales_document(code) | document)
     await set_secrets(
         engine, code, [(f"{code}_WEB", f"{code}WEB", "web"), (f"{code}_RES", f"{code}RES", "res")]
     )

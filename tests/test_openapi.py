@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -15,11 +16,13 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.app import build_app
 from billetterie.config import Settings
-from tests.conftest import SECRET, Backend, settings_for
+from billetterie.shared.db import create_engine
+from tests.conftest import SECRET, Backend, set_secrets, settings_for
+from tests.factories import import_document
+from tests.sales_kit import sales_document
 
 
 def free_port() -> int:
@@ -30,12 +33,21 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_url(
-    backend: Backend, demo_engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The box office served by uvicorn in a thread, on the demo database."""
+def live_url(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The box office served by uvicorn in a thread, on a database of its own holding the
+    sales tests' ACME institution: what the fuzzer manages to buy or cancel stays there."""
+
+    async def prepare() -> None:
+        engine = create_engine(backend.fuzz_url)
+        try:
+            await import_document(engine, sales_document("ACME"))
+            await set_secrets(engine, "ACME", [("ACME_RES", "ACMERES", "res")])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(prepare())
     port = free_port()
-    app = build_app(settings_for(backend.demo_url, Path(tmp_path_factory.mktemp("live"))))
+    app = build_app(settings_for(backend.fuzz_url, Path(tmp_path_factory.mktemp("live"))))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -57,7 +69,7 @@ def live_url(
 def live_token(live_url: str) -> str:
     response = httpx.post(
         f"{live_url}/tnai/backend-apis/v1/auth",
-        json={"operator": "DEMO_RESELLER1", "partner": "reseller1", "secret": SECRET},
+        json={"operator": "ACME_RES", "partner": "res", "secret": SECRET},
     )
     token: str = response.json()["token"]
     return token

@@ -717,3 +717,70 @@ async def test_the_pdf_link_prints_every_ticket_with_a_qr_of_its_barcode(kit: Ki
     unknown = await kit.api.client.get("/api/v1/orders/not-a-real-secret/tickets.pdf")
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "error.order.unknown"
+
+
+async def test_closing_and_cancelling_send_signed_webhooks_with_the_order(
+    scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path
+) -> None:
+    import httpx
+    import orjson
+
+    from billetterie.shared.outbox import Dispatcher
+    from billetterie.webhooks.models import verify_signature
+    from billetterie.webhooks.services import TOPIC
+    from billetterie.webhooks.tasks import WebhookSender
+    from tests.receiver import receiving
+
+    async with receiving() as receiver:
+        hooks = [
+            {
+                "code": "FULL",
+                "pointOfSale": "ACMEWEB",
+                "events": ["order.closed", "order.cancelled"],
+                "url": receiver.base + "/orders",
+                "payload": "full",
+                "filter": {"products": ["SHOW"]},
+                "secret": "full-secret-0123456789",
+            },
+            {
+                "code": "PING",
+                "pointOfSale": "ACMEWEB",
+                "events": ["order.closed"],
+                "url": receiver.base + "/ping/${orderId}",
+                "method": "GET",
+                "secret": "ping-secret-0123456789",
+            },
+        ]
+        async with open_kit(scratch_engine, backend.scratch_url, tmp_path, webhooks=hooks) as kit:
+            cart = (await kit.cart(kit.seats("C1", 1)))["orderUpdateData"]
+            await kit.close(cart["orderId"], [("CASH", 50_000)])
+            order_id = cart["orderId"]
+            async with httpx.AsyncClient(timeout=5) as client:
+                dispatcher = Dispatcher(
+                    kit.engine,
+                    kit.clock,
+                    handlers={TOPIC: WebhookSender(kit.engine, kit.clock, client, max_attempts=3)},
+                    max_attempts=3,
+                )
+                assert [o.state for o in await dispatcher.drain()] == ["DONE", "DONE"]
+                by_target = {r.target: r for r in receiver.requests}
+                assert set(by_target) == {"/orders", f"/ping/{order_id}"}
+                full = by_target["/orders"]
+                assert full.headers["billetterie-event"] == "order.closed"
+                assert verify_signature(
+                    "full-secret-0123456789",
+                    full.headers["billetterie-signature"],
+                    full.body,
+                    now=int(kit.clock.now().timestamp()),
+                )
+                document = orjson.loads(full.body)
+                payload = document.get("payload", document)
+                assert payload["orderData"]["orderId"] == order_id
+                assert payload["orderData"]["orderState"] == "CLOSED"
+                # a rolled-back close emits nothing; a cancellation emits order.cancelled
+                operation = payload["orderData"]["operations"][0]["operationId"]
+                await kit.rpc(
+                    ORDERS, "cancelOperations", {"orderId": order_id, "operationIds": [operation]}
+                )
+                assert [o.state for o in await dispatcher.drain()] == ["DONE"]
+                assert receiver.requests[-1].headers["billetterie-event"] == "order.cancelled"

@@ -17,12 +17,14 @@ from billetterie.compat.schemas import Envelope, Problem
 ERRORS_RPC = {
     "400": "malformed request: error.request.malformed_json or error.request.invalid",
     "401": "missing, forged or expired token, or bad credentials (error.auth.*)",
+    "503": "the inventory is busy (error.inventory.busy); retry after Retry-After",
     "509": "too many calls to this endpoint (error.request.rate_limited); retry after Retry-After",
 }
 ERRORS_GET = {
     "400": "invalid parameter (error.request.invalid)",
     "401": "missing, forged or expired token (error.auth.*)",
     "404": "no such resource for this caller (error.*)",
+    "409": "a refusal of a well-formed request (error.*)",
     "509": "too many calls to this endpoint (error.request.rate_limited); retry after Retry-After",
 }
 

@@ -24,6 +24,7 @@ from billetterie.compat.runtime import Runtime
 from billetterie.payments.services import PaymentGateway, execute_refund
 from billetterie.sales import accounts, cancellation, card, carts, closing, queries, tickets
 from billetterie.sales.barcode_keys import KeyVault
+from billetterie.sales.errors import InvalidOperation
 from billetterie.sales.models import (
     AccountKind,
     Attribution,
@@ -37,7 +38,7 @@ from billetterie.sales.models import (
     SingleEntryLine,
 )
 from billetterie.shared.db import read
-from billetterie.shared.errors import DomainError, InvalidRequest
+from billetterie.shared.errors import DomainError
 from billetterie.shared.money import parse_amount
 
 VERSIONS = ("v1_33",)
@@ -92,10 +93,10 @@ class ComposedProductOperation(BaseModel):
 
 
 class PurchaserInfo(BaseModel):
-    contactReference: str | None = Field(default=None, max_length=32)
-    firstName: str | None = Field(default=None, max_length=100)
-    lastName: str | None = Field(default=None, max_length=100)
-    email: str | None = Field(default=None, max_length=254)
+    contactReference: s.StorableText | None = Field(default=None, max_length=32)
+    firstName: s.StorableText | None = Field(default=None, max_length=100)
+    lastName: s.StorableText | None = Field(default=None, max_length=100)
+    email: s.StorableText | None = Field(default=None, max_length=254)
 
 
 class CreateOrUpdateOrderRequest(s.Request):
@@ -103,8 +104,8 @@ class CreateOrUpdateOrderRequest(s.Request):
     orderId: Id | None = Field(default=None, description="Add to this running cart.")
     orderType: Literal["SALE", "RESERVATION", "OPTION"] = "SALE"
     purchasersInfo: list[PurchaserInfo] = Field(default_factory=list, max_length=10)
-    externalReference: str | None = Field(default=None, max_length=128)
-    language: str | None = Field(default=None, min_length=2, max_length=8)
+    externalReference: s.StorableText | None = Field(default=None, max_length=128)
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Za-z]{2})?$")
     singleEntryAttributionOperations: list[SingleEntryOperation] = Field(
         default_factory=list, max_length=50
     )
@@ -123,7 +124,7 @@ class OrderRequest(s.Request):
 class Payment(BaseModel):
     paymentMethodId: Id
     amount: Amount
-    voucherCode: str | None = Field(default=None, max_length=64)
+    voucherCode: s.StorableText | None = Field(default=None, max_length=64)
 
 
 class CloseOrderRequest(OrderRequest):
@@ -134,7 +135,7 @@ class CloseOrderRequest(OrderRequest):
 
 
 class CardCloseRequest(CloseOrderRequest):
-    returnUrl: str = Field(
+    returnUrl: s.StorableText = Field(
         min_length=8, max_length=2048, description="Where the payment page sends the buyer back."
     )
 
@@ -154,14 +155,14 @@ class FileRequest(s.Request):
 
 
 class SecretRequest(s.Request):
-    orderSecretId: str = Field(min_length=8, max_length=64)
+    orderSecretId: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class ContactData(BaseModel):
-    contactNumber: str | None = Field(default=None, max_length=32)
-    firstName: str | None = Field(default=None, max_length=100)
-    lastName: str | None = Field(default=None, max_length=100)
-    email: str | None = Field(default=None, max_length=254)
+    contactNumber: s.StorableText | None = Field(default=None, max_length=32)
+    firstName: s.StorableText | None = Field(default=None, max_length=100)
+    lastName: s.StorableText | None = Field(default=None, max_length=100)
+    email: s.StorableText | None = Field(default=None, max_length=254)
 
 
 class MovementContactRequest(OrderRequest):
@@ -191,8 +192,8 @@ class ListTicketsRequest(s.Request):
 
 
 class FileCriteria(BaseModel):
-    contactNumber: str | None = Field(default=None, max_length=32)
-    externalReference: str | None = Field(default=None, max_length=128)
+    contactNumber: s.StorableText | None = Field(default=None, max_length=32)
+    externalReference: s.StorableText | None = Field(default=None, max_length=128)
     orderStates: list[Literal["RUNNING", "CLOSED", "CANCELED", "ABANDONNED"]] = Field(
         default_factory=list, max_length=4
     )
@@ -588,7 +589,7 @@ async def get_file_details(payload: FileRequest, call: Call) -> dict[str, Any]:
     """The same as getOrderDetails; the file is named by `fileId` (or `orderId`)."""
     file_id = payload.fileId or payload.orderId
     if file_id is None:
-        raise InvalidRequest("give fileId")
+        raise InvalidOperation("give fileId (or orderId)")
     return {"orderData": await _order(call, await seller_of(call), file_id)}
 
 
@@ -715,9 +716,9 @@ async def pending_statement(
     summary="An order's tickets as a PDF (the buyer's link: the order's secret is the key)",
 )
 async def tickets_pdf(
-    orderSecretId: Annotated[str, Path(min_length=8, max_length=64)],
+    orderSecretId: Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
     request: Request,
-    lang: Annotated[str | None, Query(min_length=2, max_length=8)] = None,
+    lang: Annotated[str | None, Query(pattern=r"^[a-z]{2}$")] = None,
     ticketId: Annotated[int | None, Query(ge=1, le=2**53 - 1)] = None,
 ) -> Response:
     runtime: Runtime = request.app.state.runtime

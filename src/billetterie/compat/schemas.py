@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from billetterie.catalog.models import (
     AudienceCategoryKind,
@@ -26,6 +34,20 @@ def _iso_text(value: object) -> object:
 
 
 IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
+def _storable(value: str) -> str:
+    """Text a database keeps as given: no NUL character, no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+StorableText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$"), AfterValidator(_storable)]
 
 
 class Request(BaseModel):

@@ -30,8 +30,14 @@ from billetterie.sales.errors import InsufficientFunds, UnknownAccount
 from billetterie.sales.models import AccountKind
 from billetterie.shared import audit
 from billetterie.shared.db import read, transaction
-from billetterie.shared.errors import InvalidRequest
+from billetterie.shared.errors import DomainError, InvalidRequest
 from billetterie.shared.money import format_amount
+
+
+class InvalidPeriod(DomainError):
+    code = "error.request.invalid_period"
+    http_status = 409
+
 
 VOUCHER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -321,7 +327,7 @@ async def statement(
     """An account's ledger over ``[start, end)``: the account, the balance at ``start`` and
     the entries in order."""
     if end <= start:
-        raise InvalidRequest("a statement's end must come after its start")
+        raise InvalidPeriod("a statement's end must come after its start")
     e = db.account_entry.c
     async with read(engine) as conn:
         account = await find_account(conn, institution_id, kind, code)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billetterie.shared.errors import DomainError, InvalidRequest, NotFound
+from billetterie.shared.errors import DomainError, NotFound
 
 
 class UnknownOrder(NotFound):
@@ -38,8 +38,12 @@ class ContactRequired(DomainError):
     http_status = 409
 
 
-class InvalidOperation(InvalidRequest):
+class InvalidOperation(DomainError):
+    """A well-formed request that asks for something impossible (no operation, seats that do
+    not match the quantity): a business refusal, in the envelope with HTTP 200."""
+
     code = "error.order.invalid_operation"
+    http_status = 409
 
 
 class WrongTotal(DomainError):
