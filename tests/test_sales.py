@@ -774,7 +774,7 @@ async def test_closing_and_cancelling_send_signed_webhooks_with_the_order(
                     now=int(kit.clock.now().timestamp()),
                 )
                 document = orjson.loads(full.body)
-                payload = document.get("payload", document)
+                payload = document["data"]
                 assert payload["orderData"]["orderId"] == order_id
                 assert payload["orderData"]["orderState"] == "CLOSED"
                 # a rolled-back close emits nothing; a cancellation emits order.cancelled

@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from billetterie import cli_sales
 from billetterie.config import Settings
 
 app = typer.Typer(
@@ -27,6 +28,9 @@ app.add_typer(operators_app, name="operators")
 barcodes_app = typer.Typer(help="Barcode signing keys.", no_args_is_help=True)
 app.add_typer(barcodes_app, name="barcodes")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(cli_sales.vouchers_app, name="vouchers")
+app.add_typer(cli_sales.credit_app, name="credit")
+app.add_typer(cli_sales.accounts_app, name="accounts")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -407,6 +411,7 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     for login in DEMO_OPERATORS:
         pos_code, partner = pos_of[login]
         asyncio.run(_set_operator(settings, "DEMO", pos_code, login, partner, secret))
+    voucher = asyncio.run(cli_sales.ensure_demo_voucher(settings))
     base = settings.public_url or f"http://{host}:{port}"
     table = Table(title="billetterie demo", show_lines=False)
     table.add_column("what")
@@ -417,6 +422,11 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
         "catalog (RPC)", f"POST {base}/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed"
     )
     table.add_row("catalog (GET mirror)", f"GET {base}/api/v1/catalog")
+    table.add_row(
+        "carts (RPC)",
+        f"POST {base}/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder",
+    )
+    table.add_row("gift voucher (50.00)", voucher)
     console.print(table)
     operators = Table(title="operators (secret below)")
     operators.add_column("operator")

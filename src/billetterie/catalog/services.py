@@ -351,6 +351,20 @@ async def organization_refs(conn: AsyncConnection) -> list[OrganizationRef]:
     return [OrganizationRef(*row) for row in rows]
 
 
+async def institution_currency(conn: AsyncConnection, code: str) -> tuple[int, str]:
+    """The institution's id and currency, by code."""
+    row = (
+        await conn.execute(
+            sa.select(db.institution.c.id, db.institution.c.currency).where(
+                db.institution.c.code == code
+            )
+        )
+    ).first()
+    if row is None:
+        raise UnknownInstitution(f"no institution {code}")
+    return int(row.id), str(row.currency)
+
+
 async def institution_is_empty(conn: AsyncConnection) -> bool:
     return (
         await conn.execute(sa.select(sa.func.count()).select_from(db.institution))

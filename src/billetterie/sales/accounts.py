@@ -355,6 +355,23 @@ async def statement(
     return account, int(before or 0), lines
 
 
+async def ledger(conn: AsyncConnection, account_id: int, limit: int = 200) -> list[StatementLine]:
+    """The account's latest ledger entries, oldest first."""
+    e = db.account_entry.c
+    rows = (
+        await conn.execute(
+            sa.select(db.account_entry)
+            .where(e.account_id == account_id)
+            .order_by(e.at.desc(), e.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    return [
+        StatementLine(r.at, r.order_id, r.kind, r.amount, r.balance_after, r.description)
+        for r in reversed(rows)
+    ]
+
+
 def statement_csv(account: Account, opening: int, lines: Sequence[StatementLine]) -> str:
     """The statement as CSV (amounts with a decimal point, as on an invoice)."""
     out = io.StringIO()

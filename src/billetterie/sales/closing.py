@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billetterie.inventory.errors import HoldClosed
 from billetterie.inventory.services import confirm_hold_in, in_transaction
 from billetterie.sales import accounts, db, events
-from billetterie.sales.barcode_keys import KeyVault, issue_barcode
+from billetterie.sales.barcode_keys import KeyVault, signing_key
+from billetterie.sales.barcodes import BarcodePayload, issue
 from billetterie.sales.carts import load_order, running
 from billetterie.sales.errors import (
     CardPaymentRequired,
@@ -165,56 +166,75 @@ async def issue_tickets_in(
     *,
     with_barcodes: bool = True,
 ) -> list[int]:
-    """One NOT_PRINTED ticket per movement (signed barcode included unless asked not to)."""
+    """One NOT_PRINTED ticket per movement, signed barcodes included unless asked not to: one
+    insert for them all, the organization's key looked up once, one update for the barcodes."""
     t = db.ticket.c
-    ticket_ids: list[int] = []
-    for m in movements:
-        ticket_id = (
-            await conn.execute(
-                sa.insert(db.ticket)
-                .values(
-                    institution_id=seller.institution_id,
-                    order_id=order_id,
-                    movement_id=m.id,
-                    product_id=m.product_id,
-                    performance_id=m.performance_id,
-                    state=TicketState.NOT_PRINTED.value,
-                    issued_at=now,
-                )
-                .returning(t.id)
-            )
-        ).scalar_one()
-        ticket_ids.append(int(ticket_id))
-        if with_barcodes:
-            await set_barcode_in(
-                conn, seller.institution_id, seller.organization_id, ticket_id, m, vault, now
-            )
+    inserted = (
+        await conn.execute(
+            sa.insert(db.ticket).returning(t.id, sort_by_parameter_order=True),
+            [
+                {
+                    "institution_id": seller.institution_id,
+                    "order_id": order_id,
+                    "movement_id": m.id,
+                    "product_id": m.product_id,
+                    "performance_id": m.performance_id,
+                    "state": TicketState.NOT_PRINTED.value,
+                    "issued_at": now,
+                }
+                for m in movements
+            ],
+        )
+    ).all()
+    ticket_ids = [int(r.id) for r in inserted]
+    if with_barcodes:
+        await set_barcodes_in(
+            conn,
+            seller.institution_id,
+            seller.organization_id,
+            list(zip(ticket_ids, movements, strict=True)),
+            vault,
+            now,
+        )
     return ticket_ids
 
 
-async def set_barcode_in(
+async def set_barcodes_in(
     conn: AsyncConnection,
     institution_id: int,
     organization_id: int,
-    ticket_id: int,
-    movement: Any,
+    tickets: Sequence[tuple[int, Any]],
     vault: KeyVault,
     now: datetime,
-) -> str:
-    barcode = await issue_barcode(
-        conn,
-        vault,
-        institution_id=institution_id,
-        organization_id=organization_id,
-        ticket_id=ticket_id,
-        performance_id=movement.performance_id,
-        valid_until=max(validity_of(movement.labels, now), now + timedelta(hours=1)),
-        now=now,
+) -> dict[int, str]:
+    """Sign a barcode for each ``(ticket id, movement)`` with the organization's active key
+    (created on first use) and store them; the barcodes by ticket id."""
+    key = await signing_key(
+        conn, vault, institution_id=institution_id, organization_id=organization_id, now=now
     )
+    issued_at = now.replace(microsecond=0)
+    codes = {
+        ticket_id: issue(
+            BarcodePayload(
+                key_id=key.key_id,
+                institution_id=institution_id,
+                ticket_id=ticket_id,
+                performance_id=movement.performance_id or 0,
+                issued_at=issued_at,
+                valid_until=max(validity_of(movement.labels, now), now + timedelta(hours=1)),
+            ),
+            key.private_key,
+        )
+        for ticket_id, movement in tickets
+    }
+    t = db.ticket.c
     await conn.execute(
-        sa.update(db.ticket).where(db.ticket.c.id == ticket_id).values(barcode=barcode)
+        sa.update(db.ticket)
+        .where(t.id == sa.bindparam("ticket_id"))
+        .values(barcode=sa.bindparam("code")),
+        [{"ticket_id": ticket_id, "code": code} for ticket_id, code in codes.items()],
     )
-    return barcode
+    return codes
 
 
 async def close_order_in(

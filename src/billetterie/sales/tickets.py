@@ -17,7 +17,7 @@ from billetterie.catalog.offers import ticket_names
 from billetterie.sales import db
 from billetterie.sales.barcode_keys import KeyVault
 from billetterie.sales.carts import load_order
-from billetterie.sales.closing import set_barcode_in
+from billetterie.sales.closing import set_barcodes_in
 from billetterie.sales.errors import InvalidOperation, UnknownMovement
 from billetterie.sales.models import MovementState, Seller, TicketState
 from billetterie.sales.pdf import TicketView, render_tickets
@@ -106,14 +106,24 @@ async def print_tickets(
             raise UnknownMovement("no valid ticket to print in this order")
         names = await ticket_names(conn, order.institution_id, organization_id)
         barcodes = {r.id: r.barcode for r in rows}
-        for r in rows:
-            if r.barcode is None:
-                movement = (
-                    await conn.execute(sa.select(db.movement).where(m.id == r.movement_id))
-                ).one()
-                barcodes[r.id] = await set_barcode_in(
-                    conn, order.institution_id, organization_id, r.id, movement, vault, now
-                )
+        missing = [r for r in rows if r.barcode is None]
+        if missing:
+            movements = {
+                mv.id: mv
+                for mv in (
+                    await conn.execute(
+                        sa.select(db.movement).where(m.id.in_([r.movement_id for r in missing]))
+                    )
+                ).all()
+            }
+            barcodes |= await set_barcodes_in(
+                conn,
+                order.institution_id,
+                organization_id,
+                [(r.id, movements[r.movement_id]) for r in missing],
+                vault,
+                now,
+            )
         language = (language or order.language or names.main_language)[:2]
         views = [_view(r, barcodes[r.id], order, names, language) for r in rows]
         printed = [r.id for r in rows if r.state == TicketState.NOT_PRINTED.value]
