@@ -185,6 +185,12 @@ async def test_start_payment_writes_a_pending_intent(shop: Shop) -> None:
         ({"currency": "EURO"}, InvalidPayment),
         ({"return_url": "javascript:alert(1)"}, InvalidReturnUrl),
         ({"return_url": "/relative"}, InvalidReturnUrl),
+        ({"return_url": "https://user:pw@shop.example/"}, InvalidReturnUrl),
+        ({"return_url": "https://shop.example;script-src */"}, InvalidReturnUrl),
+        ({"return_url": "https://shop.example:99999/"}, InvalidReturnUrl),
+        ({"return_url": "https://shöp.example/"}, InvalidReturnUrl),
+        ({"return_url": "https://shop.example/a b"}, InvalidReturnUrl),
+        ({"return_url": "https://" + "a" * 2048 + ".example/"}, InvalidReturnUrl),
         ({"provider": "nope"}, Exception),
     ],
 )
@@ -633,3 +639,62 @@ async def test_over_real_http_the_page_sends_its_webhook_to_the_server(
     assert paid.state is PaymentState.SUCCEEDED
     assert confirmations.calls == [intent.id]
     assert len(events) == 1
+
+
+async def test_a_browser_pays_on_the_page_and_lands_on_another_origin(
+    scratch_engine: AsyncEngine, live: tuple[str, FastAPI, Confirmations]
+) -> None:
+    """Chromium fills the form: the CSRF cookie, the page's CSP and the redirect to a return URL
+    on another origin (localhost vs 127.0.0.1) all work in a real browser."""
+    from playwright.async_api import async_playwright
+
+    url, app, confirmations = live
+    result = await import_document(scratch_engine, setup_document("ACME"))
+    return_url = url.replace("127.0.0.1", "localhost") + "/healthz"
+    async with transaction(scratch_engine) as conn:
+        intent = await start_payment(
+            conn,
+            app.state.payments,
+            institution_id=result.institution_id,
+            order_id=6,
+            amount=4000,
+            currency="EUR",
+            return_url=return_url,
+            provider="test",
+            now=NOW,
+            actor="test",
+        )
+    assert intent.redirect_url
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(intent.redirect_url)
+            await page.fill("input[name=card_number]", "4000 0000 0000 0002")
+            await page.fill("input[name=expiry]", "12/30")
+            await page.fill("input[name=cvc]", "123")
+            await page.click("#pay")
+            assert (await page.text_content("#message")) == "Your card was declined."
+            await page.fill("input[name=card_number]", "4242 4242 4242 4242")
+            await page.fill("input[name=cvc]", "123")
+            await page.click("#pay")
+            await page.wait_for_url(return_url)
+            assert '"ok"' in await page.content()
+        finally:
+            await browser.close()
+    async with read(scratch_engine) as conn:
+        paid = await get_payment(conn, institution_id=result.institution_id, intent_id=intent.id)
+    assert paid.state is PaymentState.SUCCEEDED
+    assert confirmations.calls == [intent.id]

@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import jinja2
@@ -119,10 +120,13 @@ def _page(
         problems=problems or {},
         form=form or {"card_number": "", "expiry": ""},
     )
+    # Browsers apply form-action to the redirect after the POST too: allow the return URL's
+    # origin, or the buyer would never get back to the shop.
+    back = urlsplit(intent.return_url)
     headers = {
         "Cache-Control": "no-store",
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-        "form-action 'self'; frame-ancestors 'none'",
+        f"form-action 'self' {back.scheme}://{back.netloc}; frame-ancestors 'none'",
         "X-Frame-Options": "DENY",
         "Referrer-Policy": "no-referrer",
     }
