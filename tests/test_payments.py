@@ -288,6 +288,8 @@ async def test_forms_without_the_csrf_token_are_refused(shop: Shop) -> None:
     assert missing.status_code == 403
     forged = await shop.client.post(url, data={**card, "csrf_token": "0" * 64})
     assert forged.status_code == 403
+    not_ascii = await shop.client.post(url, data={**card, "csrf_token": "é" * 64})
+    assert not_ascii.status_code == 403
     # A token from another payment's page does not fit this one.
     other = await shop.start(order_id=78)
     token = await shop.form(other)
@@ -303,7 +305,12 @@ async def test_forms_without_the_csrf_token_are_refused(shop: Shop) -> None:
 
 
 async def test_unknown_test_payments_are_404_pages(shop: Shop) -> None:
-    for path in ("/payments/test/tp_nothing_here_at_all", "/payments/test/" + "x" * 300):
+    for path in (
+        "/payments/test/tp_nothing_here_at_all",
+        "/payments/test/" + "x" * 300,
+        "/payments/test/tp_%00%00%00%00%00%00%00%00%00%00%00%00%00%00%00%00",
+        "/payments/test/%C3%A9",
+    ):
         assert (await shop.client.get(path)).status_code == 404
         assert (await shop.client.post(path, data={"card_number": "1"})).status_code == 404
 
@@ -385,12 +392,15 @@ async def test_events_for_unknown_references_or_other_amounts_change_nothing(sho
     )
     unknown = await post_webhook(shop, shop.provider.sign_body(body, now=NOW), body)
     assert (unknown.status_code, unknown.json()["code"]) == (404, "error.payment.unknown_reference")
-    body = b'{"id": 5}'
-    malformed = await post_webhook(shop, shop.provider.sign_body(body, now=NOW), body)
-    assert (malformed.status_code, malformed.json()["code"]) == (
-        400,
-        "error.payment.malformed_event",
-    )
+    for body in (
+        b'{"id": 5}',
+        b'{"id":"e\\u0000","type":"payment.failed","reference":"r","amount":1,"currency":"EUR"}',
+    ):
+        malformed = await post_webhook(shop, shop.provider.sign_body(body, now=NOW), body)
+        assert (malformed.status_code, malformed.json()["code"]) == (
+            400,
+            "error.payment.malformed_event",
+        )
     assert (await shop.intent(intent.id)).state is PaymentState.PENDING
     assert await shop.count(db.payment_event) == 0
 

@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from billetterie.payments.errors import InvalidPayment, UnknownPayment
 from billetterie.payments.models import EventKind, PaymentIntent, PaymentState
 from billetterie.payments.services import PaymentGateway, handle_webhook, payment_by_reference
-from billetterie.payments.test_provider import InvalidCard, TestCardProvider, read_card
+from billetterie.payments.test_provider import REFERENCE, InvalidCard, TestCardProvider, read_card
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
@@ -142,7 +142,7 @@ def _message_page(text: str, status: int) -> HTMLResponse:
 
 
 async def _test_intent(surface: PaymentSurface, reference: str) -> PaymentIntent | None:
-    if len(reference) > 100:
+    if not REFERENCE.fullmatch(reference):  # before any query: no NUL bytes reach PostgreSQL
         return None
     try:
         async with read(surface.engine) as conn:
@@ -190,7 +190,7 @@ async def test_submit(
         return _message_page("No such test payment.", 404)
     cookie = request.cookies.get(CSRF_COOKIE, "")
     expected = _csrf_token(surface.csrf_secret, cookie, reference)
-    if not cookie or not hmac.compare_digest(expected, csrf_token):
+    if not cookie or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
         return _message_page("This form has expired; reload the page and try again.", 403)
     form = {"card_number": card_number, "expiry": expiry}
     if intent.state not in {PaymentState.PENDING, PaymentState.FAILED}:
