@@ -139,6 +139,42 @@ async def test_issued_barcodes_verify_with_the_published_keys(
         verify(code, await verification(scratch_engine, orgs["BETA"]), NOW)  # type: ignore[arg-type]
 
 
+async def test_an_order_s_barcodes_are_issued_with_one_key(
+    scratch_engine: AsyncEngine, orgs: dict[str, OrganizationRef]
+) -> None:
+    acme = orgs["ACME"]
+    async with transaction(scratch_engine) as conn:
+        codes = await keys.issue_barcodes(
+            conn,
+            VAULT,
+            institution_id=acme.institution_id,
+            organization_id=acme.organization_id,
+            tickets=[
+                keys.BarcodeRequest(1, 40, UNTIL),
+                keys.BarcodeRequest(2, None, UNTIL + timedelta(days=1)),
+            ],
+            now=NOW,
+        )
+        assert (
+            await keys.issue_barcodes(
+                conn,
+                VAULT,
+                institution_id=acme.institution_id,
+                organization_id=acme.organization_id,
+                tickets=[],
+                now=NOW,
+            )
+            == []
+        )
+    published = await verification(scratch_engine, acme)
+    payloads = [verify(code, published, NOW) for code in codes]  # type: ignore[arg-type]
+    assert [(p.ticket_id, p.performance_id, p.valid_until) for p in payloads] == [
+        (1, 40, UNTIL),
+        (2, 0, UNTIL + timedelta(days=1)),
+    ]
+    assert len({p.key_id for p in payloads}) == 1
+
+
 async def test_rotation_keeps_old_codes_verifiable_until_retired(
     scratch_engine: AsyncEngine, orgs: dict[str, OrganizationRef]
 ) -> None:

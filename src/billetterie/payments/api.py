@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import jinja2
@@ -31,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from billetterie.payments.errors import InvalidPayment, UnknownPayment
 from billetterie.payments.models import EventKind, PaymentIntent, PaymentState
 from billetterie.payments.services import PaymentGateway, handle_webhook, payment_by_reference
-from billetterie.payments.test_provider import InvalidCard, TestCardProvider, read_card
+from billetterie.payments.test_provider import REFERENCE, InvalidCard, TestCardProvider, read_card
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
@@ -119,10 +120,13 @@ def _page(
         problems=problems or {},
         form=form or {"card_number": "", "expiry": ""},
     )
+    # Browsers apply form-action to the redirect after the POST too: allow the return URL's
+    # origin, or the buyer would never get back to the shop.
+    back = urlsplit(intent.return_url)
     headers = {
         "Cache-Control": "no-store",
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-        "form-action 'self'; frame-ancestors 'none'",
+        f"form-action 'self' {back.scheme}://{back.netloc}; frame-ancestors 'none'",
         "X-Frame-Options": "DENY",
         "Referrer-Policy": "no-referrer",
     }
@@ -138,7 +142,7 @@ def _message_page(text: str, status: int) -> HTMLResponse:
 
 
 async def _test_intent(surface: PaymentSurface, reference: str) -> PaymentIntent | None:
-    if len(reference) > 100:
+    if not REFERENCE.fullmatch(reference):  # before any query: no NUL bytes reach PostgreSQL
         return None
     try:
         async with read(surface.engine) as conn:
@@ -186,7 +190,7 @@ async def test_submit(
         return _message_page("No such test payment.", 404)
     cookie = request.cookies.get(CSRF_COOKIE, "")
     expected = _csrf_token(surface.csrf_secret, cookie, reference)
-    if not cookie or not hmac.compare_digest(expected, csrf_token):
+    if not cookie or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
         return _message_page("This form has expired; reload the page and try again.", 403)
     form = {"card_number": card_number, "expiry": expiry}
     if intent.state not in {PaymentState.PENDING, PaymentState.FAILED}:

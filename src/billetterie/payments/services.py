@@ -22,6 +22,7 @@ Tenancy
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,10 +123,29 @@ def _refund(row: Any) -> Refund:
     )
 
 
+_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+_URL_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
+
+
 def check_return_url(url: str) -> str:
+    """An absolute http(s) URL without credentials, printable ASCII only (it goes into a
+    ``Location`` header and the hosted page's CSP), at most 2048 characters."""
+    problem = InvalidReturnUrl(
+        "returnUrl must be an absolute http(s) URL (printable ASCII, no credentials, "
+        "at most 2048 characters)"
+    )
+    if len(url) > 2048 or not _URL_CHARS.fullmatch(url):
+        raise problem
     parts = urlsplit(url)
-    if len(url) > 2048 or parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise InvalidReturnUrl("returnUrl must be an absolute http(s) URL of at most 2048 chars")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise problem from None
+    if parts.scheme not in {"http", "https"} or "@" in parts.netloc or not parts.hostname:
+        raise problem
+    host = parts.netloc if parts.port is None else parts.netloc.rsplit(":", 1)[0]
+    if not _HOST.fullmatch(host):
+        raise problem
     return url
 
 

@@ -309,8 +309,8 @@ class TestCardProvider:
 
 
 def _text(value: object) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 255:
-        raise ValueError("not a short string")
+    if not isinstance(value, str) or not 0 < len(value) <= 255 or not value.isprintable():
+        raise ValueError("not a short printable string")
     return value
 
 

@@ -22,7 +22,7 @@ transaction. Every state change writes an audit entry in that transaction.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -319,6 +319,48 @@ async def issue_barcode(
         ),
         key.private_key,
     )
+
+
+@dataclass(frozen=True)
+class BarcodeRequest:
+    """One ticket to sign: ``performance_id`` None encodes 0."""
+
+    ticket_id: int
+    performance_id: int | None
+    valid_until: datetime
+
+
+async def issue_barcodes(
+    conn: AsyncConnection,
+    vault: KeyVault,
+    *,
+    institution_id: int,
+    organization_id: int,
+    tickets: Sequence[BarcodeRequest],
+    now: datetime,
+) -> list[str]:
+    """Signed barcodes for several tickets of one organization, in order, with one key
+    lookup (what ``closeOrder`` needs for an order's tickets)."""
+    if not tickets:
+        return []
+    key = await signing_key(
+        conn, vault, institution_id=institution_id, organization_id=organization_id, now=now
+    )
+    issued_at = now.replace(microsecond=0)
+    return [
+        issue(
+            BarcodePayload(
+                key_id=key.key_id,
+                institution_id=institution_id,
+                ticket_id=ticket.ticket_id,
+                performance_id=ticket.performance_id or 0,
+                issued_at=issued_at,
+                valid_until=ticket.valid_until,
+            ),
+            key.private_key,
+        )
+        for ticket in tickets
+    ]
 
 
 async def rotate(

@@ -16,7 +16,7 @@ Format (version 1, every integer big-endian; ``docs/barcodes.md`` has the byte t
 
 The 105 bytes are encoded in RFC 4648 base32, upper case, without padding: 168 characters from
 ``A-Z2-7``, all in the QR alphanumeric set, so the code fits a version 10 QR code at error
-correction M (311 alphanumeric characters); segno picks version 8.
+correction M (311 alphanumeric characters); it takes version 7 (45 x 45 modules).
 
 :func:`verify` checks, in this order, the shape (``error.barcode.malformed``), the key id
 (``error.barcode.unknown_key``), the signature (``error.barcode.invalid_signature``) and only
