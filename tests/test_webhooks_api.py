@@ -178,6 +178,14 @@ def test_cli_lists_deliveries(
         assert "RES" in only_res.output and "PING" not in only_res.output
         failed = runner.invoke(cli_app, ["webhooks", "deliveries", "ACME", "--status", "FAILED"])
         assert "CONTACT" in failed.output and "PING" not in failed.output
+        secret = runner.invoke(cli_app, ["webhooks", "secret", "ACME", "PING"])
+        assert (secret.exit_code, secret.stdout.strip()) == (0, hooks("")[0]["secret"])
+        rotated = runner.invoke(cli_app, ["webhooks", "secret", "ACME", "PING", "--rotate"])
+        assert rotated.exit_code == 0 and rotated.stdout.strip() != secret.stdout.strip()
+        after = runner.invoke(cli_app, ["webhooks", "secret", "ACME", "PING"])
+        assert after.stdout == rotated.stdout
+        missing = runner.invoke(cli_app, ["webhooks", "secret", "ACME", "NOPE"])
+        assert missing.exit_code == 2 and "no webhook NOPE" in missing.output
         unknown = runner.invoke(cli_app, ["webhooks", "deliveries", "NOPE"])
         assert unknown.exit_code == 2 and "no institution NOPE" in unknown.output
         bad = runner.invoke(cli_app, ["webhooks", "deliveries", "ACME", "--status", "LOST"])
