@@ -192,6 +192,11 @@ async def test_import_creates_the_rows(scratch_engine: AsyncEngine) -> None:
         "seat": 60,
         "zone": 0,
         "seat_assignment": 60,
+        # delivery: nothing is queued, no webhook in this file
+        "outbox": 0,
+        "idempotency_key": 0,
+        "webhook_subscription": 0,
+        "webhook_attempt": 0,
     }
     assert await setup_version(scratch_engine) == (1, NOW)
 

@@ -397,7 +397,6 @@ async def test_setup_round_trip_keeps_webhooks(scratch_engine: AsyncEngine) -> N
             "url": "https://partner.example/orders/${orderId}?event=${event}",
             "method": "GET",
             "payload": "ping",
-            "secret": SECRET,
         },
         {
             "code": "FULL",
@@ -407,7 +406,6 @@ async def test_setup_round_trip_keeps_webhooks(scratch_engine: AsyncEngine) -> N
             "method": "POST",
             "payload": "full",
             "filter": {"products": ["SHOW"]},
-            "secret": SECRET + "-full",
         },
         {
             "code": "CONTACT",
@@ -416,7 +414,6 @@ async def test_setup_round_trip_keeps_webhooks(scratch_engine: AsyncEngine) -> N
             "url": "https://partner.example/contacts/${contactNumber}",
             "method": "POST",
             "payload": "ping",
-            "secret": SECRET + "-contact",
         },
         {
             "code": "RES",
@@ -425,14 +422,46 @@ async def test_setup_round_trip_keeps_webhooks(scratch_engine: AsyncEngine) -> N
             "url": "https://partner.example/res/${deliveryId}",
             "method": "POST",
             "payload": "ping",
-            "secret": SECRET + "-res",
             "enabled": False,
         },
     ]
+    assert "secret" not in str(exported)  # the file carries no secrets
     again = await import_document(scratch_engine, exported)
     assert again.changes == 0 and again.setup_version == first.setup_version
+    async with read(scratch_engine) as conn:  # the secrets stayed
+        institution_id = await institution_id_by_code(conn, "ACME")
+        assert await services.signing_secret(conn, institution_id, "PING") == SECRET
+        assert await services.signing_secret(conn, institution_id, "RES") == SECRET + "-res"
     changed = await import_document(scratch_engine, setup_document("ACME", webhooks=source[:1]))
     assert changed.changes == 3  # three subscriptions removed
     async with read(scratch_engine) as conn:
         institution_id = await institution_id_by_code(conn, "ACME")
         assert [s.code for s in await services.list_subscriptions(conn, institution_id)] == ["PING"]
+
+
+async def test_a_webhook_without_secret_gets_one_that_stays(scratch_engine: AsyncEngine) -> None:
+    source = [{k: v for k, v in h.items() if k != "secret"} for h in hooks("https://p.example")]
+    await import_document(scratch_engine, setup_document("ACME", webhooks=source))
+    async with read(scratch_engine) as conn:
+        institution_id = await institution_id_by_code(conn, "ACME")
+        generated = await services.signing_secret(conn, institution_id, "PING")
+    assert len(generated) >= 32
+    source[0]["url"] = "https://p.example/changed"
+    changed = await import_document(scratch_engine, setup_document("ACME", webhooks=source))
+    assert changed.changes == 1
+    async with transaction(scratch_engine) as conn:
+        assert await services.signing_secret(conn, institution_id, "PING") == generated
+        rotated = await services.signing_secret(
+            conn, institution_id, "PING", rotate=True, now=NOW, actor="test"
+        )
+        assert rotated != generated
+        with pytest.raises(services.UnknownSubscription):
+            await services.signing_secret(conn, institution_id, "NOPE")
+    async with read(scratch_engine) as conn:
+        assert await services.signing_secret(conn, institution_id, "PING") == rotated
+        actions = (
+            await conn.execute(
+                sa.text("SELECT action FROM audit_entry WHERE action LIKE 'webhooks.%'")
+            )
+        ).scalars()
+        assert list(actions) == ["webhooks.secret.rotated"]

@@ -560,6 +560,41 @@ def webhooks_deliveries(
         console.print("no delivery attempt yet")
 
 
+@webhooks_app.command("secret")
+def webhooks_secret(
+    institution: Annotated[str, typer.Argument(help="Institution code, e.g. DEMO.")],
+    code: Annotated[str, typer.Argument(help="The webhook's code in the setup file.")],
+    rotate: Annotated[bool, typer.Option(help="Replace it with a new random secret.")] = False,
+) -> None:
+    """Print a webhook's signing secret (the setup file does not carry it), or rotate it."""
+    from billetterie.catalog.services import institution_id_by_code
+    from billetterie.shared.clock import SystemClock
+    from billetterie.shared.db import create_engine, transaction
+    from billetterie.shared.errors import DomainError
+    from billetterie.webhooks.services import signing_secret
+
+    settings = load_settings()
+    run_migrations(settings)
+
+    async def run() -> str:
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            async with transaction(engine) as conn:
+                institution_id = await institution_id_by_code(conn, institution)
+                return await signing_secret(
+                    conn, institution_id, code, rotate=rotate, now=SystemClock().now()
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        secret = asyncio.run(run())
+    except DomainError as exc:
+        errors.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from None
+    sys.stdout.write(secret + "\n")
+
+
 def _demo_secret(settings: Settings) -> str:
     """A demo secret generated once and kept under var/, so it survives restarts."""
     path = settings.var_dir / "demo-secret"

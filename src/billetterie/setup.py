@@ -81,7 +81,6 @@ async def export_webhooks(conn: AsyncConnection, institution_id: int) -> list[di
                     else {}
                 ),
             }
-        entry["secret"] = sub.secret
         if not sub.enabled:
             entry["enabled"] = False
         exported.append(entry)

@@ -248,7 +248,12 @@ class WebhookSpec(Model):
     method: Literal["GET", "POST"] = "POST"
     payload: Literal["ping", "full"] = "ping"
     filter: WebhookFilterSpec | None = None
-    secret: str = Field(min_length=16, max_length=255)
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=255,
+        description="the signing secret; none: generated once (billetterie webhooks secret)",
+    )
     enabled: bool = True
 
 

@@ -39,7 +39,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.shared.clock import Clock
-from billetterie.shared.db import UtcDateTime, id_column, institution_column, metadata, transaction
+from billetterie.shared.db import (
+    UtcDateTime,
+    id_column,
+    institution_column,
+    metadata,
+    read,
+    transaction,
+)
 
 log = logging.getLogger("billetterie.outbox")
 
@@ -240,6 +247,10 @@ class Dispatcher:
             .order_by(o.available_at, o.id)
             .limit(self.batch_size)
         )
+        # A read first: an idle poll must not take SQLite's write lock (BEGIN IMMEDIATE).
+        async with read(self.engine) as conn:
+            if (await conn.execute(candidates.limit(1))).first() is None:
+                return []
         if self.engine.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
         # Two statements, not ``UPDATE ... WHERE id IN (SELECT ... LIMIT n SKIP LOCKED)``:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billetterie.shared.errors import DomainError, InvalidRequest
+from billetterie.shared.errors import DomainError, InvalidRequest, NotFound
 
 
 class UnknownEvent(InvalidRequest):
@@ -18,3 +18,7 @@ class NoPayloadRenderer(DomainError):
 
     code = "error.webhooks.no_payload_renderer"
     http_status = 500
+
+
+class UnknownSubscription(NotFound):
+    code = "error.webhooks.unknown_subscription"

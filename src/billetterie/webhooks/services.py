@@ -16,6 +16,7 @@ Contracts:
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billetterie.shared import outbox
+from billetterie.shared import audit, outbox
 from billetterie.webhooks import db
-from billetterie.webhooks.errors import InvalidCursor, UnknownEvent
+from billetterie.webhooks.errors import InvalidCursor, UnknownEvent, UnknownSubscription
 from billetterie.webhooks.models import (
     AttemptStatus,
     Event,
@@ -79,23 +80,25 @@ class SubscriptionSpec:
     url: str
     method: str
     payload: str
-    secret: str
+    secret: str | None  # None: keep the current one (a new subscription gets a random one)
     enabled: bool
     products: tuple[str, ...] = ()
     product_families: tuple[str, ...] = ()
 
 
 def _values(spec: SubscriptionSpec) -> dict[str, Any]:
-    return {
+    values: dict[str, Any] = {
         "point_of_sale_id": spec.point_of_sale_id,
         "events": [_event(e).value for e in spec.events],
         "url": spec.url,
         "method": Method(spec.method).value,
         "payload": PayloadMode(spec.payload).value,
         "filter": {"products": list(spec.products), "productFamilies": list(spec.product_families)},
-        "secret": spec.secret,
         "enabled": spec.enabled,
     }
+    if spec.secret is not None:
+        values["secret"] = spec.secret
+    return values
 
 
 async def sync_subscriptions(
@@ -118,6 +121,7 @@ async def sync_subscriptions(
         values = _values(spec)
         row = existing.pop(spec.code, None)
         if row is None:
+            values.setdefault("secret", secrets.token_urlsafe(32))
             await conn.execute(
                 sa.insert(db.webhook_subscription).values(
                     institution_id=institution_id, code=spec.code, **values
@@ -179,6 +183,44 @@ async def subscription(
         )
     ).first()
     return None if row is None else _subscription(row)
+
+
+async def signing_secret(
+    conn: AsyncConnection,
+    institution_id: int,
+    code: str,
+    *,
+    rotate: bool = False,
+    now: datetime | None = None,
+    actor: str = "cli",
+) -> str:
+    """The signing secret of subscription ``code``; ``rotate`` replaces it with a random one
+    (audited; the caller owns the transaction). Raises :class:`UnknownSubscription`."""
+    w = db.webhook_subscription.c
+    row = (
+        await conn.execute(
+            sa.select(w.id, w.secret).where(w.institution_id == institution_id, w.code == code)
+        )
+    ).first()
+    if row is None:
+        raise UnknownSubscription(f"no webhook {code}")
+    if not rotate:
+        return str(row.secret)
+    if now is None:
+        raise ValueError("rotating needs now")
+    secret = secrets.token_urlsafe(32)
+    await conn.execute(
+        sa.update(db.webhook_subscription).where(w.id == row.id).values(secret=secret)
+    )
+    await audit.record(
+        conn,
+        institution_id=institution_id,
+        action="webhooks.secret.rotated",
+        actor=actor,
+        at=now,
+        code=code,
+    )
+    return secret
 
 
 # --- emitting --------------------------------------------------------------------------------
