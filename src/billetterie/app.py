@@ -16,6 +16,7 @@ from billetterie.compat import (
     auth_api,
     availability_api,
     catalog_api,
+    contacts_api,
     envelope,
     mirror_api,
     openapi,
@@ -91,6 +92,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(mirror_api.router)
     app.include_router(availability_api.availability_service.router())
     app.include_router(availability_api.router)
+    app.include_router(contacts_api.contact_service.router())
 
     openapi.install(app)
 

@@ -1,5 +1,6 @@
 """The setup file as the whole box office reads and writes it: the catalog, the operators
-(identity) and the inventory the catalog calls for, in one transaction."""
+and each point of sale's sign-in section (identity), the contacts' criteria and authorizations
+(contacts) and the inventory the catalog calls for, in one transaction."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from billetterie.catalog.services import (
 )
 from billetterie.catalog.setup_export import export_document
 from billetterie.catalog.setupfile import SetupDocument
+from billetterie.contacts.models import Criterion
+from billetterie.contacts.services import Definitions, list_definitions, sync_definitions
 from billetterie.identity.services import OperatorSpec, list_operators, sync_operators
+from billetterie.identity.signin import sign_in_sections, sync_sign_in
 from billetterie.inventory.provision import provision
 
 
@@ -32,6 +36,39 @@ async def write_operators(
         for o in document.operators
     ]
     return await sync_operators(conn, institution_id, specs, now=now)
+
+
+SIGN_IN_FIELDS = (
+    "websitePublicKey",
+    "returnHosts",
+    "samlServiceProviders",
+    "oidcClients",
+    "identityProvider",
+)
+
+
+async def write_contact_setup(
+    conn: AsyncConnection, institution_id: int, document: SetupDocument
+) -> int:
+    """The organization's criteria and authorizations, and each point of sale's sign-in."""
+    organization = document.organization
+    changes = await sync_definitions(
+        conn,
+        institution_id,
+        Definitions(
+            [Criterion(c.code, dict(c.name)) for c in organization.contactCriteria],
+            [Criterion(c.code, dict(c.name)) for c in organization.contactAuthorizations],
+        ),
+    )
+    codes = {
+        code: pos_id for pos_id, code in (await point_of_sale_codes(conn, institution_id)).items()
+    }
+    sections = {
+        codes[p.code]: p.model_dump(mode="json", include=set(SIGN_IN_FIELDS), exclude_none=True)
+        for c in document.salesChannels
+        for p in c.pointsOfSale
+    }
+    return changes + await sync_sign_in(conn, institution_id, sections)
 
 
 async def provision_inventory(conn: AsyncConnection, institution_id: int, now: datetime) -> int:
@@ -51,7 +88,11 @@ async def import_institution(
         return await provision_inventory(conn, institution_id, now)
 
     return await import_setup(
-        engine, document, now=now, actor=actor, after_write=[operators, inventory]
+        engine,
+        document,
+        now=now,
+        actor=actor,
+        after_write=[operators, write_contact_setup, inventory],
     )
 
 
@@ -69,6 +110,18 @@ async def export_institution(conn: AsyncConnection, institution_code: str) -> di
         }
         for o in await list_operators(conn, institution_id)
     ]
+    definitions = await list_definitions(conn, institution_id)
+    for key, choices in (
+        ("contactCriteria", definitions.criteria),
+        ("contactAuthorizations", definitions.authorizations),
+    ):
+        if choices:
+            document["organization"][key] = [{"code": c.code, "name": c.name} for c in choices]
+    sections = await sign_in_sections(conn, institution_id)
+    for channel in document["salesChannels"]:
+        for pos in channel["pointsOfSale"]:
+            pos_id = next(i for i, code in codes.items() if code == pos["code"])
+            pos.update(sections.get(pos_id, {}))
     ordered: dict[str, Any] = {}
     for key, value in document.items():
         ordered[key] = value
