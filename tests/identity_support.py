@@ -3,12 +3,19 @@ sign-in settings, a second institution for tenancy, and helpers for the contact 
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Api, set_secrets
+from billetterie.app import build_app
+from billetterie.shared.clock import FixedClock
+from tests.conftest import Api, set_secrets, settings_for
 from tests.factories import import_document, setup_document, text
 
 CONTACT_VERSION = "v2_21"
@@ -77,3 +84,81 @@ async def create_contact(api: Api, token: str, **fields: Any) -> int:
     assert response.status_code == 200 and body["statusCode"] == "success", body
     number: int = body["contactNumbers"][0]["contactNumber"]
     return number
+
+
+# --- shop pages ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def shop_app(
+    url: str, tmp: Path, clock: FixedClock, **settings: Any
+) -> AsyncIterator[FastAPI]:
+    """The app with the development mail sink, started; no background tasks."""
+    base = settings_for(url, tmp).model_copy(
+        update={"dev_mail": True, "background_tasks": False, **settings}
+    )
+    app = build_app(base, clock=clock)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def browser(app: FastAPI, address: str = "198.51.100.7") -> httpx.AsyncClient:
+    """A client with its own cookie jar, as one browser at ``address``."""
+    transport = httpx.ASGITransport(app=app, client=(address, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def error_code(html: str) -> str | None:
+    match = re.search(r'data-code="([^"]+)"', html)
+    return match.group(1) if match else None
+
+
+def mails(app: FastAPI) -> list[Any]:
+    return list(app.state.mailer.messages)
+
+
+def link_in(body: str) -> str:
+    match = re.search(r"https?://\S+", body)
+    assert match, body
+    return match.group(0)
+
+
+async def post_form(
+    client: httpx.AsyncClient, page: str, data: dict[str, Any], *, action: str | None = None
+) -> httpx.Response:
+    """GET the page, then POST its form with its CSRF token."""
+    form = await client.get(page)
+    assert form.status_code == 200, form.text
+    return await client.post(
+        action or page.split("?")[0], data={**data, "csrf_token": csrf_of(form.text)}
+    )
+
+
+async def register(
+    client: httpx.AsyncClient, shop: str, email: str, password: str, **fields: Any
+) -> httpx.Response:
+    return await post_form(
+        client,
+        f"/shop/{shop}/account/register",
+        {
+            "email": email,
+            "password": password,
+            "lastName": "Lovelace",
+            "firstName": "Ada",
+            **fields,
+        },
+    )
+
+
+async def sign_in(
+    client: httpx.AsyncClient, shop: str, email: str, password: str, **fields: Any
+) -> httpx.Response:
+    return await post_form(
+        client, f"/shop/{shop}/account/login", {"email": email, "password": password, **fields}
+    )

@@ -24,6 +24,8 @@ from billetterie.compat import (
 from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
+from billetterie.identity import web as identity_web
+from billetterie.identity.mail import Mailer, MailSink, SmtpMailer, delivery_loop
 from billetterie.inventory import tasks as inventory_tasks
 from billetterie.inventory.board import Board
 from billetterie.shared.clock import Clock, SystemClock
@@ -60,6 +62,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if settings.background_tasks
             else []
         )
+        if settings.background_tasks and app.state.mailer is not None:
+            tasks.append(
+                asyncio.create_task(
+                    delivery_loop(engine, app.state.mailer, app.state.runtime.clock)
+                )
+            )
         try:
             yield
         finally:
@@ -94,6 +102,11 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(availability_api.router)
     app.include_router(contacts_api.contact_service.router())
 
+    app.include_router(identity_web.router)
+    app.state.mailer = mailer_for(settings)
+    if settings.dev_mail:
+        app.include_router(identity_web.dev_router)
+
     openapi.install(app)
 
     @app.get("/healthz", include_in_schema=False)
@@ -101,6 +114,21 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def mailer_for(settings: Settings) -> Mailer | None:
+    """SMTP when configured, else the development sink when asked for, else none (mail then
+    waits in the outbox)."""
+    if settings.smtp_host:
+        return SmtpMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_sender,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        )
+    return MailSink() if settings.dev_mail else None
 
 
 def app_from_environment() -> FastAPI:

@@ -64,7 +64,19 @@ class Settings(BaseSettings):
         description="redis://host:port/db keeps the rate-limit counters in Redis, shared by "
         "every process; empty keeps them in each process's memory.",
     )
-    public_url: str = Field(default="", description="Base URL printed by the demo.")
+    public_url: str = Field(
+        default="", description="Base URL printed by the demo and used in links sent by mail."
+    )
+    smtp_host: str = Field(default="", description="SMTP server for shop mail; empty: none.")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_sender: str = Field(default="billetterie@localhost", description="From: of shop mail.")
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    dev_mail: bool = Field(
+        default=False,
+        description="Deliver shop mail to an in-memory sink shown at /dev/mail (development).",
+    )
     db_echo: bool = False
 
     def resolved_database_url(self) -> str:
