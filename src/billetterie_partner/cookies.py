@@ -157,9 +157,6 @@ def fetch_shop_key(
 ) -> bytes:
     """The shop's Ed25519 public key (PEM) for a point of sale; cache it, it rarely changes."""
     url = f"{shop_url.rstrip('/')}/shop/{point_of_sale_code}/.well-known/contact-cookie-key.pem"
-    if client is not None:
-        response = client.get(url)
-    else:
-        response = httpx.get(url, timeout=10.0)
+    response = client.get(url) if client is not None else httpx.get(url, timeout=10.0)
     response.raise_for_status()
     return response.content
