@@ -59,13 +59,14 @@ templates = Environment(
 CSRF_COOKIE = "bt_csrf"
 SESSION_COOKIE = "bt_session"
 REMEMBER_COOKIE = "bt_remember"
-MAX_FIELD = 2048
+MAX_FIELD = 8192  # a return URL may carry a SAML request
 
 
 class WebRuntime(Protocol):
     settings: Settings
     engine: AsyncEngine
     clock: Clock
+    caches: dict[str, Any]
 
 
 @dataclass
