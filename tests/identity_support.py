@@ -40,10 +40,13 @@ def contact_document(code: str = "ACME", **pos_settings: Any) -> dict[str, Any]:
     return doc
 
 
-async def contact_world(engine: AsyncEngine, **pos_settings: Any) -> None:
-    """ACME (with the settings above) and OTHR, each with a web and a reseller operator."""
+async def contact_world(
+    engine: AsyncEngine, other: dict[str, Any] | None = None, **pos_settings: Any
+) -> None:
+    """ACME (with the settings above) and OTHR, each with a web and a reseller operator;
+    ``pos_settings`` and ``other`` go to their web shops."""
     await import_document(engine, contact_document("ACME", **pos_settings))
-    await import_document(engine, contact_document("OTHR"))
+    await import_document(engine, contact_document("OTHR", **(other or {})))
     await set_secrets(
         engine, "ACME", [("ACME_WEB", "ACMEWEB", "web"), ("ACME_RES", "ACMERES", "res")]
     )

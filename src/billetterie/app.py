@@ -24,7 +24,7 @@ from billetterie.compat import (
 from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
-from billetterie.identity import saml_web
+from billetterie.identity import oidc_web, saml_web
 from billetterie.identity import web as identity_web
 from billetterie.identity.mail import Mailer, MailSink, SmtpMailer, delivery_loop
 from billetterie.inventory import tasks as inventory_tasks
@@ -105,6 +105,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     app.include_router(identity_web.router)
     app.include_router(saml_web.router)
+    app.include_router(oidc_web.router)
     app.state.mailer = mailer_for(settings)
     if settings.dev_mail:
         app.include_router(identity_web.dev_router)

@@ -496,3 +496,63 @@ async def reset_password(
             .values(revoked_at=now)
         )
     return number
+
+
+async def sign_in_external(
+    engine: AsyncEngine,
+    point: ShopPoint,
+    number: int,
+    *,
+    link: tuple[str, str] | None,
+    now: datetime,
+) -> SignedIn:
+    """Open a session for a contact an external provider vouched for; ``link`` (issuer,
+    subject) remembers the provider's account for next time, in the same transaction."""
+    async with transaction(engine) as conn:
+        if link is not None:
+            await contacts.link_external_identity(
+                conn,
+                point.institution_id,
+                number,
+                provider=link[0],
+                subject=link[1],
+                actor=_actor(number),
+                now=now,
+            )
+        session = await open_session(conn, point, number, method="oidc", now=now)
+    return SignedIn(number, session)
+
+
+async def register_external(
+    engine: AsyncEngine,
+    point: ShopPoint,
+    general: ContactInput,
+    *,
+    verified: bool,
+    link: tuple[str, str],
+    now: datetime,
+) -> SignedIn:
+    """A new contact from an external provider's claims (no password), linked and signed in."""
+    async with transaction(engine) as conn:
+        number = await contacts.create_contact_in(
+            conn,
+            point.institution_id,
+            general,
+            password=None,
+            verified=verified,
+            point_of_sale_id=point.point_of_sale_id,
+            sales_channel_id=point.sales_channel_id,
+            actor=f"sso:{link[0]}"[:128],
+            now=now,
+        )
+        await contacts.link_external_identity(
+            conn,
+            point.institution_id,
+            number,
+            provider=link[0],
+            subject=link[1],
+            actor=_actor(number),
+            now=now,
+        )
+        session = await open_session(conn, point, number, method="oidc", now=now)
+    return SignedIn(number, session)

@@ -66,6 +66,7 @@ class WebRuntime(Protocol):
     settings: Settings
     engine: AsyncEngine
     clock: Clock
+    token_key: str
     caches: dict[str, Any]
 
 
@@ -414,6 +415,8 @@ def _flag(value: str | None) -> bool:
 async def register_form(request: Request, pos_code: str) -> Response:
     async def handle(shop: Shop) -> Response:
         q = request.query_params
+        if not shop.password_login:
+            raise PasswordLoginDisabled("this shop creates accounts with its identity provider")
         return await register_page(
             shop,
             next_url=shop.safe_return(q.get("callbackUrl")),
