@@ -27,17 +27,13 @@ import base64
 import hashlib
 import logging
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import sqlalchemy as sa
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.config import IdPConfig
-from saml2.metadata import create_metadata_string
-from saml2.saml import NAME_FORMAT_URI, NAMEID_FORMAT_PERSISTENT, NameID
-from saml2.server import Server
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -47,7 +43,18 @@ from billetterie.identity.models import SamlServiceProvider, SignInSetup
 from billetterie.shared.db import transaction
 from billetterie.shared.errors import DomainError
 
+with warnings.catch_warnings():
+    # pysaml2 names a cipher mode cryptography has moved; it is not used here
+    warnings.filterwarnings("ignore", message="CFB has been moved")
+    from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+    from saml2.config import IdPConfig
+    from saml2.metadata import create_metadata_string
+    from saml2.saml import NAME_FORMAT_URI, NAMEID_FORMAT_PERSISTENT, NameID
+    from saml2.server import Server
+
 log = logging.getLogger("billetterie.saml")
+REDIRECT = BINDING_HTTP_REDIRECT
+POST = BINDING_HTTP_POST
 XMLSEC = "/usr/bin/xmlsec1"
 PASSWORD_CLASS = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from starlette.responses import Response
 
 from billetterie.contacts import services as contacts
@@ -65,15 +64,15 @@ async def metadata(request: Request, pos_code: str) -> Response:
 async def single_sign_on(request: Request, pos_code: str) -> Response:
     async def handle(shop: Shop) -> Response:
         q = request.query_params
-        binding = BINDING_HTTP_POST if q.get("SAMLBinding") == "post" else BINDING_HTTP_REDIRECT
+        binding = saml.POST if q.get("SAMLBinding") == "post" else saml.REDIRECT
         provider = await provider_of(shop)
         parsed = saml.parse_authn_request(
             provider,
             q.get("SAMLRequest", ""),
             binding=binding,
             relay_state=q.get("RelayState"),
-            sig_alg=q.get("SigAlg") if binding == BINDING_HTTP_REDIRECT else None,
-            signature=q.get("Signature") if binding == BINDING_HTTP_REDIRECT else None,
+            sig_alg=q.get("SigAlg") if binding == saml.REDIRECT else None,
+            signature=q.get("Signature") if binding == saml.REDIRECT else None,
         )
         number = await signed_in_contact(shop)
         if number is None:
@@ -115,7 +114,7 @@ async def single_sign_on_post(request: Request, pos_code: str) -> Response:
         saml.parse_authn_request(
             await provider_of(shop),
             query["SAMLRequest"],
-            binding=BINDING_HTTP_POST,
+            binding=saml.POST,
             relay_state=relay_state or None,
             sig_alg=None,
             signature=None,
@@ -147,7 +146,7 @@ async def single_logout(request: Request, pos_code: str) -> Response:
         answer = saml.logout(
             await provider_of(shop),
             q.get("SAMLRequest", ""),
-            binding=BINDING_HTTP_REDIRECT,
+            binding=saml.REDIRECT,
             relay_state=q.get("RelayState"),
             sig_alg=q.get("SigAlg"),
             signature=q.get("Signature"),
@@ -164,7 +163,7 @@ async def single_logout_post(request: Request, pos_code: str) -> Response:
         answer = saml.logout(
             await provider_of(shop),
             field_of(form, "SAMLRequest", 100_000),
-            binding=BINDING_HTTP_POST,
+            binding=saml.POST,
             relay_state=field_of(form, "RelayState", 1024) or None,
             sig_alg=None,
             signature=None,
