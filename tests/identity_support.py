@@ -3,13 +3,16 @@ sign-in settings, a second institution for tenancy, and helpers for the contact 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -165,3 +168,28 @@ async def sign_in(
     return await post_form(
         client, f"/shop/{shop}/account/login", {"email": email, "password": password, **fields}
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI, port: int) -> AsyncIterator[None]:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    assert server.started
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task

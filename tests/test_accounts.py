@@ -20,7 +20,7 @@ from billetterie.identity.mail import MailSink, OutgoingMail, SmtpMailer
 from billetterie.shared.audit import audit_entry
 from billetterie.shared.clock import FixedClock
 from billetterie.shared.db import read
-from tests.conftest import NOW, Backend
+from tests.conftest import NOW, Api, Backend
 from tests.identity_support import (
     browser,
     contact_world,
@@ -408,3 +408,23 @@ async def test_mailers_keep_the_same_contract(adapter: str) -> None:
     text = data.decode()
     assert "Subject: Confirm your email address" in text and "To: ada@example.org" in text
     assert "Open http://x/y" in text
+
+
+async def test_an_erased_contact_is_signed_out(app: FastAPI) -> None:
+    async with browser(app) as client:
+        await register(client, "ACMEWEB", "ada@example.org", PASSWORD)
+        page = (await client.get(f"{SHOP}/account")).text
+        number = int(page.split('data-contact-number="')[1].split('"')[0])
+        api = Api(client)
+        token = await api.token("ACME_WEB", "web")
+        erased = await api.rpc(
+            "contactInformationPublicService",
+            "deleteContact",
+            {"contactNumber": number},
+            token=token,
+            module="tnco",
+            version="v2_21",
+        )
+        assert erased.json()["statusCode"] == "success"
+        response = await client.get(f"{SHOP}/account")
+        assert response.headers["location"] == f"{SHOP}/account/login"

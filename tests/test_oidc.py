@@ -5,10 +5,7 @@ account), and the exclusive mode."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,6 @@ import httpx
 import jwt
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from argon2 import PasswordHasher
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from fastapi import FastAPI
@@ -33,10 +29,12 @@ from tests.identity_support import (
     browser,
     contact_world,
     error_code,
+    free_port,
     link_in,
     mails,
     post_form,
     register,
+    served,
     shop_app,
     sign_in,
 )
@@ -289,31 +287,6 @@ async def test_authorize_refusals(app: FastAPI, scratch_engine: AsyncEngine) -> 
 
 
 # --- the shop as a relying party ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.05)
-    assert server.started
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 RP_SECRET = "relying party secret 1"

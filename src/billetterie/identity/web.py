@@ -254,7 +254,13 @@ async def run_page(request: Request, pos_code: str, handler: PageHandler) -> Res
 
 
 async def signed_in_contact(shop: Shop) -> int | None:
-    """The contact of the session cookie, or of a remember-me cookie (rotated on the way)."""
+    """The contact of the session cookie, or of a remember-me cookie (rotated on the way);
+    ``None`` also when the contact has since been erased or lost its login."""
+    contact = await current_contact(shop)
+    return None if contact is None else contact.number
+
+
+async def _session_number(shop: Shop) -> int | None:
     async with read(shop.engine) as conn:
         number = await accounts.session_contact(
             conn, shop.point, shop.request.cookies.get(SESSION_COOKIE), shop.now
@@ -343,7 +349,7 @@ async def deliver_mail(shop: Shop) -> None:
 
 
 async def current_contact(shop: Shop) -> Contact | None:
-    number = await signed_in_contact(shop)
+    number = await _session_number(shop)
     if number is None:
         return None
     async with read(shop.engine) as conn:
