@@ -23,6 +23,7 @@ from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+from saml2.xmldsig import SIG_RSA_SHA256
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.shared.clock import FixedClock
@@ -268,11 +269,26 @@ async def test_post_binding_and_single_logout(app: FastAPI, sp_credentials: Cred
         )
         name_id = response.get_subject()
 
+        _, unsigned = sp.create_logout_request(
+            f"http://testserver{SHOP}/saml/slo",
+            IDP,
+            name_id=NameID(format=name_id.format, text=name_id.text),
+            sign=False,
+        )
+        info = sp.apply_binding(
+            BINDING_HTTP_REDIRECT, str(unsigned), f"http://testserver{SHOP}/saml/slo", "x"
+        )
+        location = urlsplit(dict(info["headers"])["Location"])
+        refused = await client.get(f"{location.path}?{location.query}")
+        assert error_code(refused.text) == "error.saml.invalid_request"
+        assert (await client.get(f"{SHOP}/account")).status_code == 200  # still signed in
+
         _, logout = sp.create_logout_request(
             f"http://testserver{SHOP}/saml/slo",
             IDP,
             name_id=NameID(format=name_id.format, text=name_id.text),
             sign=True,
+            sign_alg=SIG_RSA_SHA256,
         )
         info = sp.apply_binding(
             BINDING_HTTP_REDIRECT,
@@ -280,6 +296,7 @@ async def test_post_binding_and_single_logout(app: FastAPI, sp_credentials: Cred
             f"http://testserver{SHOP}/saml/slo",
             "bye",
             sign=True,
+            sigalg=SIG_RSA_SHA256,
         )
         location = urlsplit(dict(info["headers"])["Location"])
         answer = await client.get(f"{location.path}?{location.query}")
@@ -295,3 +312,45 @@ async def test_post_binding_and_single_logout(app: FastAPI, sp_credentials: Cred
         )
         account = await client.get(f"{SHOP}/account")
         assert account.headers["location"] == f"{SHOP}/account/login"
+
+
+async def test_a_service_provider_that_must_sign(
+    scratch_engine: AsyncEngine,
+    backend: Backend,
+    clock: FixedClock,
+    tmp_path: Path,
+    sp_credentials: Credentials,
+) -> None:
+    await contact_world(
+        scratch_engine,
+        samlServiceProviders=[
+            {
+                "entityId": SP_ENTITY,
+                "assertionConsumerService": ACS,
+                "certificate": sp_credentials.cert_pem,
+                "wantRequestsSigned": True,
+            }
+        ],
+    )
+    async with shop_app(backend.scratch_url, tmp_path, clock) as app, browser(app) as client:
+        await register(client, "ACMEWEB", "ada@example.org", PASSWORD)
+        sp = await service_provider(client, sp_credentials)
+        _, unsigned = redirect_request(sp)
+        refused = await client.get(unsigned)
+        assert error_code(refused.text) == "error.saml.invalid_request"
+
+        _, signed = redirect_request(sp, sign=True, sigalg=SIG_RSA_SHA256)
+        assert "Signature=" in signed
+        path, query = signed.split("?", 1)
+        params = {k: v[0] for k, v in parse_qs(query).items()}
+        forged = dict(params, RelayState="/somewhere-else")  # the signature covers RelayState
+        refused = await client.get(path, params=forged)
+        assert error_code(refused.text) == "error.saml.invalid_request"
+        stranger = make_credentials(tmp_path, "stranger")
+        other_sp = await service_provider(client, stranger)
+        _, wrong_key = redirect_request(other_sp, sign=True, sigalg=SIG_RSA_SHA256)
+        refused = await client.get(wrong_key)
+        assert error_code(refused.text) == "error.saml.invalid_request"
+
+        accepted = await client.get(signed)
+        assert accepted.status_code == 200 and f'action="{ACS}"' in accepted.text

@@ -18,7 +18,8 @@ served (``error.saml.unknown_service_provider``); a response goes only to the AC
 for the SP (a request naming another is ``error.saml.bad_destination``); each request id is
 answered once (``error.saml.replayed``); requests that do not parse or whose signature does
 not verify are ``error.saml.invalid_request``; an SP registered with ``wantRequestsSigned``
-must sign.
+must sign. Redirect-binding signatures are checked here (Bindings §3.4.4.1), RSA-SHA256/512
+only; logout requests must be signed.
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 from xml.sax.saxutils import quoteattr
 
 import sqlalchemy as sa
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -111,6 +117,39 @@ def sp_metadata(sp: SamlServiceProvider) -> str:
         f'Location={quoteattr(sp.assertion_consumer_service)} index="0" isDefault="true"/>'
         "</md:SPSSODescriptor></md:EntityDescriptor>"
     )
+
+
+SIGNATURE_HASHES = {
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256": hashes.SHA256,
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512": hashes.SHA512,
+}
+
+
+def verify_query_signature(raw_query: str, sp: SamlServiceProvider, *, message: str) -> bool:
+    """Check an HTTP-Redirect signature (Bindings §3.4.4.1): the signed octets are
+    ``<message>=…&RelayState=…&SigAlg=…`` as they appear, still URL-encoded, in the query.
+    False when there is no signature; raises when there is one that does not verify."""
+    raw = dict(part.split("=", 1) for part in raw_query.split("&") if "=" in part)
+    if "Signature" not in raw:
+        return False
+    algorithm = SIGNATURE_HASHES.get(unquote_plus(raw.get("SigAlg", "")))
+    if algorithm is None or not sp.certificate or message not in raw:
+        raise InvalidSamlRequest("the request's signature cannot be checked (algorithm, key)")
+    octets = "&".join(
+        f"{name}={raw[name]}" for name in (message, "RelayState", "SigAlg") if name in raw
+    )
+    try:
+        key = x509.load_pem_x509_certificate(sp.certificate.encode()).public_key()
+        assert isinstance(key, rsa.RSAPublicKey)
+        key.verify(
+            base64.b64decode(unquote_plus(raw["Signature"])),
+            octets.encode(),
+            padding.PKCS1v15(),
+            algorithm(),
+        )
+    except (InvalidSignature, ValueError, AssertionError):
+        raise InvalidSamlRequest("the request's signature does not verify") from None
+    return True
 
 
 @dataclass(frozen=True)
@@ -213,20 +252,14 @@ def parse_authn_request(
     *,
     binding: str,
     relay_state: str | None,
-    sig_alg: str | None,
-    signature: str | None,
+    raw_query: str | None,
 ) -> ParsedRequest:
-    """Decode, check the signature when there is one, and find the registered SP."""
+    """Decode, find the registered SP, and check the signature: in the query string for
+    HTTP-Redirect (``raw_query``), in the XML for HTTP-POST (pysaml2 verifies it)."""
     if not saml_request or len(saml_request) > 100_000:
         raise InvalidSamlRequest("no SAMLRequest, or one too large")
     try:
-        request = provider.server.parse_authn_request(
-            saml_request,
-            binding,
-            relay_state=relay_state,
-            sigalg=sig_alg,
-            signature=signature,
-        )
+        request = provider.server.parse_authn_request(saml_request, binding)
     except Exception as exc:  # pysaml2 raises many kinds; all mean "not acceptable"
         log.info("SAML request refused: %s", exc)
         raise InvalidSamlRequest(
@@ -241,7 +274,10 @@ def parse_authn_request(
     sp = provider.setup.service_provider(issuer)
     if sp is None:
         raise UnknownServiceProvider(f"service provider {issuer[:200]!r} is not registered here")
-    signed = bool(signature) if binding == BINDING_HTTP_REDIRECT else message.signature is not None
+    if binding == BINDING_HTTP_REDIRECT:
+        signed = verify_query_signature(raw_query or "", sp, message="SAMLRequest")
+    else:
+        signed = message.signature is not None
     if sp.want_requests_signed and not signed:
         raise InvalidSamlRequest("this service provider must sign its requests")
     if message.assertion_consumer_service_url not in (None, sp.assertion_consumer_service):
@@ -329,16 +365,14 @@ def logout(
     *,
     binding: str,
     relay_state: str | None,
-    sig_alg: str | None,
-    signature: str | None,
+    raw_query: str | None,
 ) -> LogoutAnswer:
-    """Parse a LogoutRequest of a registered SP and answer it with a signed LogoutResponse."""
+    """Parse a LogoutRequest of a registered SP and answer it with a signed LogoutResponse.
+    The request must be signed (Profiles §4.4.4.1) with the SP's registered certificate."""
     if not saml_request or len(saml_request) > 100_000:
         raise InvalidSamlRequest("no SAMLRequest, or one too large")
     try:
-        request = provider.server.parse_logout_request(
-            saml_request, binding, relay_state=relay_state, sigalg=sig_alg, signature=signature
-        )
+        request = provider.server.parse_logout_request(saml_request, binding)
     except Exception as exc:
         log.info("SAML logout request refused: %s", exc)
         raise InvalidSamlRequest("the logout request is not valid") from None
@@ -348,6 +382,12 @@ def logout(
     sp = provider.setup.service_provider(issuer)
     if sp is None or not sp.single_logout_service:
         raise UnknownServiceProvider("this service provider has no registered logout service")
+    if binding == BINDING_HTTP_REDIRECT:
+        signed = verify_query_signature(raw_query or "", sp, message="SAMLRequest")
+    else:
+        signed = request.message.signature is not None and bool(sp.certificate)
+    if not signed:
+        raise InvalidSamlRequest("a logout request must be signed")
     response = provider.server.create_logout_response(
         request.message, [BINDING_HTTP_REDIRECT], sign=True
     )

@@ -71,8 +71,7 @@ async def single_sign_on(request: Request, pos_code: str) -> Response:
             q.get("SAMLRequest", ""),
             binding=binding,
             relay_state=q.get("RelayState"),
-            sig_alg=q.get("SigAlg") if binding == saml.REDIRECT else None,
-            signature=q.get("Signature") if binding == saml.REDIRECT else None,
+            raw_query=request.url.query,
         )
         number = await signed_in_contact(shop)
         if number is None:
@@ -116,8 +115,7 @@ async def single_sign_on_post(request: Request, pos_code: str) -> Response:
             query["SAMLRequest"],
             binding=saml.POST,
             relay_state=relay_state or None,
-            sig_alg=None,
-            signature=None,
+            raw_query=None,
         )
         return shop.redirect(f"{shop.base}/saml/sso?{urlencode(query)}")
 
@@ -148,8 +146,7 @@ async def single_logout(request: Request, pos_code: str) -> Response:
             q.get("SAMLRequest", ""),
             binding=saml.REDIRECT,
             relay_state=q.get("RelayState"),
-            sig_alg=q.get("SigAlg"),
-            signature=q.get("Signature"),
+            raw_query=request.url.query,
         )
         return await _logout(shop, answer)
 
@@ -165,8 +162,7 @@ async def single_logout_post(request: Request, pos_code: str) -> Response:
             field_of(form, "SAMLRequest", 100_000),
             binding=saml.POST,
             relay_state=field_of(form, "RelayState", 1024) or None,
-            sig_alg=None,
-            signature=None,
+            raw_query=None,
         )
         return await _logout(shop, answer)
 
