@@ -17,6 +17,7 @@ from billetterie.compat import (
     availability_api,
     barcode_api,
     catalog_api,
+    contacts_api,
     envelope,
     mirror_api,
     openapi,
@@ -27,6 +28,10 @@ from billetterie.compat.idempotency import IdempotencyMiddleware
 from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
+from billetterie.contacts import events as contact_events
+from billetterie.identity import oidc_web, saml_web
+from billetterie.identity import web as identity_web
+from billetterie.identity.mail import Mailer, MailSink, SmtpMailer, delivery_loop
 from billetterie.inventory.board import Board
 from billetterie.payments import api as payments_api
 from billetterie.payments.api import PaymentSurface
@@ -91,6 +96,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(board.follow(), name="availability-board"))
             stop, loops = background.start(settings, engine, app.state.runtime.clock)
             tasks.append(loops)
+        if settings.background_tasks and app.state.mailer is not None:
+            tasks.append(
+                asyncio.create_task(
+                    delivery_loop(engine, app.state.mailer, app.state.runtime.clock)
+                )
+            )
         try:
             yield
         finally:
@@ -105,6 +116,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     # The sales context registers its confirmation handler on it while the app is built.
     payments = PaymentGateway()
     events.register_webhook_payloads()
+    contact_events.register_webhook_payloads()
 
     app = FastAPI(
         title="billetterie",
@@ -136,6 +148,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(barcode_api.router)
     app.include_router(payments_api.router)
     app.include_router(webhooks_api.router)
+    app.include_router(contacts_api.contact_service.router())
+
+    app.include_router(identity_web.router)
+    app.include_router(saml_web.router)
+    app.include_router(oidc_web.router)
+    app.state.mailer = mailer_for(settings)
+    if settings.dev_mail:
+        app.include_router(identity_web.dev_router)
 
     openapi.install(app)
 
@@ -144,6 +164,21 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def mailer_for(settings: Settings) -> Mailer | None:
+    """SMTP when configured, else the development sink when asked for, else none (mail then
+    waits in the outbox)."""
+    if settings.smtp_host:
+        return SmtpMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_sender,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        )
+    return MailSink() if settings.dev_mail else None
 
 
 def app_from_environment() -> FastAPI:

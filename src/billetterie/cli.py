@@ -387,6 +387,8 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     from billetterie.shared.db import create_engine, read
 
     settings = load_settings()
+    if not settings.smtp_host:  # shop mail (verification, reset) lands on /dev/mail
+        settings = settings.model_copy(update={"dev_mail": True})
     run_migrations(settings)
 
     async def empty() -> bool:
@@ -427,6 +429,11 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
         f"POST {base}/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder",
     )
     table.add_row("gift voucher (50.00)", voucher)
+    table.add_row("shop account (sign in, register)", f"{base}/shop/WEBSHOP/account/login")
+    if settings.dev_mail:
+        table.add_row("mail the shop sent", f"{base}/dev/mail")
+    table.add_row("SAML IdP metadata", f"{base}/shop/WEBSHOP/saml/metadata")
+    table.add_row("OpenID provider", f"{base}/shop/WEBSHOP/.well-known/openid-configuration")
     console.print(table)
     operators = Table(title="operators (secret below)")
     operators.add_column("operator")

@@ -108,7 +108,19 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="Timeout of one webhook delivery attempt."
     )
-    public_url: str = Field(default="", description="Base URL printed by the demo.")
+    public_url: str = Field(
+        default="", description="Base URL printed by the demo and used in links sent by mail."
+    )
+    smtp_host: str = Field(default="", description="SMTP server for shop mail; empty: none.")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_sender: str = Field(default="billetterie@localhost", description="From: of shop mail.")
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    dev_mail: bool = Field(
+        default=False,
+        description="Deliver shop mail to an in-memory sink shown at /dev/mail (development).",
+    )
     db_echo: bool = False
 
     def resolved_database_url(self) -> str:

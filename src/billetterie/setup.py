@@ -1,5 +1,6 @@
 """The setup file as the whole box office reads and writes it: the catalog, the operators
-(identity), the webhook subscriptions and the inventory the catalog calls for, in one
+(identity), the webhook subscriptions, each point of sale's sign-in section (identity), the
+contacts' criteria and authorizations (contacts) and the inventory the catalog calls for, in one
 transaction."""
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from billetterie.catalog.services import (
 )
 from billetterie.catalog.setup_export import export_document
 from billetterie.catalog.setupfile import SetupDocument
+from billetterie.contacts.models import Criterion
+from billetterie.contacts.services import Definitions, list_definitions, sync_definitions
 from billetterie.identity.services import OperatorSpec, list_operators, sync_operators
+from billetterie.identity.signin import sign_in_sections, sync_sign_in
 from billetterie.inventory.provision import provision
 from billetterie.webhooks.services import SubscriptionSpec, list_subscriptions, sync_subscriptions
 
@@ -87,6 +91,39 @@ async def export_webhooks(conn: AsyncConnection, institution_id: int) -> list[di
     return exported
 
 
+SIGN_IN_FIELDS = (
+    "websitePublicKey",
+    "returnHosts",
+    "samlServiceProviders",
+    "oidcClients",
+    "identityProvider",
+)
+
+
+async def write_contact_setup(
+    conn: AsyncConnection, institution_id: int, document: SetupDocument
+) -> int:
+    """The organization's criteria and authorizations, and each point of sale's sign-in."""
+    organization = document.organization
+    changes = await sync_definitions(
+        conn,
+        institution_id,
+        Definitions(
+            [Criterion(c.code, dict(c.name)) for c in organization.contactCriteria],
+            [Criterion(c.code, dict(c.name)) for c in organization.contactAuthorizations],
+        ),
+    )
+    codes = {
+        code: pos_id for pos_id, code in (await point_of_sale_codes(conn, institution_id)).items()
+    }
+    sections = {
+        codes[p.code]: p.model_dump(mode="json", include=set(SIGN_IN_FIELDS), exclude_none=True)
+        for c in document.salesChannels
+        for p in c.pointsOfSale
+    }
+    return changes + await sync_sign_in(conn, institution_id, sections)
+
+
 async def provision_inventory(conn: AsyncConnection, institution_id: int, now: datetime) -> int:
     await provision(conn, institution_id, await inventory_plan(conn, institution_id), now)
     return 0  # stock follows the catalog; it is not a setup change of its own
@@ -104,7 +141,11 @@ async def import_institution(
         return await provision_inventory(conn, institution_id, now)
 
     return await import_setup(
-        engine, document, now=now, actor=actor, after_write=[operators, write_webhooks, inventory]
+        engine,
+        document,
+        now=now,
+        actor=actor,
+        after_write=[operators, write_webhooks, write_contact_setup, inventory],
     )
 
 
@@ -122,6 +163,18 @@ async def export_institution(conn: AsyncConnection, institution_code: str) -> di
         }
         for o in await list_operators(conn, institution_id)
     ]
+    definitions = await list_definitions(conn, institution_id)
+    for key, choices in (
+        ("contactCriteria", definitions.criteria),
+        ("contactAuthorizations", definitions.authorizations),
+    ):
+        if choices:
+            document["organization"][key] = [{"code": c.code, "name": c.name} for c in choices]
+    sections = await sign_in_sections(conn, institution_id)
+    for channel in document["salesChannels"]:
+        for pos in channel["pointsOfSale"]:
+            pos_id = next(i for i, code in codes.items() if code == pos["code"])
+            pos.update(sections.get(pos_id, {}))
     ordered: dict[str, Any] = {}
     for key, value in document.items():
         ordered[key] = value

@@ -317,6 +317,19 @@ async def find_point_of_sale(conn: AsyncConnection, institution_code: str, pos_c
     return int(row[0])
 
 
+async def point_of_sale_by_code(conn: AsyncConnection, pos_code: str) -> int:
+    """The point of sale a shop URL names (``/shop/<code>``); its code must be unique across
+    institutions, else it is not reachable that way."""
+    rows = (
+        await conn.execute(
+            sa.select(db.point_of_sale.c.id).where(db.point_of_sale.c.code == pos_code).limit(2)
+        )
+    ).all()
+    if len(rows) != 1:
+        raise UnknownPointOfSale(f"no shop {pos_code}")
+    return int(rows[0][0])
+
+
 async def institution_id_by_code(conn: AsyncConnection, code: str) -> int:
     row = (
         await conn.execute(sa.select(db.institution.c.id).where(db.institution.c.code == code))

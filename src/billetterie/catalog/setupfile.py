@@ -164,12 +164,21 @@ class InstitutionSpec(Model):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
+class ContactChoiceSpec(Model):
+    """An interest (criterion) or a legal authorization a contact can choose."""
+
+    code: Code
+    name: LocalText
+
+
 class OrganizationSpec(Model):
     code: Code
     name: LocalText
     timeZone: str
     mainLanguage: Language
     languages: list[Language] = Field(min_length=1)
+    contactCriteria: list[ContactChoiceSpec] = Field(default_factory=list)
+    contactAuthorizations: list[ContactChoiceSpec] = Field(default_factory=list)
 
 
 class PaymentMethodSpec(Model):
@@ -186,6 +195,64 @@ class ExternalUrls(Model):
     help: str | None = None
     contact: str | None = None
     home: str | None = None
+
+
+def _url(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^https?://[^/?#\s]+(/[^\s]*)?$", value):
+        raise PydanticCustomError("url", "not an http(s) URL")
+    return value
+
+
+def _public_key(value: Any) -> Any:
+    if isinstance(value, str):
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        try:
+            key = load_pem_public_key(value.encode())
+        except ValueError:
+            raise PydanticCustomError("public_key", "not a PEM public key") from None
+        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+            raise PydanticCustomError("public_key", "not an RSA public key of 2048 bits or more")
+    return value
+
+
+Url = Annotated[str, BeforeValidator(_url)]
+Host = Annotated[str, Field(pattern=r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")]
+
+
+class SamlServiceProviderSpec(Model):
+    """A website that signs its users in through the point of sale (SAML 2.0 SP)."""
+
+    entityId: str = Field(min_length=1, max_length=255)
+    assertionConsumerService: Url
+    singleLogoutService: Url | None = None
+    certificate: str | None = Field(
+        default=None, description="PEM certificate the SP signs its requests with"
+    )
+    wantRequestsSigned: bool = False
+
+
+class OidcClientSpec(Model):
+    """A relying party of the point of sale's OpenID provider."""
+
+    clientId: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str | None = None
+    redirectUris: list[Url] = Field(min_length=1)
+    clientSecretHash: str | None = Field(
+        default=None, description="argon2 hash; none: a public client (PKCE only)"
+    )
+
+
+class IdentityProviderSpec(Model):
+    """An external OpenID provider the point of sale signs contacts in with."""
+
+    issuer: Url
+    clientId: str = Field(min_length=1, max_length=255)
+    clientSecret: str = Field(min_length=1, max_length=512)
+    name: str = "SSO"
+    scopes: list[str] = Field(default=["openid", "email", "profile"])
+    exclusive: bool = Field(default=False, description="only this provider, no passwords")
 
 
 class PointOfSaleSpec(Model):
@@ -205,6 +272,15 @@ class PointOfSaleSpec(Model):
     languages: list[Language] | None = None
     externalUrls: ExternalUrls = ExternalUrls()
     parameters: dict[str, str] = Field(default_factory=dict)
+    websitePublicKey: Annotated[str, BeforeValidator(_public_key)] | None = Field(
+        default=None, description="PEM RSA key the contact cookie's data is encrypted for"
+    )
+    returnHosts: list[Host] = Field(
+        default_factory=list, description="hosts callbackUrl and redirects may point to"
+    )
+    samlServiceProviders: list[SamlServiceProviderSpec] = Field(default_factory=list)
+    oidcClients: list[OidcClientSpec] = Field(default_factory=list)
+    identityProvider: IdentityProviderSpec | None = None
 
 
 class SalesChannelSpec(Model):
@@ -686,6 +762,16 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:
         "salesChannels.pointsOfSale.number",
         [str(p.number) for c in doc.salesChannels for p in c.pointsOfSale],
     )
+    unique("organization.contactCriteria", [c.code for c in doc.organization.contactCriteria])
+    unique(
+        "organization.contactAuthorizations",
+        [c.code for c in doc.organization.contactAuthorizations],
+    )
+    for ci, channel in enumerate(doc.salesChannels):
+        for pi, pos in enumerate(channel.pointsOfSale):
+            base = f"salesChannels[{ci}].pointsOfSale[{pi}]"
+            unique(f"{base}.samlServiceProviders", [p.entityId for p in pos.samlServiceProviders])
+            unique(f"{base}.oidcClients", [c.clientId for c in pos.oidcClients])
     unique("operators", [o.login for o in doc.operators])
     for oi, operator in enumerate(doc.operators):
         if operator.pointOfSale not in pos_codes:

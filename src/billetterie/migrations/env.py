@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import billetterie.catalog.db
+import billetterie.contacts.db
 import billetterie.identity.db
 import billetterie.inventory.db
 import billetterie.payments.db
