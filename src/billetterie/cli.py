@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from billetterie.config import Settings
+from billetterie_wallet import cli as wallet_cli
 
 app = typer.Typer(
     help="billetterie: an open-source box office (S-360 compatible).", no_args_is_help=True
@@ -22,6 +23,7 @@ setup_app = typer.Typer(help="Import or export an institution's setup file.", no
 operators_app = typer.Typer(help="Manage API operators.", no_args_is_help=True)
 app.add_typer(setup_app, name="setup")
 app.add_typer(operators_app, name="operators")
+app.add_typer(wallet_cli.app, name="wallet")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 

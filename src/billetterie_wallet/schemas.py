@@ -1,0 +1,130 @@
+"""The organizer API's payloads (pydantic), camelCase on the wire as in TIXNGO's interface.
+
+Incoming tickets and privileges are validated one by one (see ``services.injection``), so one
+bad item in a batch is refused on its own while the others go in.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$")
+MAX_BATCH = 1000
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if not EMAIL.match(value):
+        raise ValueError("not an email address")
+    return value
+
+
+def _as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
+ExternalId = Annotated[str, BeforeValidator(_as_text), Field(min_length=1, max_length=100)]
+Name = Annotated[str, Field(max_length=100)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, str_strip_whitespace=True)
+
+
+class Address(Model):
+    site: Annotated[str, Field(max_length=200)] | None = None
+    city: Annotated[str, Field(max_length=200)] | None = None
+    country_code: Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")] | None = Field(
+        None, alias="countryCode"
+    )
+    zip: Annotated[str, BeforeValidator(_as_text), Field(max_length=20)] | None = None
+
+
+class EventIn(Model):
+    id: ExternalId
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    start_time: AwareDatetime = Field(alias="startTime")
+    expiration_date: AwareDatetime | None = Field(None, alias="expirationDate")
+    address: Address | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Security(Model):
+    barcode: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class SpectatorDetails(Model):
+    first_name: Name | None = Field(None, alias="firstName")
+    last_name: Name | None = Field(None, alias="lastName")
+    email: Email
+    gender: Annotated[str, Field(max_length=16)] | None = None
+
+
+class ActivationParameters(Model):
+    group_id: ExternalId = Field(alias="groupId")
+    method: Literal["online", "offline"] = "offline"
+    time: AwareDatetime | None = None
+    algorithm: Literal["SHA1", "SHA256"] = "SHA256"
+
+
+class TransferRulesIn(Model):
+    transferable: bool = True
+    max_transfers: Annotated[int, Field(ge=0, le=100)] | None = Field(None, alias="maxTransfers")
+    transfer_deadline: AwareDatetime | None = Field(None, alias="transferDeadline")
+    resale_allowed: bool = Field(False, alias="resaleAllowed")
+
+
+class TicketIn(Model):
+    ticket_id: ExternalId = Field(alias="ticketId")
+    event: EventIn
+    purchase_details: dict[str, Any] = Field(alias="purchaseDetails")
+    security: Security
+    spectator_details: SpectatorDetails = Field(alias="spectatorDetails")
+    activation_parameters: ActivationParameters = Field(alias="activationParameters")
+    transfer_rules: TransferRulesIn = Field(default_factory=TransferRulesIn, alias="transferRules")
+
+
+class DefinitionIn(Model):
+    id: ExternalId
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    type: Literal["MEMBERSHIP", "SEASON_CARD"]
+    valid_from: AwareDatetime | None = Field(None, alias="validFrom")
+    valid_until: AwareDatetime | None = Field(None, alias="validUntil")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrivilegeIn(Model):
+    privilege_id: ExternalId = Field(alias="privilegeId")
+    definition: DefinitionIn
+    security: Security
+    spectator_details: SpectatorDetails = Field(alias="spectatorDetails")
+    linked_ticket_ids: list[ExternalId] = Field(
+        default_factory=list, alias="linkedTicketIds", max_length=100
+    )
+
+
+# Request bodies: items stay raw so that each is validated (and refused) on its own.
+class TicketBatch(BaseModel):
+    tickets: list[Any]
+
+
+class PrivilegeBatch(BaseModel):
+    privileges: list[Any]
+
+
+class TicketIds(BaseModel):
+    ticket_ids: list[ExternalId] = Field(alias="ticketIds", min_length=1, max_length=MAX_BATCH)
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class DeleteRequest(TicketIds):
+    reason: Literal["CANCELLED", "INVALIDATED"] = "CANCELLED"
+
+
+class ScanRequest(BaseModel):
+    code: Annotated[str, Field(min_length=1, max_length=1200)]
+    scanner: Annotated[str, Field(min_length=1, max_length=100)] = "scanner"

@@ -1,0 +1,61 @@
+"""Ticket changes: the state update, the change sequence and the append-only log, together.
+
+Every change of a ticket goes through :func:`log_changes` inside the caller's transaction: it
+reserves one sequence number per change from the organizer's counter (which locks the organizer
+row until commit, so the feedback feed sees changes in commit order), stamps the ticket with its
+newest sequence number and appends the log entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billetterie_wallet import db
+
+
+@dataclass
+class Change:
+    ticket_pk: int
+    action: str  # dotted: ticket.injected, transfer.accepted
+    status: str  # the ticket's wire status after the change
+    actor: str
+    device: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+async def log_changes(
+    conn: AsyncConnection, organizer_id: int, changes: list[Change], *, now: datetime
+) -> None:
+    if not changes:
+        return
+    first = await db.next_sequence(conn, organizer_id, len(changes))
+    newest: dict[int, int] = {}
+    rows = []
+    for offset, change in enumerate(changes):
+        seq = first + offset
+        newest[change.ticket_pk] = seq
+        rows.append(
+            {
+                "organizer_id": organizer_id,
+                "ticket_id": change.ticket_pk,
+                "seq": seq,
+                "action": change.action,
+                "status": change.status,
+                "actor": change.actor,
+                "device": change.device,
+                "at": now,
+                "data": change.data,
+            }
+        )
+    await conn.execute(sa.insert(db.ticket_log), rows)
+    await conn.execute(
+        sa.update(db.ticket)
+        .where(db.ticket.c.id == sa.bindparam("_pk"))
+        .values(change_seq=sa.bindparam("_seq"), updated_at=now),
+        [{"_pk": pk, "_seq": seq} for pk, seq in newest.items()],
+    )
