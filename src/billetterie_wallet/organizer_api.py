@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
 
 from billetterie_wallet.errors import InvalidRequest, Unauthenticated
 from billetterie_wallet.models import Role
@@ -26,6 +25,7 @@ from billetterie_wallet.schemas import (
     ScanRequest,
     TicketBatch,
     TicketIds,
+    When,
 )
 from billetterie_wallet.services import injection, organizer_ops, organizers, scanner
 
@@ -155,9 +155,9 @@ async def ticket_status_log(
     rt: Rt,
     ticket_id: Annotated[str | None, Query(alias="ticketId", max_length=100)] = None,
     event_id: Annotated[str | None, Query(alias="eventId", max_length=100)] = None,
-    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
-    cursor: Annotated[str | None, Query(max_length=20)] = None,
+    since: Annotated[When | None, Query(alias="from")] = None,
+    until: Annotated[When | None, Query(alias="to")] = None,
+    cursor: Annotated[str | None, Query(max_length=18)] = None,
     limit: Annotated[int, Query(ge=1, le=organizer_ops.FEEDBACK_LIMIT)] = 500,
 ) -> dict[str, Any]:
     """Every logged action on the organizer's tickets, oldest first."""

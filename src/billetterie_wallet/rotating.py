@@ -28,6 +28,8 @@ STEP_SECONDS = 15
 DIGITS = 8
 WINDOW = 1  # steps accepted either side of the scanner's current step
 PREFIX = "BW1"
+MAX_GROUP = 100  # the lengths injection accepts
+MAX_BARCODE = 512
 ALGORITHMS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256}
 
 
@@ -85,7 +87,10 @@ def parse_payload(text: str) -> Payload | None:
     _, group, code, barcode = parts
     if len(code) != DIGITS or not code.isdigit() or not barcode or not group:
         return None
-    return Payload(unquote(group), code, barcode)
+    group = unquote(group)
+    if len(group) > MAX_GROUP or len(barcode) > MAX_BARCODE:
+        return None
+    return Payload(group, code, barcode)
 
 
 def check_code(

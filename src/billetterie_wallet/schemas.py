@@ -7,6 +7,7 @@ bad item in a batch is refused on its own while the others go in.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
@@ -22,10 +23,21 @@ def _email(value: str) -> str:
     return value
 
 
+def _sane_time(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date out of range") from None
+    if not 1970 <= utc.year <= 2200:
+        raise ValueError("date out of range (1970-2200)")
+    return utc
+
+
 def _as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+When = Annotated[AwareDatetime, AfterValidator(_sane_time)]
 Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
 ExternalId = Annotated[str, BeforeValidator(_as_text), Field(min_length=1, max_length=100)]
 Name = Annotated[str, Field(max_length=100)]
@@ -47,8 +59,8 @@ class Address(Model):
 class EventIn(Model):
     id: ExternalId
     name: Annotated[str, Field(min_length=1, max_length=300)]
-    start_time: AwareDatetime = Field(alias="startTime")
-    expiration_date: AwareDatetime | None = Field(None, alias="expirationDate")
+    start_time: When = Field(alias="startTime")
+    expiration_date: When | None = Field(None, alias="expirationDate")
     address: Address | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -67,14 +79,14 @@ class SpectatorDetails(Model):
 class ActivationParameters(Model):
     group_id: ExternalId = Field(alias="groupId")
     method: Literal["online", "offline"] = "offline"
-    time: AwareDatetime | None = None
+    time: When | None = None
     algorithm: Literal["SHA1", "SHA256"] = "SHA256"
 
 
 class TransferRulesIn(Model):
     transferable: bool = True
     max_transfers: Annotated[int, Field(ge=0, le=100)] | None = Field(None, alias="maxTransfers")
-    transfer_deadline: AwareDatetime | None = Field(None, alias="transferDeadline")
+    transfer_deadline: When | None = Field(None, alias="transferDeadline")
     resale_allowed: bool = Field(False, alias="resaleAllowed")
 
 
@@ -92,8 +104,8 @@ class DefinitionIn(Model):
     id: ExternalId
     name: Annotated[str, Field(min_length=1, max_length=300)]
     type: Literal["MEMBERSHIP", "SEASON_CARD"]
-    valid_from: AwareDatetime | None = Field(None, alias="validFrom")
-    valid_until: AwareDatetime | None = Field(None, alias="validUntil")
+    valid_from: When | None = Field(None, alias="validFrom")
+    valid_until: When | None = Field(None, alias="validUntil")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

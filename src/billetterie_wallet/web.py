@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import segno
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Path as PathParameter
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
@@ -39,6 +40,9 @@ templates = Environment(
 )
 router = APIRouter(include_in_schema=False)
 Rt = Annotated[Runtime, Depends(runtime)]
+Id = Annotated[
+    int, PathParameter(ge=1, le=2**62)
+]  # larger ids exist in no table (and overflow BIGINT)
 
 MESSAGES = {
     "error.spectator.bad_credentials": "Wrong email or password.",
@@ -262,7 +266,7 @@ async def tickets(request: Request, rt: Rt, who: Who) -> Response:
 
 
 @router.get("/app/tickets/{pk}", response_model=None)
-async def ticket_page(request: Request, pk: int, rt: Rt, who: Who) -> Response:
+async def ticket_page(request: Request, pk: Id, rt: Rt, who: Who) -> Response:
     if who.email is None:
         return back("/app/login")
     try:
@@ -287,7 +291,7 @@ async def _qr(rt: Runtime, who: Visitor, pk: int) -> dict[str, Any]:
 
 
 @router.get("/app/tickets/{pk}/qr")
-async def qr_fragment(request: Request, pk: int, rt: Rt, who: Who) -> HTMLResponse:
+async def qr_fragment(request: Request, pk: Id, rt: Rt, who: Who) -> HTMLResponse:
     email = signed_in(who)
     del email
     return render(request, "qr.html", qr=await _qr(rt, who, pk))
@@ -295,7 +299,7 @@ async def qr_fragment(request: Request, pk: int, rt: Rt, who: Who) -> HTMLRespon
 
 @router.post("/app/tickets/{pk}/holder", dependencies=[Csrf])
 async def holder(
-    pk: int,
+    pk: Id,
     rt: Rt,
     who: Who,
     first_name: Annotated[str, Form(max_length=200)],
@@ -318,7 +322,7 @@ async def holder(
 
 @router.post("/app/tickets/{pk}/transfer", dependencies=[Csrf])
 async def transfer(
-    request: Request, pk: int, rt: Rt, who: Who, email: Annotated[str, Form(max_length=254)]
+    request: Request, pk: Id, rt: Rt, who: Who, email: Annotated[str, Form(max_length=254)]
 ) -> RedirectResponse:
     return await _act(
         f"/app/tickets/{pk}",
@@ -337,7 +341,7 @@ async def transfer(
 
 
 @router.post("/app/tickets/{pk}/transfer/cancel", dependencies=[Csrf])
-async def cancel(pk: int, rt: Rt, who: Who) -> RedirectResponse:
+async def cancel(pk: Id, rt: Rt, who: Who) -> RedirectResponse:
     return await _act(
         f"/app/tickets/{pk}",
         "cancelled",
@@ -348,7 +352,7 @@ async def cancel(pk: int, rt: Rt, who: Who) -> RedirectResponse:
 
 
 @router.post("/app/tickets/{pk}/resale", dependencies=[Csrf])
-async def resale(pk: int, rt: Rt, who: Who) -> RedirectResponse:
+async def resale(pk: Id, rt: Rt, who: Who) -> RedirectResponse:
     try:
         await wallet.return_for_resale(
             rt.engine, email=signed_in(who), pk=pk, device=who.device, now=rt.clock.now()
@@ -359,7 +363,7 @@ async def resale(pk: int, rt: Rt, who: Who) -> RedirectResponse:
 
 
 @router.post("/app/transfers/{offer_id}/{answer}", dependencies=[Csrf])
-async def answer(offer_id: int, answer: str, rt: Rt, who: Who) -> RedirectResponse:
+async def answer(offer_id: Id, answer: str, rt: Rt, who: Who) -> RedirectResponse:
     if answer not in ("accept", "reject"):
         raise NotFound("no such action")
     try:
@@ -408,7 +412,7 @@ async def api_wallet(rt: Rt, who: Who) -> JSONResponse:
 
 
 class Acknowledgement(BaseModel):
-    ticket_ids: list[int] = Field(alias="ids", max_length=1000)
+    ticket_ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(alias="ids", max_length=1000)
 
 
 @router.post("/app/api/devices/acknowledge", dependencies=[Csrf])
@@ -422,7 +426,7 @@ async def api_acknowledge(body: Acknowledgement, rt: Rt, who: Who) -> dict[str, 
 
 
 @router.get("/app/api/tickets/{pk}/secret")
-async def api_secret(pk: int, rt: Rt, who: Who) -> dict[str, Any]:
+async def api_secret(pk: Id, rt: Rt, who: Who) -> dict[str, Any]:
     return await wallet.release_secret(
         rt.engine, email=signed_in(who), pk=pk, device=who.device, now=rt.clock.now()
     )

@@ -34,11 +34,30 @@ async def log_changes(
     if not changes:
         return
     first = await db.next_sequence(conn, organizer_id, len(changes))
-    newest: dict[int, int] = {}
+    entries = [(first + offset, change) for offset, change in enumerate(changes)]
+    newest = {change.ticket_pk: seq for seq, change in entries}
+    await append_log(conn, organizer_id, entries, now=now)
+    await conn.execute(
+        sa.update(db.ticket)
+        .where(db.ticket.c.id == sa.bindparam("_pk"))
+        .values(change_seq=sa.bindparam("_seq"), updated_at=now),
+        [{"_pk": pk, "_seq": seq} for pk, seq in sorted(newest.items())],
+    )
+
+
+async def append_log(
+    conn: AsyncConnection,
+    organizer_id: int,
+    entries: list[tuple[int, Change]],
+    *,
+    now: datetime,
+) -> None:
+    """The log rows of changes whose sequence numbers the caller reserved (and stamped on the
+    tickets itself)."""
+    if not entries:
+        return
     rows = []
-    for offset, change in enumerate(changes):
-        seq = first + offset
-        newest[change.ticket_pk] = seq
+    for seq, change in entries:
         rows.append(
             {
                 "organizer_id": organizer_id,
@@ -53,9 +72,3 @@ async def log_changes(
             }
         )
     await conn.execute(sa.insert(db.ticket_log), rows)
-    await conn.execute(
-        sa.update(db.ticket)
-        .where(db.ticket.c.id == sa.bindparam("_pk"))
-        .values(change_seq=sa.bindparam("_seq"), updated_at=now),
-        [{"_pk": pk, "_seq": seq} for pk, seq in newest.items()],
-    )

@@ -17,24 +17,26 @@ Contract of :func:`inject_tickets`:
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie_wallet import db, rotating
 from billetterie_wallet.errors import BatchTooLarge
 from billetterie_wallet.models import GONE, State, wire_status
 from billetterie_wallet.schemas import MAX_BATCH, EventIn, PrivilegeIn, TicketIn
-from billetterie_wallet.services.changes import Change, log_changes
+from billetterie_wallet.services.changes import Change, append_log
 
 Result = dict[str, Any]
 CHUNK = 500
+ATTEMPTS = 3
 
 
 def describe(error: ValidationError) -> str:
@@ -46,8 +48,11 @@ def describe(error: ValidationError) -> str:
 
 
 def fingerprint(model: BaseModel) -> str:
-    data = model.model_dump(mode="json", by_alias=True)
-    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """The item's canonical JSON, hashed; raises ValueError for what strict JSON cannot hold
+    (NaN, infinities), which the databases' JSON columns would refuse."""
+    data = model.model_dump(by_alias=True)  # python mode: JSON mode would turn NaN into null
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _error(key: str, id_: str, code: str, detail: str) -> Result:
@@ -56,27 +61,28 @@ def _error(key: str, id_: str, code: str, detail: str) -> Result:
 
 def _parse(
     items: Sequence[Any], model: type[BaseModel], key: str, id_field: str
-) -> tuple[list[Result | None], list[tuple[int, Any]]]:
-    """Per-item validation: results for refused items, and (index, model) of the others."""
+) -> tuple[list[Result | None], list[tuple[int, Any, str]]]:
+    """Per-item validation: results for refused items, and (index, model, fingerprint) of the
+    others."""
     if len(items) > MAX_BATCH:
         raise BatchTooLarge(
             f"at most {MAX_BATCH} items per call, got {len(items)}", maximum=MAX_BATCH
         )
     results: list[Result | None] = [None] * len(items)
-    valid: list[tuple[int, Any]] = []
+    valid: list[tuple[int, Any, str]] = []
     seen: set[str] = set()
     for index, raw in enumerate(items):
         raw_id = raw.get(key) if isinstance(raw, dict) else None
         shown = str(raw_id) if isinstance(raw_id, str | int) else f"#{index}"
+        invalid = "error.ticket.invalid" if key == "ticketId" else "error.privilege.invalid"
         try:
             item = model.model_validate(raw)
+            digest = fingerprint(item)
         except ValidationError as exc:
-            results[index] = _error(
-                key,
-                shown,
-                "error.ticket.invalid" if key == "ticketId" else "error.privilege.invalid",
-                describe(exc),
-            )
+            results[index] = _error(key, shown, invalid, describe(exc))
+            continue
+        except ValueError:
+            results[index] = _error(key, shown, invalid, "numbers must be finite (no NaN)")
             continue
         item_id = getattr(item, id_field)
         if item_id in seen:
@@ -88,19 +94,31 @@ def _parse(
             )
             continue
         seen.add(item_id)
-        valid.append((index, item))
+        valid.append((index, item, digest))
     return results, valid
 
 
 async def _select_in(
-    conn: AsyncConnection, table: sa.Table, column: str, organizer_id: int, values: list[str]
+    conn: AsyncConnection,
+    table: sa.Table,
+    column: str,
+    organizer_id: int,
+    values: list[str],
+    *,
+    lock: bool = False,
+    columns: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
+    """Rows by business key; with ``lock`` (PostgreSQL) they stay locked, in id order."""
     found: dict[str, Any] = {}
+    values = sorted(set(values))
     for start in range(0, len(values), CHUNK):
         chunk = values[start : start + CHUNK]
-        query = sa.select(table).where(
+        selected = [table.c[c] for c in columns] if columns else [table]
+        query = sa.select(*selected).where(
             table.c.organizer_id == organizer_id, table.c[column].in_(chunk)
         )
+        if lock and conn.dialect.name == "postgresql":
+            query = query.order_by(table.c.id).with_for_update()
         for row in (await conn.execute(query)).all():
             found[row._mapping[column]] = row
     return found
@@ -185,7 +203,7 @@ async def _groups(
 
 
 def _ticket_values(
-    item: TicketIn, event_id: int, group_id: int, default_max: int
+    item: TicketIn, event_id: int, group_id: int, default_max: int, digest: str
 ) -> dict[str, Any]:
     rules = item.transfer_rules
     spectator = item.spectator_details
@@ -205,7 +223,7 @@ def _ticket_values(
         "max_transfers": default_max if rules.max_transfers is None else rules.max_transfers,
         "transfer_deadline": rules.transfer_deadline,
         "resale_allowed": rules.resale_allowed,
-        "injected_hash": fingerprint(item),
+        "injected_hash": digest,
     }
 
 
@@ -220,18 +238,27 @@ async def inject_tickets(
 ) -> list[Result]:
     """Inject a batch of tickets (see the module docstring); one result per item, in order."""
     results, valid = _parse(items, TicketIn, "ticketId", "ticket_id")
-    if valid:
-        async with db.transaction(engine) as conn:
-            await _inject_valid(
-                conn, organizer_id, valid, results, default_max_transfers, now, actor
-            )
+    for attempt in range(ATTEMPTS):
+        if not valid:
+            break
+        try:
+            async with db.transaction(engine) as conn:
+                await _inject_valid(
+                    conn, organizer_id, valid, results, default_max_transfers, now, actor
+                )
+            break
+        except IntegrityError:
+            # A concurrent batch inserted one of these tickets, events or groups first: the
+            # next attempt finds them and updates instead.
+            if attempt == ATTEMPTS - 1:
+                raise
     return [r for r in results if r is not None]
 
 
 async def _inject_valid(
     conn: AsyncConnection,
     organizer_id: int,
-    valid: list[tuple[int, TicketIn]],
+    valid: list[tuple[int, TicketIn, str]],
     results: list[Result | None],
     default_max: int,
     now: datetime,
@@ -239,23 +266,31 @@ async def _inject_valid(
 ) -> None:
     events: dict[str, EventIn] = {}
     groups: dict[str, str] = {}
-    for _, item in valid:
+    for _, item, _digest in valid:
         events[item.event.id] = item.event  # the last ticket's event data wins
         groups.setdefault(item.activation_parameters.group_id, item.activation_parameters.algorithm)
+    # Known tickets are locked first (tickets before the organizer's sequence row, the order
+    # every use case takes), then events and groups are brought up to date.
+    existing = await _select_in(
+        conn,
+        db.ticket,
+        "external_id",
+        organizer_id,
+        [i.ticket_id for _, i, _d in valid],
+        lock=True,
+        columns=("id", "external_id", "state", "activated", "owner_email", "injected_hash"),
+    )
     event_ids = await _events(conn, organizer_id, events, now)
     group_ids = await _groups(conn, organizer_id, groups, now)
-    existing = await _select_in(
-        conn, db.ticket, "external_id", organizer_id, [item.ticket_id for _, item in valid]
-    )
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    updated_pks: list[tuple[int, str]] = []
-    for index, item in valid:
+    for index, item, digest in valid:
         values = _ticket_values(
             item,
             event_ids[item.event.id],
             group_ids[item.activation_parameters.group_id],
             default_max,
+            digest,
         )
         row = existing.get(item.ticket_id)
         if row is None:
@@ -267,7 +302,6 @@ async def _inject_valid(
                     "activated": False,
                     "owner_email": item.spectator_details.email,
                     "transfer_count": 0,
-                    "change_seq": 0,
                     "created_at": now,
                     "updated_at": now,
                     **values,
@@ -281,21 +315,44 @@ async def _inject_valid(
                 "error.ticket.deleted",
                 f"the ticket is {row.state}; a cancelled ticket is not injected again",
             )
-        elif row.injected_hash == values["injected_hash"]:
+        elif row.injected_hash == digest:
             results[index] = {"ticketId": item.ticket_id, "status": "UNCHANGED"}
         else:
-            if row.state == State.INJECTED:  # nobody took it yet: the owner follows the data
-                values["owner_email"] = item.spectator_details.email
-            updates.append({"_id": row.id, **values})
-            updated_pks.append((row.id, wire_status(row.state, row.activated)))
+            # While nobody took it (INJECTED), the owner follows the injected data.
+            owner = item.spectator_details.email if row.state == State.INJECTED else row.owner_email
+            updates.append(
+                {
+                    "_id": row.id,
+                    "_status": wire_status(row.state, row.activated),
+                    **values,
+                    "owner_email": owner,
+                    "updated_at": now,
+                }
+            )
             results[index] = {"ticketId": item.ticket_id, "status": "UPDATED"}
-    changes: list[Change] = []
+    if not inserts and not updates:
+        return
+    # One sequence number per change, stamped on the rows as they are written.
+    seq = await db.next_sequence(conn, organizer_id, len(inserts) + len(updates))
+    entries: list[tuple[int, Change]] = []
+    for row_values in inserts:
+        row_values["change_seq"] = seq
+        seq += 1
+    updates.sort(key=lambda u: u["_id"])
+    for row_values in updates:
+        row_values["change_seq"] = seq
+        entries.append(
+            (seq, Change(row_values["_id"], "ticket.updated", row_values.pop("_status"), actor))
+        )
+        seq += 1
     if inserts:
         query = sa.insert(db.ticket).returning(db.ticket.c.id, sort_by_parameter_order=True)
-        for row in (await conn.execute(query, inserts)).all():
-            changes.append(Change(row.id, "ticket.injected", State.INJECTED.value, actor))
+        rows = (await conn.execute(query, inserts)).all()
+        entries.extend(
+            (values["change_seq"], Change(row.id, "ticket.injected", State.INJECTED.value, actor))
+            for values, row in zip(inserts, rows, strict=True)
+        )
     if updates:
-        updates.sort(key=lambda u: u["_id"])  # rows locked in id order, as deletions do
         columns = [c for c in updates[0] if c != "_id"]
         await conn.execute(
             sa.update(db.ticket)
@@ -303,8 +360,7 @@ async def _inject_valid(
             .values({c: sa.bindparam(c) for c in columns}),
             updates,
         )
-        changes.extend(Change(pk, "ticket.updated", status, actor) for pk, status in updated_pks)
-    await log_changes(conn, organizer_id, changes, now=now)
+    await append_log(conn, organizer_id, entries, now=now)
 
 
 async def inject_privileges(
@@ -313,19 +369,39 @@ async def inject_privileges(
     """Inject digital privileges: the definition is created on first sight (updated after), each
     instance is INJECTED, non-transferable, and may link to tickets of the same organizer."""
     results, valid = _parse(items, PrivilegeIn, "privilegeId", "privilege_id")
-    if not valid:
-        return [r for r in results if r is not None]
+    for attempt in range(ATTEMPTS):
+        if not valid:
+            break
+        try:
+            await _inject_privileges(engine, organizer_id, valid, results, now, actor)
+            break
+        except IntegrityError:  # a concurrent batch inserted one first: try again
+            if attempt == ATTEMPTS - 1:
+                raise
+    return [r for r in results if r is not None]
+
+
+async def _inject_privileges(
+    engine: AsyncEngine,
+    organizer_id: int,
+    valid: list[tuple[int, Any, str]],
+    results: list[Result | None],
+    now: datetime,
+    actor: str,
+) -> None:
     async with db.transaction(engine) as conn:
-        linked = sorted({t for _, item in valid for t in item.linked_ticket_ids})
-        known = await _select_in(conn, db.ticket, "external_id", organizer_id, linked)
+        linked = sorted({t for _, item, _d in valid for t in item.linked_ticket_ids})
+        known = await _select_in(
+            conn, db.ticket, "external_id", organizer_id, linked, columns=("id", "external_id")
+        )
         definitions: dict[str, Any] = {}
-        for _, item in valid:
+        for _, item, _d in valid:
             definitions[item.definition.id] = item.definition
         definition_ids = await _definitions(conn, organizer_id, definitions, now)
         existing = await _select_in(
-            conn, db.privilege, "external_id", organizer_id, [i.privilege_id for _, i in valid]
+            conn, db.privilege, "external_id", organizer_id, [i.privilege_id for _, i, _d in valid]
         )
-        for index, item in valid:
+        for index, item, digest in valid:
             missing = [t for t in item.linked_ticket_ids if t not in known]
             if missing:
                 results[index] = _error(
@@ -342,7 +418,7 @@ async def inject_privileges(
                 "last_name": item.spectator_details.last_name,
                 "owner_email": item.spectator_details.email,
                 "linked_ticket_ids": item.linked_ticket_ids,
-                "injected_hash": fingerprint(item),
+                "injected_hash": digest,
                 "updated_at": now,
             }
             row = existing.get(item.privilege_id)
@@ -374,7 +450,6 @@ async def inject_privileges(
                     privilege_id=item.privilege_id,
                 )
             results[index] = {"privilegeId": item.privilege_id, "status": status}
-    return [r for r in results if r is not None]
 
 
 async def _definitions(
