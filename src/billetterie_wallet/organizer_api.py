@@ -20,9 +20,13 @@ from billetterie_wallet.errors import InvalidRequest, Unauthenticated
 from billetterie_wallet.models import Role
 from billetterie_wallet.runtime import Runtime, runtime
 from billetterie_wallet.schemas import (
+    BatchResult,
     DeleteRequest,
+    FeedbackPage,
     PrivilegeBatch,
+    ReportPage,
     ScanRequest,
+    ScanResult,
     TicketBatch,
     TicketIds,
     When,
@@ -64,7 +68,7 @@ async def me(org: Org) -> dict[str, Any]:
     return {"organizer": org.code, "keyId": org.key_id, "roles": sorted(org.roles)}
 
 
-@router.post("/organizer/tickets")
+@router.post("/organizer/tickets", response_model=BatchResult, response_model_exclude_none=True)
 async def inject(body: TicketBatch, org: Org, rt: Rt) -> dict[str, Any]:
     """Inject up to 1000 tickets; idempotent by ticketId; one result per ticket."""
     org.require(Role.TICKETS)
@@ -79,7 +83,9 @@ async def inject(body: TicketBatch, org: Org, rt: Rt) -> dict[str, Any]:
     return _batch(results)
 
 
-@router.post("/organizer/tickets/delete")
+@router.post(
+    "/organizer/tickets/delete", response_model=BatchResult, response_model_exclude_none=True
+)
 async def delete(body: DeleteRequest, org: Org, rt: Rt) -> dict[str, Any]:
     """Cancelled or invalidated tickets: DELETION_PENDING, then DELETED."""
     org.require(Role.TICKETS)
@@ -94,7 +100,9 @@ async def delete(body: DeleteRequest, org: Org, rt: Rt) -> dict[str, Any]:
     return _batch(results)
 
 
-@router.post("/organizer/tickets/controlled")
+@router.post(
+    "/organizer/tickets/controlled", response_model=BatchResult, response_model_exclude_none=True
+)
 async def controlled(body: TicketIds, org: Org, rt: Rt) -> dict[str, Any]:
     """Tickets scanned at the gate: CONTROLLED, no longer transferable."""
     org.require(Role.TICKETS)
@@ -108,7 +116,7 @@ async def controlled(body: TicketIds, org: Org, rt: Rt) -> dict[str, Any]:
     return _batch(results)
 
 
-@router.get("/organizer/feedback")
+@router.get("/organizer/feedback", response_model=FeedbackPage)
 async def feedback(
     org: Org,
     rt: Rt,
@@ -122,7 +130,7 @@ async def feedback(
     )
 
 
-@router.post("/organizer/privileges")
+@router.post("/organizer/privileges", response_model=BatchResult, response_model_exclude_none=True)
 async def privileges(body: PrivilegeBatch, org: Org, rt: Rt) -> dict[str, Any]:
     """Inject up to 1000 digital privileges (membership and season cards)."""
     org.require(Role.PRIVILEGES)
@@ -149,7 +157,7 @@ async def use_privilege(privilege_id: str, org: Org, rt: Rt) -> dict[str, Any]:
     )
 
 
-@router.get("/organizer/reports/ticket-status-log")
+@router.get("/organizer/reports/ticket-status-log", response_model=ReportPage)
 async def ticket_status_log(
     org: Org,
     rt: Rt,
@@ -185,7 +193,7 @@ async def activation_group(group_id: str, org: Org, rt: Rt) -> dict[str, Any]:
     return await organizer_ops.group_secret(rt.engine, organizer_id=org.id, group_id=group_id)
 
 
-@router.post("/scanner/validate")
+@router.post("/scanner/validate", response_model=ScanResult, response_model_exclude_none=True)
 async def validate(body: ScanRequest, org: Org, rt: Rt) -> dict[str, Any]:
     """Validate a scanned rotating code (VALID, DUPLICATE, EXPIRED, UNKNOWN_GROUP, MALFORMED)."""
     org.require(Role.ACCESS_CONTROL)

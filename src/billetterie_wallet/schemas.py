@@ -140,3 +140,78 @@ class DeleteRequest(TicketIds):
 class ScanRequest(BaseModel):
     code: Annotated[str, Field(min_length=1, max_length=1200)]
     scanner: Annotated[str, Field(min_length=1, max_length=100)] = "scanner"
+
+
+# --- answers (what the OpenAPI document shows) ---------------------------------------------
+
+
+class ItemResult(BaseModel):
+    """One item of a batch: ``status`` CREATED, UPDATED, UNCHANGED, a ticket status
+    (delete, controlled) or ERROR, which carries a stable ``code`` and a ``detail``."""
+
+    ticket_id: str | None = Field(None, alias="ticketId")
+    privilege_id: str | None = Field(None, alias="privilegeId")
+    status: str
+    code: str | None = None
+    detail: str | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[ItemResult]
+    summary: dict[str, int]
+
+
+class LogEntry(BaseModel):
+    action: str
+    status: str
+    actor: str
+    device: str | None
+    at: str
+    data: dict[str, Any]
+
+
+class Owner(BaseModel):
+    email: str
+
+
+class Holder(BaseModel):
+    first_name: str | None = Field(alias="firstName")
+    last_name: str | None = Field(alias="lastName")
+
+
+class FeedbackTicket(BaseModel):
+    ticket_id: str = Field(alias="ticketId")
+    event_id: str = Field(alias="eventId")
+    status: str
+    wallet_owner: Owner = Field(alias="walletOwner")
+    holder: Holder | None
+    transfer_count: int = Field(alias="transferCount")
+    controlled_at: str | None = Field(alias="controlledAt")
+    deleted_at: str | None = Field(alias="deletedAt")
+    updated_at: str | None = Field(alias="updatedAt")
+    log_entries: list[LogEntry] = Field(alias="logEntries")
+
+
+class FeedbackPage(BaseModel):
+    tickets: list[FeedbackTicket]
+    next_key: str = Field(alias="nextKey")
+    has_more: bool = Field(alias="hasMore")
+
+
+class ReportEntry(LogEntry):
+    ticket_id: str = Field(alias="ticketId")
+    event_id: str = Field(alias="eventId")
+
+
+class ReportPage(BaseModel):
+    entries: list[ReportEntry]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class ScanResult(BaseModel):
+    result: Literal["VALID", "DUPLICATE", "EXPIRED", "UNKNOWN_GROUP", "MALFORMED"]
+    group_id: str | None = Field(None, alias="groupId")
+    barcode: str | None = None
+    step_offset: int | None = Field(None, alias="stepOffset")
+    first_scan_at: str | None = Field(None, alias="firstScanAt")
+    detail: str | None = None

@@ -272,3 +272,22 @@ async def test_unknown_routes_and_methods_are_problems(
     response = await organizer.http.get(path)
     assert response.status_code in (404, 405)
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_openapi_describes_the_answers(wallet_server: str) -> None:
+    async with httpx.AsyncClient(base_url=wallet_server) as client:
+        document = (await client.get("/openapi.json")).json()
+    paths = document["paths"]
+    for path in (
+        "/api/v1/organizer/tickets",
+        "/api/v1/organizer/tickets/delete",
+        "/api/v1/organizer/tickets/controlled",
+        "/api/v1/organizer/privileges",
+    ):
+        schema = paths[path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/BatchResult"}, path
+    feedback = document["components"]["schemas"]["FeedbackTicket"]
+    assert {"ticketId", "status", "walletOwner", "holder", "logEntries"} <= set(
+        feedback["required"]
+    )
+    assert not any(path.startswith("/app") for path in paths)  # the pages are not an API
