@@ -70,8 +70,8 @@ organizer = sa.Table(
     id_column(),
     sa.Column("code", sa.String(64), nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False),
-    # The organizer's change sequence: every ticket change takes the next value, in commit order
-    # (the row is locked by the increment until the transaction ends).
+    # The organizer's change sequence: every ticket change (log entry) takes the next value, in
+    # commit order (the row is locked by the increment until the transaction ends).
     sa.Column("change_seq", BigId, nullable=False, server_default="0"),
     # Where the organizer's one feedback consumer stands (the last key it presented).
     sa.Column("feedback_position", BigId, nullable=False, server_default="0"),
@@ -149,7 +149,6 @@ ticket = sa.Table(
     sa.Column("transfer_deadline", UtcDateTime, nullable=True),
     sa.Column("resale_allowed", sa.Boolean, nullable=False),
     sa.Column("injected_hash", sa.String(64), nullable=False),
-    sa.Column("change_seq", BigId, nullable=False),
     sa.Column("deletion_reason", sa.String(16), nullable=True),
     sa.Column("deletion_requested_at", UtcDateTime, nullable=True),
     sa.Column("deleted_at", UtcDateTime, nullable=True),
@@ -157,7 +156,6 @@ ticket = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("organizer_id", "external_id"),
-    sa.Index("ix_ticket_feed", "organizer_id", "change_seq"),
 )
 
 ticket_log = sa.Table(
@@ -174,6 +172,7 @@ ticket_log = sa.Table(
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
     sa.Index("ix_ticket_log_report", "organizer_id", "at", "id"),
+    sa.UniqueConstraint("organizer_id", "seq"),  # the feedback feed reads this range
 )
 
 transfer = sa.Table(

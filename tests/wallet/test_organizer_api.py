@@ -291,3 +291,33 @@ async def test_openapi_describes_the_answers(wallet_server: str) -> None:
         feedback["required"]
     )
     assert not any(path.startswith("/app") for path in paths)  # the pages are not an API
+
+
+async def test_feedback_delivers_every_change_once_while_tickets_move(
+    organizer: OrganizerClient,
+) -> None:
+    await organizer.inject(*[factories.ticket(f"T-{i:02d}") for i in range(4)])
+    first = await organizer.feedback(limit=2)
+    # T-03 changes before the consumer reached its injection: both entries still come, once.
+    await organizer.post("/api/v1/organizer/tickets/controlled", {"ticketIds": ["T-00", "T-03"]})
+    delivered: list[tuple[str, str]] = []
+    key = first["nextKey"]
+    for entry in first["tickets"]:
+        delivered.extend((entry["ticketId"], e["action"]) for e in entry["logEntries"])
+    while True:
+        page = await organizer.feedback(key, limit=2)
+        for entry in page["tickets"]:
+            delivered.extend((entry["ticketId"], e["action"]) for e in entry["logEntries"])
+            if entry["ticketId"] == "T-03":
+                assert entry["status"] == "CONTROLLED"  # the current state, every time
+        key = page["nextKey"]
+        if not page["hasMore"]:
+            break
+    assert delivered == [
+        ("T-00", "ticket.injected"),
+        ("T-01", "ticket.injected"),
+        ("T-02", "ticket.injected"),
+        ("T-03", "ticket.injected"),
+        ("T-00", "ticket.controlled"),
+        ("T-03", "ticket.controlled"),
+    ]

@@ -2,8 +2,8 @@
 
 Every change of a ticket goes through :func:`log_changes` inside the caller's transaction: it
 reserves one sequence number per change from the organizer's counter (which locks the organizer
-row until commit, so the feedback feed sees changes in commit order), stamps the ticket with its
-newest sequence number and appends the log entries.
+row until commit, so the feedback feed, which pages through the log by sequence number, sees
+changes in commit order), appends the log entries and touches the tickets' ``updated_at``.
 """
 
 from __future__ import annotations
@@ -35,13 +35,10 @@ async def log_changes(
         return
     first = await db.next_sequence(conn, organizer_id, len(changes))
     entries = [(first + offset, change) for offset, change in enumerate(changes)]
-    newest = {change.ticket_pk: seq for seq, change in entries}
     await append_log(conn, organizer_id, entries, now=now)
+    touched = sorted({change.ticket_pk for change in changes})
     await conn.execute(
-        sa.update(db.ticket)
-        .where(db.ticket.c.id == sa.bindparam("_pk"))
-        .values(change_seq=sa.bindparam("_seq"), updated_at=now),
-        [{"_pk": pk, "_seq": seq} for pk, seq in sorted(newest.items())],
+        sa.update(db.ticket).where(db.ticket.c.id.in_(touched)).values(updated_at=now)
     )
 
 
@@ -52,8 +49,7 @@ async def append_log(
     *,
     now: datetime,
 ) -> None:
-    """The log rows of changes whose sequence numbers the caller reserved (and stamped on the
-    tickets itself)."""
+    """The log rows of changes whose sequence numbers the caller reserved."""
     if not entries:
         return
     rows = []

@@ -332,26 +332,20 @@ async def _inject_valid(
             results[index] = {"ticketId": item.ticket_id, "status": "UPDATED"}
     if not inserts and not updates:
         return
-    # One sequence number per change, stamped on the rows as they are written.
+    # One sequence number per change (new tickets first, then updates in id order).
     seq = await db.next_sequence(conn, organizer_id, len(inserts) + len(updates))
     entries: list[tuple[int, Change]] = []
-    for row_values in inserts:
-        row_values["change_seq"] = seq
-        seq += 1
+    if inserts:
+        query = sa.insert(db.ticket).returning(db.ticket.c.id, sort_by_parameter_order=True)
+        for row in (await conn.execute(query, inserts)).all():
+            entries.append((seq, Change(row.id, "ticket.injected", State.INJECTED.value, actor)))
+            seq += 1
     updates.sort(key=lambda u: u["_id"])
     for row_values in updates:
-        row_values["change_seq"] = seq
         entries.append(
             (seq, Change(row_values["_id"], "ticket.updated", row_values.pop("_status"), actor))
         )
         seq += 1
-    if inserts:
-        query = sa.insert(db.ticket).returning(db.ticket.c.id, sort_by_parameter_order=True)
-        rows = (await conn.execute(query, inserts)).all()
-        entries.extend(
-            (values["change_seq"], Change(row.id, "ticket.injected", State.INJECTED.value, actor))
-            for values, row in zip(inserts, rows, strict=True)
-        )
     if updates:
         columns = [c for c in updates[0] if c != "_id"]
         await conn.execute(

@@ -6,8 +6,10 @@ cancelled", "Push controlled", "Feedback interface"), plus the ticket-status-log
   (:func:`sweep`); a ticket no device holds goes DELETED at once. Idempotent.
 - :func:`control_tickets`: CONTROLLED; a pending transfer offer is withdrawn; no longer
   transferable. Idempotent.
-- :func:`feedback`: the organizer's changed tickets in change order, after the position its one
-  consumer presents (an opaque key); presenting a key records the consumer's position there.
+- :func:`feedback`: the organizer's changes (log entries) after the position its one consumer
+  presents (an opaque key), ``limit`` at a time, grouped by ticket with each ticket's current
+  state; presenting a key records the consumer's position there. Every change is delivered
+  exactly once; a ticket changed again later comes again, with its new entries.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ from billetterie_wallet.services.changes import Change, log_changes
 
 Result = dict[str, Any]
 FEEDBACK_LIMIT = 1000
+FEEDBACK_COLUMNS = (
+    "id",
+    "external_id",
+    "state",
+    "activated",
+    "owner_email",
+    "holder_first_name",
+    "holder_last_name",
+    "transfer_count",
+    "controlled_at",
+    "deleted_at",
+    "updated_at",
+)
 CHUNK = 500
 
 
@@ -248,8 +263,9 @@ async def feedback(
     limit: int,
     secret: str,
 ) -> dict[str, Any]:
-    """Changed tickets after the consumer's position: with ``key``, after that key (and the
-    consumer's position is recorded there); without, after the recorded position."""
+    """Up to ``limit`` changes after the consumer's position, as changed tickets: with ``key``,
+    after that key (and the consumer's position is recorded there); without, after the
+    recorded position."""
     limit = max(1, min(limit, FEEDBACK_LIMIT))
     async with db.transaction(engine) as conn:
         if key is not None:
@@ -268,61 +284,64 @@ async def feedback(
                 )
             ).scalar_one()
     async with db.read(engine) as conn:
-        rows = (
+        log_rows = (
             await conn.execute(
-                sa.select(db.ticket, db.event_table.c.external_id.label("event_external_id"))
-                .join(db.event_table, db.event_table.c.id == db.ticket.c.event_id)
-                .where(db.ticket.c.organizer_id == organizer_id, db.ticket.c.change_seq > position)
-                .order_by(db.ticket.c.change_seq)
+                sa.select(db.ticket_log)
+                .where(db.ticket_log.c.organizer_id == organizer_id, db.ticket_log.c.seq > position)
+                .order_by(db.ticket_log.c.seq)
                 .limit(limit + 1)
             )
         ).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        logs: dict[int, list[dict[str, Any]]] = {}
-        pks = [row.id for row in rows]
+        more = len(log_rows) > limit
+        log_rows = log_rows[:limit]
+        logs: dict[int, list[dict[str, Any]]] = {}  # by ticket, in order of first change
+        for log in log_rows:
+            logs.setdefault(log.ticket_id, []).append(
+                {
+                    "action": log.action,
+                    "status": log.status,
+                    "actor": log.actor,
+                    "device": log.device,
+                    "at": _iso(log.at),
+                    "data": log.data,
+                }
+            )
+        tickets: dict[int, Any] = {}
+        pks = list(logs)
         for start in range(0, len(pks), CHUNK):
             query = (
-                sa.select(db.ticket_log)
-                .where(
-                    db.ticket_log.c.ticket_id.in_(pks[start : start + CHUNK]),
-                    db.ticket_log.c.seq > position,
+                sa.select(
+                    *(db.ticket.c[name] for name in FEEDBACK_COLUMNS),
+                    db.event_table.c.external_id.label("event_external_id"),
                 )
-                .order_by(db.ticket_log.c.seq)
+                .join(db.event_table, db.event_table.c.id == db.ticket.c.event_id)
+                .where(db.ticket.c.id.in_(pks[start : start + CHUNK]))
             )
-            for log in (await conn.execute(query)).all():
-                logs.setdefault(log.ticket_id, []).append(
-                    {
-                        "action": log.action,
-                        "status": log.status,
-                        "actor": log.actor,
-                        "device": log.device,
-                        "at": _iso(log.at),
-                        "data": log.data,
-                    }
-                )
-    tickets = [
-        {
-            "ticketId": row.external_id,
-            "eventId": row.event_external_id,
-            "status": wire_status(row.state, row.activated),
-            "walletOwner": {"email": row.owner_email},
-            "holder": (
-                {"firstName": row.holder_first_name, "lastName": row.holder_last_name}
-                if row.holder_first_name or row.holder_last_name
-                else None
-            ),
-            "transferCount": row.transfer_count,
-            "controlledAt": _iso(row.controlled_at),
-            "deletedAt": _iso(row.deleted_at),
-            "updatedAt": _iso(row.updated_at),
-            "logEntries": logs.get(row.id, []),
-        }
-        for row in rows
-    ]
-    last = rows[-1].change_seq if rows else position
+            tickets.update((row.id, row) for row in (await conn.execute(query)).all())
+    page = []
+    for pk, entries in logs.items():
+        row = tickets[pk]
+        page.append(
+            {
+                "ticketId": row.external_id,
+                "eventId": row.event_external_id,
+                "status": wire_status(row.state, row.activated),
+                "walletOwner": {"email": row.owner_email},
+                "holder": (
+                    {"firstName": row.holder_first_name, "lastName": row.holder_last_name}
+                    if row.holder_first_name or row.holder_last_name
+                    else None
+                ),
+                "transferCount": row.transfer_count,
+                "controlledAt": _iso(row.controlled_at),
+                "deletedAt": _iso(row.deleted_at),
+                "updatedAt": _iso(row.updated_at),
+                "logEntries": entries,
+            }
+        )
+    last = log_rows[-1].seq if log_rows else position
     return {
-        "tickets": tickets,
+        "tickets": page,
         "nextKey": feedback_key(secret, organizer_id, last),
         "hasMore": more,
     }

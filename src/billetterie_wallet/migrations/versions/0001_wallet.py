@@ -338,9 +338,6 @@ def upgrade() -> None:
         sa.Column("transfer_deadline", sa.DateTime(timezone=True), nullable=True),
         sa.Column("resale_allowed", sa.Boolean(), nullable=False),
         sa.Column("injected_hash", sa.String(length=64), nullable=False),
-        sa.Column(
-            "change_seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
         sa.Column("deletion_reason", sa.String(length=16), nullable=True),
         sa.Column("deletion_requested_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
@@ -372,7 +369,6 @@ def upgrade() -> None:
             batch_op.f("ix_ticket_activation_group_id"), ["activation_group_id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_ticket_event_id"), ["event_id"], unique=False)
-        batch_op.create_index("ix_ticket_feed", ["organizer_id", "change_seq"], unique=False)
         batch_op.create_index(batch_op.f("ix_ticket_owner_email"), ["owner_email"], unique=False)
 
     op.create_table(
@@ -444,6 +440,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ticket_log")),
+        sa.UniqueConstraint("organizer_id", "seq", name=op.f("uq_ticket_log_organizer_id_seq")),
     )
     with op.batch_alter_table("ticket_log", schema=None) as batch_op:
         batch_op.create_index("ix_ticket_log_report", ["organizer_id", "at", "id"], unique=False)
@@ -528,7 +525,6 @@ def downgrade() -> None:
     op.drop_table("device_ticket")
     with op.batch_alter_table("ticket", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ticket_owner_email"))
-        batch_op.drop_index("ix_ticket_feed")
         batch_op.drop_index(batch_op.f("ix_ticket_event_id"))
         batch_op.drop_index(batch_op.f("ix_ticket_activation_group_id"))
 
