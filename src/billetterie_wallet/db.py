@@ -155,7 +155,15 @@ ticket = sa.Table(
     sa.Column("controlled_at", UtcDateTime, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
-    sa.UniqueConstraint("organizer_id", "external_id"),
+    # ticketId first: batches look tickets up by a list of ids, whatever the statistics say.
+    sa.UniqueConstraint("external_id", "organizer_id"),
+    # The sweeper's work: deletions still waiting for devices.
+    sa.Index(
+        "ix_ticket_deletion_pending",
+        "deletion_requested_at",
+        postgresql_where=sa.text("state = 'DELETION_PENDING'"),
+        sqlite_where=sa.text("state = 'DELETION_PENDING'"),
+    ),
 )
 
 ticket_log = sa.Table(
@@ -188,6 +196,12 @@ transfer = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("resolved_at", UtcDateTime, nullable=True),
+    sa.Index(
+        "ix_transfer_open",
+        "expires_at",
+        postgresql_where=sa.text("state = 'PENDING'"),
+        sqlite_where=sa.text("state = 'PENDING'"),
+    ),
 )
 
 privilege_definition = sa.Table(

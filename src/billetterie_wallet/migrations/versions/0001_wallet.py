@@ -361,10 +361,17 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ticket")),
         sa.UniqueConstraint(
-            "organizer_id", "external_id", name=op.f("uq_ticket_organizer_id_external_id")
+            "external_id", "organizer_id", name=op.f("uq_ticket_external_id_organizer_id")
         ),
     )
     with op.batch_alter_table("ticket", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_ticket_deletion_pending",
+            ["deletion_requested_at"],
+            unique=False,
+            postgresql_where=sa.text("state = 'DELETION_PENDING'"),
+            sqlite_where=sa.text("state = 'DELETION_PENDING'"),
+        )
         batch_op.create_index(
             batch_op.f("ix_ticket_activation_group_id"), ["activation_group_id"], unique=False
         )
@@ -479,6 +486,13 @@ def upgrade() -> None:
     with op.batch_alter_table("transfer", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_transfer_ticket_id"), ["ticket_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_transfer_to_email"), ["to_email"], unique=False)
+        batch_op.create_index(
+            "ix_transfer_open",
+            ["expires_at"],
+            unique=False,
+            postgresql_where=sa.text("state = 'PENDING'"),
+            sqlite_where=sa.text("state = 'PENDING'"),
+        )
 
     # ### end Alembic commands ###
     append_only_log()
@@ -510,6 +524,7 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER IF EXISTS ticket_log_append_only")
     with op.batch_alter_table("transfer", schema=None) as batch_op:
+        batch_op.drop_index("ix_transfer_open")
         batch_op.drop_index(batch_op.f("ix_transfer_to_email"))
         batch_op.drop_index(batch_op.f("ix_transfer_ticket_id"))
 
@@ -524,6 +539,7 @@ def downgrade() -> None:
 
     op.drop_table("device_ticket")
     with op.batch_alter_table("ticket", schema=None) as batch_op:
+        batch_op.drop_index("ix_ticket_deletion_pending")
         batch_op.drop_index(batch_op.f("ix_ticket_owner_email"))
         batch_op.drop_index(batch_op.f("ix_ticket_event_id"))
         batch_op.drop_index(batch_op.f("ix_ticket_activation_group_id"))
