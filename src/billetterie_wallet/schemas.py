@@ -145,7 +145,13 @@ class ScanRequest(BaseModel):
 # --- answers (what the OpenAPI document shows) ---------------------------------------------
 
 
-class ItemResult(BaseModel):
+class Answer(BaseModel):
+    """What the wallet answers: no field beyond the documented ones (tests check answers)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ItemResult(Answer):
     """One item of a batch: ``status`` CREATED, UPDATED, UNCHANGED, a ticket status
     (delete, controlled) or ERROR, which carries a stable ``code`` and a ``detail``."""
 
@@ -156,12 +162,12 @@ class ItemResult(BaseModel):
     detail: str | None = None
 
 
-class BatchResult(BaseModel):
+class BatchResult(Answer):
     results: list[ItemResult]
     summary: dict[str, int]
 
 
-class LogEntry(BaseModel):
+class LogEntry(Answer):
     action: str
     status: str
     actor: str
@@ -170,16 +176,16 @@ class LogEntry(BaseModel):
     data: dict[str, Any]
 
 
-class Owner(BaseModel):
+class Owner(Answer):
     email: str
 
 
-class Holder(BaseModel):
+class Holder(Answer):
     first_name: str | None = Field(alias="firstName")
     last_name: str | None = Field(alias="lastName")
 
 
-class FeedbackTicket(BaseModel):
+class FeedbackTicket(Answer):
     ticket_id: str = Field(alias="ticketId")
     event_id: str = Field(alias="eventId")
     status: str
@@ -192,7 +198,7 @@ class FeedbackTicket(BaseModel):
     log_entries: list[LogEntry] = Field(alias="logEntries")
 
 
-class FeedbackPage(BaseModel):
+class FeedbackPage(Answer):
     tickets: list[FeedbackTicket]
     next_key: str = Field(alias="nextKey")
     has_more: bool = Field(alias="hasMore")
@@ -203,12 +209,12 @@ class ReportEntry(LogEntry):
     event_id: str = Field(alias="eventId")
 
 
-class ReportPage(BaseModel):
+class ReportPage(Answer):
     entries: list[ReportEntry]
     next_cursor: str | None = Field(alias="nextCursor")
 
 
-class ScanResult(BaseModel):
+class ScanResult(Answer):
     result: Literal["VALID", "DUPLICATE", "EXPIRED", "UNKNOWN_GROUP", "MALFORMED"]
     group_id: str | None = Field(None, alias="groupId")
     barcode: str | None = None

@@ -261,7 +261,9 @@ async def logout() -> RedirectResponse:
 async def tickets(request: Request, rt: Rt, who: Who) -> Response:
     if who.email is None:
         return back("/app/login")
-    data = await wallet.wallet(rt.engine, email=who.email, device=who.device, now=rt.clock.now())
+    data = await wallet.wallet(
+        rt.engine, email=who.email, device=who.device, now=rt.clock.now(), drop_deleted=True
+    )
     return render(request, "wallet.html", email=who.email, **data)
 
 
@@ -292,8 +294,7 @@ async def _qr(rt: Runtime, who: Visitor, pk: int) -> dict[str, Any]:
 
 @router.get("/app/tickets/{pk}/qr")
 async def qr_fragment(request: Request, pk: Id, rt: Rt, who: Who) -> HTMLResponse:
-    email = signed_in(who)
-    del email
+    signed_in(who)
     return render(request, "qr.html", qr=await _qr(rt, who, pk))
 
 
@@ -397,7 +398,9 @@ async def _act(path: str, done: str, action: Any) -> RedirectResponse:
 async def api_wallet(rt: Rt, who: Who) -> JSONResponse:
     email = signed_in(who)
     deletions = await wallet.pending_deletions(rt.engine, who.device)
-    data = await wallet.wallet(rt.engine, email=email, device=who.device, now=rt.clock.now())
+    data = await wallet.wallet(
+        rt.engine, email=email, device=who.device, now=rt.clock.now(), drop_deleted=False
+    )
     return JSONResponse(
         {
             "device": who.device.uid,

@@ -29,6 +29,7 @@ from billetterie_wallet.app import build_app
 from billetterie_wallet.clock import FixedClock
 from billetterie_wallet.config import WalletSettings
 from billetterie_wallet.migrations import upgrade
+from billetterie_wallet.schemas import BatchResult, FeedbackPage
 from billetterie_wallet.services.organizers import create_organizer, parse_roles
 from tests.conftest import NOW, POSTGRES_ADMIN_URL, in_ci
 from tests.wallet import factories
@@ -185,6 +186,7 @@ class OrganizerClient:
         )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
+        BatchResult.model_validate(body)  # the answer is what the OpenAPI document says
         return body
 
     async def post(self, path: str, body: Any) -> httpx.Response:
@@ -197,6 +199,7 @@ class OrganizerClient:
         response = await self.http.get("/api/v1/organizer/feedback", params=params)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
+        FeedbackPage.model_validate(body)
         return body
 
 

@@ -302,6 +302,9 @@ async def test_deletion_waits_for_every_device(
     ]
     wallet = await phone.wallet()
     assert wallet["deletions"] == [{"id": pk, "ticketId": "T-01"}]
+    # Reading the JSON wallet acknowledges nothing: an installed app says when it dropped it.
+    assert (await statuses(organizer))["T-01"] == "DELETION_PENDING"
+    assert (await phone.wallet())["deletions"] == [{"id": pk, "ticketId": "T-01"}]
     acked = await phone.http.post(
         "/app/api/devices/acknowledge", json={"ids": [pk]}, headers={"X-CSRF-Token": phone.csrf}
     )
@@ -309,7 +312,9 @@ async def test_deletion_waits_for_every_device(
     assert (await statuses(organizer))["T-01"] == "DELETION_PENDING"
     no_token = await tablet.http.post("/app/api/devices/acknowledge", json={"ids": [pk]})
     assert no_token.status_code == 403
+    assert (await phone.wallet())["deletions"] == []
     assert (await tablet.wallet())["deletions"] == [{"id": pk, "ticketId": "T-01"}]
+    assert (await statuses(organizer))["T-01"] == "DELETION_PENDING"
     # Rendering the wallet page drops it on the tablet: the last holder.
     page = await tablet.http.get("/app/tickets")
     assert "Concert EV1" not in page.text
@@ -349,3 +354,21 @@ async def test_deletion_times_out_for_a_silent_device(
     assert feed["tickets"][0]["status"] == "DELETED"
     assert feed["tickets"][0]["logEntries"][-1]["data"] == {"after": "timeout"}
     assert (await phone.wallet())["deletions"] == []
+
+
+async def test_opening_a_cancelled_ticket_drops_it(
+    organizer: OrganizerClient, spectators: Any
+) -> None:
+    await organizer.inject(factories.ticket("T-01"))
+    phone: Spectator = await spectators("ada@example.org", DEVICE_A)
+    pk = await phone.ticket_pk("T-01")
+    await phone.http.get(f"/app/tickets/{pk}")
+    await organizer.post("/api/v1/organizer/tickets/delete", {"ticketIds": ["T-01"]})
+    assert (await statuses(organizer))["T-01"] == "DELETION_PENDING"
+    # A page still showing the ticket asks for it again: the device drops it there.
+    opened = await phone.http.get(f"/app/tickets/{pk}")
+    assert opened.headers["location"] == "/app/tickets?error=error.ticket.deleted"
+    assert (await statuses(organizer))["T-01"] == "DELETED"
+    assert (await phone.http.get(f"/app/tickets/{pk}")).headers["location"] == (
+        "/app/tickets?error=error.ticket.unknown"
+    )

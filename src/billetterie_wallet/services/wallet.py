@@ -226,12 +226,13 @@ async def acknowledge_deletions(
 
 
 async def wallet(
-    engine: AsyncEngine, *, email: str, device: Device, now: datetime
+    engine: AsyncEngine, *, email: str, device: Device, now: datetime, drop_deleted: bool
 ) -> dict[str, Any]:
-    """The spectator's events with their tickets, privileges and transfer offers. Rendering it
-    drops (acknowledges) the deleted tickets this device still held."""
+    """The spectator's events with their tickets, privileges and transfer offers. With
+    ``drop_deleted`` (the page, which shows the device's whole copy) the deleted tickets this
+    device still held are acknowledged; an installed app acknowledges them itself."""
     pending = await pending_deletions(engine, device)
-    if pending:
+    if pending and drop_deleted:
         await acknowledge_deletions(
             engine, device=device, ticket_pks=[p["id"] for p in pending], now=now
         )
@@ -361,7 +362,10 @@ async def open_ticket(
         row = await _ticket(conn, email, pk)
         if row.state == State.DELETION_PENDING:
             await _drop_deleted(conn, device, [row.id], now)
-            raise TicketDeleted("the organizer cancelled this ticket")
+    if row.state == State.DELETION_PENDING:  # refused once the drop is committed
+        raise TicketDeleted("the organizer cancelled this ticket")
+    async with db.transaction(engine) as conn:
+        row = await _ticket(conn, email, pk)
         holds = (
             await conn.execute(
                 sa.select(db.device_ticket.c.id).where(
@@ -445,11 +449,9 @@ async def open_ticket(
     }
 
 
-async def _activate(
-    conn: AsyncConnection, row: Any, email: str, device: Device, now: datetime, how: str
-) -> Any:
-    """Release the ticket's code to the device: refused before the activation time; the first
-    release after it marks the ticket ``*_ACTIVATED``. Returns the group row."""
+async def _check_release(conn: AsyncConnection, row: Any, device: Device, now: datetime) -> Any:
+    """May the ticket's code reach this device now? Refused before the activation time, for
+    tickets that are not usable, and for devices that do not hold it. Returns the group row."""
     if row.state in GONE:
         raise TicketDeleted("the organizer cancelled this ticket")
     if row.state in (State.CONTROLLED, State.RETURNED_FOR_RESALE, State.PENDING_TRANSFER):
@@ -468,33 +470,47 @@ async def _activate(
     ).first()
     if holds is None:
         raise NotActivated("open the ticket on this device first")
-    if not row.activated and row.state in ACTIVATABLE:
-        await conn.execute(
-            sa.update(db.ticket).where(db.ticket.c.id == row.id).values(activated=True)
-        )
-        await log_changes(
-            conn,
-            row.organizer_id,
-            [
-                Change(
-                    row.id,
-                    "ticket.activated",
-                    wire_status(row.state, True),
-                    email,
-                    device.uid,
-                    {"release": how},
-                )
-            ],
-            now=now,
-        )
-    group = (
+    return (
         await conn.execute(
             sa.select(db.activation_group).where(
                 db.activation_group.c.id == row.activation_group_id
             )
         )
     ).one()
-    return group
+
+
+async def _release(
+    engine: AsyncEngine, *, email: str, pk: int, device: Device, now: datetime, how: str
+) -> tuple[Any, Any]:
+    """The ticket and its group, once the code may reach the device. Only the first release
+    after the activation time writes (the ticket becomes ``*_ACTIVATED``); the 15 s refreshes
+    of the code that follow only read."""
+    async with db.read(engine) as conn:
+        row = await _ticket(conn, email, pk, lock=False)
+        if how == "offline" and row.activation_method != "offline":
+            raise NotActivated(
+                "this ticket's codes are only shown online", code="error.ticket.online_only"
+            )
+        group = await _check_release(conn, row, device, now)
+    if row.activated or row.state not in ACTIVATABLE:
+        return row, group
+    async with db.transaction(engine) as conn:
+        row = await _ticket(conn, email, pk)  # locked: one activation even when racing
+        group = await _check_release(conn, row, device, now)
+        if not row.activated and row.state in ACTIVATABLE:
+            await conn.execute(
+                sa.update(db.ticket).where(db.ticket.c.id == row.id).values(activated=True)
+            )
+            change = Change(
+                row.id,
+                "ticket.activated",
+                wire_status(row.state, True),
+                email,
+                device.uid,
+                {"release": how},
+            )
+            await log_changes(conn, row.organizer_id, [change], now=now)
+    return row, group
 
 
 async def current_code(
@@ -502,9 +518,7 @@ async def current_code(
 ) -> dict[str, Any]:
     """The QR payload of this 15 s step (server-side codes, for the web app and the ``online``
     method)."""
-    async with db.transaction(engine) as conn:
-        row = await _ticket(conn, email, pk)
-        group = await _activate(conn, row, email, device, now, "online")
+    row, group = await _release(engine, email=email, pk=pk, device=device, now=now, how="online")
     secret = rotating.ticket_secret(rotating.decode_secret(group.secret), row.barcode)
     code = rotating.totp(secret, now, algorithm=group.algorithm)
     step = rotating.time_step(now)
@@ -519,13 +533,7 @@ async def release_secret(
     engine: AsyncEngine, *, email: str, pk: int, device: Device, now: datetime
 ) -> dict[str, Any]:
     """The ticket's code secret, for a device that computes codes offline (method ``offline``)."""
-    async with db.transaction(engine) as conn:
-        row = await _ticket(conn, email, pk)
-        if row.activation_method != "offline":
-            raise NotActivated(
-                "this ticket's codes are only shown online", code="error.ticket.online_only"
-            )
-        group = await _activate(conn, row, email, device, now, "offline")
+    row, group = await _release(engine, email=email, pk=pk, device=device, now=now, how="offline")
     secret = rotating.ticket_secret(rotating.decode_secret(group.secret), row.barcode)
     return {
         "ticketId": row.external_id,
