@@ -4,7 +4,9 @@ rules), resale, and deletion that waits for every holding device (or a timeout).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,11 +14,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie_wallet import db
+from billetterie_wallet.app import build_app
 from billetterie_wallet.clock import FixedClock
 from billetterie_wallet.services.organizer_ops import sweep
 from tests.conftest import NOW
 from tests.wallet import factories
-from tests.wallet.conftest import OrganizerClient, Spectator
+from tests.wallet.conftest import (
+    OrganizerClient,
+    Spectator,
+    ThreadServer,
+    WalletBackend,
+    wallet_settings,
+)
 
 DEVICE_A = "device-a-0000000000000001"
 DEVICE_B = "device-b-0000000000000002"
@@ -372,3 +381,33 @@ async def test_opening_a_cancelled_ticket_drops_it(
     assert (await phone.http.get(f"/app/tickets/{pk}")).headers["location"] == (
         "/app/tickets?error=error.ticket.unknown"
     )
+
+
+async def test_each_server_sweeps_in_the_background(
+    organizer: OrganizerClient,
+    spectators: Any,
+    wallet_backend: WalletBackend,
+    wallet_clock: FixedClock,
+    tmp_path: Path,
+) -> None:
+    """A server started with its sweeper on finishes timed-out deletions by itself."""
+    settings = wallet_settings(
+        wallet_backend.url,
+        tmp_path,
+        background_tasks=True,
+        sweep_interval_seconds=0.1,
+        deletion_timeout_seconds=60,
+    )
+    await organizer.inject(factories.ticket("T-01"))
+    phone: Spectator = await spectators("ada@example.org", DEVICE_A)
+    await phone.http.get(f"/app/tickets/{await phone.ticket_pk('T-01')}")
+    await organizer.post("/api/v1/organizer/tickets/delete", {"ticketIds": ["T-01"]})
+    with ThreadServer(build_app(settings, clock=wallet_clock)):
+        await asyncio.sleep(0.5)
+        assert (await statuses(organizer))["T-01"] == "DELETION_PENDING"
+        wallet_clock.advance(60)
+        for _ in range(50):
+            if (await statuses(organizer))["T-01"] == "DELETED":
+                break
+            await asyncio.sleep(0.1)
+    assert (await statuses(organizer))["T-01"] == "DELETED"
