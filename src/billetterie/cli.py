@@ -16,6 +16,7 @@ from rich.table import Table
 
 from billetterie import cli_sales
 from billetterie.config import Settings
+from billetterie_wallet import cli as wallet_cli
 
 app = typer.Typer(
     help="billetterie: an open-source box office (S-360 compatible).", no_args_is_help=True
@@ -31,6 +32,7 @@ app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(cli_sales.vouchers_app, name="vouchers")
 app.add_typer(cli_sales.credit_app, name="credit")
 app.add_typer(cli_sales.accounts_app, name="accounts")
+app.add_typer(wallet_cli.app, name="wallet")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 

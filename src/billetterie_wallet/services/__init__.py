@@ -1,0 +1,1 @@
+"""The wallet's use cases; each owns its transaction and takes ``now`` from the caller."""

@@ -1,0 +1,84 @@
+"""The scanner: validates a rotating code the way an offline gate would.
+
+It uses only what the QR carries (group id, code, barcode as given) and the group's secret:
+no ticket row is read, so a gate with the group secret (``GET .../activation-groups/{id}``) gets
+the same answer without the network. Results:
+
+- ``VALID``: the code matches the barcode within one 15 s step either side; first admission;
+- ``DUPLICATE``: a valid code for a barcode already admitted (second scan of the same ticket);
+- ``EXPIRED``: a well-formed code that matches no step in the window (a replayed screenshot);
+- ``UNKNOWN_GROUP``: no such activation group for this organizer;
+- ``MALFORMED``: not a wallet code.
+
+Every scan is logged. Admission is one row per barcode under a unique key, so two gates
+scanning the same ticket at the same instant yield one VALID and one DUPLICATE.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billetterie_wallet import db, rotating
+
+
+async def validate(
+    engine: AsyncEngine, *, organizer_id: int, code: str, scanner: str, now: datetime
+) -> dict[str, Any]:
+    parsed = rotating.parse_payload(code.strip())
+    if parsed is None:
+        return {"result": "MALFORMED", "detail": "not a wallet code"}
+    async with db.read(engine) as conn:
+        group = (
+            await conn.execute(
+                sa.select(db.activation_group).where(
+                    db.activation_group.c.organizer_id == organizer_id,
+                    db.activation_group.c.group_id == parsed.group_id,
+                )
+            )
+        ).first()
+    if group is None:
+        return {"result": "UNKNOWN_GROUP", "groupId": parsed.group_id}
+    secret = rotating.ticket_secret(rotating.decode_secret(group.secret), parsed.barcode)
+    offset = rotating.check_code(secret, parsed.code, now, algorithm=group.algorithm)
+    result: dict[str, Any] = {"groupId": parsed.group_id, "barcode": parsed.barcode}
+    if offset is None:
+        result["result"] = "EXPIRED"
+    else:
+        result["stepOffset"] = offset
+        try:
+            async with db.transaction(engine) as conn:
+                await conn.execute(
+                    sa.insert(db.admission).values(
+                        organizer_id=organizer_id, barcode=parsed.barcode, at=now
+                    )
+                )
+            result["result"] = "VALID"
+        except IntegrityError:
+            async with db.read(engine) as conn:
+                first = (
+                    await conn.execute(
+                        sa.select(db.admission.c.at).where(
+                            db.admission.c.organizer_id == organizer_id,
+                            db.admission.c.barcode == parsed.barcode,
+                        )
+                    )
+                ).scalar_one()
+            result["result"] = "DUPLICATE"
+            result["firstScanAt"] = first.isoformat()
+    async with db.transaction(engine) as conn:
+        await conn.execute(
+            sa.insert(db.scan).values(
+                organizer_id=organizer_id,
+                barcode=parsed.barcode,
+                group_id=parsed.group_id,
+                result=result["result"],
+                scanner=scanner,
+                at=now,
+            )
+        )
+    return result
