@@ -140,6 +140,7 @@ class Kit:
         who: str = "web",
         voucher: str | None = None,
         contact: str | None = None,
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -156,7 +157,7 @@ class Kit:
         }
         if contact:
             body["purchaserInfo"] = {"contactReference": contact}
-        return await self.rpc("externalOrderService", "closeOrder", body, who=who)
+        return await self.rpc("externalOrderService", "closeOrder", body, who=who, headers=headers)
 
     def later(self, **delta: float) -> None:
         self.clock.set(self.clock.now() + timedelta(**delta))

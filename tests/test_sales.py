@@ -784,3 +784,34 @@ async def test_closing_and_cancelling_send_signed_webhooks_with_the_order(
                 )
                 assert [o.state for o in await dispatcher.drain()] == ["DONE"]
                 assert receiver.requests[-1].headers["billetterie-event"] == "order.cancelled"
+
+
+async def test_idempotency_keys_replay_carts_and_closes(kit: Kit) -> None:
+    body = {"singleEntryAttributionOperations": [kit.seats("C1", 2)]}
+    key = {"Idempotency-Key": "cart-0001"}
+    first = await kit.rpc(FACADE, "createOrUpdateOrder", body, headers=key)
+    again = await kit.rpc(FACADE, "createOrUpdateOrder", body, headers=key)
+    assert first == again and first["statusCode"] == "success"
+    async with read(kit.engine) as conn:
+        orders = await conn.execute(sa.select(sa.func.count()).select_from(sales.sales_order))
+        assert orders.scalar_one() == 1
+    assert (await availability(kit, "C1"))["held"] == 2
+    other = await kit.api.rpc(
+        FACADE,
+        "createOrUpdateOrder",
+        {"singleEntryAttributionOperations": [kit.seats("C1", 3)]},
+        token=kit.tokens["web"],
+        headers=key,
+    )
+    assert other.status_code == 422, other.text
+    assert other.json()["statusCode"] == "error.request.idempotency_mismatch"
+    order_id = first["orderUpdateData"]["orderId"]
+    close_key = {"Idempotency-Key": "close-0001"}
+    closed = await kit.close(order_id, [("CASH", 100_000)], headers=close_key)
+    replayed = await kit.close(order_id, [("CASH", 100_000)], headers=close_key)
+    assert closed == replayed and closed["statusCode"] == "success"
+    plain = await kit.close(order_id, [("CASH", 100_000)])  # no key: a second close is refused
+    assert plain["statusCode"] == "error.order.not_running"
+    async with read(kit.engine) as conn:
+        tickets = await conn.execute(sa.select(sa.func.count()).select_from(sales.ticket))
+        assert tickets.scalar_one() == 2
