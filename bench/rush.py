@@ -171,9 +171,14 @@ async def buyer(
                 ]
             }
             started = time.perf_counter()
-            answer = await client.post(FACADE, content=orjson.dumps(body))
+            try:
+                answer = await client.post(FACADE, content=orjson.dumps(body))
+                data = answer.json()
+            except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
+                stats.codes[f"createOrUpdateOrder {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.1)
+                break
             stats.latency["createOrUpdateOrder"].append(time.perf_counter() - started)
-            data = answer.json()
             code = data.get("statusCode", f"http.{answer.status_code}")
             stats.codes[f"createOrUpdateOrder {code}"] += 1
             if code == "error.order.availability":
@@ -188,9 +193,12 @@ async def buyer(
                 "payments": [{"paymentMethodId": ids["method"], "amount": order["totalAmount"]}],
             }
             started = time.perf_counter()
-            answer = await client.post(CLOSE, content=orjson.dumps(close))
+            try:
+                answer = await client.post(CLOSE, content=orjson.dumps(close))
+                code = answer.json().get("statusCode", f"http.{answer.status_code}")
+            except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
+                code = type(exc).__name__
             stats.latency["closeOrder"].append(time.perf_counter() - started)
-            code = answer.json().get("statusCode", f"http.{answer.status_code}")
             stats.codes[f"closeOrder {code}"] += 1
             if code == "success":
                 stats.orders += 1

@@ -353,8 +353,8 @@ def seller_from_context(context: PointOfSaleContext, operator: str) -> Seller:
     """A point of sale as the sales context sees it."""
     pos = context.point_of_sale
     limit = (pos.parameters or {}).get("pendingAccountCreditLimit")
-    try:
-        credit_limit = parse_amount(limit) if limit is not None else 0
+    try:  # a limit the setup file gives as a decimal string; past 10^12 units it is capped
+        credit_limit = min(parse_amount(limit), 10**15) if limit is not None else 0
     except ValueError:
         credit_limit = 0
     return Seller(

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from billetterie.shared.db import UtcDateTime, id_column, institution_column, metadata, ref
 
 Big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+Money = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # thousandths, past int32
 
 sales_order = sa.Table(
     "sales_order",
@@ -32,8 +33,8 @@ sales_order = sa.Table(
     sa.Column("order_type", sa.String(16), nullable=False),  # SALE RESERVATION OPTION
     sa.Column("state", sa.String(16), nullable=False),  # RUNNING CLOSED CANCELED ABANDONNED
     sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("total", sa.Integer, nullable=False),  # thousandths, movements still valid
-    sa.Column("paid", sa.Integer, nullable=False),  # payments less refunds
+    sa.Column("total", Money, nullable=False),  # thousandths, movements still valid
+    sa.Column("paid", Money, nullable=False),  # payments less refunds
     sa.Column("language", sa.String(8), nullable=False),
     sa.Column("contact_number", sa.String(32), nullable=True, index=True),
     sa.Column("external_reference", sa.String(128), nullable=True),
@@ -97,7 +98,7 @@ movement = sa.Table(
     sa.Column("contingent_id", Big, nullable=True),
     sa.Column("stock_id", Big, nullable=False),
     sa.Column("performance_seat_id", Big, nullable=True),
-    sa.Column("amount", sa.Integer, nullable=False),  # this place's share of the price
+    sa.Column("amount", Money, nullable=False),  # this place's share of the price
     sa.Column("vat_rate", sa.Integer, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # RESERVED SOLD ABANDONED CANCELED
     sa.Column("labels", sa.JSON, nullable=False),
@@ -152,7 +153,7 @@ payment = sa.Table(
     sa.Column("payment_method_id", Big, nullable=False),
     sa.Column("method_code", sa.String(16), nullable=False),
     sa.Column("payment_type", sa.String(24), nullable=False),
-    sa.Column("amount", sa.Integer, nullable=False),  # > 0 paid, < 0 refunded
+    sa.Column("amount", Money, nullable=False),  # > 0 paid, < 0 refunded
     sa.Column("account_id", Big, sa.ForeignKey("account.id"), nullable=True),
     sa.Column("reference", sa.String(128), nullable=True),  # voucher code, card payment
     sa.Column("created_at", UtcDateTime, nullable=False),
@@ -167,8 +168,8 @@ account = sa.Table(
     sa.Column("code", sa.String(64), nullable=False),  # voucher code, contact number, pos code
     sa.Column("point_of_sale_id", Big, nullable=True),  # a pending account's
     sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("balance", sa.Integer, nullable=False),
-    sa.Column("credit_limit", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("balance", Money, nullable=False),
+    sa.Column("credit_limit", Money, nullable=False, server_default="0"),
     sa.Column("expires_at", UtcDateTime, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("institution_id", "kind", "code"),
@@ -183,8 +184,8 @@ account_entry = sa.Table(
     ref("account"),
     sa.Column("order_id", Big, nullable=True, index=True),
     sa.Column("kind", sa.String(16), nullable=False),  # DEBIT CREDIT (ledger side of the owner)
-    sa.Column("amount", sa.Integer, nullable=False),  # > 0
-    sa.Column("balance_after", sa.Integer, nullable=False),
+    sa.Column("amount", Money, nullable=False),  # > 0
+    sa.Column("balance_after", Money, nullable=False),
     sa.Column("description", sa.String(255), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Index("ix_account_entry_statement", "account_id", "at"),

@@ -30,8 +30,13 @@ def upgrade() -> None:
             "point_of_sale_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("balance", sa.Integer(), nullable=False),
-        sa.Column("credit_limit", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("balance", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "credit_limit",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            server_default="0",
+            nullable=False,
+        ),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("balance + credit_limit >= 0", name=op.f("ck_account_within_limit")),
@@ -62,8 +67,10 @@ def upgrade() -> None:
         ),
         sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("amount", sa.Integer(), nullable=False),
-        sa.Column("balance_after", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "balance_after", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
         sa.Column("description", sa.String(length=255), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -107,8 +114,8 @@ def upgrade() -> None:
         sa.Column("order_type", sa.String(length=16), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("total", sa.Integer(), nullable=False),
-        sa.Column("paid", sa.Integer(), nullable=False),
+        sa.Column("total", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("paid", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("language", sa.String(length=8), nullable=False),
         sa.Column("contact_number", sa.String(length=32), nullable=True),
         sa.Column("external_reference", sa.String(length=128), nullable=True),
@@ -220,7 +227,7 @@ def upgrade() -> None:
         ),
         sa.Column("method_code", sa.String(length=16), nullable=False),
         sa.Column("payment_type", sa.String(length=24), nullable=False),
-        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
@@ -291,7 +298,7 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             nullable=True,
         ),
-        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("vat_rate", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("labels", sa.JSON(), nullable=False),
