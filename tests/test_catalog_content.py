@@ -748,7 +748,7 @@ async def test_pos_config(
         "contactAccountCreationAllowed": spec.get("contactAccountCreationAllowed", True),
         "cookieDomain": spec.get("cookieDomain"),
         "externalUrls": spec.get("externalUrls", {}),
-        "posParameters": {},
+        "posParameters": spec.get("parameters", {}),
     }
     payment_ids = await demo_ids(demo_engine, db.payment_method)
     assert config["paymentMethods"] == [

@@ -113,8 +113,11 @@ class World:
 
 @pytest.fixture
 def registries() -> Iterator[None]:
-    """Renderers and facts providers registered by a test are removed afterwards."""
+    """Each test starts with no renderer nor facts provider (an app built by an earlier test
+    registers the sales and contacts ones) and what it registers is removed afterwards."""
     renderers, facts = dict(services._renderers), dict(services._facts)
+    services._renderers.clear()
+    services._facts.clear()
     yield
     services._renderers.clear()
     services._renderers.update(renderers)

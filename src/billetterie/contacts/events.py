@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.shared import audit
+from billetterie.shared.errors import DomainError
 from billetterie.webhooks.services import emit, register_payload_renderer
 
 EVENTS = frozenset({"contact.created", "contact.updated", "contact.erased"})
@@ -64,7 +65,10 @@ async def _contact_payload(
 ) -> dict[str, Any]:
     from billetterie.contacts.services import ContactScope, get_contact  # services import us
 
-    contact = await get_contact(conn, ContactScope(institution_id), int(contact_number))
+    try:
+        contact = await get_contact(conn, ContactScope(institution_id), int(contact_number))
+    except DomainError as gone:  # an unknown contact: the delivery fails for good
+        raise LookupError(str(gone)) from None
     return {
         "contactNumber": contact.number,
         "type": contact.type.value,

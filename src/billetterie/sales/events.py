@@ -68,7 +68,9 @@ async def _order_payload(
                 o.id == int(order_id), o.institution_id == institution_id
             )
         )
-    ).one()
+    ).first()
+    if row is None:  # the delivery fails for good: there is nothing to send
+        raise LookupError(f"no order {order_id}")
     return {"orderData": await order_document(conn, row)}
 
 
