@@ -192,14 +192,6 @@ async def test_import_creates_the_rows(scratch_engine: AsyncEngine) -> None:
         "seat": 60,
         "zone": 0,
         "seat_assignment": 60,
-        # barcodes and payments: nothing until tickets are issued and cards charged
-        "barcode_key": 0,
-        "barcode_revocation": 0,
-        "barcode_revocation_sequence": 0,
-        "payment_intent": 0,
-        "payment_refund": 0,
-        "payment_event": 0,
-        "payment_test_ledger": 0,
     }
     assert await setup_version(scratch_engine) == (1, NOW)
 
