@@ -411,6 +411,16 @@ def test_cli_rotate_and_list(
     assert unknown.exit_code == 2
     assert "no organization NOPE" in unknown.output
 
+    first_id = first.output.split("new active key ")[1].split()[0]
+    second_id = second.output.split("new active key ")[1].split()[0]
+    active = runner.invoke(cli, ["barcodes", "retire", second_id])
+    assert active.exit_code == 2 and "rotate before retiring" in active.output
+    retired = runner.invoke(cli, ["barcodes", "retire", first_id])
+    assert retired.exit_code == 0, retired.output
+    assert "RETIRED" not in runner.invoke(cli, ["barcodes", "keys"]).output
+    assert "RETIRED" in runner.invoke(cli, ["barcodes", "keys", "--all"]).output
+    assert runner.invoke(cli, ["barcodes", "retire", "999999"]).exit_code == 2
+
 
 async def test_cli_key_signs_with_the_settings_secret(
     backend: Backend, tmp_path: Path, scratch_engine: AsyncEngine, orgs: dict[str, OrganizationRef]
