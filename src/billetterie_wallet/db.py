@@ -280,7 +280,7 @@ login_link = sa.Table(
     "login_link",
     metadata,
     id_column(),
-    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False, index=True),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("used_at", UtcDateTime, nullable=True),
