@@ -11,6 +11,8 @@ office's external printing interface would:
   answer checked (every ticket CREATED); the time per batch (p50, p99, max) and the total;
 * **re-injection** - one batch sent again: every ticket UNCHANGED (the idempotent path);
 * **feedback of the injection** - the whole feed read in pages of ``--page``;
+* **CPU** - the wallet server process's CPU time (user + system) in each phase, a figure the
+  machine's load changes less than the wall time (PostgreSQL's own processes not included);
 * **feedback over changes** (target: 10,000 changes <= 5 s) - ``--changes`` tickets pushed as
   controlled (in batches of 1000), then the feed read from the consumer's key until it is empty;
   every changed ticket must come back exactly once, CONTROLLED.
@@ -42,6 +44,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -167,7 +170,7 @@ def main() -> int:
                     console.print("[red]the wallet did not start[/]")
                     return 1
                 time.sleep(0.2)
-        run(base, key, args, figures)
+        run(base, key, args, figures, psutil.Process(server.pid))
     finally:
         server.terminate()
         server.wait(15)
@@ -180,7 +183,14 @@ def main() -> int:
     return 0
 
 
-def run(base: str, key: str, args: argparse.Namespace, figures: dict[str, Any]) -> None:
+def cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def run(
+    base: str, key: str, args: argparse.Namespace, figures: dict[str, Any], server: psutil.Process
+) -> None:
     start = datetime(2027, 3, 1, 19, 0, tzinfo=UTC)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
@@ -192,6 +202,7 @@ def run(base: str, key: str, args: argparse.Namespace, figures: dict[str, Any]) 
             ]
             bodies.append(orjson.dumps({"tickets": batch}))
         times: list[float] = []
+        cpu_before = cpu(server)
         began = time.perf_counter()
         for body in bodies:
             t0 = time.perf_counter()
@@ -202,7 +213,9 @@ def run(base: str, key: str, args: argparse.Namespace, figures: dict[str, Any]) 
             if set(summary) != {"CREATED"}:
                 raise RuntimeError(f"injection answered {summary}")
         total = time.perf_counter() - began
+        server_cpu = cpu(server) - cpu_before
         figures["injection"] = {
+            "server_cpu_seconds": server_cpu,
             "tickets": args.tickets,
             "batches": len(bodies),
             "seconds": total,
@@ -218,10 +231,13 @@ def run(base: str, key: str, args: argparse.Namespace, figures: dict[str, Any]) 
         if set(again.json()["summary"]) != {"UNCHANGED"}:
             raise RuntimeError(f"re-injection answered {again.json()['summary']}")
 
+        cpu_before = cpu(server)
         seen, seconds, key_after = read_feed(client, None, args.page)
+        feed_cpu = cpu(server) - cpu_before
         if seen != Counter({"INJECTED": args.tickets}):
             raise RuntimeError(f"injection feedback read {seen}")
         figures["feedback_injection"] = {
+            "server_cpu_seconds": feed_cpu,
             "tickets": args.tickets,
             "seconds": seconds,
             "tickets_per_second": args.tickets / seconds,
@@ -237,10 +253,13 @@ def run(base: str, key: str, args: argparse.Namespace, figures: dict[str, Any]) 
             )
             response.raise_for_status()
         figures["push_controlled_seconds"] = time.perf_counter() - t0
+        cpu_before = cpu(server)
         seen, seconds, _ = read_feed(client, key_after, args.page)
+        changes_cpu = cpu(server) - cpu_before
         if seen != Counter({"CONTROLLED": len(changed)}):
             raise RuntimeError(f"change feedback read {seen}")
         figures["feedback_changes"] = {
+            "server_cpu_seconds": changes_cpu,
             "changes": len(changed),
             "seconds": seconds,
             "changes_per_second": len(changed) / seconds,
@@ -273,7 +292,9 @@ def read_feed(client: httpx.Client, key: str | None, page: int) -> tuple[Counter
 def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     injection = figures["injection"]
     feedback = figures["feedback_changes"]
-    table = Table(title=f"wallet organizer API ({figures['database']}, one connection)")
+    table = Table(
+        title=f"wallet organizer API ({figures['database']}, one connection)", min_width=96
+    )
     for column in ("measure", "figure", "target", ""):
         table.add_column(column)
 
@@ -285,6 +306,13 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         f"{injection['seconds']:.1f} s ({injection['tickets_per_second']:,.0f}/s)",
         "<= 60 s",
         verdict(injection["seconds"] <= 60),
+    )
+    table.add_row(
+        "  wallet server CPU (user + system)",
+        f"{injection['server_cpu_seconds']:.1f} s "
+        f"({injection['server_cpu_seconds'] * 1000 / injection['batches']:.0f} ms per batch)",
+        "",
+        "",
     )
     table.add_row(
         "  per batch p50 / p99 / max",
@@ -303,6 +331,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         "",
         "",
     )
+    table.add_row("  wallet server CPU", f"{f_inj['server_cpu_seconds']:.1f} s", "", "")
     table.add_row(
         f"push controlled {feedback['changes']:,}",
         f"{figures['push_controlled_seconds']:.1f} s",
@@ -315,6 +344,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         "<= 5 s",
         verdict(feedback["seconds"] <= 5),
     )
+    table.add_row("  wallet server CPU", f"{feedback['server_cpu_seconds']:.2f} s", "", "")
     console.print(table)
     console.print(
         f"load average: {figures['load_start']:.2f} at start, {figures['load_end']:.2f} at end"

@@ -108,6 +108,11 @@ class EmailTaken(Conflict):
     code = "error.spectator.email_taken"
 
 
+class TooManyLinks(WalletError):
+    code = "error.spectator.too_many_links"
+    http_status = 429
+
+
 class InvalidLink(WalletError):
     code = "error.spectator.invalid_link"
 

@@ -6,6 +6,7 @@ bad item in a batch is refused on its own while the others go in.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -33,11 +34,21 @@ def _sane_time(value: datetime) -> datetime:
     return utc
 
 
+def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Python's JSON parser takes NaN and Infinity; strict JSON (and PostgreSQL) does not."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError("numbers must be finite (no NaN or Infinity)") from None
+    return value
+
+
 def _as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 When = Annotated[AwareDatetime, AfterValidator(_sane_time)]
+FreeForm = Annotated[dict[str, Any], AfterValidator(_strict_json)]
 Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
 ExternalId = Annotated[str, BeforeValidator(_as_text), Field(min_length=1, max_length=100)]
 Name = Annotated[str, Field(max_length=100)]
@@ -62,7 +73,7 @@ class EventIn(Model):
     start_time: When = Field(alias="startTime")
     expiration_date: When | None = Field(None, alias="expirationDate")
     address: Address | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeForm = Field(default_factory=dict)
 
 
 class Security(Model):
@@ -93,7 +104,7 @@ class TransferRulesIn(Model):
 class TicketIn(Model):
     ticket_id: ExternalId = Field(alias="ticketId")
     event: EventIn
-    purchase_details: dict[str, Any] = Field(alias="purchaseDetails")
+    purchase_details: FreeForm = Field(alias="purchaseDetails")
     security: Security
     spectator_details: SpectatorDetails = Field(alias="spectatorDetails")
     activation_parameters: ActivationParameters = Field(alias="activationParameters")
@@ -106,7 +117,7 @@ class DefinitionIn(Model):
     type: Literal["MEMBERSHIP", "SEASON_CARD"]
     valid_from: When | None = Field(None, alias="validFrom")
     valid_until: When | None = Field(None, alias="validUntil")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeForm = Field(default_factory=dict)
 
 
 class PrivilegeIn(Model):

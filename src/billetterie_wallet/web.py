@@ -51,6 +51,8 @@ MESSAGES = {
     "error.spectator.invalid_email": "Enter a valid email address.",
     "error.spectator.weak_password": "Choose a password of at least 8 characters.",
     "error.spectator.invalid_link": "This link has expired or was already used.",
+    "error.spectator.too_many_links": "We already sent several links. Use the last one, or "
+    "try again in a few minutes.",
     "error.auth.csrf": "The form expired. Please try again.",
     "error.ticket.unknown": "This ticket is not in your wallet.",
     "error.ticket.deleted": "The organizer cancelled this ticket.",

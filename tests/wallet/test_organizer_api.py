@@ -291,6 +291,8 @@ async def test_openapi_describes_the_answers(wallet_server: str) -> None:
         feedback["required"]
     )
     assert not any(path.startswith("/app") for path in paths)  # the pages are not an API
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert paths["/api/v1/organizer/feedback"]["get"]["security"] == [{"HTTPBearer": []}]
 
 
 async def test_feedback_delivers_every_change_once_while_tickets_move(

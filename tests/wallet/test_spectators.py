@@ -411,3 +411,21 @@ async def test_each_server_sweeps_in_the_background(
                 break
             await asyncio.sleep(0.1)
     assert (await statuses(organizer))["T-01"] == "DELETED"
+
+
+async def test_sign_in_links_are_rationed(
+    wallet_server: str, wallet_engine: AsyncEngine, wallet_clock: FixedClock
+) -> None:
+    spectator = Spectator(wallet_server, wallet_engine, "ada@example.org")
+    for _ in range(5):
+        sent = await spectator.form("/app/login/link", email="ada@example.org")
+        assert sent.headers["location"] == "/app/login?done=link_sent"
+    refused = await spectator.form("/app/login/link", email="Ada@example.org")
+    assert refused.headers["location"] == "/app/login?error=error.spectator.too_many_links"
+    assert await factories.count(wallet_engine, db.mail_outbox) == 5
+    page = await spectator.http.get(refused.headers["location"])
+    assert "We already sent several links" in page.text
+    wallet_clock.advance(15 * 60)  # a link's lifetime later
+    again = await spectator.form("/app/login/link", email="ada@example.org")
+    assert again.headers["location"] == "/app/login?done=link_sent"
+    await spectator.close()

@@ -19,13 +19,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie_wallet import db
-from billetterie_wallet.errors import BadCredentials, EmailTaken, InvalidLink, InvalidRequest
+from billetterie_wallet.errors import (
+    BadCredentials,
+    EmailTaken,
+    InvalidLink,
+    InvalidRequest,
+    TooManyLinks,
+)
 from billetterie_wallet.models import normalize_email
 from billetterie_wallet.schemas import EMAIL
 
 _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("billetterie-wallet-no-such-spectator")
 MIN_PASSWORD = 8
+LINKS_PER_WINDOW = 5
 
 
 def _check_email(email: str) -> str:
@@ -133,9 +140,22 @@ async def login_with_password(engine: AsyncEngine, *, email: str, password: str)
 async def request_login_link(
     engine: AsyncEngine, *, email: str, base_url: str, lifetime: timedelta, now: datetime
 ) -> None:
-    """Mail a one-time sign-in link (whether or not an account exists: the link creates it)."""
+    """Mail a one-time sign-in link (whether or not an account exists: the link creates it).
+    At most :data:`LINKS_PER_WINDOW` links per address per lifetime of a link, so the form
+    cannot be used to flood someone's mailbox."""
     email = _check_email(email)
     async with db.transaction(engine) as conn:
+        recent = (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(db.login_link)
+                .where(db.login_link.c.email == email, db.login_link.c.created_at > now - lifetime)
+            )
+        ).scalar_one()
+        if recent >= LINKS_PER_WINDOW:
+            raise TooManyLinks(
+                "too many sign-in links were sent to this address; use the last one or wait"
+            )
         await _issue_link(
             conn,
             email,

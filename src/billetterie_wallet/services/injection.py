@@ -17,12 +17,12 @@ Contract of :func:`inject_tickets`:
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -48,11 +48,14 @@ def describe(error: ValidationError) -> str:
 
 
 def fingerprint(model: BaseModel) -> str:
-    """The item's canonical JSON, hashed; raises ValueError for what strict JSON cannot hold
-    (NaN, infinities), which the databases' JSON columns would refuse."""
-    data = model.model_dump(by_alias=True)  # python mode: JSON mode would turn NaN into null
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The item's canonical JSON, hashed. Raises ValueError for integers beyond 64 bits, which
+    the databases' JSON columns cannot hold either."""
+    data = model.model_dump(by_alias=True)  # free-form parts are finite (schemas.FreeForm)
+    try:
+        text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        raise ValueError("numbers must fit in 64 bits") from None
+    return hashlib.sha256(text).hexdigest()
 
 
 def _error(key: str, id_: str, code: str, detail: str) -> Result:
@@ -81,8 +84,8 @@ def _parse(
         except ValidationError as exc:
             results[index] = _error(key, shown, invalid, describe(exc))
             continue
-        except ValueError:
-            results[index] = _error(key, shown, invalid, "numbers must be finite (no NaN)")
+        except ValueError as exc:
+            results[index] = _error(key, shown, invalid, str(exc))
             continue
         item_id = getattr(item, id_field)
         if item_id in seen:
@@ -336,9 +339,15 @@ async def _inject_valid(
     seq = await db.next_sequence(conn, organizer_id, len(inserts) + len(updates))
     entries: list[tuple[int, Change]] = []
     if inserts:
-        query = sa.insert(db.ticket).returning(db.ticket.c.id, sort_by_parameter_order=True)
-        for row in (await conn.execute(query, inserts)).all():
-            entries.append((seq, Change(row.id, "ticket.injected", State.INJECTED.value, actor)))
+        # RETURNING the business key, not relying on row order: that keeps the insert one
+        # multi-row statement (a guaranteed order would make SQLite insert row by row).
+        query = sa.insert(db.ticket).returning(db.ticket.c.id, db.ticket.c.external_id)
+        new_ids = {row.external_id: row.id for row in (await conn.execute(query, inserts)).all()}
+        for row_values in inserts:
+            change = Change(
+                new_ids[row_values["external_id"]], "ticket.injected", State.INJECTED.value, actor
+            )
+            entries.append((seq, change))
             seq += 1
     updates.sort(key=lambda u: u["_id"])
     for row_values in updates:

@@ -29,6 +29,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_login_link")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_login_link_token_hash")),
     )
+    with op.batch_alter_table("login_link", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_login_link_email"), ["email"], unique=False)
     op.create_table(
         "mail_outbox",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -576,5 +578,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_mail_outbox_to_email"))
 
     op.drop_table("mail_outbox")
+    with op.batch_alter_table("login_link", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_login_link_email"))
+
     op.drop_table("login_link")
     # ### end Alembic commands ###
