@@ -148,11 +148,16 @@ class Stats:
 
 
 async def buyer(
-    client: httpx.AsyncClient, ids: dict[str, Any], stats: Stats, sold_out: set[str], seed: int
+    client: httpx.AsyncClient,
+    ids: dict[str, Any],
+    stats: Stats,
+    sold_out: set[str],
+    seed: int,
+    deadline: float,
 ) -> None:
     rng = random.Random(seed)
     categories = list(ids["categories"])
-    while len(sold_out) < len(categories):
+    while len(sold_out) < len(categories) and time.perf_counter() < deadline:
         category = rng.choice([c for c in categories if c not in sold_out] or categories)
         quantity = rng.randint(1, 4)
         while quantity >= 1:
@@ -208,7 +213,9 @@ async def buyer(
             sold_out.add(category)
 
 
-async def rush(base_url: str, token: str, ids: dict[str, Any], buyers: int) -> tuple[Stats, float]:
+async def rush(
+    base_url: str, token: str, ids: dict[str, Any], buyers: int, max_seconds: float
+) -> tuple[Stats, float]:
     stats = Stats()
     sold_out: set[str] = set()
     limits = httpx.Limits(max_connections=buyers, max_keepalive_connections=buyers)
@@ -219,7 +226,10 @@ async def rush(base_url: str, token: str, ids: dict[str, Any], buyers: int) -> t
         timeout=60,
     ) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(buyer(client, ids, stats, sold_out, i) for i in range(buyers)))
+        deadline = started + max_seconds
+        await asyncio.gather(
+            *(buyer(client, ids, stats, sold_out, i, deadline) for i in range(buyers))
+        )
         elapsed = time.perf_counter() - started
     return stats, elapsed
 
@@ -322,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--buyers", type=int, default=200)
     parser.add_argument("--ceiling-seconds", type=int, default=10)
+    parser.add_argument(
+        "--max-seconds", type=float, default=900, help="stop the rush after this long"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -336,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(env, tmp / "server.log", args.workers)
         token = token_of(server, RESELLER_OPERATOR, RESELLER_PARTNER, SECRET)
         load_before = os.getloadavg()
-        stats, elapsed = asyncio.run(rush(server.base_url, token, ids, args.buyers))
+        stats, elapsed = asyncio.run(
+            rush(server.base_url, token, ids, args.buyers, args.max_seconds)
+        )
         checks = asyncio.run(verify(database.url, ids))
     finally:
         if server is not None:

@@ -130,9 +130,49 @@ async def domain_error(request: Request, exc: Exception) -> Response:
     return await render_error(request, exc)
 
 
+class DatabaseUnavailable(DomainError):
+    """The database cannot take the call now (no connection left, or unreachable)."""
+
+    code = "error.service.unavailable"
+    http_status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the service is overloaded or its database unreachable; retry shortly")
+        self.retry_after = 2
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    """A pool that timed out, a server refusing connections (``too many clients``), a lost
+    connection: the call can be retried, it is not a bug."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout | ConnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        text = f"{type(exc.orig).__name__} {exc.orig}".lower()
+        return exc.connection_invalidated or any(
+            marker in text
+            for marker in (
+                "too many clients",
+                "toomanyconnections",
+                "connection refused",
+                "cannot connect",
+                "connection was closed",
+                "connectiondoesnotexist",
+            )
+        )
+    return False
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     import logging
 
+    if _database_unavailable(exc):
+        logging.getLogger("billetterie").warning(
+            "database unavailable on %s: %s", request.url.path, exc
+        )
+        return await render_error(request, DatabaseUnavailable())
     logging.getLogger("billetterie").exception(
         "unexpected error on %s", request.url.path, exc_info=exc
     )

@@ -17,7 +17,8 @@ from billetterie.compat.schemas import Envelope, Problem
 ERRORS_RPC = {
     "400": "malformed request: error.request.malformed_json or error.request.invalid",
     "401": "missing, forged or expired token, or bad credentials (error.auth.*)",
-    "503": "the inventory is busy (error.inventory.busy); retry after Retry-After",
+    "503": "the inventory is busy (error.inventory.busy) or the service overloaded "
+    "(error.service.unavailable); retry after Retry-After",
     "509": "too many calls to this endpoint (error.request.rate_limited); retry after Retry-After",
 }
 ERRORS_GET = {
@@ -25,6 +26,7 @@ ERRORS_GET = {
     "401": "missing, forged or expired token (error.auth.*)",
     "404": "no such resource for this caller (error.*)",
     "409": "a refusal of a well-formed request (error.*)",
+    "503": "the service is overloaded (error.service.unavailable); retry after Retry-After",
     "509": "too many calls to this endpoint (error.request.rate_limited); retry after Retry-After",
 }
 

@@ -1,0 +1,38 @@
+"""A database that cannot take a call (pool exhausted, server refusing clients) answers 503 with
+Retry-After and a stable code — a retryable refusal, not a 500."""
+
+from __future__ import annotations
+
+import orjson
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.requests import Request
+
+from billetterie.compat.envelope import unexpected_error
+
+
+def request(path: str) -> Request:
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
+    return Request(scope, receive)
+
+
+class TooManyConnectionsError(Exception):
+    pass
+
+
+async def test_an_exhausted_pool_or_a_full_server_is_a_503() -> None:
+    rpc = "/tnseb/backend-apis/externalOrderService/v1_33/closeOrder"
+    full = DBAPIError("SELECT 1", None, TooManyConnectionsError("sorry, too many clients already"))
+    for error in (PoolTimeout("QueuePool limit reached"), full, ConnectionRefusedError()):
+        answer = await unexpected_error(request(rpc), error)
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "2"
+        assert orjson.loads(answer.body)["statusCode"] == "error.service.unavailable"
+    mirror = await unexpected_error(request("/api/v1/catalog"), full)
+    assert mirror.status_code == 503
+    assert orjson.loads(mirror.body)["code"] == "error.service.unavailable"
+    bug = await unexpected_error(request(rpc), ZeroDivisionError())
+    assert bug.status_code == 500
