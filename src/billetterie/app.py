@@ -24,8 +24,7 @@ from billetterie.compat import (
 from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_limited
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
-from billetterie.identity import oidc_web, saml_web
-from billetterie.identity import web as identity_web
+from billetterie.identity import account_web, oidc_web, saml_web
 from billetterie.identity.mail import Mailer, MailSink, SmtpMailer, delivery_loop
 from billetterie.inventory import tasks as inventory_tasks
 from billetterie.inventory.board import Board
@@ -103,12 +102,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(availability_api.router)
     app.include_router(contacts_api.contact_service.router())
 
-    app.include_router(identity_web.router)
+    app.include_router(account_web.router)
     app.include_router(saml_web.router)
     app.include_router(oidc_web.router)
     app.state.mailer = mailer_for(settings)
     if settings.dev_mail:
-        app.include_router(identity_web.dev_router)
+        app.include_router(account_web.dev_router)
 
     openapi.install(app)
 
