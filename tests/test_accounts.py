@@ -428,3 +428,74 @@ async def test_an_erased_contact_is_signed_out(app: FastAPI) -> None:
         assert erased.json()["statusCode"] == "success"
         response = await client.get(f"{SHOP}/account")
         assert response.headers["location"] == f"{SHOP}/account/login"
+
+
+async def test_edit_profile_consents_and_password(
+    app: FastAPI, scratch_engine: AsyncEngine
+) -> None:
+    async with browser(app) as client:
+        await register(
+            client,
+            "ACMEWEB",
+            "ada@example.org",
+            PASSWORD,
+            criteria=["JAZZ"],
+            authorizations=["NEWS"],
+        )
+        page = await client.get(f"{SHOP}/account/edit")
+        assert 'value="JAZZ" checked' in page.text and 'value="NEWS" checked' in page.text
+        assert 'value="PARTNERS">' in page.text
+        changes = {
+            "firstName": "Augusta",
+            "lastName": "King",
+            "city": "London",
+            "country": "gb",
+            "criteria": ["OPERA"],
+            "authorizations": ["PARTNERS"],
+        }
+        wrong = await post_form(
+            client,
+            f"{SHOP}/account/edit",
+            {**changes, "oldPassword": "not it at all 1", "newPassword": "new horse 43"},
+        )
+        assert wrong.status_code == 401
+        assert error_code(wrong.text) == "error.contact.bad_credentials"
+        saved = await post_form(
+            client,
+            f"{SHOP}/account/edit",
+            {**changes, "oldPassword": PASSWORD, "newPassword": "new horse 43"},
+        )
+        assert saved.status_code == 200 and "Saved." in saved.text
+        assert 'value="OPERA" checked' in saved.text and 'value="NEWS">' in saved.text
+        cookie = next(
+            c
+            for c in saved.headers.get_list("set-cookie")
+            if c.startswith("stx_contact_ACME_WEB_v1=")
+        )
+        assert "Augusta" in cookie
+    async with read(scratch_engine) as conn:
+        row = (await conn.execute(sa.select(contacts_db.contact))).one()
+        consents = (
+            (
+                await conn.execute(
+                    sa.select(contacts_db.contact_authorization.c.allowed).order_by(
+                        contacts_db.contact_authorization.c.contact_authorization_type_id
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        address = (await conn.execute(sa.select(contacts_db.contact_address))).one()
+    assert (row.first_name, row.last_name, row.login) == ("Augusta", "King", "ada@example.org")
+    assert consents == [False, True] and (address.city, address.country_code) == ("London", "GB")
+    async with browser(app) as client:
+        assert (
+            await sign_in(client, "ACMEWEB", "ada@example.org", "new horse 43")
+        ).status_code == 303
+        assert (
+            await client.get(f"{SHOP}/account/edit?callbackUrl=https://evil.example/")
+        ).status_code == 400
+    async with browser(app) as client:
+        response = await client.get(f"{SHOP}/account/edit")
+        assert response.headers["location"].startswith(f"{SHOP}/account/login?next=")

@@ -29,8 +29,7 @@ from billetterie.compat.ratelimit import RateLimited, RateLimitMiddleware, rate_
 from billetterie.compat.runtime import Runtime
 from billetterie.config import Settings
 from billetterie.contacts import events as contact_events
-from billetterie.identity import oidc_web, saml_web
-from billetterie.identity import web as identity_web
+from billetterie.identity import account_web, oidc_web, saml_web
 from billetterie.identity.mail import Mailer, MailSink, SmtpMailer, delivery_loop
 from billetterie.inventory.board import Board
 from billetterie.payments import api as payments_api
@@ -150,12 +149,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(webhooks_api.router)
     app.include_router(contacts_api.contact_service.router())
 
-    app.include_router(identity_web.router)
+    app.include_router(account_web.router)
     app.include_router(saml_web.router)
     app.include_router(oidc_web.router)
     app.state.mailer = mailer_for(settings)
     if settings.dev_mail:
-        app.include_router(identity_web.dev_router)
+        app.include_router(account_web.dev_router)
 
     openapi.install(app)
 

@@ -111,7 +111,11 @@ def _subjects(login: str, address: str) -> list[tuple[str, int]]:
 
 
 async def _record_failure(
-    engine: AsyncEngine, point: ShopPoint, subjects: list[tuple[str, int]], now: datetime
+    engine: AsyncEngine,
+    point: ShopPoint,
+    subjects: list[tuple[str, int]],
+    now: datetime,
+    action: str = "identity.login.failed",
 ) -> None:
     async with transaction(engine) as conn:
         await conn.execute(
@@ -124,7 +128,7 @@ async def _record_failure(
         await audit.record(
             conn,
             institution_id=point.institution_id,
-            action="identity.login.failed",
+            action=action,
             actor="anonymous",
             at=now,
             point_of_sale_id=point.point_of_sale_id,
@@ -470,7 +474,7 @@ async def request_reset(
                 ),
                 now=now,
             )
-    await _record_failure(engine, point, subjects, now)
+    await _record_failure(engine, point, subjects, now, "identity.reset.requested")
 
 
 async def reset_password(

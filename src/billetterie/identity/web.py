@@ -1,4 +1,4 @@
-"""Shop account pages under ``/shop/<point of sale code>/account/`` (server-rendered, Jinja2).
+"""What every shop page shares (``/shop/<point of sale code>/...``, server-rendered, Jinja2).
 
 Every form carries a CSRF token: a random value in the ``bt_csrf`` cookie (HttpOnly,
 SameSite=Lax, scoped to the shop's path) that the form must echo; a POST without the match is
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from fastapi import APIRouter, Request
+from fastapi import Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import FormData
@@ -34,24 +34,19 @@ from billetterie.catalog.services import (
 from billetterie.config import Settings
 from billetterie.contacts import services as contacts
 from billetterie.contacts.models import (
-    Address,
-    AddressKind,
-    Authorization,
     Contact,
-    ContactInput,
     Detail,
 )
 from billetterie.identity import accounts, cookies
-from billetterie.identity.errors import BadReturnUrl, CsrfRejected, PasswordLoginDisabled
+from billetterie.identity.errors import BadReturnUrl, CsrfRejected
 from billetterie.identity.keys import point_of_sale_key
-from billetterie.identity.mail import Mailer, MailSink, deliver_pending
+from billetterie.identity.mail import Mailer, deliver_pending
 from billetterie.identity.models import SignInSetup, host_allowed
 from billetterie.identity.signin import sign_in_setup
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
 
-router = APIRouter(include_in_schema=False)
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -357,325 +352,3 @@ async def current_contact(shop: Shop) -> Contact | None:
             conn, contacts.ContactScope(shop.point.institution_id), number, [Detail.GENERAL]
         )
     return None if contact.login is None else contact
-
-
-# --- pages -----------------------------------------------------------------------------------
-
-
-def login_page(shop: Shop, *, next_url: str, status: int = 200, **values: Any) -> Response:
-    provider = shop.setup.identity_provider
-    return shop.page(
-        "login.html",
-        status=status,
-        title="Sign in",
-        next=next_url,
-        password_login=shop.password_login,
-        registration=shop.point.registration_allowed and shop.password_login,
-        provider_name=provider.name if provider else None,
-        **values,
-    )
-
-
-@router.get("/shop/{pos_code}/account/login")
-async def login_form(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        next_url = shop.safe_return(request.query_params.get("next"))
-        return login_page(shop, next_url=next_url, email="")
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.post("/shop/{pos_code}/account/login")
-async def login_submit(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        form = await form_of(shop)
-        next_url = shop.safe_return(field_of(form, "next", MAX_FIELD))
-        email = field_of(form, "email")
-        if not shop.password_login:
-            raise PasswordLoginDisabled("this shop signs you in with its identity provider")
-        try:
-            signed = await accounts.login(
-                shop.engine,
-                shop.point,
-                email=email,
-                password=field_of(form, "password", 256),
-                address=shop.address,
-                remember=field_of(form, "remember") == "1",
-                now=shop.now,
-            )
-        except DomainError as error:
-            return login_page(
-                shop, next_url=next_url, email=email, error=error, status=error.http_status
-            )
-        await start_session(shop, signed)
-        return shop.redirect(next_url)
-
-    return await run_page(request, pos_code, handle)
-
-
-def _flag(value: str | None) -> bool:
-    return value not in {"false", "0"}
-
-
-@router.get("/shop/{pos_code}/account/register")
-async def register_form(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        q = request.query_params
-        if not shop.password_login:
-            raise PasswordLoginDisabled("this shop creates accounts with its identity provider")
-        return await register_page(
-            shop,
-            next_url=shop.safe_return(q.get("callbackUrl")),
-            show=(
-                _flag(q.get("showAddress")),
-                _flag(q.get("showCriteria")),
-                _flag(q.get("showAuthorization")),
-            ),
-            form={},
-        )
-
-    return await run_page(request, pos_code, handle)
-
-
-async def register_page(
-    shop: Shop,
-    *,
-    next_url: str,
-    show: tuple[bool, bool, bool],
-    form: dict[str, str],
-    error: DomainError | None = None,
-) -> Response:
-    async with read(shop.engine) as conn:
-        definitions = await contacts.list_definitions(conn, shop.point.institution_id)
-
-    def labelled(items: list[Any]) -> list[dict[str, str]]:
-        return [{"code": c.code, "label": c.name.get(shop.language, c.code)} for c in items]
-
-    return shop.page(
-        "register.html",
-        status=error.http_status if error else 200,
-        title="Create an account",
-        next=next_url,
-        show_address=show[0],
-        show_criteria=show[1],
-        show_authorization=show[2],
-        criteria=labelled(definitions.criteria),
-        authorizations=labelled(definitions.authorizations),
-        form=form,
-        error=error,
-    )
-
-
-@router.post("/shop/{pos_code}/account/register")
-async def register_submit(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        form = await form_of(shop)
-        next_url = shop.safe_return(field_of(form, "callbackUrl", MAX_FIELD))
-        show = (
-            _flag(field_of(form, "showAddress")),
-            _flag(field_of(form, "showCriteria")),
-            _flag(field_of(form, "showAuthorization")),
-        )
-        values = {
-            name: field_of(form, name, 255)
-            for name in ("email", "title", "firstName", "lastName", "street", "zip", "city")
-        }
-        values["country"] = field_of(form, "country", 2).upper()
-        if not shop.password_login:
-            raise PasswordLoginDisabled("this shop creates accounts with its identity provider")
-        async with read(shop.engine) as conn:
-            definitions = await contacts.list_definitions(conn, shop.point.institution_id)
-        chosen = set(form.getlist("authorizations"))
-        try:
-            signed = await accounts.register(
-                shop.engine,
-                shop.point,
-                ContactInput(
-                    title=values["title"] or None,
-                    first_name=values["firstName"] or None,
-                    last_name=values["lastName"] or None,
-                    email=values["email"],
-                    language=shop.language,
-                ),
-                password=field_of(form, "password", 256),
-                criteria=[c for c in form.getlist("criteria") if isinstance(c, str)][:200],
-                authorizations=[
-                    Authorization(a.code, a.code in chosen) for a in definitions.authorizations
-                ]
-                if show[2]
-                else [],
-                now=shop.now,
-            )
-        except DomainError as error:
-            values.pop("password", None)
-            return await register_page(shop, next_url=next_url, show=show, form=values, error=error)
-        if show[0] and (values["city"] or values["street"]):
-            await contacts.update_contact(
-                shop.engine,
-                contacts.ContactScope(shop.point.institution_id),
-                signed.contact_number,
-                contacts.ContactChanges(
-                    addresses=[
-                        Address(
-                            AddressKind.MAIN,
-                            values["street"] or None,
-                            None,
-                            values["zip"] or None,
-                            values["city"] or None,
-                            values["country"] or None,
-                        )
-                    ]
-                ),
-                point_of_sale_id=shop.point.point_of_sale_id,
-                actor=f"contact:{signed.contact_number}",
-                now=shop.now,
-            )
-        await deliver_mail(shop)
-        await start_session(shop, signed)
-        return shop.redirect(next_url)
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.get("/shop/{pos_code}/account/verify")
-async def verify(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        token = request.query_params.get("token", "")
-        await accounts.verify_email(shop.engine, shop.point, token, now=shop.now)
-        return shop.page(
-            "message.html",
-            title="Email confirmed",
-            notice="Thank you: your email address is confirmed.",
-            link=f"{shop.base}/account",
-            link_text="My account",
-        )
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.get("/shop/{pos_code}/account/forgot")
-async def forgot_form(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        return shop.page("forgot.html", title="Forgot your password?")
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.post("/shop/{pos_code}/account/forgot")
-async def forgot_submit(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        form = await form_of(shop)
-        try:
-            await accounts.request_reset(
-                shop.engine,
-                shop.point,
-                email=field_of(form, "email"),
-                address=shop.address,
-                now=shop.now,
-            )
-        except DomainError as error:
-            return shop.refuse(error, "forgot.html", title="Forgot your password?")
-        await deliver_mail(shop)
-        return shop.page(
-            "message.html",
-            title="Check your mail",
-            notice="If this address has an account, a link to choose a new password is on its way.",
-        )
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.get("/shop/{pos_code}/account/reset")
-async def reset_form(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        token = request.query_params.get("token", "")[:200]
-        return shop.page("reset.html", title="Choose a new password", token=token)
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.post("/shop/{pos_code}/account/reset")
-async def reset_submit(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        form = await form_of(shop)
-        token = field_of(form, "token", 200)
-        try:
-            await accounts.reset_password(
-                shop.engine, shop.point, token, field_of(form, "password", 256), now=shop.now
-            )
-        except DomainError as error:
-            return shop.refuse(error, "reset.html", title="Choose a new password", token=token)
-        shop.clear_cookie(SESSION_COOKIE, path=shop.base)
-        shop.clear_cookie(REMEMBER_COOKIE, path=shop.base)
-        return shop.page(
-            "message.html",
-            title="Password changed",
-            notice="Your new password is set; sign in with it.",
-            link=f"{shop.base}/account/login",
-            link_text="Sign in",
-        )
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.post("/shop/{pos_code}/account/logout")
-async def logout(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        form = await form_of(shop)
-        await accounts.logout(
-            shop.engine,
-            shop.point,
-            session_token=request.cookies.get(SESSION_COOKIE),
-            remember=request.cookies.get(REMEMBER_COOKIE),
-            now=shop.now,
-        )
-        shop.clear_cookie(SESSION_COOKIE, path=shop.base)
-        shop.clear_cookie(REMEMBER_COOKIE, path=shop.base)
-        clear_website_cookie(shop)
-        next_url = shop.safe_return(field_of(form, "next", MAX_FIELD) or None)
-        if next_url == f"{shop.base}/account":
-            next_url = f"{shop.base}/account/login"
-        return shop.redirect(next_url)
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.get("/shop/{pos_code}/account")
-async def account(request: Request, pos_code: str) -> Response:
-    async def handle(shop: Shop) -> Response:
-        contact = await current_contact(shop)
-        if contact is None:
-            return shop.redirect(f"{shop.base}/account/login")
-        return shop.page("account.html", title="My account", contact=contact)
-
-    return await run_page(request, pos_code, handle)
-
-
-@router.get("/shop/{pos_code}/.well-known/contact-cookie-key.pem")
-async def cookie_key(request: Request, pos_code: str) -> Response:
-    """The Ed25519 public key that signs the contact cookie's additionalData."""
-
-    async def handle(shop: Shop) -> Response:
-        key = await point_of_sale_key(
-            shop.engine,
-            institution_id=shop.point.institution_id,
-            point_of_sale_id=shop.point.point_of_sale_id,
-            purpose="cookie",
-            subject=shop.point.code,
-            now=shop.now,
-        )
-        return Response(key.public_pem(), media_type="application/x-pem-file")
-
-    return await run_page(request, pos_code, handle)
-
-
-dev_router = APIRouter(include_in_schema=False)
-
-
-@dev_router.get("/dev/mail")
-async def dev_mail(request: Request) -> Response:
-    """What the development mail sink received (newest first); only with ``dev_mail`` on."""
-    mailer = getattr(request.app.state, "mailer", None)
-    messages = list(mailer.messages) if isinstance(mailer, MailSink) else []
-    html = templates.get_template("mail.html").render(title="Development mail", messages=messages)
-    return HTMLResponse(html)
