@@ -233,7 +233,10 @@ class SeatIndexes:
     def __init__(self, capacity: int = MAX_INDEXES) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[int, PerformanceSeats] = OrderedDict()
-        self.builds = 0  # how many indexes were built (for tests and benchmarks)
+        # for tests and benchmarks: indexes built, seat races lost (seats proposed that another
+        # transaction had taken)
+        self.builds = 0
+        self.lost_races = 0
 
     def get(self, performance_id: int) -> PerformanceSeats | None:
         entry = self._entries.get(performance_id)

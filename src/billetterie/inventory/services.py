@@ -566,6 +566,7 @@ class _Picker:
             _drop(mine, picked)
             del self.taken[request.performance_id][-len(picked) :]
             losses += 1
+            self.indexes.lost_races += 1
             if losses == 2:  # more than one seat race: catch up with the log first
                 await indexing.refresh(conn, entry)
                 if entry.stale:
