@@ -6,6 +6,12 @@ rows in sequence order (each row carries the counter's new absolute values, so a
 twice is harmless). ``follow`` polls the log; with PostgreSQL it also wakes on
 ``NOTIFY billetterie_inventory`` sent by the writer in its transaction, so a committed change
 reaches every process within one round trip. The sale path never reads the board.
+
+The board also keeps what availability reads check their caches against: each channel's setup
+and catalog versions (``channel_states``, as ``catalog.services.channel_state`` would read
+them). A setup import sends ``NOTIFY billetterie_inventory, '<institution>:setup'`` at commit
+(``inventory.provision``); the board then reads the versions again, and the product facts when
+a setup version moved. Without NOTIFY (SQLite) the versions are read at every poll tick.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +28,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billetterie.catalog.services import ProductFacts, product_facts, timeslot_times
+from billetterie.catalog.models import CatalogScope
+from billetterie.catalog.services import (
+    ChannelState,
+    ProductFacts,
+    channel_states,
+    product_facts,
+    timeslot_times,
+)
 from billetterie.inventory import db
 from billetterie.inventory.models import Counts, HoldState
 from billetterie.inventory.services import NOTIFY_CHANNEL
@@ -63,6 +77,10 @@ class Board:
         self.updated_at: dict[int, datetime] = {}  # product -> when its availability last changed
         self.products: dict[int, ProductFacts] = {}
         self.timeslots: dict[int, tuple[datetime, datetime]] = {}
+        # (sales channel, scope) -> setup and catalog versions
+        self.channel_states: dict[tuple[int, CatalogScope], ChannelState] = {}
+        self._states_due = False  # a setup import was notified
+        self._states_read_at = 0.0  # time.monotonic() of the last read of the versions
         self._wake = asyncio.Event()
         self._loaded = False
 
@@ -80,6 +98,8 @@ class Board:
             ).all()
             self.products = await product_facts(conn)
             self.timeslots = await timeslot_times(conn)
+            states = await channel_states(conn)
+        self._set_states(states)
         self.stocks.clear()
         self.by_performance.clear()
         self.by_product.clear()
@@ -90,6 +110,26 @@ class Board:
         self.expired = {}
         await self._refresh_expired()
         self._loaded = True
+
+    def _set_states(self, states: dict[tuple[int, CatalogScope], ChannelState]) -> bool:
+        """Keep the versions read; whether a setup version moved."""
+        self._states_read_at = time.monotonic()
+        self._states_due = False
+        moved = {k: v.setup_version for k, v in states.items()} != {
+            k: v.setup_version for k, v in self.channel_states.items()
+        }
+        self.channel_states = states
+        return moved
+
+    async def _refresh_states(self) -> None:
+        async with read(self.engine) as conn:
+            states = await channel_states(conn)
+            if self._set_states(states):  # products' facts come with the setup
+                self.products = await product_facts(conn)
+                self.timeslots = await timeslot_times(conn)
+
+    def states_due(self) -> bool:
+        return self._states_due or time.monotonic() - self._states_read_at >= self.poll_seconds
 
     def _put(self, row: Any) -> None:
         view = StockView(
@@ -185,9 +225,13 @@ class Board:
             await self.load()
         else:
             await self._refresh_expired()
+            if self.states_due():
+                await self._refresh_states()
         return len(rows)
 
-    def notify(self) -> None:
+    def notify(self, payload: str = "") -> None:
+        if payload.endswith(":setup"):
+            self._states_due = True
         self._wake.set()
 
     async def follow(self) -> None:
@@ -214,7 +258,9 @@ class Board:
 
             url = self.engine.url.set(drivername="postgresql")
             connection = await asyncpg.connect(url.render_as_string(hide_password=False))
-            await connection.add_listener(CHANNEL, lambda *_: self.notify())
+            await connection.add_listener(
+                CHANNEL, lambda _connection, _pid, _channel, payload: self.notify(str(payload))
+            )
             return connection
         except Exception:  # polling still works without LISTEN
             log.warning("LISTEN %s unavailable; polling every %ss", CHANNEL, self.poll_seconds)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billetterie.catalog.services import InventoryPlan
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
-from billetterie.inventory.services import log_changes
+from billetterie.inventory.services import NOTIFY_CHANNEL, log_changes
 
 
 def stock_key(
@@ -126,6 +126,8 @@ async def provision(
     )
     # new or resized stock is a change like any other: boards and feeds follow it
     await log_changes(conn, institution_id, changed, now)
+    if conn.dialect.name == "postgresql":  # boards re-read the channels' versions at commit
+        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, f"{institution_id}:setup")))
     return len(wanted)
 
 
