@@ -294,6 +294,24 @@ class View:
         return visible(stocks, self.contingents)
 
     def performance(self, performance_id: int, body: FilteredRequest) -> dict[str, Any]:
+        """One performance's answer; the same question on an unchanged board is answered
+        from the board's memo (the answer is never mutated afterwards)."""
+        stocks = self.board.performance_stocks(performance_id)
+        if not stocks or stocks[0].product_id not in self.product_ids:
+            raise UnknownPerformance(f"no performance {performance_id} on sale on this channel")
+        key = (
+            performance_id,
+            tuple(body.seatCategoryIds),
+            tuple(body.contingentIds),
+            frozenset(self.contingents),
+        )
+        answer: dict[str, Any] | None = self.board.memo_get(key)
+        if answer is None:
+            answer = self._performance(performance_id, body)
+            self.board.memo_put(key, answer)
+        return answer
+
+    def _performance(self, performance_id: int, body: FilteredRequest) -> dict[str, Any]:
         stocks = self.performance_stocks(performance_id)
         ratio = self.board.alert_ratio(stocks[0].product_id)
         try:

@@ -45,6 +45,7 @@ from billetterie.shared.db import read
 log = logging.getLogger("billetterie.inventory.board")
 CHANNEL = NOTIFY_CHANNEL
 BATCH = 10000
+MEMO_SIZE = 10000  # answers memoised per generation
 
 
 @dataclass(slots=True)
@@ -81,6 +82,11 @@ class Board:
         self.channel_states: dict[tuple[int, CatalogScope], ChannelState] = {}
         self._states_due = False  # a setup import was notified
         self._states_read_at = 0.0  # time.monotonic() of the last read of the versions
+        # bumped by every change of counts or product facts; answers derived from the board
+        # are memoised for one generation
+        self.generation = 0
+        self._memo: dict[Any, Any] = {}
+        self._memo_generation = 0
         self._wake = asyncio.Event()
         self._loaded = False
 
@@ -108,6 +114,7 @@ class Board:
         self.sequence = {r.institution_id: r.value for r in sequences}
         self.updated_at = {product_id: at for product_id, at in updated}
         self.expired = {}
+        self.generation += 1
         await self._refresh_expired()
         self._loaded = True
 
@@ -127,6 +134,7 @@ class Board:
             if self._set_states(states):  # products' facts come with the setup
                 self.products = await product_facts(conn)
                 self.timeslots = await timeslot_times(conn)
+                self.generation += 1
 
     def states_due(self) -> bool:
         return self._states_due or time.monotonic() - self._states_read_at >= self.poll_seconds
@@ -154,6 +162,7 @@ class Board:
             self._set(self.stocks[row.id], view.raw)
 
     def _set(self, view: StockView, raw: Counts) -> None:
+        self.generation += 1
         view.raw = raw
         expired = min(self.expired.get(view.id, 0), raw.held)
         view.counts = (
@@ -267,6 +276,23 @@ class Board:
             return None
 
     # --- reads -----------------------------------------------------------------------------
+
+    def memo_get(self, key: Any) -> Any:
+        """An answer memoised under ``key`` in this generation, else None."""
+        if self._memo_generation != self.generation:
+            self._memo.clear()
+            self._memo_generation = self.generation
+            return None
+        return self._memo.get(key)
+
+    def memo_put(self, key: Any, answer: Any) -> Any:
+        if self._memo_generation != self.generation:
+            self._memo.clear()
+            self._memo_generation = self.generation
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = answer
+        return answer
 
     def performance_stocks(self, performance_id: int) -> list[StockView]:
         return self.by_performance.get(performance_id, [])
