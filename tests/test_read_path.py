@@ -183,3 +183,51 @@ async def test_channel_states_match_the_database(
             assert states[(channel_id, scope)] == await channel_state(
                 conn, institution_id, channel_id, scope
             )
+
+
+async def test_the_performance_mirror_reads_its_filters(
+    scratch_engine: AsyncEngine, scratch_api: Api
+) -> None:
+    data = await acme(scratch_engine, scratch_api)
+    sh01 = data["ids"]["performances"]["SH01"]
+    c1, c2 = (data["ids"]["categories"][("SH01", code)] for code in ("C1", "C2"))
+    auth = {"Authorization": f"Bearer {data['token']}"}
+    path = f"/api/v1/availability/performances/{sh01}"
+
+    each = await scratch_api.client.get(f"{path}?seatCategoryIds=-1", headers=auth)
+    assert each.status_code == 200
+    assert [(d["seatCategoryId"], d["free"]) for d in each.json()["details"]] == sorted(
+        [(c1, 30), (c2, 25)]
+    )
+    both = await scratch_api.client.get(
+        f"{path}?seatCategoryIds={c2}&seatCategoryIds={c1}&contingentIds=0", headers=auth
+    )
+    assert [(d["seatCategoryId"], d["contingentId"]) for d in both.json()["details"]] == [
+        (c2, 0),
+        (c1, 0),
+    ]
+    assert both.json()["free"] == 55
+    rpc = await scratch_api.rpc(
+        AVAILABILITY,
+        PERFORMANCE,
+        {"performanceIds": [sh01], "seatCategoryIds": [c2, c1], "contingentIds": [0]},
+        token=data["token"],
+    )
+    assert rpc.json()["performanceAvailabilities"][0] == both.json()
+
+    for query in (
+        "seatCategoryIds=abc",
+        "contingentIds=-2",
+        "seatCategoryIds=1_0",
+        f"seatCategoryIds={2**53}",
+        "&".join(["contingentIds=0"] * 501),
+    ):
+        refused = await scratch_api.client.get(f"{path}?{query}", headers=auth)
+        assert refused.status_code == 400, query
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["code"] == "error.request.invalid"
+    foreign = await scratch_api.client.get(f"{path}?contingentIds=999999", headers=auth)
+    assert (foreign.status_code, foreign.json()["code"]) == (
+        404,
+        "error.availability.invalid_filter",
+    )
