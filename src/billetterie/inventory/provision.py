@@ -303,13 +303,18 @@ SEAT_COLUMNS = (
 )
 
 
-async def _insert_seats(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+COPY_SEATS = True  # bench/provisioning.py turns it off to compare
+
+
+async def _insert_seats(
+    conn: AsyncConnection, rows: list[dict[str, Any]], *, copy: bool | None = None
+) -> None:
     """Insert performance seats in bulk: ``COPY`` on PostgreSQL (asyncpg's
     ``copy_records_to_table``, in the import's transaction), batched ``executemany``
-    elsewhere."""
+    elsewhere or with ``copy=False`` (default: ``COPY_SEATS``)."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
+    if (COPY_SEATS if copy is None else copy) and conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         if driver is not None and hasattr(driver, "copy_records_to_table"):
