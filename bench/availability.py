@@ -1520,6 +1520,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ba-calls", type=int, default=100, help="best-available calls per level (0: skip)"
     )
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--holds-only",
+        action="store_true",
+        help="import, then only the database path (hold_places, confirm_hold): no server",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if min(args.workers, args.concurrency, args.rounds, args.sales, args.holds) < 1:
@@ -1571,6 +1576,15 @@ async def served_phases(
         await engine.dispose()
 
 
+async def holds_only(url: str, ids: Ids, holds: int, report: Report) -> None:
+    engine = create_engine(url)
+    try:
+        with console.status("hold_places on the stadium"):
+            await hold_phase(engine, ids, holds, report)
+    finally:
+        await engine.dispose()
+
+
 def run(args: argparse.Namespace, report: Report) -> None:
     report.info |= {
         "workers": args.workers,
@@ -1590,6 +1604,9 @@ def run(args: argparse.Namespace, report: Report) -> None:
             upgrade(database.url)
         with console.status("generating and importing the stadium"):
             ids = asyncio.run(import_phase(database.url, args.performances, report))
+        if args.holds_only:
+            asyncio.run(holds_only(database.url, ids, args.holds, report))
+            return
         if args.ba_calls:
             with console.status("best-available on 80,000 seats (in process)"):
                 best_available_phase(args.ba_calls, args.seed, report)

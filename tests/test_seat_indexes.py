@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from billetterie.inventory import db
 from billetterie.inventory.errors import NotAvailable
-from billetterie.inventory.seat_indexes import SeatIndexes
+from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes
 from billetterie.inventory.seating import FreeSeat, best_available
 from billetterie.inventory.services import (
     Hold,
@@ -282,4 +282,26 @@ async def test_three_processes_choose_as_a_fresh_read_would(box: Box, seed: int)
                     assert made.expires_at <= now, exc
     assert compared >= 10
     assert all(p.builds == 1 for p in processes if len(p))
+    await check_invariants(box.engine)
+
+
+async def test_failed_bookkeeping_never_fails_a_committed_hold(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexes = SeatIndexes()
+    await hold(box, indexes, box.seats("C1", 1))
+    assert len(indexes) == 1
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("bookkeeping bug")
+
+    monkeypatch.setattr(PerformanceSeats, "apply_own", broken)
+    before = await box.sequence()
+    made = await hold(box, indexes, box.seats("C1", 2))
+    assert await box.sequence() == before + 1 and len(seats_of(made)) == 2
+    assert len(indexes) == 0  # dropped: rebuilt by the next hold
+    monkeypatch.undo()
+    want = await expected(box, "C1", 2)
+    assert seats_of(await hold(box, indexes, box.seats("C1", 2))) == want
+    assert indexes.builds == 2
     await check_invariants(box.engine)

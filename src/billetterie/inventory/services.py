@@ -18,9 +18,11 @@ Contract of every use case here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,6 +46,7 @@ from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, in
 from billetterie.shared import audit
 from billetterie.shared.db import transaction
 
+log = logging.getLogger("billetterie.inventory.services")
 ATTEMPTS = 5
 ROUNDS = 8  # proposals of seats within one transaction, after lost races
 NOTIFY_CHANNEL = "billetterie_inventory"  # the boards LISTEN on it (inventory.board)
@@ -117,7 +120,10 @@ class _Afterwards:
 
     def run(self, *, committed: bool) -> None:
         for action in self.committed if committed else self.rolled_back:
-            action()
+            try:
+                action()
+            except Exception:  # bookkeeping must never turn a committed change into an error
+                log.exception("seat index bookkeeping failed; the indexes concerned are dropped")
 
 
 Work = Callable[[AsyncConnection, _Afterwards], Any]
@@ -465,6 +471,10 @@ class _Picker:
     def _rolled_back(self) -> None:
         """What the index learnt from inside the transaction (seats of expired holds free,
         seats held here taken) did not happen: those stocks are read again next time."""
+        with self._dropping_on_failure():
+            self._forget_attempt()
+
+    def _forget_attempt(self) -> None:
         for performance_id, entry in self.entries.items():
             entry.unreserve(list(self.mine.get(performance_id, ())))
             seats = [*self.expired.get(performance_id, ()), *self.taken.get(performance_id, ())]
@@ -473,9 +483,20 @@ class _Picker:
             )
 
     def committed(self, sequence: int) -> None:
-        _apply_own(self.indexes, sequence, taken=self.taken, freed=self.expired)
-        for performance_id, entry in self.entries.items():
-            entry.unreserve(list(self.mine.get(performance_id, ())))
+        with self._dropping_on_failure():
+            _apply_own(self.indexes, sequence, taken=self.taken, freed=self.expired)
+            for performance_id, entry in self.entries.items():
+                entry.unreserve(list(self.mine.get(performance_id, ())))
+
+    @contextlib.contextmanager
+    def _dropping_on_failure(self) -> Iterator[None]:
+        """An index whose bookkeeping failed is not trusted again: the next hold rebuilds it."""
+        try:
+            yield
+        except Exception:
+            for performance_id in set(self.entries) | set(self.taken) | set(self.expired):
+                self.indexes.drop(performance_id)
+            raise
 
     async def entry(
         self, conn: AsyncConnection, performance_id: int, stock_ids: list[int]
