@@ -31,8 +31,9 @@ call limits off (``BILLETTERIE_RATE_LIMITS=off``). What it measures:
   measurement loop (``SeatIndex.best_available`` and the plain ``best_available`` function, 4
   seats together, at 0/30/60/90 % taken), imported, not re-implemented; and the database path:
   ``hold_places`` for 4 seats in CAT1 (10,000 seats) of the stadium, end to end, with
-  ``confirm_hold``, and its two parts measured apart (reading the free seats; choosing among
-  them).
+  ``confirm_hold``; in it, best-available from the process's seat index (target: p99 <= 5 ms),
+  the index's catch-up query and its one-off build; and, for comparison, the former path's
+  parts (reading every free seat of the category, then the plain function over them).
 
 It is a benchmark, not a test: it exits 0 when a target is missed, listing the misses, and 1 only
 when the run itself fails. The machine's load average is printed with the figures.
@@ -76,7 +77,9 @@ import best_available as ba_bench
 from billetterie.catalog import db as catalog_db
 from billetterie.catalog.setupfile import parse_document
 from billetterie.inventory import db as inventory_db
+from billetterie.inventory import seat_indexes as indexing
 from billetterie.inventory.models import SeatState
+from billetterie.inventory.seat_indexes import indexes_of
 from billetterie.inventory.seating import FreeSeat, best_available
 from billetterie.inventory.services import PlaceRequest, confirm_hold, hold_places
 from billetterie.migrations import upgrade
@@ -1283,10 +1286,10 @@ def best_available_phase(calls: int, seed: int, report: Report) -> None:
         )
         add(
             f"ba_function_{key}_p99_ms",
-            f"  best_available(free seats) p99 (p50 {function.quantile(0.5):.1f}), as hold_places",
+            f"  best_available(free seats) p99 (p50 {function.quantile(0.5):.1f}), the former "
+            "hold path",
             function.quantile(0.99),
             "ms",
-            TARGET_BEST_AVAILABLE_P99_MS,
         )
         add(
             f"ba_input_{key}_p99_ms",
@@ -1330,21 +1333,67 @@ async def free_seats_read(
     return reading(), building(), choosing(), len(free)
 
 
+async def index_timings(
+    engine: AsyncEngine, ids: Ids, performance: str, calls: int = 200
+) -> tuple[list[float], list[float], list[float]]:
+    """The seat index of the hold path, by parts, in seconds: proposing 4 seats of CAT1 on the
+    warm index (each proposal taken before the next); one catch-up with the change log when
+    nothing is new; a cold build of the performance's index."""
+    performance_id = ids.performances[performance]
+    entry = indexes_of(engine).get(performance_id)
+    if entry is None:
+        raise BenchError("hold_places left no seat index for the performance")
+    s = inventory_db.stock.c
+    async with read(engine) as conn:
+        stock_ids = list(
+            (
+                await conn.execute(
+                    sa.select(s.id).where(
+                        s.performance_id == performance_id,
+                        s.seat_category_id == ids.categories[SALE_CATEGORY],
+                        s.contingent_id.is_(None),
+                    )
+                )
+            ).scalars()
+        )
+    proposals, refreshes, builds = [], [], []
+    reserved: list[int] = []
+    for _ in range(calls):  # as consecutive holds: each proposal is reserved before the next
+        with stopwatch() as proposing:
+            picked = entry.propose(stock_ids, QUANTITY, split_allowed=False)
+        if picked is None:
+            raise BenchError("the seat index proposed nothing")
+        proposals.append(proposing())
+        entry.reserve(picked)
+        reserved.extend(picked)
+    entry.unreserve(reserved)
+    for _ in range(20):
+        async with read(engine) as conn:
+            with stopwatch() as refreshing:
+                await indexing.refresh(conn, entry)
+            refreshes.append(refreshing())
+            with stopwatch() as building:
+                await indexing.build(conn, ids.institution, performance_id)
+            builds.append(building())
+    return proposals, refreshes, builds
+
+
 async def hold_phase(engine: AsyncEngine, ids: Ids, holds: int, report: Report) -> None:
     """``hold_places`` + ``confirm_hold`` for 4 seats of CAT1 on M02, end to end."""
     performance = "M02" if "M02" in ids.performances else "M01"
-    for i in range(3):  # warm the engine's pool and statement caches
+    for i in range(3):  # warm the engine's pool and statement caches, and build the index
         await sell(engine, ids, performance, f"warm-{i}")
     hold_times, confirm_times = [], []
     for i in range(holds):
         hold_s, confirm_s, _ = await sell(engine, ids, performance, f"hold-{i}")
         hold_times.append(hold_s)
         confirm_times.append(confirm_s)
-    reads, builds, chooses, free = [], [], [], 0
+    proposals, refreshes, builds = await index_timings(engine, ids, performance)
+    reads, builds_free, chooses, free = [], [], [], 0
     for _ in range(20):
         read_s, build_s, choose_s, free = await free_seats_read(engine, ids, performance)
         reads.append(read_s)
-        builds.append(build_s)
+        builds_free.append(build_s)
         chooses.append(choose_s)
     seats = ids.seats_per_category[SALE_CATEGORY]
     add = report.section(
@@ -1356,20 +1405,40 @@ async def hold_phase(engine: AsyncEngine, ids: Ids, holds: int, report: Report) 
     add("confirm_p50_ms", "confirm_hold, p50", ms(percentile(confirm_times, 50)), "ms")
     add("confirm_p99_ms", "confirm_hold, p99", ms(percentile(confirm_times, 99)), "ms")
     add(
+        "hold_propose_p99_ms",
+        f"  in hold_places: best-available from the seat index, p99 (p50 "
+        f"{ms(percentile(proposals, 50)):.3f})",
+        ms(percentile(proposals, 99)),
+        "ms",
+        5.0,
+    )
+    add(
+        "hold_refresh_p50_ms",
+        "  in hold_places: catching the index up with the change log (nothing new), p50",
+        ms(percentile(refreshes, 50)),
+        "ms",
+    )
+    add(
+        "hold_index_build_p50_ms",
+        "  once per process and performance: building the seat index (20,000 seats), p50",
+        ms(percentile(builds, 50)),
+        "ms",
+    )
+    add(
         "hold_read_free_p50_ms",
-        "  in hold_places: reading every free seat of the category, p50",
+        "  the former path (no index): reading every free seat of the category, p50",
         ms(percentile(reads, 50)),
         "ms",
     )
     add(
         "hold_build_p50_ms",
-        "  in hold_places: a FreeSeat per row read (row attributes, frozen dataclass), p50",
-        ms(percentile(builds, 50)),
+        "  the former path: a FreeSeat per row read (row attributes, frozen dataclass), p50",
+        ms(percentile(builds_free, 50)),
         "ms",
     )
     add(
         "hold_choose_p50_ms",
-        "  in hold_places: best_available over them, p50",
+        "  the former path: best_available over them, p50",
         ms(percentile(chooses, 50)),
         "ms",
     )
@@ -1451,6 +1520,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ba-calls", type=int, default=100, help="best-available calls per level (0: skip)"
     )
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--holds-only",
+        action="store_true",
+        help="import, then only the database path (hold_places, confirm_hold): no server",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if min(args.workers, args.concurrency, args.rounds, args.sales, args.holds) < 1:
@@ -1502,6 +1576,15 @@ async def served_phases(
         await engine.dispose()
 
 
+async def holds_only(url: str, ids: Ids, holds: int, report: Report) -> None:
+    engine = create_engine(url)
+    try:
+        with console.status("hold_places on the stadium"):
+            await hold_phase(engine, ids, holds, report)
+    finally:
+        await engine.dispose()
+
+
 def run(args: argparse.Namespace, report: Report) -> None:
     report.info |= {
         "workers": args.workers,
@@ -1521,6 +1604,9 @@ def run(args: argparse.Namespace, report: Report) -> None:
             upgrade(database.url)
         with console.status("generating and importing the stadium"):
             ids = asyncio.run(import_phase(database.url, args.performances, report))
+        if args.holds_only:
+            asyncio.run(holds_only(database.url, ids, args.holds, report))
+            return
         if args.ba_calls:
             with console.status("best-available on 80,000 seats (in process)"):
                 best_available_phase(args.ba_calls, args.seed, report)

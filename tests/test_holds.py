@@ -35,6 +35,7 @@ from billetterie.inventory.errors import (
     UnknownInventory,
 )
 from billetterie.inventory.provision import stock_key
+from billetterie.inventory.seat_indexes import SeatIndexes
 from billetterie.inventory.services import (
     MAX_QUANTITY,
     Hold,
@@ -94,6 +95,7 @@ class Box:
         expires_at: datetime | None = None,
         split: bool = False,
         cart: str = "cart",
+        indexes: SeatIndexes | None = None,
     ) -> Hold:
         return await hold_places(
             self.engine,
@@ -105,16 +107,29 @@ class Box:
             expires_at=now + timedelta(minutes=15) if expires_at is None else expires_at,
             now=now,
             split_allowed=split,
+            seat_indexes=indexes,
         )
 
-    async def confirm(self, hold_id: int, now: datetime = NOW) -> None:
+    async def confirm(
+        self, hold_id: int, now: datetime = NOW, indexes: SeatIndexes | None = None
+    ) -> None:
         await confirm_hold(
-            self.engine, institution_id=self.institution_id, hold_id=hold_id, now=now
+            self.engine,
+            institution_id=self.institution_id,
+            hold_id=hold_id,
+            now=now,
+            seat_indexes=indexes,
         )
 
-    async def release(self, hold_id: int, now: datetime = NOW) -> None:
+    async def release(
+        self, hold_id: int, now: datetime = NOW, indexes: SeatIndexes | None = None
+    ) -> None:
         await release_hold(
-            self.engine, institution_id=self.institution_id, hold_id=hold_id, now=now
+            self.engine,
+            institution_id=self.institution_id,
+            hold_id=hold_id,
+            now=now,
+            seat_indexes=indexes,
         )
 
     async def counts(self, stock_id: int) -> tuple[int, int]:
@@ -871,7 +886,10 @@ async def _worker(
     clock: Clock,
     tally: Tally,
     seats: dict[str, list[int]],
+    indexes: SeatIndexes,
 ) -> None:
+    """One task's random operations; ``indexes`` stands for its server process's seat indexes
+    (the tasks are spread over two)."""
     mine: list[Hold] = []
     for _ in range(OPERATIONS):
         operation = rng.choices(
@@ -890,7 +908,7 @@ async def _worker(
                 clock.now = max(clock.now, now + timedelta(seconds=rng.randint(1, 20)))
                 continue
             if operation == "expire":
-                await expire_holds(box.engine, now=now)
+                await expire_holds(box.engine, now=now, seat_indexes=indexes)
             elif operation in ("best", "given", "item", "mixed"):
                 requests: list[PlaceRequest] = []
                 given: set[int] | None = None
@@ -918,6 +936,7 @@ async def _worker(
                         expires_at=expires_at,
                         split=split,
                         cart=f"task{number}",
+                        indexes=indexes,
                     )
                 except NotAvailable:
                     if counted:
@@ -947,7 +966,7 @@ async def _worker(
                 hold = mine.pop(rng.randrange(len(mine)))
                 if operation == "confirm":
                     try:
-                        await box.confirm(hold.id, now=now)
+                        await box.confirm(hold.id, now=now, indexes=indexes)
                     except HoldClosed:
                         # only because it expired: by this call's clock or by a later one
                         # that the sweeper or a lazy expiry used
@@ -960,7 +979,7 @@ async def _worker(
                         for line in hold.lines:
                             tally.confirmed[line.stock_id] += line.quantity
                 else:
-                    await box.release(hold.id, now=now)
+                    await box.release(hold.id, now=now, indexes=indexes)
                     tally.released_holds.add(hold.id)
                 tally.open_holds.discard(hold.id)
             tally.outcomes[f"{operation} ok"] += 1
@@ -993,6 +1012,7 @@ async def test_concurrent_holds_keep_the_invariants(box: Box, seed: int) -> None
     }
     clock = Clock()
     tally = Tally()
+    processes = [SeatIndexes(), SeatIndexes()]  # two server processes' seat indexes
     running = asyncio.Event()
     running.set()
     started = time.monotonic()
@@ -1000,7 +1020,9 @@ async def test_concurrent_holds_keep_the_invariants(box: Box, seed: int) -> None
     try:
         await asyncio.gather(
             *(
-                _worker(box, n, random.Random(seed * 1000 + n), clock, tally, seats)
+                _worker(
+                    box, n, random.Random(seed * 1000 + n), clock, tally, seats, processes[n % 2]
+                )
                 for n in range(TASKS)
             )
         )
@@ -1011,7 +1033,8 @@ async def test_concurrent_holds_keep_the_invariants(box: Box, seed: int) -> None
     print(
         f"\n[{box.engine.dialect.name} seed {seed}] {sum(tally.operations.values())} operations"
         f" in {elapsed:.1f}s, {tally.checks} invariant checks; busy: {dict(tally.busy)}"
-        f" ({sum(tally.busy.values())}); outcomes: {dict(sorted(tally.outcomes.items()))}"
+        f" ({sum(tally.busy.values())}); seat races lost: {[p.lost_races for p in processes]};"
+        f" outcomes: {dict(sorted(tally.outcomes.items()))}"
     )
     for failure in tally.failures[:12]:
         print("FAILURE", failure[:600])

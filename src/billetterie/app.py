@@ -135,12 +135,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, envelope.validation_error)
     app.add_exception_handler(StarletteHTTPException, envelope.http_error)
     app.add_exception_handler(Exception, envelope.unexpected_error)
+    # the availability reads first: they are the most frequent calls, and routes are matched
+    # in order
+    app.include_router(availability_api.availability_service.router())
+    app.include_router(availability_api.router)
     app.include_router(auth_api.router)
     app.include_router(catalog_api.catalog_service.router())
     app.include_router(catalog_api.setup_service.router())
     app.include_router(mirror_api.router)
-    app.include_router(availability_api.availability_service.router())
-    app.include_router(availability_api.router)
     for service in (sales_api.facade, sales_api.order_service, sales_api.history_service):
         app.include_router(service.router())
     app.include_router(sales_api.router)

@@ -228,6 +228,25 @@ async def channel_state(
     return ChannelState(row.setup_version, SnapshotVersion(row.version, row.updated_at))
 
 
+async def channel_states(conn: AsyncConnection) -> dict[tuple[int, CatalogScope], ChannelState]:
+    """:func:`channel_state` of every built channel and scope, in one query (for per-process
+    caches that a setup import invalidates)."""
+    i, s = db.institution.c, db.catalog_snapshot.c
+    rows = (
+        await conn.execute(
+            sa.select(i.setup_version, s.sales_channel_id, s.scope, s.version, s.updated_at).join(
+                db.catalog_snapshot, s.institution_id == i.id
+            )
+        )
+    ).all()
+    return {
+        (r.sales_channel_id, CatalogScope(r.scope)): ChannelState(
+            r.setup_version, SnapshotVersion(r.version, r.updated_at)
+        )
+        for r in rows
+    }
+
+
 async def setup_version(conn: AsyncConnection, institution_id: int) -> int:
     i = db.institution.c
     return int(

@@ -8,19 +8,21 @@ GOOD (green), 2 LIMITED (orange, under the product's alert ratio), 3 NONE (red).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from billetterie.catalog.models import CatalogScope
 from billetterie.catalog.services import composed_performances
 from billetterie.compat import schemas as s
-from billetterie.compat.catalog_api import current_catalog
+from billetterie.compat.catalog_api import cache_of, current_catalog
 from billetterie.compat.mirror_api import not_modified
 from billetterie.compat.rpc import Call, RpcService, current_call
 from billetterie.inventory.availability import (
@@ -217,23 +219,52 @@ class Changes(BaseModel):
 
 
 class View:
-    """What one caller may see: its channel's products and contingents, on the board."""
+    """What one caller may see: its channel's products and contingents, on the board.
+
+    The channel's versions (setup, catalog) come from the board, which follows setup imports
+    (``NOTIFY`` or its poll tick), so a warm read makes no database round trip. ``from_memory``
+    says so: an answer that such a view refuses (unknown performance or product, a filter
+    outside the channel) is checked again against the database's versions (``strict``), so a
+    product just imported is never refused for a stale cache.
+    """
 
     def __init__(
-        self, call: Call, board: Board, product_ids: frozenset[int], contingents: set[int]
+        self,
+        call: Call,
+        board: Board,
+        product_ids: frozenset[int],
+        contingents: set[int],
+        *,
+        from_memory: bool = False,
     ) -> None:
         self.call = call
         self.board = board
         self.product_ids = product_ids
         self.contingents = contingents
+        self.from_memory = from_memory
 
     @classmethod
-    async def of(cls, call: Call, point_of_sales_id: int | None) -> View:
+    async def of(cls, call: Call, point_of_sales_id: int | None, *, strict: bool = False) -> View:
         if point_of_sales_id is not None and point_of_sales_id != call.operator.point_of_sale_id:
             raise ForeignPointOfSale("pointOfSalesId is not the point of sale of this token")
+        board = await board_of(call).fresh()
+        context = None if strict else call.remembered_context()
+        if context is not None:
+            state = board.channel_states.get((context.sales_channel.id, CatalogScope.EXTENDED))
+            if state is not None and state.setup_version == context.setup_version:
+                call.trust(context)
+                catalog = await cache_of(call).get(
+                    context.sales_channel.id, CatalogScope.EXTENDED, state.catalog.version
+                )
+                return cls(
+                    call,
+                    board,
+                    catalog.product_ids,
+                    set(context.contingent_ids),
+                    from_memory=True,
+                )
         catalog = await current_catalog(call, CatalogScope.EXTENDED)
         context = await call.context()
-        board = await board_of(call).fresh()
         return cls(call, board, catalog.product_ids, set(context.contingent_ids))
 
     @property
@@ -265,6 +296,24 @@ class View:
         return visible(stocks, self.contingents)
 
     def performance(self, performance_id: int, body: FilteredRequest) -> dict[str, Any]:
+        """One performance's answer; the same question on an unchanged board is answered
+        from the board's memo (the answer is never mutated afterwards)."""
+        stocks = self.board.performance_stocks(performance_id)
+        if not stocks or stocks[0].product_id not in self.product_ids:
+            raise UnknownPerformance(f"no performance {performance_id} on sale on this channel")
+        key = (
+            performance_id,
+            tuple(body.seatCategoryIds),
+            tuple(body.contingentIds),
+            frozenset(self.contingents),
+        )
+        answer: dict[str, Any] | None = self.board.memo_get(key)
+        if answer is None:
+            answer = self._performance(performance_id, body)
+            self.board.memo_put(key, answer)
+        return answer
+
+    def _performance(self, performance_id: int, body: FilteredRequest) -> dict[str, Any]:
         stocks = self.performance_stocks(performance_id)
         ratio = self.board.alert_ratio(stocks[0].product_id)
         try:
@@ -315,6 +364,22 @@ class View:
                 f"performance {outside[0]} is not part of product {body.composedProductId}"
             )
         return performance_ids
+
+
+Refusal = (UnknownPerformance, UnknownProduct, ForeignFilter)
+
+
+async def viewed(
+    call: Call, point_of_sales_id: int | None, use: Callable[[View], Awaitable[Any]]
+) -> Any:
+    """``use(view)``; a refusal from a view built from memory is checked with a strict one."""
+    view = await View.of(call, point_of_sales_id)
+    try:
+        return await use(view)
+    except Refusal:
+        if not view.from_memory:
+            raise
+    return await use(await View.of(call, point_of_sales_id, strict=True))
 
 
 def board_of(call: Call) -> Board:
@@ -398,12 +463,16 @@ async def get_performance_availability(
 ) -> dict[str, Any]:
     """Counts and level of performances, with the seat category / contingent breakdown the
     filters ask for."""
-    view = await View.of(call, body.pointOfSalesId)
-    ids = await view.within_composed(body, list(dict.fromkeys(body.performanceIds)))
-    return {
-        "sequence": view.sequence,
-        "performanceAvailabilities": [view.performance(p, body) for p in ids],
-    }
+
+    async def use(view: View) -> dict[str, Any]:
+        ids = await view.within_composed(body, list(dict.fromkeys(body.performanceIds)))
+        return {
+            "sequence": view.sequence,
+            "performanceAvailabilities": [view.performance(p, body) for p in ids],
+        }
+
+    result: dict[str, Any] = await viewed(call, body.pointOfSalesId, use)
+    return result
 
 
 @availability_service.method(
@@ -412,8 +481,12 @@ async def get_performance_availability(
 async def get_event_availability(body: EventAvailabilityRequest, call: Call) -> dict[str, Any]:
     """Events (SINGLE_ENTRY products) with each of their performances; ``performanceIds``
     restricts which performances are reported."""
-    view = await View.of(call, body.pointOfSalesId)
-    return {"sequence": view.sequence, "eventAvailabilities": await events(view, body)}
+
+    async def use(view: View) -> dict[str, Any]:
+        return {"sequence": view.sequence, "eventAvailabilities": await events(view, body)}
+
+    result: dict[str, Any] = await viewed(call, body.pointOfSalesId, use)
+    return result
 
 
 async def events(view: View, body: EventAvailabilityRequest) -> list[dict[str, Any]]:
@@ -457,13 +530,17 @@ async def events(view: View, body: EventAvailabilityRequest) -> list[dict[str, A
 async def get_product_availability(body: ProductAvailabilityRequest, call: Call) -> dict[str, Any]:
     """Products of any family: passes with their items and timeslots, services, memberships;
     events summed over their performances."""
-    view = await View.of(call, body.pointOfSalesId)
-    return {
-        "sequence": view.sequence,
-        "productAvailabilities": [
-            product_availability(view, p, body) for p in dict.fromkeys(body.productIds)
-        ],
-    }
+
+    async def use(view: View) -> dict[str, Any]:
+        return {
+            "sequence": view.sequence,
+            "productAvailabilities": [
+                product_availability(view, p, body) for p in dict.fromkeys(body.productIds)
+            ],
+        }
+
+    result: dict[str, Any] = await viewed(call, body.pointOfSalesId, use)
+    return result
 
 
 @availability_service.method(
@@ -472,9 +549,22 @@ async def get_product_availability(body: ProductAvailabilityRequest, call: Call)
 async def get_seats_availability(body: SeatsAvailabilityRequest, call: Call) -> dict[str, Any]:
     """Every seat of a performance (or of some blocks) with coordinates, category and state,
     for seat maps. Read from the database, not the board."""
-    view = await View.of(call, body.pointOfSalesId)
-    seats = await view.seats(body.performanceId, body.blockIds)
-    return {"performanceId": body.performanceId, "sequence": view.sequence, "seats": seats}
+
+    async def use(view: View) -> dict[str, Any]:
+        seats = await view.seats(body.performanceId, body.blockIds)
+        return {"performanceId": body.performanceId, "sequence": view.sequence, "seats": seats}
+
+    result: dict[str, Any] = await viewed(call, body.pointOfSalesId, use)
+    return result
+
+
+def _checked_products(product_ids: list[int]) -> Callable[[View], Awaitable[View]]:
+    async def check(view: View) -> View:
+        for product_id in product_ids:
+            view.require_product(product_id)
+        return view
+
+    return check
 
 
 @availability_service.method(
@@ -486,10 +576,7 @@ async def get_updated_availabilities(
     body: UpdatedAvailabilitiesRequest, call: Call
 ) -> dict[str, Any]:
     """Products whose availability changed after ``referenceDate`` (from the change log)."""
-    view = await View.of(call, body.pointOfSalesId)
-    for product_id in body.productIds:
-        if product_id not in view.product_ids:
-            raise UnknownProduct(f"no product {product_id} on this channel")
+    view = await viewed(call, body.pointOfSalesId, _checked_products(body.productIds))
     async with read(call.runtime.engine) as conn:
         rows = await updated_products(
             conn,
@@ -519,8 +606,12 @@ async def _mirror(
 ) -> Response:
     """A conditional GET: ``check`` refuses what the caller may not see (before any 304),
     ``render`` builds the answer when the caller's ETag is stale."""
-    view = await View.of(call, None)
-    check(view)
+
+    async def checked(view: View) -> View:
+        check(view)
+        return view
+
+    view: View = await viewed(call, None, checked)
     etag = f'W/"s{view.sequence}-{what}"'
     max_age = call.runtime.settings.availability_max_age_seconds
     headers = {
@@ -547,21 +638,90 @@ IdsQuery = Annotated[
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "not modified"}}
 
 
+MAX_ID = 2**53 - 1
+ID_TEXT = re.compile(r"-?[0-9]{1,16}")
+
+
+def _ids_parameter(name: str) -> dict[str, Any]:
+    """The OpenAPI text of an id-list query parameter that a handler reads itself."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": "[] sum, [-1] each, or ids",
+        "schema": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": -1, "maximum": MAX_ID},
+            "maxItems": 500,
+            "default": [],
+        },
+    }
+
+
+def query_ids(request: Request, name: str) -> list[int]:
+    """An id-list query parameter (``?name=1&name=2``), checked as the declared ones are:
+    integers from -1 to 2^53 - 1, at most 500; RequestValidationError otherwise. Read by hand
+    on the hottest mirror: declaring it costs FastAPI more than the whole answer."""
+    values = request.query_params.getlist(name)
+    if not values:
+        return []
+    errors: list[dict[str, Any]] = []
+    if len(values) > 500:
+        errors.append(
+            {
+                "type": "too_long",
+                "loc": ("query", name),
+                "msg": "List should have at most 500 items",
+                "input": values,
+            }
+        )
+    ids: list[int] = []
+    for position, value in enumerate(values):
+        if ID_TEXT.fullmatch(value.strip()) is None:
+            errors.append(
+                {
+                    "type": "int_parsing",
+                    "loc": ("query", name, position),
+                    "msg": "Input should be a valid integer",
+                    "input": value,
+                }
+            )
+            continue
+        number = int(value)
+        if not -1 <= number <= MAX_ID:
+            errors.append(
+                {
+                    "type": "less_than_equal" if number > MAX_ID else "greater_than_equal",
+                    "loc": ("query", name, position),
+                    "msg": f"Input should be between -1 and {MAX_ID}",
+                    "input": value,
+                }
+            )
+            continue
+        ids.append(number)
+    if errors:
+        raise RequestValidationError(errors)
+    return ids
+
+
 @router.get(
     "/performances/{performance_id}",
     response_model=PerformanceAvailability,
     responses=NOT_MODIFIED,
     operation_id="mirror_performance_availability",
+    openapi_extra={
+        "parameters": [_ids_parameter("seatCategoryIds"), _ids_parameter("contingentIds")]
+    },
 )
 async def performance_mirror(
-    request: Request,
-    performance_id: IdPath,
-    call: Call = Depends(current_call),
-    seatCategoryIds: IdsQuery = [],  # noqa: B006
-    contingentIds: IdsQuery = [],  # noqa: B006
+    request: Request, performance_id: IdPath, call: Call = Depends(current_call)
 ) -> Response:
-    """One performance's availability; the ETag is the institution's change sequence."""
-    body = FilteredRequest(seatCategoryIds=seatCategoryIds, contingentIds=contingentIds)
+    """One performance's availability; the ETag is the institution's change sequence.
+    ``seatCategoryIds`` and ``contingentIds`` filter as in ``getPerformanceAvailability``."""
+    body = FilteredRequest.model_construct(
+        seatCategoryIds=query_ids(request, "seatCategoryIds"),
+        contingentIds=query_ids(request, "contingentIds"),
+    )
     return await _mirror(
         request,
         call,
@@ -648,7 +808,7 @@ async def changes(
             raise ValueError
     except ValueError:
         raise InvalidRequest("since: not a cursor from this feed") from None
-    view = await View.of(call, None)
+    view = await View.of(call, None)  # (this feed filters, it refuses nothing)
     async with read(call.runtime.engine) as conn:
         rows, cursor = await changes_since(
             conn, institution_id=call.operator.institution_id, since=after

@@ -5,9 +5,11 @@ mounts them under every version it serves, so ``v1_34`` can be added beside ``v1
 it (and overriding only the methods that changed).
 """
 
+import base64
 import time
 from typing import Any, Awaitable, Callable  # noqa: UP035 - annotations are evaluated here
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -31,6 +33,7 @@ from billetterie.identity.services import TokenClaims, decode_token, operator_fo
 from billetterie.shared.db import read
 
 OPERATOR_CACHE_SECONDS = 2.0
+TOKEN_CACHE_SIZE = 10000  # decoded tokens kept per process (then the cache starts afresh)
 
 
 class Call:
@@ -55,6 +58,15 @@ class Call:
         context = await point_of_sale_context(conn, self.operator.point_of_sale_id)
         self.runtime.caches.setdefault("contexts", {})[self.operator.point_of_sale_id] = context
         return context
+
+    def remembered_context(self) -> PointOfSaleContext | None:
+        """The point of sale's context as this process cached it, unchecked: for a caller that
+        checks it against a setup version it keeps itself (and then calls ``trust``)."""
+        return self._context or self._cached_context()
+
+    def trust(self, context: PointOfSaleContext) -> None:
+        """Use ``context`` for the rest of this call (checked by the caller)."""
+        self._context = context
 
     async def context(self) -> PointOfSaleContext:
         if self._context is None:
@@ -91,6 +103,28 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
+def _claims(runtime: Runtime, token: str) -> TokenClaims:
+    """The token's claims, decoded once per process: a token seen before (the same string, so
+    the same signature) is only checked for expiry."""
+    now = runtime.clock.now().timestamp()
+    tokens: dict[str, tuple[TokenClaims, float]] = runtime.caches.setdefault("tokens", {})
+    cached = tokens.get(token)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    claims = decode_token(token, key=runtime.token_key, now=runtime.clock.now())
+    try:  # decode_token checked the signature and that exp is an integer in the future
+        payload = token.split(".")[1]
+        expires = float(
+            orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+        )
+    except (IndexError, KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+        return claims
+    if len(tokens) >= TOKEN_CACHE_SIZE:
+        tokens.clear()
+    tokens[token] = (claims, expires)
+    return claims
+
+
 async def current_operator(request: Request) -> Operator:
     """The operator behind the request's Bearer token (401 otherwise). The operator row is
     re-read at most every OPERATOR_CACHE_SECONDS per process: a disabled operator stops then."""
@@ -99,7 +133,7 @@ async def current_operator(request: Request) -> Operator:
     if scheme.lower() != "bearer" or not token.strip():
         raise MissingToken("send Authorization: Bearer <token> from /tnai/backend-apis/v1/auth")
     runtime = runtime_of(request)
-    claims = decode_token(token.strip(), key=runtime.token_key, now=runtime.clock.now())
+    claims = _claims(runtime, token.strip())
     operators: dict[TokenClaims, tuple[float, Operator]] = runtime.caches.setdefault(
         "operators", {}
     )
@@ -114,7 +148,10 @@ async def current_operator(request: Request) -> Operator:
     return operator
 
 
-async def current_call(request: Request, operator: Operator = Depends(current_operator)) -> Call:
+async def current_call(request: Request) -> Call:
+    # current_operator is called, not declared as a sub-dependency: one dependency to solve
+    # per call instead of two
+    operator = await current_operator(request)
     await enforce_rate_limit(request, operator)
     return Call(request, runtime_of(request), operator)
 

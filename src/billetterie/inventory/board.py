@@ -6,6 +6,12 @@ rows in sequence order (each row carries the counter's new absolute values, so a
 twice is harmless). ``follow`` polls the log; with PostgreSQL it also wakes on
 ``NOTIFY billetterie_inventory`` sent by the writer in its transaction, so a committed change
 reaches every process within one round trip. The sale path never reads the board.
+
+The board also keeps what availability reads check their caches against: each channel's setup
+and catalog versions (``channel_states``, as ``catalog.services.channel_state`` would read
+them). A setup import sends ``NOTIFY billetterie_inventory, '<institution>:setup'`` at commit
+(``inventory.provision``); the board then reads the versions again, and the product facts when
+a setup version moved. Without NOTIFY (SQLite) the versions are read at every poll tick.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +28,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billetterie.catalog.services import ProductFacts, product_facts, timeslot_times
+from billetterie.catalog.models import CatalogScope
+from billetterie.catalog.services import (
+    ChannelState,
+    ProductFacts,
+    channel_states,
+    product_facts,
+    timeslot_times,
+)
 from billetterie.inventory import db
 from billetterie.inventory.models import Counts, HoldState
 from billetterie.inventory.services import NOTIFY_CHANNEL
@@ -31,6 +45,7 @@ from billetterie.shared.db import read
 log = logging.getLogger("billetterie.inventory.board")
 CHANNEL = NOTIFY_CHANNEL
 BATCH = 10000
+MEMO_SIZE = 10000  # answers memoised per generation
 
 
 @dataclass(slots=True)
@@ -63,6 +78,15 @@ class Board:
         self.updated_at: dict[int, datetime] = {}  # product -> when its availability last changed
         self.products: dict[int, ProductFacts] = {}
         self.timeslots: dict[int, tuple[datetime, datetime]] = {}
+        # (sales channel, scope) -> setup and catalog versions
+        self.channel_states: dict[tuple[int, CatalogScope], ChannelState] = {}
+        self._states_due = False  # a setup import was notified
+        self._states_read_at = 0.0  # time.monotonic() of the last read of the versions
+        # bumped by every change of counts or product facts; answers derived from the board
+        # are memoised for one generation
+        self.generation = 0
+        self._memo: dict[Any, Any] = {}
+        self._memo_generation = 0
         self._wake = asyncio.Event()
         self._loaded = False
 
@@ -80,6 +104,8 @@ class Board:
             ).all()
             self.products = await product_facts(conn)
             self.timeslots = await timeslot_times(conn)
+            states = await channel_states(conn)
+        self._set_states(states)
         self.stocks.clear()
         self.by_performance.clear()
         self.by_product.clear()
@@ -88,8 +114,30 @@ class Board:
         self.sequence = {r.institution_id: r.value for r in sequences}
         self.updated_at = {product_id: at for product_id, at in updated}
         self.expired = {}
+        self.generation += 1
         await self._refresh_expired()
         self._loaded = True
+
+    def _set_states(self, states: dict[tuple[int, CatalogScope], ChannelState]) -> bool:
+        """Keep the versions read; whether a setup version moved."""
+        self._states_read_at = time.monotonic()
+        self._states_due = False
+        moved = {k: v.setup_version for k, v in states.items()} != {
+            k: v.setup_version for k, v in self.channel_states.items()
+        }
+        self.channel_states = states
+        return moved
+
+    async def _refresh_states(self) -> None:
+        async with read(self.engine) as conn:
+            states = await channel_states(conn)
+            if self._set_states(states):  # products' facts come with the setup
+                self.products = await product_facts(conn)
+                self.timeslots = await timeslot_times(conn)
+                self.generation += 1
+
+    def states_due(self) -> bool:
+        return self._states_due or time.monotonic() - self._states_read_at >= self.poll_seconds
 
     def _put(self, row: Any) -> None:
         view = StockView(
@@ -114,6 +162,7 @@ class Board:
             self._set(self.stocks[row.id], view.raw)
 
     def _set(self, view: StockView, raw: Counts) -> None:
+        self.generation += 1
         view.raw = raw
         expired = min(self.expired.get(view.id, 0), raw.held)
         view.counts = (
@@ -185,9 +234,13 @@ class Board:
             await self.load()
         else:
             await self._refresh_expired()
+            if self.states_due():
+                await self._refresh_states()
         return len(rows)
 
-    def notify(self) -> None:
+    def notify(self, payload: str = "") -> None:
+        if payload.endswith(":setup"):
+            self._states_due = True
         self._wake.set()
 
     async def follow(self) -> None:
@@ -214,13 +267,32 @@ class Board:
 
             url = self.engine.url.set(drivername="postgresql")
             connection = await asyncpg.connect(url.render_as_string(hide_password=False))
-            await connection.add_listener(CHANNEL, lambda *_: self.notify())
+            await connection.add_listener(
+                CHANNEL, lambda _connection, _pid, _channel, payload: self.notify(str(payload))
+            )
             return connection
         except Exception:  # polling still works without LISTEN
             log.warning("LISTEN %s unavailable; polling every %ss", CHANNEL, self.poll_seconds)
             return None
 
     # --- reads -----------------------------------------------------------------------------
+
+    def memo_get(self, key: Any) -> Any:
+        """An answer memoised under ``key`` in this generation, else None."""
+        if self._memo_generation != self.generation:
+            self._memo.clear()
+            self._memo_generation = self.generation
+            return None
+        return self._memo.get(key)
+
+    def memo_put(self, key: Any, answer: Any) -> Any:
+        if self._memo_generation != self.generation:
+            self._memo.clear()
+            self._memo_generation = self.generation
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = answer
+        return answer
 
     def performance_stocks(self, performance_id: int) -> list[StockView]:
         return self.by_performance.get(performance_id, [])

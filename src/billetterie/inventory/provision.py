@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billetterie.catalog.services import InventoryPlan
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
-from billetterie.inventory.services import log_changes
+from billetterie.inventory.services import NOTIFY_CHANNEL, log_changes
 
 
 def stock_key(
@@ -126,6 +126,8 @@ async def provision(
     )
     # new or resized stock is a change like any other: boards and feeds follow it
     await log_changes(conn, institution_id, changed, now)
+    if conn.dialect.name == "postgresql":  # boards re-read the channels' versions at commit
+        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, f"{institution_id}:setup")))
     return len(wanted)
 
 
@@ -249,15 +251,14 @@ async def _sync_seats(
                     "row_order": row_order,
                     "number": seat.number,
                     "position": position,
-                    "x": seat.x,
-                    "y": seat.y,
+                    "x": float(seat.x),
+                    "y": float(seat.y),
                     "rank": seat.rank,
                     "state": SeatState.FREE.value,
                     "hold_id": None,
                 }
             )
-    for start in range(0, len(inserts), 5000):
-        await conn.execute(sa.insert(db.performance_seat), inserts[start : start + 5000])
+    await _insert_seats(conn, inserts)
     stale = [
         r.id
         for key, r in existing.items()
@@ -282,6 +283,49 @@ async def _sync_seats(
                 .where(ps.id.in_(sorted(seat_ids)[start : start + 500]))
                 .values(stock_id=stock_id)
             )
+
+
+SEAT_COLUMNS = (
+    "institution_id",
+    "performance_id",
+    "stock_id",
+    "seat_id",
+    "block_id",
+    "row",
+    "row_order",
+    "number",
+    "position",
+    "x",
+    "y",
+    "rank",
+    "state",
+    "hold_id",
+)
+
+
+COPY_SEATS = True  # bench/provisioning.py turns it off to compare
+
+
+async def _insert_seats(
+    conn: AsyncConnection, rows: list[dict[str, Any]], *, copy: bool | None = None
+) -> None:
+    """Insert performance seats in bulk: ``COPY`` on PostgreSQL (asyncpg's
+    ``copy_records_to_table``, in the import's transaction), batched ``executemany``
+    elsewhere or with ``copy=False`` (default: ``COPY_SEATS``)."""
+    if not rows:
+        return
+    if (COPY_SEATS if copy is None else copy) and conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if driver is not None and hasattr(driver, "copy_records_to_table"):
+            await driver.copy_records_to_table(
+                db.performance_seat.name,
+                records=[tuple(row[c] for c in SEAT_COLUMNS) for row in rows],
+                columns=list(SEAT_COLUMNS),
+            )
+            return
+    for start in range(0, len(rows), 5000):
+        await conn.execute(sa.insert(db.performance_seat), rows[start : start + 5000])
 
 
 async def _fit_capacities(

@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billetterie.inventory import db
 from billetterie.inventory.errors import HoldClosed, InvalidQuantity
 from billetterie.inventory.models import HoldState, SeatState
-from billetterie.inventory.services import _lock_stocks, _move_counts, log_changes
+from billetterie.inventory.seat_indexes import indexes_of
+from billetterie.inventory.services import (
+    _apply_own,
+    _current_afterwards,
+    _lock_stocks,
+    _move_counts,
+    log_changes,
+)
 from billetterie.shared import audit
 
 
@@ -95,6 +102,43 @@ async def held_places(conn: AsyncConnection, hold_ids: Sequence[int]) -> list[He
     return places
 
 
+async def _free_seats(
+    conn: AsyncConnection, seat_ids: list[int], hold_ids: list[int], state: SeatState
+) -> dict[int, list[int]]:
+    """Free the seats still in ``state`` for these holds; the freed ones by performance."""
+    if not seat_ids:
+        return {}
+    ps = db.performance_seat.c
+    rows = (
+        await conn.execute(
+            sa.update(db.performance_seat)
+            .where(ps.id.in_(seat_ids), ps.state == state.value, ps.hold_id.in_(hold_ids))
+            .values(state=SeatState.FREE.value, hold_id=None)
+            .returning(ps.id, ps.performance_id)
+        )
+    ).all()
+    freed: dict[int, list[int]] = {}
+    for seat_id, performance_id in rows:
+        freed.setdefault(performance_id, []).append(seat_id)
+    return freed
+
+
+async def _log_freed(
+    conn: AsyncConnection,
+    institution_id: int,
+    stock_ids: set[int],
+    freed: dict[int, list[int]],
+    now: datetime,
+) -> None:
+    """Log the counters and, once committed, tell this process's seat indexes which seats are
+    free again (other processes see it in the change log)."""
+    sequence = await log_changes(conn, institution_id, stock_ids, now)
+    indexes = indexes_of(conn.engine)
+    _current_afterwards(required=False).committed.append(
+        lambda: _apply_own(indexes, sequence, freed=freed)
+    )
+
+
 async def return_places_in(
     conn: AsyncConnection,
     *,
@@ -111,7 +155,7 @@ async def return_places_in(
     """
     if not places:
         return
-    h, ps = db.hold.c, db.performance_seat.c
+    h = db.hold.c
     hold_ids = sorted({hold_id for hold_id, _, _ in places})
     confirmed = {
         r.id
@@ -128,18 +172,9 @@ async def return_places_in(
     if confirmed != set(hold_ids):
         raise InvalidQuantity("only places of a confirmed sale can be returned")
     seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
-    if seat_ids:
-        updated = await conn.execute(
-            sa.update(db.performance_seat)
-            .where(
-                ps.id.in_(seat_ids),
-                ps.state == SeatState.SOLD.value,
-                ps.hold_id.in_(hold_ids),
-            )
-            .values(state=SeatState.FREE.value, hold_id=None)
-        )
-        if updated.rowcount != len(seat_ids):
-            raise HoldClosed("some of these seats were already returned")
+    freed = await _free_seats(conn, seat_ids, hold_ids, SeatState.SOLD)
+    if sum(len(ids) for ids in freed.values()) != len(seat_ids):
+        raise HoldClosed("some of these seats were already returned")
     counts: dict[int, tuple[int, int]] = {}
     for _, stock_id, _ in places:
         held, sold = counts.get(stock_id, (0, 0))
@@ -155,7 +190,7 @@ async def return_places_in(
         holds=hold_ids,
         places=len(places),
     )
-    await log_changes(conn, institution_id, set(counts), now)
+    await _log_freed(conn, institution_id, set(counts), freed, now)
 
 
 async def release_places_in(
@@ -171,7 +206,7 @@ async def release_places_in(
     with what is left; a place not held by its hold raises HoldClosed."""
     if not places:
         return
-    h, ps, line = db.hold.c, db.performance_seat.c, db.hold_line.c
+    h, line = db.hold.c, db.hold_line.c
     hold_ids = sorted({hold_id for hold_id, _, _ in places})
     active = {
         r.id
@@ -188,14 +223,9 @@ async def release_places_in(
     if active != set(hold_ids):
         raise HoldClosed("these places are no longer held")
     seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
-    if seat_ids:
-        updated = await conn.execute(
-            sa.update(db.performance_seat)
-            .where(ps.id.in_(seat_ids), ps.state == SeatState.HELD.value, ps.hold_id.in_(hold_ids))
-            .values(state=SeatState.FREE.value, hold_id=None)
-        )
-        if updated.rowcount != len(seat_ids):
-            raise HoldClosed("some of these seats are no longer held")
+    freed = await _free_seats(conn, seat_ids, hold_ids, SeatState.HELD)
+    if sum(len(ids) for ids in freed.values()) != len(seat_ids):
+        raise HoldClosed("some of these seats are no longer held")
     per_line: dict[tuple[int, int], int] = {}
     for hold_id, stock_id, _ in places:
         per_line[(hold_id, stock_id)] = per_line.get((hold_id, stock_id), 0) + 1
@@ -222,7 +252,7 @@ async def release_places_in(
         holds=hold_ids,
         places=len(places),
     )
-    await log_changes(conn, institution_id, set(counts), now)
+    await _log_freed(conn, institution_id, set(counts), freed, now)
 
 
 async def extend_holds_in(

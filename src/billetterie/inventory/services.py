@@ -18,7 +18,12 @@ Contract of every use case here:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+import contextvars
+import functools
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -28,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.inventory import db
+from billetterie.inventory import seat_indexes as indexing
 from billetterie.inventory.errors import (
     Busy,
     HoldClosed,
@@ -37,11 +43,13 @@ from billetterie.inventory.errors import (
     UnknownInventory,
 )
 from billetterie.inventory.models import HoldState, SeatState
-from billetterie.inventory.seating import FreeSeat, best_available
+from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit
 from billetterie.shared.db import transaction
 
+log = logging.getLogger("billetterie.inventory.services")
 ATTEMPTS = 5
+ROUNDS = 8  # proposals of seats within one transaction, after lost races
 NOTIFY_CHANNEL = "billetterie_inventory"  # the boards LISTEN on it (inventory.board)
 LOCK_TIMEOUT_MS = 3000
 MAX_QUANTITY = 1000
@@ -104,21 +112,84 @@ def _is_lock_failure(exc: DBAPIError) -> bool:
     )
 
 
-async def _with_retries(engine: AsyncEngine, work: Any) -> Any:
+class _Afterwards:
+    """What an attempt's transaction leaves to do once it committed or rolled back (keeping
+    the process's seat indexes in step); nothing here may await or fail."""
+
+    def __init__(self) -> None:
+        self.committed: list[Callable[[], None]] = []
+        self.rolled_back: list[Callable[[], None]] = []
+
+    def run(self, *, committed: bool) -> None:
+        for action in self.committed if committed else self.rolled_back:
+            try:
+                action()
+            except Exception:  # bookkeeping must never turn a committed change into an error
+                log.exception("seat index bookkeeping failed; the indexes concerned are dropped")
+
+
+Work = Callable[[AsyncConnection, _Afterwards], Any]
+
+
+async def _with_retries(engine: AsyncEngine, work: Work) -> Any:
     for attempt in range(ATTEMPTS):
+        after = _Afterwards()
         try:
             async with transaction(engine) as conn:
                 await _begin_locks(conn)
-                return await work(conn)
+                result = await work(conn, after)
         except _LostRace:
+            after.run(committed=False)
             continue
         except (OperationalError, DBAPIError) as exc:
+            after.run(committed=False)
             if _is_lock_failure(exc):
                 if "deadlock" in str(exc.orig).lower() and attempt < ATTEMPTS - 1:
                     continue
                 raise Busy() from None
             raise
+        except BaseException:
+            after.run(committed=False)
+            raise
+        after.run(committed=True)
+        return result
     raise Busy("too much contention on these places; retry shortly")
+
+
+_afterwards: contextvars.ContextVar[_Afterwards | None] = contextvars.ContextVar(
+    "inventory_afterwards", default=None
+)
+
+
+async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run ``work`` in one inventory transaction (the contract above): locks with a timeout,
+    ``Busy`` when one is not obtained, and the whole of ``work`` run again when a conditional
+    update loses a race. Callers that change their own tables with places (the sales context)
+    pass a ``work`` that calls the ``*_in`` functions below: it must be safe to run again."""
+
+    async def run(conn: AsyncConnection, after: _Afterwards) -> T:
+        token = _afterwards.set(after)
+        try:
+            return await work(conn)
+        finally:
+            _afterwards.reset(token)
+
+    result: T = await _with_retries(engine, run)
+    return result
+
+
+def _current_afterwards(*, required: bool = True) -> _Afterwards:
+    """The bookkeeping of the running :func:`in_transaction`. Outside one (another context's
+    transaction, such as a payment webhook's), changes that only free or sell seats may still
+    run: their bookkeeping is dropped and the seat indexes catch up from the change log, since
+    an index's watermark only moves over sequences it has seen. Holds need one (their proposed
+    seats are reserved in the index until the transaction ends)."""
+    after = _afterwards.get()
+    if after is None:
+        if required:
+            raise RuntimeError("hold_places_in runs inside inventory.services.in_transaction")
+        return _Afterwards()
+    return after
 
 
 async def next_sequence(conn: AsyncConnection, institution_id: int) -> int:
@@ -215,6 +286,32 @@ async def _move_counts(conn: AsyncConnection, changes: dict[int, tuple[int, int]
             raise NotAvailable("not enough places left")
 
 
+# --- seat indexes --------------------------------------------------------------------------
+
+
+SeatsByPerformance = dict[int, list[int]]  # performance id -> performance seat ids
+
+
+def _apply_own(
+    indexes: SeatIndexes,
+    sequence: int,
+    *,
+    taken: SeatsByPerformance | None = None,
+    freed: SeatsByPerformance | None = None,
+) -> None:
+    """After commit: what the transaction logged under ``sequence`` did to indexed seats."""
+    taken, freed = taken or {}, freed or {}
+    for performance_id in set(taken) | set(freed):
+        entry = indexes.get(performance_id)
+        if entry is not None:
+            took = set(taken.get(performance_id, ()))
+            entry.apply_own(
+                sequence,
+                taken=took,
+                freed=[seat for seat in freed.get(performance_id, ()) if seat not in took],
+            )
+
+
 # --- expiry --------------------------------------------------------------------------------
 
 
@@ -224,12 +321,13 @@ async def _close_holds(
     state: HoldState,
     now: datetime,
     counts: dict[int, tuple[int, int]] | None = None,
-) -> tuple[list[int], set[int]]:
+) -> tuple[list[int], set[int], SeatsByPerformance]:
     """Release (or confirm) the holds still active: their seats and counters. Returns the holds
-    closed here and the stock ids touched. With ``counts``, the counter changes are added there
-    for the caller to apply with its own (stock rows come after every seat)."""
+    closed here, the stock ids touched and the seats of the closed holds. With ``counts``, the
+    counter changes are added there for the caller to apply with its own (stock rows come after
+    every seat)."""
     if not hold_ids:
-        return [], set()
+        return [], set(), {}
     h, line, ps = db.hold.c, db.hold_line.c, db.performance_seat.c
     # Claim the holds first: a hold closes once, even when a confirm, a release, the sweeper
     # and a lazy expiry race for it (the losers wait on the hold row, then match nothing).
@@ -245,15 +343,20 @@ async def _close_holds(
         ).all()
     )
     if not hold_ids:
-        return [], set()
+        return [], set(), {}
     lines = (
         await conn.execute(
             sa.select(line.stock_id, line.quantity).where(line.hold_id.in_(hold_ids))
         )
     ).all()
-    seat_ids = sorted(
-        r.id for r in (await conn.execute(sa.select(ps.id).where(ps.hold_id.in_(hold_ids)))).all()
-    )
+    seats: SeatsByPerformance = {}
+    for seat_id, performance_id in (
+        await conn.execute(
+            sa.select(ps.id, ps.performance_id).where(ps.hold_id.in_(hold_ids)).order_by(ps.id)
+        )
+    ).all():
+        seats.setdefault(performance_id, []).append(seat_id)
+    seat_ids = sorted(seat for ids in seats.values() for seat in ids)
     if seat_ids:
         values: dict[str, Any] = (
             {"state": SeatState.SOLD.value}
@@ -275,7 +378,7 @@ async def _close_holds(
         )
     if counts is None:
         await _move_counts(conn, changes)
-    return hold_ids, {r.stock_id for r in lines}
+    return hold_ids, {r.stock_id for r in lines}, seats
 
 
 async def _expire_due(
@@ -286,7 +389,7 @@ async def _expire_due(
     stock_ids: Sequence[int] | None = None,
     limit: int = 500,
     counts: dict[int, tuple[int, int]] | None = None,
-) -> tuple[list[int], set[int]]:
+) -> tuple[list[int], set[int], SeatsByPerformance]:
     h, line = db.hold.c, db.hold_line.c
     query = sa.select(h.id).where(
         h.institution_id == institution_id, h.state == HoldState.ACTIVE.value, h.expires_at <= now
@@ -299,10 +402,17 @@ async def _expire_due(
     return await _close_holds(conn, hold_ids, HoldState.EXPIRED, now, counts)
 
 
-async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) -> int:
+async def expire_holds(
+    engine: AsyncEngine,
+    *,
+    now: datetime,
+    limit: int = 500,
+    seat_indexes: SeatIndexes | None = None,
+) -> int:
     """Release every hold past its expiry (the sweeper). Returns how many were released."""
+    indexes = indexes_of(engine) if seat_indexes is None else seat_indexes
 
-    async def work(conn: AsyncConnection) -> int:
+    async def work(conn: AsyncConnection, after: _Afterwards) -> int:
         h = db.hold.c
         due = (
             await conn.execute(
@@ -313,7 +423,7 @@ async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) 
         ).all()
         released = 0
         for institution_id, _ in sorted(due):
-            hold_ids, stocks = await _expire_due(conn, institution_id, now, limit=limit)
+            hold_ids, stocks, seats = await _expire_due(conn, institution_id, now, limit=limit)
             for hold_id in hold_ids:
                 await audit.record(
                     conn,
@@ -323,7 +433,11 @@ async def expire_holds(engine: AsyncEngine, *, now: datetime, limit: int = 500) 
                     at=now,
                     hold_id=hold_id,
                 )
-            await log_changes(conn, institution_id, stocks, now)
+            sequence = await log_changes(conn, institution_id, stocks, now)
+            if sequence:
+                after.committed.append(
+                    functools.partial(_apply_own, indexes, sequence, freed=seats)
+                )
             released += len(hold_ids)
         return released
 
@@ -372,85 +486,187 @@ async def _candidate_stocks(
     return sorted(rows, key=lambda r: (r.contingent_id is None, r.id))
 
 
-async def _take_seats(
-    conn: AsyncConnection,
-    stocks: list[Any],
-    request: PlaceRequest,
-    hold_id: int,
-    split_allowed: bool,
-) -> list[HeldLine]:
+def _drop(counter: Counter[int], seat_ids: list[int]) -> None:
+    counter.subtract(seat_ids)
+    for seat_id in seat_ids:
+        if counter[seat_id] <= 0:
+            del counter[seat_id]
+
+
+class _Picker:
+    """The seat indexes one hold attempt uses, the seats it reserved there, and the seats of
+    the holds it expired (free as its transaction sees them)."""
+
+    def __init__(self, indexes: SeatIndexes, institution_id: int, after: _Afterwards) -> None:
+        self.indexes = indexes
+        self.institution_id = institution_id
+        self.entries: dict[int, PerformanceSeats] = {}
+        self.mine: dict[int, Counter[int]] = {}  # performance -> seats reserved here
+        self.taken: SeatsByPerformance = {}  # performance -> seats held in this transaction
+        self.expired: SeatsByPerformance = {}
+        after.rolled_back.append(self._rolled_back)
+
+    def _rolled_back(self) -> None:
+        """What the index learnt from inside the transaction (seats of expired holds free,
+        seats held here taken) did not happen: those stocks are read again next time."""
+        with self._dropping_on_failure():
+            self._forget_attempt()
+
+    def _forget_attempt(self) -> None:
+        for performance_id, entry in self.entries.items():
+            entry.unreserve(list(self.mine.get(performance_id, ())))
+            seats = [*self.expired.get(performance_id, ()), *self.taken.get(performance_id, ())]
+            entry.dirty.update(
+                entry.stock_of[seat_id] for seat_id in seats if seat_id in entry.stock_of
+            )
+
+    def committed(self, sequence: int) -> None:
+        with self._dropping_on_failure():
+            _apply_own(self.indexes, sequence, taken=self.taken, freed=self.expired)
+            for performance_id, entry in self.entries.items():
+                entry.unreserve(list(self.mine.get(performance_id, ())))
+
+    @contextlib.contextmanager
+    def _dropping_on_failure(self) -> Iterator[None]:
+        """An index whose bookkeeping failed is not trusted again: the next hold rebuilds it."""
+        try:
+            yield
+        except Exception:
+            for performance_id in set(self.entries) | set(self.taken) | set(self.expired):
+                self.indexes.drop(performance_id)
+            raise
+
+    async def entry(
+        self, conn: AsyncConnection, performance_id: int, stock_ids: list[int]
+    ) -> PerformanceSeats:
+        """The performance's index, up to date as this transaction sees it."""
+        entry = self.entries.get(performance_id)
+        if entry is not None:
+            return entry
+        entry = self.indexes.get(performance_id)
+        if entry is not None and (
+            entry.institution_id != self.institution_id or not set(stock_ids) <= entry.stocks
+        ):
+            entry.stale = True
+        if entry is not None and not entry.stale:
+            await indexing.refresh(conn, entry)
+        if entry is None or entry.stale:
+            built = await indexing.build(conn, self.institution_id, performance_id)
+            if built is None:
+                raise UnknownInventory("the institution's inventory has not been provisioned")
+            entry = self.indexes.put(built)
+        freed = self.expired.get(performance_id)
+        if freed:  # released by this transaction: free as it sees them
+            entry.mark_free(freed)
+        self.entries[performance_id] = entry
+        return entry
+
+    async def take(
+        self,
+        conn: AsyncConnection,
+        stocks: list[Any],
+        request: PlaceRequest,
+        hold_id: int,
+        split_allowed: bool,
+    ) -> list[tuple[int, int]]:
+        """Best-available seats for ``request``, held by ``hold_id`` in the database, as
+        (seat id, stock id).
+
+        The index proposes; ``UPDATE ... WHERE state = 'FREE'`` decides. Seats another
+        transaction got first are marked taken and the next-best ones proposed, in the same
+        transaction; after a second loss the index is refreshed first. Seats reserved by other
+        running transactions of this process are proposed last (they may roll back). Raises
+        NotAvailable, or _LostRace after ROUNDS proposals.
+        """
+        assert request.performance_id is not None
+        stock_ids = [r.id for r in stocks]
+        entry = await self.entry(conn, request.performance_id, stock_ids)
+        mine = self.mine.setdefault(request.performance_id, Counter())
+        ps = db.performance_seat.c
+        losses = 0
+        everything = False  # propose seats reserved elsewhere in this process too
+        for _ in range(ROUNDS):
+            picked = entry.propose(
+                stock_ids,
+                request.quantity,
+                split_allowed=split_allowed,
+                ignore_reserved_except=mine if everything else None,
+            )
+            if picked is None:
+                if not everything and entry.reserved_elsewhere(stock_ids, mine):
+                    everything = True
+                    continue
+                raise NotAvailable("not enough seats together in this category")
+            entry.reserve(picked)
+            mine.update(picked)
+            self.taken.setdefault(request.performance_id, []).extend(picked)
+            got = {
+                seat_id
+                for (seat_id,) in (
+                    await conn.execute(
+                        sa.update(db.performance_seat)
+                        .where(ps.id.in_(sorted(picked)), ps.state == SeatState.FREE.value)
+                        .values(state=SeatState.HELD.value, hold_id=hold_id)
+                        .returning(ps.id)
+                    )
+                ).all()
+            }
+            if len(got) == len(picked):
+                return [(seat_id, entry.stock_of[seat_id]) for seat_id in picked]
+            # committed by another transaction meanwhile: not free, whatever the index said
+            entry.mark_taken([seat_id for seat_id in picked if seat_id not in got])
+            if got:
+                await conn.execute(
+                    sa.update(db.performance_seat)
+                    .where(ps.id.in_(sorted(got)))
+                    .values(state=SeatState.FREE.value, hold_id=None)
+                )
+            entry.unreserve(picked)
+            _drop(mine, picked)
+            del self.taken[request.performance_id][-len(picked) :]
+            losses += 1
+            self.indexes.lost_races += 1
+            if losses == 2:  # more than one seat race: catch up with the log first
+                await indexing.refresh(conn, entry)
+                if entry.stale:
+                    raise _LostRace()
+        raise _LostRace()
+
+
+async def _take_given_seats(
+    conn: AsyncConnection, stocks: list[Any], request: PlaceRequest, hold_id: int
+) -> list[tuple[int, int]]:
     ps = db.performance_seat.c
     stock_ids = [r.id for r in stocks]
-    if request.seat_ids:
-        wanted = sorted(set(request.seat_ids))
-        if len(wanted) != request.quantity:
-            raise InvalidQuantity("give as many seats as the quantity, each once")
-        rows = (
-            await conn.execute(
-                sa.select(ps.id, ps.stock_id, ps.state).where(
-                    ps.id.in_(wanted), ps.stock_id.in_(stock_ids)
-                )
-            )
-        ).all()
-        if len(rows) != len(wanted):
-            raise NotAvailable("some of these seats are not for sale on this channel")
-        if any(r.state != SeatState.FREE.value for r in rows):
-            raise NotAvailable("some of these seats are taken")
-        chosen = [(r.id, r.stock_id) for r in rows]
-    else:
-        free_rows = await conn.execute(
-            sa.select(ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank).where(
-                ps.stock_id.in_(stock_ids), ps.state == SeatState.FREE.value
+    wanted = sorted(set(request.seat_ids))
+    if len(wanted) != request.quantity:
+        raise InvalidQuantity("give as many seats as the quantity, each once")
+    rows = (
+        await conn.execute(
+            sa.select(ps.id, ps.stock_id, ps.state).where(
+                ps.id.in_(wanted), ps.stock_id.in_(stock_ids)
             )
         )
-        # plain tuples, grouped in one pass: this is the hot part of a hold on a large plan
-        stock_of: dict[int, int] = {}
-        by_stock: dict[int, list[FreeSeat]] = {stock.id: [] for stock in stocks}
-        for seat_id, stock_id, block_id, row_order, position, rank in free_rows:
-            stock_of[seat_id] = stock_id
-            by_stock[stock_id].append(FreeSeat(seat_id, block_id, row_order, position, rank))
-        # The channel's contingents first, then the pool (the order of ``stocks``), all of them
-        # together only when no single one will do; seats together before split seats.
-        groups = [by_stock[stock.id] for stock in stocks]
-        if len(groups) > 1:
-            groups.append([seat for group in groups for seat in group])
-        picked = None
-        for split in (False, True) if split_allowed else (False,):
-            for group in groups:
-                picked = best_available(group, request.quantity, split_allowed=split)
-                if picked is not None:
-                    break
-            if picked is not None:
-                break
-        if picked is None:
-            raise NotAvailable("not enough seats together in this category")
-        chosen = [(seat_id, stock_of[seat_id]) for seat_id in picked]
-    ids = sorted(seat_id for seat_id, _ in chosen)
+    ).all()
+    if len(rows) != len(wanted):
+        raise NotAvailable("some of these seats are not for sale on this channel")
+    if any(r.state != SeatState.FREE.value for r in rows):
+        raise NotAvailable("some of these seats are taken")
     updated = await conn.execute(
         sa.update(db.performance_seat)
-        .where(ps.id.in_(ids), ps.state == SeatState.FREE.value)
+        .where(ps.id.in_(wanted), ps.state == SeatState.FREE.value)
         .values(state=SeatState.HELD.value, hold_id=hold_id)
     )
-    if updated.rowcount != len(ids):
-        if request.seat_ids:
-            raise NotAvailable("some of these seats were just taken")
-        raise _LostRace()
+    if updated.rowcount != len(wanted):
+        raise NotAvailable("some of these seats were just taken")
+    return [(r.id, r.stock_id) for r in rows]
+
+
+def _seat_lines(seats: list[tuple[int, int]]) -> list[HeldLine]:
     per_stock: dict[int, list[int]] = {}
-    for seat_id, stock_id in chosen:
+    for seat_id, stock_id in seats:
         per_stock.setdefault(stock_id, []).append(seat_id)
-    return [
-        HeldLine(stock_id, len(seats), tuple(sorted(seats)))
-        for stock_id, seats in per_stock.items()
-    ]
-
-
-async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """Run ``work`` in one inventory transaction (the contract above): locks with a timeout,
-    ``Busy`` when one is not obtained, and the whole of ``work`` run again when a conditional
-    update loses a race. Callers that change their own tables with places (the sales context)
-    pass a ``work`` that calls the ``*_in`` functions below: it must be safe to run again."""
-    result: T = await _with_retries(engine, work)
-    return result
+    return [HeldLine(stock_id, len(ids), tuple(sorted(ids))) for stock_id, ids in per_stock.items()]
 
 
 async def hold_places(
@@ -465,13 +681,9 @@ async def hold_places(
     now: datetime,
     split_allowed: bool = False,
     actor: str = "system",
+    seat_indexes: SeatIndexes | None = None,
 ) -> Hold:
-    """Hold every requested place for ``cart`` until ``expires_at``, all or nothing.
-
-    Raises NotAvailable (``error.order.availability``) when places are missing, Busy on lock
-    timeout, InvalidQuantity / UnknownInventory on bad input; nothing is held then. A season
-    ticket or package takes one place in each of its performances: one request per performance.
-    """
+    """:func:`hold_places_in` in a transaction of its own."""
     return await in_transaction(
         engine,
         lambda conn: hold_places_in(
@@ -485,6 +697,7 @@ async def hold_places(
             now=now,
             split_allowed=split_allowed,
             actor=actor,
+            seat_indexes=seat_indexes,
         ),
     )
 
@@ -501,8 +714,25 @@ async def hold_places_in(
     now: datetime,
     split_allowed: bool = False,
     actor: str = "system",
+    seat_indexes: SeatIndexes | None = None,
 ) -> Hold:
-    """:func:`hold_places` inside the caller's transaction (see :func:`in_transaction`)."""
+    """Hold every requested place for ``cart`` until ``expires_at``, all or nothing.
+
+    ``requests`` lists one :class:`PlaceRequest` per stock family: a performance's seat
+    category (best-available for ``quantity`` seats, or the given ``seat_ids``), or a product
+    item and timeslot. One hold may cover **several performances**: a season ticket or a
+    package takes one place in each of its performances by giving one request per performance,
+    e.g. ``[PlaceRequest(1, performance_id=p, seat_category_id=c) for p in performances]``; the
+    hold then has one line per stock, every line is confirmed or released together, and when
+    one performance lacks a place nothing is held anywhere.
+
+    Numbered seats are chosen from the process's seat index of each performance
+    (``inventory.seat_indexes``; ``seat_indexes`` overrides the process's registry) and
+    claimed with a conditional update: the database decides, a lost race proposes the
+    next-best seats. Raises NotAvailable (``error.order.availability``) when places are
+    missing, Busy on lock timeout or lasting contention, InvalidQuantity / UnknownInventory on
+    bad input; nothing is held then.
+    """
     if not requests:
         raise InvalidQuantity("nothing to hold")
     for request in requests:
@@ -510,8 +740,9 @@ async def hold_places_in(
             raise InvalidQuantity(f"quantity must be between 1 and {MAX_QUANTITY}")
     if expires_at <= now:
         raise InvalidQuantity("a hold must expire in the future")
+    indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
 
-    async def work(conn: AsyncConnection) -> Hold:
+    async def work(conn: AsyncConnection, after: _Afterwards) -> Hold:
         h = db.hold.c
         hold_id = (
             await conn.execute(
@@ -534,18 +765,28 @@ async def hold_places_in(
         # Seats first (those of expired holds, then the new ones), stock rows after them all:
         # the counter changes are gathered in ``counts`` and applied in stock id order.
         counts: dict[int, tuple[int, int]] = {}
-        expired, expired_stocks = await _expire_due(
+        expired, expired_stocks, expired_seats = await _expire_due(
             conn,
             institution_id,
             now,
             stock_ids=[s.id for c in candidates for s in c],
             counts=counts,
         )
+        picker = _Picker(indexes, institution_id, after)
+        picker.expired = expired_seats
         taken_of: list[list[HeldLine]] = []
         for request, stocks in zip(requests, candidates, strict=True):
             taken: list[HeldLine] = []
             if stocks[0].numbered:
-                taken = await _take_seats(conn, stocks, request, hold_id, split_allowed)
+                assert request.performance_id is not None
+                if request.seat_ids:
+                    seats = await _take_given_seats(conn, stocks, request, hold_id)
+                    picker.taken.setdefault(request.performance_id, []).extend(
+                        seat_id for seat_id, _ in seats
+                    )
+                else:
+                    seats = await picker.take(conn, stocks, request, hold_id, split_allowed)
+                taken = _seat_lines(seats)
                 for line in taken:
                     held, sold = counts.get(line.stock_id, (0, 0))
                     counts[line.stock_id] = (held + line.quantity, sold)
@@ -589,12 +830,13 @@ async def hold_places_in(
             cart=cart,
             places=sum(line.quantity for line in lines),
         )
-        await log_changes(
+        sequence = await log_changes(
             conn, institution_id, {line.stock_id for line in lines} | expired_stocks, now
         )
+        after.committed.append(lambda: picker.committed(sequence))
         return Hold(hold_id, cart, HoldState.ACTIVE, expires_at, tuple(lines))
 
-    return await work(conn)
+    return await work(conn, _current_afterwards())
 
 
 async def _take_unnumbered(
@@ -643,13 +885,25 @@ async def _active_hold(
 
 
 async def confirm_hold(
-    engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime, actor: str = "system"
+    engine: AsyncEngine,
+    *,
+    institution_id: int,
+    hold_id: int,
+    now: datetime,
+    actor: str = "system",
+    seat_indexes: SeatIndexes | None = None,
 ) -> None:
-    """Sell the hold's places. Refused when the hold expired, was released or confirmed."""
+    """Sell the hold's places (in every performance it covers). Refused when the hold expired,
+    was released or confirmed."""
     await in_transaction(
         engine,
         lambda conn: confirm_hold_in(
-            conn, institution_id=institution_id, hold_id=hold_id, now=now, actor=actor
+            conn,
+            institution_id=institution_id,
+            hold_id=hold_id,
+            now=now,
+            actor=actor,
+            seat_indexes=seat_indexes,
         ),
     )
 
@@ -661,12 +915,14 @@ async def confirm_hold_in(
     hold_id: int,
     now: datetime,
     actor: str = "system",
+    seat_indexes: SeatIndexes | None = None,
 ) -> None:
     """:func:`confirm_hold` inside the caller's transaction (see :func:`in_transaction`)."""
+    indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
 
-    async def work(conn: AsyncConnection) -> None:
+    async def work(conn: AsyncConnection, after: _Afterwards) -> None:
         await _active_hold(conn, institution_id, hold_id, now)
-        closed, stocks = await _close_holds(conn, [hold_id], HoldState.CONFIRMED, now)
+        closed, stocks, seats = await _close_holds(conn, [hold_id], HoldState.CONFIRMED, now)
         if not closed:  # released or expired meanwhile
             await _active_hold(conn, institution_id, hold_id, now)
             raise HoldClosed(f"hold {hold_id} was just closed")
@@ -678,19 +934,33 @@ async def confirm_hold_in(
             at=now,
             hold_id=hold_id,
         )
-        await log_changes(conn, institution_id, stocks, now)
+        sequence = await log_changes(conn, institution_id, stocks, now)
+        # held seats become sold: still taken, but the indexes follow the sequence
+        after.committed.append(lambda: _apply_own(indexes, sequence, taken=seats))
 
-    await work(conn)
+    await work(conn, _current_afterwards(required=False))
 
 
 async def release_hold(
-    engine: AsyncEngine, *, institution_id: int, hold_id: int, now: datetime, actor: str = "system"
+    engine: AsyncEngine,
+    *,
+    institution_id: int,
+    hold_id: int,
+    now: datetime,
+    actor: str = "system",
+    seat_indexes: SeatIndexes | None = None,
 ) -> None:
-    """Give the hold's places back. Idempotent on a hold already released or expired."""
+    """Give the hold's places back (in every performance it covers). Idempotent on a hold
+    already released or expired."""
     await in_transaction(
         engine,
         lambda conn: release_hold_in(
-            conn, institution_id=institution_id, hold_id=hold_id, now=now, actor=actor
+            conn,
+            institution_id=institution_id,
+            hold_id=hold_id,
+            now=now,
+            actor=actor,
+            seat_indexes=seat_indexes,
         ),
     )
 
@@ -702,10 +972,12 @@ async def release_hold_in(
     hold_id: int,
     now: datetime,
     actor: str = "system",
+    seat_indexes: SeatIndexes | None = None,
 ) -> None:
     """:func:`release_hold` inside the caller's transaction (see :func:`in_transaction`)."""
+    indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
 
-    async def work(conn: AsyncConnection) -> None:
+    async def work(conn: AsyncConnection, after: _Afterwards) -> None:
         h = db.hold.c
         row = (
             await conn.execute(
@@ -718,7 +990,7 @@ async def release_hold_in(
             return
         if row.state == HoldState.CONFIRMED.value:
             raise HoldClosed(f"hold {hold_id} is confirmed")
-        closed, stocks = await _close_holds(conn, [hold_id], HoldState.RELEASED, now)
+        closed, stocks, seats = await _close_holds(conn, [hold_id], HoldState.RELEASED, now)
         if not closed:  # closed meanwhile: nothing to give back, unless it was sold
             state = (await conn.execute(sa.select(h.state).where(h.id == hold_id))).scalar_one()
             if state == HoldState.CONFIRMED.value:
@@ -732,6 +1004,7 @@ async def release_hold_in(
             at=now,
             hold_id=hold_id,
         )
-        await log_changes(conn, institution_id, stocks, now)
+        sequence = await log_changes(conn, institution_id, stocks, now)
+        after.committed.append(lambda: _apply_own(indexes, sequence, freed=seats))
 
-    await work(conn)
+    await work(conn, _current_afterwards(required=False))

@@ -1,0 +1,379 @@
+"""Per-process seat indexes: best-available on the hold path without reading every free seat.
+
+A server process keeps, per performance it sells, a :class:`~billetterie.inventory.seating.
+SeatIndex` of the whole plan (:class:`PerformanceSeats`). The index only **proposes** seats; the
+database decides with ``UPDATE performance_seat ... WHERE state = 'FREE'`` in the hold's
+transaction (``inventory.services``). How the index keeps up with the database:
+
+- **watermark** - the institution's change sequence up to which the index reflects every seat
+  change of the performance. Sequence order is commit order (``inventory_change``), so on each
+  hold one small query reads the sequence's head and the performance's stocks changed after the
+  watermark (an index range scan on ``(institution_id, sequence)``); only the free seats of those
+  stocks are read again (:meth:`PerformanceSeats.replace_stock`), and the watermark moves to the
+  head read in the same statement.
+- **own changes** - what this process's own transactions did (held, released, expired seats) is
+  applied after their commit with their sequence (:meth:`PerformanceSeats.apply_own`), so a
+  process selling alone never reads seats again; the watermark advances over them.
+- **reservations** - seats proposed to a transaction still running in this process are
+  reserved (a counter per seat) and not proposed to another one, so the coroutines of one
+  process do not race each other for the same block; reservations end with the transaction.
+- **lost races** - a seat the conditional update did not get is taken, committed, by another
+  process: it is marked taken at once (:meth:`PerformanceSeats.mark_taken`) and the next-best
+  block is proposed in the same transaction.
+- **doubt** - a transaction that changed the index from its own uncommitted view (seats of
+  expired holds it released, a read inside it) and then rolled back marks those stocks
+  **dirty**: the next hold reads their free seats again. A plan that changed under the index (a
+  setup import added, removed or moved seats, or a stock the index does not know) makes it
+  **stale**: it is rebuilt from the database.
+
+Staleness only ever costs a lost race or a slightly worse proposal, never a seat sold twice:
+the conditional update is the truth. :class:`SeatIndexes` keeps at most ``capacity``
+performances per engine (least recently used out). Nothing here awaits while the index changes,
+so the coroutines of one event loop see it consistent; it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billetterie.inventory import db
+from billetterie.inventory.models import SeatState
+from billetterie.inventory.seating import PlanSeat, SeatIndex
+
+__all__ = [
+    "MAX_INDEXES",
+    "PerformanceSeats",
+    "SeatIndexes",
+    "build",
+    "indexes_of",
+    "refresh",
+    "reread",
+]
+
+MAX_INDEXES = 64  # performances indexed per process and engine
+
+
+class PerformanceSeats:
+    """One performance's seats as this process knows them (see the module docstring)."""
+
+    def __init__(
+        self,
+        institution_id: int,
+        performance_id: int,
+        seats: Iterable[tuple[int, int, int, int, int, int, bool]],
+        watermark: int,
+        stock_ids: Iterable[int] = (),
+    ) -> None:
+        """``seats``: (seat id, stock id, block id, row order, position, rank, free) of every
+        seat of the performance, read at or after sequence ``watermark``; ``stock_ids``: its
+        numbered stocks (some may have no seat)."""
+        self.institution_id = institution_id
+        self.performance_id = performance_id
+        plan: list[PlanSeat] = []
+        # the database's free seats, per stock
+        self.free_by_stock: dict[int, set[int]] = {stock_id: set() for stock_id in stock_ids}
+        self.stock_of: dict[int, int] = {}
+        for seat_id, stock_id, block_id, row_order, position, rank, free in seats:
+            plan.append(PlanSeat(seat_id, block_id, row_order, position, rank, free, stock_id))
+            self.stock_of[seat_id] = stock_id
+            known = self.free_by_stock.setdefault(stock_id, set())
+            if free:
+                known.add(seat_id)
+        self.index = SeatIndex(plan)
+        self.stocks = frozenset(self.free_by_stock)
+        self.watermark = watermark
+        self.own: set[int] = set()  # sequences of own changes above the watermark, applied
+        self.reserved: Counter[int] = Counter()
+        self.dirty: set[int] = set()  # stocks whose free seats must be read again
+        self.stale = False  # rebuild before the next use
+
+    # -- keeping the index equal to (database's free seats) - (reservations) -------------------
+
+    def _sync(self, seat_ids: Iterable[int]) -> None:
+        to_take: list[int] = []
+        to_free: list[int] = []
+        index, reserved, stock_of, free_by_stock = (
+            self.index,
+            self.reserved,
+            self.stock_of,
+            self.free_by_stock,
+        )
+        for seat_id in set(seat_ids):
+            stock_id = stock_of.get(seat_id)
+            if stock_id is None:
+                continue
+            wanted = seat_id in free_by_stock[stock_id] and not reserved[seat_id]
+            if wanted != index.is_free(seat_id):
+                (to_free if wanted else to_take).append(seat_id)
+        if to_take:
+            index.take(to_take)
+        if to_free:
+            index.free(to_free)
+
+    def reserve(self, seat_ids: Collection[int]) -> None:
+        """Proposed to a running transaction of this process: not proposed again meanwhile."""
+        self.reserved.update(seat_ids)
+        self._sync(seat_ids)
+
+    def unreserve(self, seat_ids: Collection[int]) -> None:
+        self.reserved.subtract(seat_ids)
+        for seat_id in seat_ids:
+            if self.reserved[seat_id] <= 0:
+                del self.reserved[seat_id]
+        self._sync(seat_ids)
+
+    def mark_taken(self, seat_ids: Collection[int]) -> None:
+        """Seats the database showed taken (committed)."""
+        for seat_id in seat_ids:
+            stock_id = self.stock_of.get(seat_id)
+            if stock_id is not None:
+                self.free_by_stock[stock_id].discard(seat_id)
+        self._sync(seat_ids)
+
+    def mark_free(self, seat_ids: Collection[int]) -> None:
+        """Seats the database showed free (committed, or in the current transaction)."""
+        for seat_id in seat_ids:
+            stock_id = self.stock_of.get(seat_id)
+            if stock_id is not None:
+                self.free_by_stock[stock_id].add(seat_id)
+        self._sync(seat_ids)
+
+    def replace_stock(self, stock_id: int, free_ids: Collection[int]) -> None:
+        """The database's free seats of one stock, read anew. A seat the index does not know
+        in that stock means the plan changed: the index is marked stale."""
+        known = self.free_by_stock.get(stock_id)
+        if known is None or any(self.stock_of.get(seat_id) != stock_id for seat_id in free_ids):
+            self.stale = True
+            return
+        fresh = set(free_ids)
+        changed = known ^ fresh
+        self.free_by_stock[stock_id] = fresh
+        self._sync(changed)
+
+    def apply_own(
+        self, sequence: int, *, taken: Collection[int] = (), freed: Collection[int] = ()
+    ) -> None:
+        """What an own transaction committed under ``sequence`` did to these seats.
+
+        Ignored when the watermark is already past it (a read since saw the result, or newer).
+        """
+        if sequence <= self.watermark or sequence in self.own:
+            return
+        if taken:
+            self.mark_taken(taken)
+        if freed:
+            self.mark_free(freed)
+        self.own.add(sequence)
+        while self.watermark + 1 in self.own:
+            self.watermark += 1
+            self.own.discard(self.watermark)
+
+    def advance(self, head: int) -> None:
+        """Every change up to ``head`` is reflected now."""
+        if head > self.watermark:
+            self.watermark = head
+            self.own = {s for s in self.own if s > head}
+
+    # -- proposing -----------------------------------------------------------------------------
+
+    def reserved_elsewhere(self, stock_ids: Collection[int], mine: Collection[int]) -> bool:
+        """Whether other running transactions of this process reserved seats of these stocks
+        (``mine``: the caller's own reservations)."""
+        return any(
+            seat_id not in mine and self.stock_of.get(seat_id) in stock_ids
+            for seat_id in self.reserved
+        )
+
+    def propose(
+        self,
+        stock_ids: Sequence[int],
+        quantity: int,
+        *,
+        split_allowed: bool,
+        ignore_reserved_except: Collection[int] | None = None,
+    ) -> list[int] | None:
+        """The best seats for ``quantity`` places in these stocks, tried in their order, then
+        all of them together; seats together before split seats. With
+        ``ignore_reserved_except``, seats reserved by other running transactions may be
+        proposed too (they may yet roll back); those given stay excluded."""
+        groups = [frozenset((stock_id,)) for stock_id in stock_ids]
+        if len(groups) > 1:
+            groups.append(frozenset(stock_ids))
+        others: list[int] = []
+        held_back = self.reserved
+        if ignore_reserved_except is not None:
+            others = [s for s in held_back if s not in ignore_reserved_except]
+        if others:
+            self.reserved = Counter({s: held_back[s] for s in ignore_reserved_except or ()})
+            self._sync(others)
+        try:
+            for split in (False, True) if split_allowed else (False,):
+                for allowed in groups:
+                    picked = self.index.best_available(
+                        quantity, split_allowed=split, allowed=allowed
+                    )
+                    if picked is not None:
+                        return list(picked)
+            return None
+        finally:
+            if others:
+                self.reserved = held_back
+                self._sync(others)
+
+
+class SeatIndexes:
+    """The performances indexed by one process for one engine, least recently used out."""
+
+    def __init__(self, capacity: int = MAX_INDEXES) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[int, PerformanceSeats] = OrderedDict()
+        # for tests and benchmarks: indexes built, seat races lost (seats proposed that another
+        # transaction had taken)
+        self.builds = 0
+        self.lost_races = 0
+
+    def get(self, performance_id: int) -> PerformanceSeats | None:
+        entry = self._entries.get(performance_id)
+        if entry is not None:
+            self._entries.move_to_end(performance_id)
+        return entry
+
+    def put(self, entry: PerformanceSeats) -> PerformanceSeats:
+        self.builds += 1
+        self._entries[entry.performance_id] = entry
+        self._entries.move_to_end(entry.performance_id)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return entry
+
+    def drop(self, performance_id: int) -> None:
+        self._entries.pop(performance_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_of_engine: weakref.WeakKeyDictionary[Any, SeatIndexes] = weakref.WeakKeyDictionary()
+
+
+def indexes_of(engine: AsyncEngine) -> SeatIndexes:
+    """This process's seat indexes for ``engine`` (one database)."""
+    key = engine.sync_engine  # one object per engine, whichever async proxy names it
+    indexes = _of_engine.get(key)
+    if indexes is None:
+        indexes = _of_engine[key] = SeatIndexes()
+    return indexes
+
+
+# --- reading the database ------------------------------------------------------------------------
+
+
+async def _head(conn: AsyncConnection, institution_id: int) -> int | None:
+    q = db.inventory_sequence.c
+    value = (
+        await conn.execute(sa.select(q.value).where(q.institution_id == institution_id))
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+async def build(
+    conn: AsyncConnection, institution_id: int, performance_id: int
+) -> PerformanceSeats | None:
+    """Index every seat of a performance as ``conn`` sees it; None when the institution's
+    inventory is not provisioned. The head is read first: the seats read after it reflect at
+    least every change up to it."""
+    head = await _head(conn, institution_id)
+    if head is None:
+        return None
+    ps, s = db.performance_seat.c, db.stock.c
+    stock_ids = (
+        await conn.execute(
+            sa.select(s.id).where(
+                s.institution_id == institution_id,
+                s.performance_id == performance_id,
+                s.numbered.is_(True),
+            )
+        )
+    ).scalars()
+    rows = await conn.execute(
+        sa.select(
+            ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank, ps.state
+        ).where(ps.institution_id == institution_id, ps.performance_id == performance_id)
+    )
+    free = SeatState.FREE.value
+    return PerformanceSeats(
+        institution_id,
+        performance_id,
+        (
+            (seat_id, stock_id, block_id, row_order, position, rank, state == free)
+            for seat_id, stock_id, block_id, row_order, position, rank, state in rows
+        ),
+        head,
+        list(stock_ids),
+    )
+
+
+async def refresh(conn: AsyncConnection, entry: PerformanceSeats) -> None:
+    """Bring ``entry`` up to the head of the change log, as ``conn`` sees it.
+
+    One statement reads the head and the performance's stocks changed after the watermark
+    (other than by this process's applied changes); the free seats of those stocks, and of the
+    dirty ones, are then read again. A head behind the watermark (the database was replaced)
+    or a seat the index does not know marks the entry stale.
+    """
+    q, c = db.inventory_sequence.c, db.inventory_change.c
+    changed = (
+        sa.select(c.stock_id)
+        .where(
+            c.institution_id == entry.institution_id,
+            c.sequence > entry.watermark,
+            c.stock_id.in_(sorted(entry.stocks)),
+        )
+        .distinct()
+    )
+    if entry.own:
+        changed = changed.where(c.sequence.not_in(sorted(entry.own)))
+    sub = changed.subquery()
+    rows = (
+        await conn.execute(
+            sa.select(q.value, sub.c.stock_id)
+            .select_from(db.inventory_sequence.outerjoin(sub, sa.true()))
+            .where(q.institution_id == entry.institution_id)
+        )
+    ).all()
+    if not rows or rows[0][0] < entry.watermark:
+        entry.stale = True
+        return
+    head = int(rows[0][0])
+    stocks = {r[1] for r in rows if r[1] is not None} | entry.dirty
+    if stocks:
+        await reread(conn, entry, stocks)
+    entry.advance(head)
+
+
+async def reread(
+    conn: AsyncConnection, entry: PerformanceSeats, stock_ids: Collection[int]
+) -> None:
+    """Read the free seats of these stocks again (as ``conn`` sees them)."""
+    ps = db.performance_seat.c
+    ordered = sorted(stock_ids)
+    fresh: dict[int, list[int]] = {stock_id: [] for stock_id in ordered}
+    rows = await conn.execute(
+        sa.select(ps.id, ps.stock_id).where(
+            ps.stock_id.in_(ordered), ps.state == SeatState.FREE.value
+        )
+    )
+    for seat_id, stock_id in rows:
+        fresh[stock_id].append(seat_id)
+    for stock_id, free_ids in fresh.items():
+        entry.replace_stock(stock_id, free_ids)
+    entry.dirty.difference_update(ordered)
