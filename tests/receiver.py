@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ class Received:
     target: str  # path and query, as sent
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() on arrival
 
 
 @dataclass
@@ -47,7 +49,7 @@ class Receiver:
                     name, _, value = header.partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.requests.append(Received(method, target, headers, body))
+                self.requests.append(Received(method, target, headers, body, time.monotonic()))
                 self.arrived.set()
                 status, extra = self.script.pop(0) if self.script else (200, {})
                 reply = b"ok" if status < 400 else b"no"

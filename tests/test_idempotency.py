@@ -127,8 +127,9 @@ class Client:
         operator: str = "web",
         path: str = PATH,
         token: bool = True,
+        encoding: str = "identity",
     ) -> httpx.Response:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept-Encoding": encoding}
         if token:
             headers["Authorization"] = f"Bearer {self.tokens[operator]}"
         if key is not None:
@@ -342,4 +343,17 @@ async def test_path_prefixes_and_problem_json_off_the_rpc_surface(client: Client
     assert other.status_code == 422
     assert other.headers["content-type"] == "application/problem+json"
     assert other.json()["code"] == "error.request.idempotency_mismatch"
+    assert await mutations(client.engine) == 1
+
+
+async def test_answers_are_stored_uncompressed_and_gzipped_per_client(client: Client) -> None:
+    label = "long " * 400  # above the gzip threshold
+    zipped = await client.call({"label": label}, encoding="gzip")
+    assert zipped.headers["content-encoding"] == "gzip"
+    plain = await client.call({"label": label})
+    assert "content-encoding" not in plain.headers
+    assert plain.headers["idempotent-replayed"] == "true"
+    assert plain.content == zipped.content  # httpx has decoded the first one
+    again = await client.call({"label": label}, encoding="gzip")
+    assert again.headers["content-encoding"] == "gzip" and again.content == zipped.content
     assert await mutations(client.engine) == 1

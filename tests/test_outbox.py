@@ -356,3 +356,24 @@ async def test_concurrent_dispatchers_never_run_a_row_twice(
     assert len(by_dispatcher) >= 2  # the work was really shared
     assert max(most_active.values()) <= 7  # no claim handed out more than its batch
     assert {r.state for r in await rows(scratch_engine)} == {"DONE"}
+
+
+async def test_finishing_writes_ride_out_transient_database_errors() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise sa.exc.OperationalError("UPDATE outbox", {}, Exception("server closed"))
+        return "written"
+
+    assert await outbox.with_retries(flaky) == "written" and calls == 3
+
+    async def wrong() -> str:
+        raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    with pytest.raises(sa.exc.IntegrityError):  # a faulty statement is not retried
+        await outbox.with_retries(wrong)
+    assert outbox.transient_database_error(ConnectionRefusedError())
+    assert not outbox.transient_database_error(ValueError())

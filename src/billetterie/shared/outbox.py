@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -280,14 +280,22 @@ class Dispatcher:
         return [(job, token) for job in sorted(jobs, key=lambda j: j.id)]
 
     async def _finish(self, job: Job, token: str, values: dict[str, Any]) -> bool:
+        """Record the outcome (conditional on the claim). The handler's effect has happened:
+        a database hiccup here is retried for a few seconds rather than left to the lease,
+        after which the job would run again."""
         o = outbox.c
-        async with transaction(self.engine) as conn:
-            result = await conn.execute(
-                sa.update(outbox)
-                .where(o.id == job.id, o.claim == token, o.state == RUNNING)
-                .values(**values)
-            )
-        if result.rowcount != 1:  # the lease ran out and another dispatcher took the row
+        statement = (
+            sa.update(outbox)
+            .where(o.id == job.id, o.claim == token, o.state == RUNNING)
+            .values(**values)
+        )
+
+        async def write() -> int:
+            async with transaction(self.engine) as conn:
+                return int((await conn.execute(statement)).rowcount)
+
+        rowcount = await with_retries(write)
+        if rowcount != 1:  # the lease ran out and another dispatcher took the row
             log.warning("outbox row %d: lost its claim before finishing", job.id)
             return False
         return True
@@ -377,14 +385,18 @@ class Dispatcher:
                     batch = []
                 if len(batch) == self.batch_size:
                     continue  # more may be due at once
-                waiters = [asyncio.ensure_future(self._wake.wait())]
-                waiters.append(asyncio.ensure_future(stop.wait()))
-                with contextlib.suppress(TimeoutError):
+                waiters = [
+                    asyncio.ensure_future(self._wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                ]
+                try:
                     await asyncio.wait(
                         waiters, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
                     )
-                for waiter in waiters:
-                    waiter.cancel()
+                finally:  # also when this loop is cancelled: leave no waiter pending
+                    for waiter in waiters:
+                        waiter.cancel()
+                    await asyncio.gather(*waiters, return_exceptions=True)
         finally:
             if listener is not None:
                 with contextlib.suppress(Exception):
@@ -405,6 +417,38 @@ class Dispatcher:
                 "LISTEN %s unavailable; polling every %ss", NOTIFY_CHANNEL, self.poll_seconds
             )
             return None
+
+
+T = TypeVar("T")
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+
+def transient_database_error(exc: BaseException) -> bool:
+    """A failure to reach the database (full server, dropped connection, busy SQLite), as
+    opposed to an error in the statement itself."""
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        text = str(exc).lower()
+        return exc.connection_invalidated or any(
+            word in text for word in ("too many", "connect", "locked")
+        )
+    return False
+
+
+async def with_retries(write: Callable[[], Awaitable[T]]) -> T:
+    """Run a short database write, retrying it for a few seconds on transient failures."""
+    for delay in RETRY_DELAYS:
+        try:
+            return await write()
+        except (sa.exc.DBAPIError, OSError) as exc:
+            if not transient_database_error(exc):
+                raise
+            log.warning("database write failed (%s); retrying in %ss", exc, delay)
+            await asyncio.sleep(delay)
+    return await write()
 
 
 def _text(exc: BaseException) -> str:

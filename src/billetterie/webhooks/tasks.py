@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read, transaction
-from billetterie.shared.outbox import FinalError, Job, RetryLater
+from billetterie.shared.outbox import FinalError, Job, RetryLater, with_retries
 from billetterie.webhooks import services
 from billetterie.webhooks.models import (
     AttemptStatus,
@@ -155,23 +155,41 @@ class WebhookSender:
         error: str | None,
     ) -> None:
         now: datetime = self.clock.now()
-        async with transaction(self.engine) as conn:
-            await services.record_attempt(
-                conn,
-                subscription=sub,
-                delivery_id=str(job.payload["delivery_id"]),
-                event=Event(job.payload["event"]),
-                subject_id=job.payload["subject_id"],
-                attempt=job.attempt,
-                status=status,
-                url=url,
-                response_code=code,
-                duration_ms=duration_ms,
-                error=error,
-                at=now,
-            )
+
+        async def write() -> None:
+            async with transaction(self.engine) as conn:
+                await self._record(conn, job, sub, url, status, code, duration_ms, error, now)
+
+        await with_retries(write)
         if status != AttemptStatus.SUCCEEDED:
             log.info("webhook %s to %s: %s (%s)", job.payload["delivery_id"], url, status, error)
+
+    async def _record(
+        self,
+        conn: Any,
+        job: Job,
+        sub: Subscription,
+        url: str,
+        status: AttemptStatus,
+        code: int | None,
+        duration_ms: int,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        await services.record_attempt(
+            conn,
+            subscription=sub,
+            delivery_id=str(job.payload["delivery_id"]),
+            event=Event(job.payload["event"]),
+            subject_id=job.payload["subject_id"],
+            attempt=job.attempt,
+            status=status,
+            url=url,
+            response_code=code,
+            duration_ms=duration_ms,
+            error=error,
+            at=now,
+        )
 
 
 def _ms(started: float) -> int:
