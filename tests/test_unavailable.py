@@ -3,6 +3,8 @@ Retry-After and a stable code — a retryable refusal, not a 500."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -36,3 +38,12 @@ async def test_an_exhausted_pool_or_a_full_server_is_a_503() -> None:
     assert orjson.loads(mirror.body)["code"] == "error.service.unavailable"
     bug = await unexpected_error(request(rpc), ZeroDivisionError())
     assert bug.status_code == 500
+
+
+async def test_a_nul_byte_in_a_login_is_a_clear_400(demo_api: Any) -> None:
+    response = await demo_api.client.post(
+        "/tnai/backend-apis/v1/auth",
+        json={"operator": "DEMO\x00B2C", "partner": "demo-website", "secret": "x"},
+    )
+    assert response.status_code == 400
+    assert response.json()["statusCode"] == "error.request.invalid"

@@ -79,9 +79,9 @@ class Text(BaseModel):
 class AuthRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    operator: str = Field(min_length=1, max_length=64, examples=["DEMO_B2C"])
-    partner: str = Field(min_length=1, max_length=64, examples=["demo-website"])
-    secret: str = Field(min_length=1, max_length=512)
+    operator: StorableText = Field(min_length=1, max_length=64, examples=["DEMO_B2C"])
+    partner: StorableText = Field(min_length=1, max_length=64, examples=["demo-website"])
+    secret: StorableText = Field(min_length=1, max_length=512)
 
 
 class AuthResponse(BaseModel):
