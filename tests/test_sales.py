@@ -816,3 +816,28 @@ async def test_idempotency_keys_replay_carts_and_closes(kit: Kit) -> None:
     async with read(kit.engine) as conn:
         tickets = await conn.execute(sa.select(sa.func.count()).select_from(sales.ticket))
         assert tickets.scalar_one() == 2
+
+
+async def test_a_reissued_ticket_invalidates_the_old_barcode(kit: Kit) -> None:
+    cart = (await kit.cart(kit.seats("C1", 1)))["orderUpdateData"]
+    order = (await kit.close(cart["orderId"], [("CASH", 50_000)]))["orderData"]
+    movement = order["operations"][0]["movements"][0]
+    old = movement["ticket"]
+    body = await kit.rpc(
+        ORDERS, "reissueTicket", {"orderId": cart["orderId"], "movementId": movement["movementId"]}
+    )
+    assert body["statusCode"] == "success", body
+    new = body["orderData"]["operations"][0]["movements"][0]["ticket"]
+    assert new["ticketId"] != old["ticketId"] and new["barcode"] != old["barcode"]
+    assert new["ticketState"] == "NOT_PRINTED"
+    listed = await kit.rpc(HISTORY, "listTicketsByCriteria", {})
+    states = {t["ticketId"]: t["ticketState"] for t in listed["ticketSummaries"]}
+    assert states == {old["ticketId"]: "INVALIDATED", new["ticketId"]: "NOT_PRINTED"}
+    response = await kit.api.client.get(
+        "/api/v1/barcodes/revocations", headers={"Authorization": f"Bearer {kit.tokens['web']}"}
+    )
+    assert [r["ticketId"] for r in response.json()["revocations"]] == [old["ticketId"]]
+    missing = await kit.rpc(
+        ORDERS, "reissueTicket", {"orderId": cart["orderId"], "movementId": 999}
+    )
+    assert missing["statusCode"] == "error.order.unknown_movement"

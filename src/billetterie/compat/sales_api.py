@@ -165,6 +165,10 @@ class ContactData(BaseModel):
     email: s.StorableText | None = Field(default=None, max_length=254)
 
 
+class ReissueRequest(OrderRequest):
+    movementId: Id
+
+
 class MovementContactRequest(OrderRequest):
     movementId: Id
     contactData: ContactData
@@ -617,6 +621,22 @@ async def set_movement_contact_data(payload: MovementContactRequest, call: Call)
         payload.orderId,
         payload.movementId,
         payload.contactData.model_dump(exclude_none=True),
+        now=call.runtime.clock.now(),
+    )
+    return {"orderData": await _order(call, seller, payload.orderId)}
+
+
+@order_service.method("reissueTicket", request=ReissueRequest, response=OrderResponse)
+async def reissue_ticket(payload: ReissueRequest, call: Call) -> dict[str, Any]:
+    """Replace a sold movement's ticket: the old one becomes INVALIDATED (its barcode revoked),
+    a new one with a new barcode takes its place."""
+    seller = await seller_of(call)
+    await tickets.reissue_ticket(
+        call.runtime.engine,
+        seller,
+        payload.orderId,
+        payload.movementId,
+        vault=vault_of(call),
         now=call.runtime.clock.now(),
     )
     return {"orderData": await _order(call, seller, payload.orderId)}

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from billetterie.shared.db import UtcDateTime, id_column, institution_column, metadata, ref
 
 Big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+VALID_TICKET = "state IN ('NOT_PRINTED', 'PRINTED', 'CONTROLLED')"
 Money = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # thousandths, past int32
 
 sales_order = sa.Table(
@@ -125,7 +126,7 @@ ticket = sa.Table(
         Big,
         sa.ForeignKey("movement.id", ondelete="CASCADE"),
         nullable=False,
-        unique=True,
+        index=True,
     ),
     sa.Column("product_id", Big, nullable=False),
     sa.Column("performance_id", Big, nullable=True),
@@ -136,6 +137,14 @@ ticket = sa.Table(
     sa.Column("controlled_at", UtcDateTime, nullable=True),
     sa.Column("cancelled_at", UtcDateTime, nullable=True),
     sa.Index("ix_ticket_listing", "institution_id", "product_id", "issued_at"),
+    # one valid ticket per movement; a reissued one leaves its INVALIDATED predecessor beside it
+    sa.Index(
+        "uq_ticket_valid_movement",
+        "movement_id",
+        unique=True,
+        postgresql_where=sa.text(VALID_TICKET),
+        sqlite_where=sa.text(VALID_TICKET),
+    ),
 )
 
 payment = sa.Table(

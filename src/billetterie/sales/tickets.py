@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.catalog.offers import ticket_names
 from billetterie.sales import db
-from billetterie.sales.barcode_keys import KeyVault
+from billetterie.sales.barcode_keys import KeyVault, revoke
 from billetterie.sales.carts import load_order
-from billetterie.sales.closing import set_barcodes_in
-from billetterie.sales.errors import InvalidOperation, UnknownMovement
+from billetterie.sales.closing import issue_tickets_in, set_barcodes_in
+from billetterie.sales.errors import InvalidOperation, NotCancellable, UnknownMovement
 from billetterie.sales.models import MovementState, Seller, TicketState
 from billetterie.sales.pdf import TicketView, render_tickets
 from billetterie.shared import audit
@@ -177,3 +177,74 @@ def _view(row: Any, barcode: str, order: Any, names: Any, language: str) -> Tick
         or None,
         barcode=barcode,
     )
+
+
+async def reissue_ticket(
+    engine: AsyncEngine,
+    seller: Seller,
+    order_id: int,
+    movement_id: int,
+    *,
+    vault: KeyVault,
+    now: datetime,
+) -> int:
+    """Replace a sold movement's ticket (lost, stolen, its barcode compromised): the current
+    ticket becomes INVALIDATED and its barcode enters the revocation list, a new NOT_PRINTED
+    ticket with a new barcode takes its place, in one transaction. A controlled ticket is not
+    replaced. Returns the new ticket's id."""
+    m, t = db.movement.c, db.ticket.c
+    async with transaction(engine) as conn:
+        order = await load_order(conn, seller, order_id, for_update=True)
+        movement = (
+            await conn.execute(
+                sa.select(db.movement).where(
+                    m.id == movement_id,
+                    m.order_id == order.id,
+                    m.state == MovementState.SOLD.value,
+                )
+            )
+        ).first()
+        if movement is None:
+            raise UnknownMovement(f"no sold movement {movement_id} in order {order_id}")
+        current = (
+            await conn.execute(
+                sa.select(t.id, t.state).where(
+                    t.movement_id == movement.id,
+                    t.state.in_(
+                        [
+                            TicketState.NOT_PRINTED.value,
+                            TicketState.PRINTED.value,
+                            TicketState.CONTROLLED.value,
+                        ]
+                    ),
+                )
+            )
+        ).first()
+        if current is not None and current.state == TicketState.CONTROLLED.value:
+            raise NotCancellable("a controlled ticket is not replaced")
+        if current is not None:
+            await conn.execute(
+                sa.update(db.ticket)
+                .where(t.id == current.id)
+                .values(state=TicketState.INVALIDATED.value, cancelled_at=now)
+            )
+            await revoke(
+                conn,
+                institution_id=seller.institution_id,
+                ticket_ids=[current.id],
+                reason="REISSUED",
+                now=now,
+            )
+        (new_id,) = await issue_tickets_in(conn, seller, order.id, [movement], vault, now)
+        await audit.record(
+            conn,
+            institution_id=seller.institution_id,
+            action="sales.ticket.reissued",
+            actor=seller.actor,
+            at=now,
+            order_id=order.id,
+            movement_id=movement.id,
+            invalidated=None if current is None else current.id,
+            ticket_id=new_id,
+        )
+    return new_id
