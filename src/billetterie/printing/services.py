@@ -121,7 +121,9 @@ async def _write(
         problems.append(("apiKey", "required for a new interface"))
     if problems:
         raise InvalidInterface(
-            "; ".join(f"{name}: {message}" for name, message in problems), problems=problems
+            "; ".join(f"{name}: {message}" for name, message in problems),
+            problems=problems,
+            interface=spec.code,
         )
     values = _values(spec, now)
     p = db.printing_interface.c
