@@ -34,6 +34,7 @@ from billetterie.sales.models import TicketState
 from billetterie.sales.tickets import PrintableTicket, mark_printed, printable_tickets
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read, transaction
+from billetterie.shared.errors import DomainError
 from billetterie.shared.text import pick
 
 Progress = Callable[[Counts], None]
@@ -383,27 +384,45 @@ def _when(value: Any, fallback: datetime) -> datetime:
 
 
 async def _owner_contacts(
-    engine: AsyncEngine, item: Interface, emails: set[str], now: datetime
+    engine: AsyncEngine,
+    item: Interface,
+    owners: dict[str, dict[str, Any]],
+    counts: Counts,
+    now: datetime,
 ) -> dict[str, str]:
-    """Contact numbers of the new owners: found by email, else created (without a login)."""
+    """Contact numbers of the new owners (email -> the holder the wallet gave, if any): found by
+    email, else created without a login, named by the holder or, lacking one, by the email's
+    local part (the wallet knows nothing more of them)."""
     scope = ContactScope(item.institution_id)
     numbers: dict[str, str] = {}
     async with read(engine) as conn:
-        for email in sorted(emails):
+        for email in sorted(owners):
             found = await search_by_email(conn, scope, email, limit=1)
             if found:
                 numbers[email] = str(found[0].number)
-    missing = sorted(e for e in emails if e not in numbers and EMAIL.match(e))
+    missing = sorted(e for e in owners if e not in numbers and EMAIL.match(e))
     for start in range(0, len(missing), 100):
         chunk = missing[start : start + 100]
-        created = await create_contacts(
-            engine,
-            scope,
-            [NewContact(general=ContactInput(email=e)) for e in chunk],
-            point_of_sale_id=None,
-            actor=f"printing:{item.code}",
-            now=now,
-        )
+        people = [
+            ContactInput(
+                email=e,
+                first_name=str(owners[e].get("firstName") or "")[:100] or None,
+                last_name=str(owners[e].get("lastName") or "")[:100] or e.split("@")[0][:100],
+            )
+            for e in chunk
+        ]
+        try:
+            created = await create_contacts(
+                engine,
+                scope,
+                [NewContact(general=person) for person in people],
+                point_of_sale_id=None,
+                actor=f"printing:{item.code}",
+                now=now,
+            )
+        except DomainError as exc:  # the owners stay stored; only the link is missing
+            counts.errors.append(f"contacts: {exc.code} {exc.detail}")
+            continue
         numbers |= {e: str(n) for e, n in zip(chunk, created, strict=True)}
     return numbers
 
@@ -449,8 +468,14 @@ async def fetch_feedback(
             ticket_id: str((ids[ticket_id].get("walletOwner") or {}).get("email") or "").lower()
             for ticket_id in known
         }
-        new_owners = {e for t, e in owners.items() if e and e != known[t]}
-        contacts = await _owner_contacts(engine, item, new_owners, now) if new_owners else {}
+        new_owners: dict[str, dict[str, Any]] = {
+            e: ids[t]["holder"] if isinstance(ids[t].get("holder"), dict) else {}
+            for t, e in owners.items()
+            if e and e != known[t]
+        }
+        contacts = (
+            await _owner_contacts(engine, item, new_owners, counts, now) if new_owners else {}
+        )
         updates, history = [], []
         for ticket_id in sorted(known):
             entry = ids[ticket_id]
