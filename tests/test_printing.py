@@ -320,3 +320,64 @@ async def test_refused_items_stay_for_the_next_run_and_a_wrong_key_is_final(
     assert refused.error is not None and "401" in refused.error
     assert [t.state for t in await office.tickets(again["orderId"])] == ["NOT_PRINTED"]
     assert p is not None
+
+
+async def test_membership_cards_are_injected_as_digital_privileges(
+    office: Office, wallet_engine: AsyncEngine, wallet_server: Served
+) -> None:
+    from billetterie.sales.accounts import add_credit
+    from tests.conftest import NOW
+
+    kit = office.kit
+    await add_credit(
+        kit.engine,
+        institution_id=kit.shop.institution_id,
+        contact_number="C-1",
+        currency="EUR",
+        amount=100_000,
+        description="goodwill",
+        now=NOW,
+        actor="test",
+    )
+    cart = (
+        await kit.rpc(
+            "externalOrderFacade",
+            "createOrUpdateOrder",
+            {
+                "simpleProductOperations": [
+                    {
+                        "itemId": kit.shop.items["CARDM"],
+                        "audienceSubCategoryId": kit.tariffs["FULL"],
+                        "quantity": 1,
+                    }
+                ],
+                "purchasersInfo": [
+                    {"firstName": "Ada", "lastName": "L", "email": "ada@example.org"}
+                ],
+            },
+        )
+    )["orderUpdateData"]
+    closed = await kit.close(cart["orderId"], [("CREDIT", 60_000)], contact="C-1")
+    assert closed["statusCode"] == "success", closed
+    seats = await office.sell(1)
+    [card] = await office.tickets(cart["orderId"])
+
+    # Injection leaves the card alone; privileges injection takes only the card.
+    tickets = await office.run(Function.INJECTION)
+    assert (tickets.counts.sent, tickets.counts.accepted) == (1, 1)
+    assert [t.state for t in await office.tickets(cart["orderId"])] == ["NOT_PRINTED"]
+    privileges = await office.run(Function.PRIVILEGES)
+    assert privileges.status == ExecutionStatus.SUCCEEDED, privileges.error
+    assert (privileges.counts.sent, privileges.counts.accepted) == (1, 1)
+    assert [t.state for t in await office.tickets(cart["orderId"])] == ["PRINTED"]
+    assert (await office.printed(card.id)).kind == "PRIVILEGE"
+    assert (await office.run(Function.PRIVILEGES)).counts.sent == 0
+    ada = await Spectator(wallet_server.url, wallet_engine, "ada@example.org").sign_in()
+    wallet = await ada.wallet()
+    assert [(p["privilegeId"], p["kind"], p["barcode"]) for p in wallet["privileges"]] == [
+        (str(card.id), "MEMBERSHIP", card.barcode)
+    ]
+    assert [t["ticketId"] for e in wallet["events"] for t in e["tickets"]] == [
+        str(t.id) for t in await office.tickets(seats["orderId"])
+    ]
+    await ada.close()
