@@ -169,7 +169,7 @@ async def test_execution_log_authorization(
     run_id = await start_execution(
         scratch_engine, interfaces[acme], Function.FEEDBACK, trigger="cli", now=NOW
     )
-    async with serve(backend.scratch_url, tmp_path, clock) as api:
+    async with serve(backend.scratch_url, tmp_path, clock, background_tasks=False) as api:
         path = "/api/v1/printing/executions"
         anonymous = await api.client.get(path)
         assert anonymous.status_code == 401

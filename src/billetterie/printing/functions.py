@@ -16,6 +16,7 @@ stops the run with a :class:`WalletError`; what earlier batches did is kept.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ ACCEPTED = frozenset({"CREATED", "UPDATED", "UNCHANGED"})
 ACTIVATION_LEAD = timedelta(hours=3)  # rotating codes from three hours before the start
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{2,63}$")
 COUNTRY = re.compile(r"^[A-Z]{2}$")
+IN_FLIGHT = 2  # batches under way at once during an injection
 
 
 def _is_privilege(ticket: PrintableTicket, family: str) -> bool:
@@ -174,50 +176,72 @@ async def _send_new(
     *,
     privileges: bool,
 ) -> None:
-    """Injection and privileges injection: page through NOT_PRINTED tickets by id."""
+    """Injection and privileges injection: page through NOT_PRINTED tickets by id. Up to
+    ``IN_FLIGHT`` batches are under way at once (the next page is read and built while the
+    wallet takes the previous one); each ticket is in one batch only."""
     products = await _products(engine, item)
     after = 0
     kind = "PRIVILEGE" if privileges else "TICKET"
-    while True:
-        async with read(engine) as conn:
-            page = await printable_tickets(
-                conn,
-                item.institution_id,
-                product_ids=list(products),
-                states=[TicketState.NOT_PRINTED],
-                after_id=after,
-                limit=item.batch_size * 2,
-            )
-        if not page:
-            return
-        after = page[-1].id
-        chosen = [t for t in page if _is_privilege(t, products[t.product_id].family) == privileges]
-        for start in range(0, len(chosen), item.batch_size):
-            batch = chosen[start : start + item.batch_size]
-            sendable = []
-            for ticket in batch:
-                if "email" in _spectator(ticket):
-                    sendable.append(ticket)
-                else:
-                    counts.refuse(f"{ticket.id}: no email for the wallet owner")
-            if not sendable:
-                continue
-            build = privilege_document if privileges else ticket_document
-            documents = [build(t, products[t.product_id]) for t in sendable]
-            counts.sent += len(documents)
-            send = wallet.privileges if privileges else wallet.inject
-            results = await send(documents)
-            accepted: list[PrintableTicket] = []
-            for ticket, result in zip(sendable, results, strict=True):
-                if result.get("status") in ACCEPTED:
-                    accepted.append(ticket)
-                else:
-                    counts.refuse(f"{ticket.id}: {result.get('code')} {result.get('detail', '')}")
-            if accepted:
-                await _store_injected(engine, item, accepted, kind, clock.now())
-            counts.accepted += len(accepted)
-            if progress:
-                progress(counts)
+    build = privilege_document if privileges else ticket_document
+    send = wallet.privileges if privileges else wallet.inject
+    running: set[asyncio.Task[None]] = set()
+
+    async def process(batch: list[PrintableTicket], documents: list[dict[str, Any]]) -> None:
+        results = await send(documents)
+        accepted: list[PrintableTicket] = []
+        for ticket, result in zip(batch, results, strict=True):
+            if result.get("status") in ACCEPTED:
+                accepted.append(ticket)
+            else:
+                counts.refuse(f"{ticket.id}: {result.get('code')} {result.get('detail', '')}")
+        if accepted:
+            await _store_injected(engine, item, accepted, kind, clock.now())
+        counts.accepted += len(accepted)
+        if progress:
+            progress(counts)
+
+    async def settle(limit: int) -> None:
+        while len(running) > limit:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            running.difference_update(done)
+            for task in done:
+                task.result()  # a failed batch stops the run
+
+    try:
+        while True:
+            async with read(engine) as conn:
+                page = await printable_tickets(
+                    conn,
+                    item.institution_id,
+                    product_ids=list(products),
+                    states=[TicketState.NOT_PRINTED],
+                    after_id=after,
+                    limit=item.batch_size * 2,
+                )
+            if not page:
+                break
+            after = page[-1].id
+            chosen = [
+                t for t in page if _is_privilege(t, products[t.product_id].family) == privileges
+            ]
+            for start in range(0, len(chosen), item.batch_size):
+                batch = []
+                for ticket in chosen[start : start + item.batch_size]:
+                    if "email" in _spectator(ticket):
+                        batch.append(ticket)
+                    else:
+                        counts.refuse(f"{ticket.id}: no email for the wallet owner")
+                if not batch:
+                    continue
+                documents = [build(t, products[t.product_id]) for t in batch]
+                counts.sent += len(documents)
+                await settle(IN_FLIGHT - 1)
+                running.add(asyncio.create_task(process(batch, documents)))
+        await settle(0)
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 async def _store_injected(

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from billetterie.printing.errors import WalletError
 
 DEFAULT_DELAYS = (0.5, 1.0, 2.0, 4.0)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -39,7 +41,9 @@ class WalletClient:
     def base(self) -> str:
         return self.url[: -len("tickets")]
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _call(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         attempts = len(self.delays) + 1
         for attempt in range(attempts):
             try:
@@ -47,18 +51,20 @@ class WalletClient:
                     method,
                     self.base + path,
                     auth=httpx.BasicAuth(self.login, self.api_key),
-                    **kwargs,
+                    content=None if body is None else orjson.dumps(body),
+                    headers=None if body is None else JSON,
+                    params=params,
                 )
             except httpx.HTTPError as exc:
                 error = WalletError(f"wallet unreachable: {type(exc).__name__}", transient=True)
             else:
                 if response.status_code == 200:
                     try:
-                        body = response.json()
-                    except ValueError:
-                        body = None
-                    if isinstance(body, dict):
-                        return body
+                        answer = orjson.loads(response.content)
+                    except orjson.JSONDecodeError:
+                        answer = None
+                    if isinstance(answer, dict):
+                        return answer
                     error = WalletError(
                         "the wallet answered a body that is not JSON", transient=True
                     )
@@ -75,19 +81,19 @@ class WalletClient:
         raise AssertionError("unreachable")
 
     async def inject(self, tickets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return _results(await self._call("POST", "tickets", json={"tickets": tickets}), tickets)
+        return _results(await self._call("POST", "tickets", {"tickets": tickets}), tickets)
 
     async def delete(self, ticket_ids: list[str], reason: str) -> list[dict[str, Any]]:
         body = {"ticketIds": ticket_ids, "reason": reason}
-        return _results(await self._call("POST", "tickets/delete", json=body), ticket_ids)
+        return _results(await self._call("POST", "tickets/delete", body), ticket_ids)
 
     async def controlled(self, ticket_ids: list[str]) -> list[dict[str, Any]]:
         body = {"ticketIds": ticket_ids}
-        return _results(await self._call("POST", "tickets/controlled", json=body), ticket_ids)
+        return _results(await self._call("POST", "tickets/controlled", body), ticket_ids)
 
     async def privileges(self, privileges: list[dict[str, Any]]) -> list[dict[str, Any]]:
         body = {"privileges": privileges}
-        return _results(await self._call("POST", "privileges", json=body), privileges)
+        return _results(await self._call("POST", "privileges", body), privileges)
 
     async def feedback(self, key: str | None, limit: int) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
