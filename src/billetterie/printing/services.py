@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.catalog.services import products_by_code
@@ -35,7 +36,7 @@ from billetterie.printing.models import (
     InterfaceType,
 )
 from billetterie.shared import audit
-from billetterie.shared.db import transaction
+from billetterie.shared.db import read, transaction
 
 URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?/organizer/tickets$")
 MIN_EVERY, MAX_EVERY = 10, 86400
@@ -244,32 +245,41 @@ async def interface_by_code(conn: AsyncConnection, institution_id: int, code: st
 
 async def claim_due(engine: AsyncEngine, function: Function, now: datetime) -> list[Interface]:
     """The enabled interfaces whose ``function`` is due at ``now``, each claimed (its next run
-    moved to ``now + every``) by this caller only. An interface never run is due at once."""
+    moved to ``now + every``) by this caller only. An interface never run is due at once. A
+    cheap read first: nothing is written when nothing is due."""
     s = db.printing_schedule.c
-    claimed: list[Interface] = []
-    async with transaction(engine) as conn:
+    async with read(engine) as conn:
         interfaces = [i for i in await list_interfaces(conn) if i.enabled]
         if not interfaces:
             return []
-        known = {
-            r.interface_id
+        next_runs = {
+            r.interface_id: r.next_run_at
             for r in await conn.execute(
-                sa.select(s.interface_id).where(
+                sa.select(s.interface_id, s.next_run_at).where(
                     s.function == function.value, s.interface_id.in_([i.id for i in interfaces])
                 )
             )
         }
-        for item in interfaces:
+    due = [i for i in interfaces if i.id not in next_runs or next_runs[i.id] <= now]
+    if not due:
+        return []
+    claimed: list[Interface] = []
+    async with transaction(engine) as conn:
+        for item in due:
             following = now + timedelta(seconds=item.every(function))
-            if item.id not in known:
-                await conn.execute(
-                    sa.insert(db.printing_schedule).values(
-                        institution_id=item.institution_id,
-                        interface_id=item.id,
-                        function=function.value,
-                        next_run_at=following,
-                    )
-                )
+            if item.id not in next_runs:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            sa.insert(db.printing_schedule).values(
+                                institution_id=item.institution_id,
+                                interface_id=item.id,
+                                function=function.value,
+                                next_run_at=following,
+                            )
+                        )
+                except IntegrityError:
+                    continue  # another process claimed its first run
                 claimed.append(item)
                 continue
             moved = await conn.execute(
