@@ -28,6 +28,7 @@ import asyncio
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -346,6 +347,7 @@ async def bench(args: argparse.Namespace, wallet: str, key: str, figures: dict[s
                 figures["owners_linked"] = linked
     finally:
         await engine.dispose()
+        shutil.rmtree(folder, ignore_errors=True)
         if pg_name is not None:
             await asyncio.to_thread(postgres_database, args.database_url, pg_name, drop=True)
 
@@ -464,6 +466,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(15)
+        shutil.rmtree(folder, ignore_errors=True)
         if pg_name is not None:
             postgres_database(args.wallet_database_url, pg_name, drop=True)
     report(figures, args)
