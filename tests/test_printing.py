@@ -381,3 +381,34 @@ async def test_membership_cards_are_injected_as_digital_privileges(
         str(t.id) for t in await office.tickets(seats["orderId"])
     ]
     await ada.close()
+
+
+async def test_a_transient_failure_is_retried_within_the_run(
+    office: Office, wallet_server: Served
+) -> None:
+    """The wallet comes back while the run waits between its retries: one run, SUCCEEDED."""
+    import asyncio
+
+    from billetterie.printing.tasks import run_function
+
+    wallet_server.stop()
+    order = await office.sell(2)
+    run = asyncio.create_task(
+        run_function(
+            office.engine,
+            await office.interface(),
+            Function.INJECTION,
+            http=office.http,
+            clock=office.kit.clock,
+            delays=(0.5, 1.0, 2.0, 4.0),
+        )
+    )
+    await asyncio.sleep(0.2)
+    await asyncio.to_thread(wallet_server.start)
+    result = await run
+    assert result.status == ExecutionStatus.SUCCEEDED, result.error
+    assert (result.counts.sent, result.counts.accepted) == (2, 2)
+    assert [t.state for t in await office.tickets(order["orderId"])] == ["PRINTED", "PRINTED"]
+    async with read(office.engine) as conn:
+        e = printing_db.printing_execution.c
+        assert (await conn.execute(sa.select(e.status))).scalars().all() == ["SUCCEEDED"]
