@@ -3,6 +3,7 @@ execution log. See docs/printing.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -88,3 +89,6 @@ class Execution:
     accepted: int
     failed: int
     error: str | None
+
+
+Progress = Callable[[Counts], None]  # told the counts after each batch (the CLI's progress bar)

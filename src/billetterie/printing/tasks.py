@@ -9,7 +9,7 @@ schedule is due (claimed once across processes, see ``services.claim_due``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,8 +17,14 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.printing.errors import WalletError
-from billetterie.printing.functions import FUNCTIONS, Progress
-from billetterie.printing.models import Counts, ExecutionStatus, Function, Interface
+from billetterie.printing.feedback import fetch_feedback
+from billetterie.printing.functions import (
+    inject_privileges,
+    inject_tickets,
+    push_cancelled,
+    push_controlled,
+)
+from billetterie.printing.models import Counts, ExecutionStatus, Function, Interface, Progress
 from billetterie.printing.services import claim_due, finish_execution, start_execution
 from billetterie.printing.wallet import DEFAULT_DELAYS, DEFAULT_TIMEOUT, WalletClient
 from billetterie.shared.clock import Clock, FixedClock
@@ -26,6 +32,17 @@ from billetterie.shared.periodic import Round
 
 log = logging.getLogger("billetterie.printing")
 TICK_SECONDS = 10.0
+
+FunctionRun = Callable[
+    [AsyncEngine, Interface, WalletClient, Clock, Counts, Progress | None], Awaitable[None]
+]
+FUNCTIONS: dict[Function, FunctionRun] = {
+    Function.INJECTION: inject_tickets,
+    Function.FEEDBACK: fetch_feedback,
+    Function.PUSH_CANCELLED: push_cancelled,
+    Function.PUSH_CONTROLLED: push_controlled,
+    Function.PRIVILEGES: inject_privileges,
+}
 
 
 @dataclass(frozen=True)
