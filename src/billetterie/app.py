@@ -21,6 +21,7 @@ from billetterie.compat import (
     envelope,
     mirror_api,
     openapi,
+    printing_api,
     sales_api,
     webhooks_api,
 )
@@ -149,6 +150,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(barcode_api.router)
     app.include_router(payments_api.router)
     app.include_router(webhooks_api.router)
+    app.include_router(printing_api.router)
+    app.include_router(printing_api.access_control.router())
     app.include_router(contacts_api.contact_service.router())
 
     app.include_router(account_web.router)

@@ -7,7 +7,8 @@ in several processes at once is safe: the dispatcher claims rows with a lease (s
 
 Periodic tasks registered here: the expired-hold sweeper (inventory), the expired-cart
 sweeper (sales), the purge of expired
-idempotency keys and of old finished outbox rows. Other contexts add theirs with
+idempotency keys and of old finished outbox rows, and the five functions of every external
+printing interface (each on its interface's schedule). Other contexts add theirs with
 :func:`billetterie.shared.periodic.register_periodic` at app build.
 """
 
@@ -23,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billetterie.config import Settings
 from billetterie.inventory.queries import has_expired_holds
 from billetterie.inventory.services import expire_holds
+from billetterie.printing import tasks as printing_tasks
+from billetterie.printing.models import Function as PrintingFunction
 from billetterie.sales.tasks import abandon_expired_orders
 from billetterie.shared import idempotency, outbox
 from billetterie.shared.clock import Clock
@@ -49,6 +52,13 @@ def register_defaults() -> None:
     register_periodic("sales.expired_orders", 5.0, abandon_expired_orders)
     register_periodic("idempotency.expired_keys", 300.0, idempotency.purge_expired)
     register_periodic("outbox.purge_finished", 3600.0, purge_outbox)
+    # External printing: each round runs the interfaces whose own schedule is due.
+    for function in PrintingFunction:
+        register_periodic(
+            f"printing.{function.value}",
+            printing_tasks.TICK_SECONDS,
+            printing_tasks.periodic_round(function),
+        )
 
 
 def schedules() -> list[tuple[str, float]]:

@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from billetterie import cli_sales
+from billetterie import cli_printing, cli_sales
 from billetterie.config import Settings
 from billetterie_wallet import cli as wallet_cli
 
@@ -33,6 +33,7 @@ app.add_typer(cli_sales.vouchers_app, name="vouchers")
 app.add_typer(cli_sales.credit_app, name="credit")
 app.add_typer(cli_sales.accounts_app, name="accounts")
 app.add_typer(wallet_cli.app, name="wallet")
+app.add_typer(cli_printing.printing_app, name="printing")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 

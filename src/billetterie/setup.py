@@ -15,15 +15,18 @@ from billetterie.catalog.services import (
     import_setup,
     institution_id_by_code,
     inventory_plan,
+    organization_refs,
     point_of_sale_codes,
 )
 from billetterie.catalog.setup_export import export_document
-from billetterie.catalog.setupfile import SetupDocument
+from billetterie.catalog.setupfile import SetupDocument, SetupFileError
 from billetterie.contacts.models import Criterion
 from billetterie.contacts.services import Definitions, list_definitions, sync_definitions
 from billetterie.identity.services import OperatorSpec, list_operators, sync_operators
 from billetterie.identity.signin import sign_in_sections, sync_sign_in
 from billetterie.inventory.provision import provision
+from billetterie.printing.errors import InvalidInterface
+from billetterie.printing.services import InterfaceSpec, list_interfaces, sync_interfaces
 from billetterie.webhooks.services import SubscriptionSpec, list_subscriptions, sync_subscriptions
 
 
@@ -91,6 +94,61 @@ async def export_webhooks(conn: AsyncConnection, institution_id: int) -> list[di
     return exported
 
 
+async def write_printing(
+    conn: AsyncConnection, institution_id: int, document: SetupDocument, now: datetime
+) -> int:
+    """The organization's external printing interfaces; a new one must bring its API key."""
+    organization_id = next(
+        r.organization_id
+        for r in await organization_refs(conn)
+        if r.institution_id == institution_id and r.organization_code == document.organization.code
+    )
+    specs = [
+        InterfaceSpec(
+            code=i.code,
+            organization_id=organization_id,
+            url=i.url,
+            login=i.login,
+            api_key=i.apiKey,
+            products=tuple(i.products),
+            schedule={str(k): v for k, v in i.schedule.items()},
+            batch_size=i.batchSize,
+            enabled=i.enabled,
+            type=i.type,
+        )
+        for i in document.printingInterfaces
+    ]
+    try:
+        return await sync_interfaces(conn, institution_id, specs, now=now)
+    except InvalidInterface as exc:
+        index = {i.code: n for n, i in enumerate(document.printingInterfaces)}
+        problems = exc.extra.get("problems") or [("(interface)", exc.detail)]
+        code = exc.extra.get("interface", "")
+        base = f"printingInterfaces[{index.get(code, 0)}]"
+        raise SetupFileError([(f"{base}.{name}", message) for name, message in problems]) from None
+
+
+async def export_printing(conn: AsyncConnection, institution_id: int) -> list[dict[str, Any]]:
+    """The interfaces as the setup file writes them, without their API keys."""
+    exported: list[dict[str, Any]] = []
+    for item in await list_interfaces(conn, institution_id):
+        entry: dict[str, Any] = {
+            "code": item.code,
+            "type": item.type.value,
+            "url": item.url,
+            "login": item.login,
+            "products": list(item.products),
+        }
+        if item.schedule:
+            entry["schedule"] = {f.value: every for f, every in item.schedule.items()}
+        if item.batch_size != 1000:
+            entry["batchSize"] = item.batch_size
+        if not item.enabled:
+            entry["enabled"] = False
+        exported.append(entry)
+    return exported
+
+
 SIGN_IN_FIELDS = (
     "websitePublicKey",
     "returnHosts",
@@ -140,12 +198,15 @@ async def import_institution(
     async def inventory(conn: AsyncConnection, institution_id: int, doc: SetupDocument) -> int:
         return await provision_inventory(conn, institution_id, now)
 
+    async def printing(conn: AsyncConnection, institution_id: int, doc: SetupDocument) -> int:
+        return await write_printing(conn, institution_id, doc, now)
+
     return await import_setup(
         engine,
         document,
         now=now,
         actor=actor,
-        after_write=[operators, write_webhooks, write_contact_setup, inventory],
+        after_write=[operators, write_webhooks, write_contact_setup, inventory, printing],
     )
 
 
@@ -183,4 +244,7 @@ async def export_institution(conn: AsyncConnection, institution_code: str) -> di
     webhooks = await export_webhooks(conn, institution_id)
     if webhooks:
         ordered["webhooks"] = webhooks
+    interfaces = await export_printing(conn, institution_id)
+    if interfaces:
+        ordered["printingInterfaces"] = interfaces
     return ordered

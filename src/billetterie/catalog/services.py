@@ -554,3 +554,31 @@ async def composed_performances(
         )
     ).all()
     return [r.performance_id for r in rows]
+
+
+@dataclass(frozen=True)
+class ProductRef:
+    id: int
+    code: str
+    family: str
+    name: dict[str, str]
+    season_start: datetime
+    season_end: datetime
+
+
+async def products_by_code(
+    conn: AsyncConnection, institution_id: int, codes: Sequence[str]
+) -> dict[str, ProductRef]:
+    """The institution's products among ``codes`` (unknown codes left out), with their season's
+    dates (external printing names and dates its digital privileges by them)."""
+    if not codes:
+        return {}
+    p, s = db.product.c, db.season.c
+    rows = (
+        await conn.execute(
+            sa.select(p.id, p.code, p.family, p.name, s.start, s.end)
+            .join(db.season, s.id == p.season_id)
+            .where(p.institution_id == institution_id, p.code.in_(sorted(set(codes))))
+        )
+    ).all()
+    return {r.code: ProductRef(r.id, r.code, r.family, dict(r.name), r.start, r.end) for r in rows}

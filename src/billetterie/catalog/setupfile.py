@@ -333,6 +333,35 @@ class WebhookSpec(Model):
     enabled: bool = True
 
 
+PrintingFunctionName = Literal[
+    "injection", "feedback", "push-cancelled", "push-controlled", "privileges"
+]
+
+
+class PrintingInterfaceSpec(Model):
+    """An external printing interface of the organization (see docs/printing.md)."""
+
+    code: Code
+    type: Literal["WALLET"] = "WALLET"
+    url: Annotated[
+        str,
+        Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?/organizer/tickets$", max_length=2000),
+    ]
+    login: Annotated[str, Field(min_length=1, max_length=128)]
+    apiKey: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=255,
+        description="the wallet's API key; none: keep the current one (never exported)",
+    )
+    products: list[Code] = Field(min_length=1)
+    schedule: dict[PrintingFunctionName, Annotated[int, Field(ge=10, le=86400)]] = Field(
+        default_factory=dict, description="seconds between runs, per function"
+    )
+    batchSize: int = Field(default=1000, ge=1, le=1000)
+    enabled: bool = True
+
+
 class VatCodeSpec(Model):
     code: Code
     name: LocalText
@@ -565,6 +594,7 @@ class SetupDocument(Model):
     contingents: list[ContingentSpec] = Field(default_factory=list)
     products: list[ProductSpec] = Field(default_factory=list)
     webhooks: list[WebhookSpec] = Field(default_factory=list)
+    printingInterfaces: list[PrintingInterfaceSpec] = Field(default_factory=list)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -1099,6 +1129,7 @@ def check_references(doc: SetupDocument) -> list[tuple[str, str]]:
                     if aware(slot.end) <= aware(slot.start):
                         problems.append((f"{ibase}.timeslots[{ti}].end", "must be after start"))
     problems.extend(_check_webhooks(doc, pos_codes, {p.code for p in doc.products}))
+    problems.extend(_check_printing(doc, {p.code for p in doc.products}))
     # event-wide prices and allocations are checked once per performance: report each once
     return list(dict.fromkeys(problems))
 
@@ -1127,4 +1158,17 @@ def _check_webhooks(
             for pi, product in enumerate(hook.filter.products):
                 if product not in product_codes:
                     problems.append((f"{base}.filter.products[{pi}]", f"unknown product {product}"))
+    return problems
+
+
+def _check_printing(doc: SetupDocument, product_codes: set[str]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for code in sorted(_duplicates([i.code for i in doc.printingInterfaces])):
+        problems.append(("printingInterfaces", f"code {code} is used twice"))
+    for ii, interface in enumerate(doc.printingInterfaces):
+        for pi, product in enumerate(interface.products):
+            if product not in product_codes:
+                problems.append(
+                    (f"printingInterfaces[{ii}].products[{pi}]", f"unknown product {product}")
+                )
     return problems

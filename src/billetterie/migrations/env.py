@@ -12,6 +12,7 @@ import billetterie.contacts.db
 import billetterie.identity.db
 import billetterie.inventory.db
 import billetterie.payments.db
+import billetterie.printing.db
 import billetterie.sales.barcode_keys
 import billetterie.sales.db
 import billetterie.shared.audit

@@ -83,3 +83,14 @@ class NotCancellable(DomainError):
 
 class UnknownMovement(NotFound):
     code = "error.order.unknown_movement"
+
+
+class UnknownTicket(NotFound):
+    code = "error.ticket.unknown"
+
+
+class RevokedTicket(DomainError):
+    """A cancelled, invalidated or replaced ticket presented at the gate."""
+
+    code = "error.ticket.revoked"
+    http_status = 409

@@ -7,18 +7,27 @@ when its movement is cancelled and INVALIDATED when it is replaced. Only these m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.catalog.offers import ticket_names
 from billetterie.sales import db
-from billetterie.sales.barcode_keys import KeyVault, revoke
+from billetterie.sales.barcode_keys import KeyVault, barcode_revocation, revoke, verification_keys
+from billetterie.sales.barcodes import verify
 from billetterie.sales.carts import load_order
 from billetterie.sales.closing import issue_tickets_in, set_barcodes_in
-from billetterie.sales.errors import InvalidOperation, NotCancellable, UnknownMovement
+from billetterie.sales.errors import (
+    InvalidOperation,
+    NotCancellable,
+    RevokedTicket,
+    UnknownMovement,
+    UnknownTicket,
+)
 from billetterie.sales.models import MovementState, Seller, TicketState
 from billetterie.sales.pdf import TicketView, render_tickets
 from billetterie.shared import audit
@@ -248,3 +257,216 @@ async def reissue_ticket(
             ticket_id=new_id,
         )
     return new_id
+
+
+# --- external printing and access control -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrintableTicket:
+    """What an external printing system (the wallet) is sent of one ticket: its signed barcode,
+    the place as sold (``labels`` of its movement), the holder and the order's purchaser."""
+
+    id: int
+    order_id: int
+    product_id: int
+    performance_id: int | None
+    barcode: str
+    state: str
+    issued_at: datetime
+    amount: int
+    currency: str
+    labels: dict[str, Any]
+    holder: dict[str, Any]
+    purchaser: dict[str, Any]
+    contact_number: str | None
+    language: str
+
+
+def _printable(row: Any) -> PrintableTicket:
+    return PrintableTicket(
+        id=row.id,
+        order_id=row.order_id,
+        product_id=row.product_id,
+        performance_id=row.performance_id,
+        barcode=row.barcode,
+        state=row.state,
+        issued_at=row.issued_at,
+        amount=row.amount,
+        currency=row.currency,
+        labels=dict(row.labels or {}),
+        holder=dict(row.holder or {}),
+        purchaser=dict(row.purchaser or {}),
+        contact_number=row.contact_number,
+        language=row.language,
+    )
+
+
+async def printable_tickets(
+    conn: AsyncConnection,
+    institution_id: int,
+    *,
+    product_ids: Sequence[int],
+    states: Sequence[TicketState],
+    after_id: int = 0,
+    limit: int = 1000,
+) -> list[PrintableTicket]:
+    """The institution's tickets of ``product_ids`` in ``states`` that carry a barcode, by id,
+    after ``after_id``, at most ``limit`` (a page; pass the last id back for the next one)."""
+    if not product_ids:
+        return []
+    t, m, o = db.ticket.c, db.movement.c, db.sales_order.c
+    rows = (
+        await conn.execute(
+            sa.select(
+                t.id,
+                t.order_id,
+                t.product_id,
+                t.performance_id,
+                t.barcode,
+                t.state,
+                t.issued_at,
+                m.amount,
+                m.labels,
+                m.holder,
+                o.currency,
+                o.purchaser,
+                o.contact_number,
+                o.language,
+            )
+            .join(db.movement, m.id == t.movement_id)
+            .join(db.sales_order, o.id == t.order_id)
+            .where(
+                t.institution_id == institution_id,
+                t.product_id.in_(list(product_ids)),
+                t.state.in_([s.value for s in states]),
+                t.barcode.is_not(None),
+                t.id > after_id,
+            )
+            .order_by(t.id)
+            .limit(limit)
+        )
+    ).all()
+    return [_printable(r) for r in rows]
+
+
+async def ticket_states(
+    conn: AsyncConnection, institution_id: int, ticket_ids: Sequence[int]
+) -> dict[int, str]:
+    """The current state of each of the institution's ``ticket_ids`` (unknown ids left out)."""
+    t = db.ticket.c
+    states: dict[int, str] = {}
+    ids = sorted(set(ticket_ids))
+    for start in range(0, len(ids), 500):
+        rows = await conn.execute(
+            sa.select(t.id, t.state).where(
+                t.institution_id == institution_id, t.id.in_(ids[start : start + 500])
+            )
+        )
+        states |= {r.id: r.state for r in rows}
+    return states
+
+
+async def mark_printed(
+    conn: AsyncConnection,
+    institution_id: int,
+    ticket_ids: Sequence[int],
+    *,
+    now: datetime,
+    actor: str,
+) -> int:
+    """NOT_PRINTED tickets among ``ticket_ids`` become PRINTED (others are left as they are: a
+    ticket cancelled meanwhile stays CANCELLED). In the caller's transaction; returns how many
+    moved."""
+    if not ticket_ids:
+        return 0
+    t = db.ticket.c
+    moved = 0
+    ids = sorted(set(ticket_ids))
+    for start in range(0, len(ids), 500):
+        result = await conn.execute(
+            sa.update(db.ticket)
+            .where(
+                t.institution_id == institution_id,
+                t.id.in_(ids[start : start + 500]),
+                t.state == TicketState.NOT_PRINTED.value,
+            )
+            .values(state=TicketState.PRINTED.value, printed_at=now)
+        )
+        moved += result.rowcount
+    if moved:
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="sales.tickets.printed",
+            actor=actor,
+            at=now,
+            tickets=len(ids),
+            moved=moved,
+        )
+    return moved
+
+
+@dataclass(frozen=True)
+class ControlledTicket:
+    ticket_id: int
+    order_id: int
+    performance_id: int | None
+    controlled_at: datetime
+    first_control: bool
+
+
+async def control_ticket(
+    engine: AsyncEngine, institution_id: int, barcode: str, now: datetime, *, actor: str = "gate"
+) -> ControlledTicket:
+    """Admit the holder of ``barcode`` at the gate: the barcode must verify under one of the
+    institution's keys (:func:`billetterie.sales.barcodes.verify`), not be on the revocation
+    list, and name a NOT_PRINTED or PRINTED ticket of this institution, which becomes
+    CONTROLLED. Controlling a CONTROLLED ticket again answers it with ``first_control`` False
+    (nothing written). Raises a :class:`~billetterie.sales.barcodes.BarcodeError`,
+    :class:`RevokedTicket` or :class:`UnknownTicket`; nothing is written then."""
+    t = db.ticket.c
+    async with transaction(engine) as conn:
+        keys = await verification_keys(conn, institution_id=institution_id)
+        payload = verify(barcode, keys, now)
+        if payload.institution_id != institution_id:
+            raise UnknownTicket("this barcode is not one of this institution's tickets")
+        revoked = (
+            await conn.execute(
+                sa.select(barcode_revocation.c.ticket_id).where(
+                    barcode_revocation.c.institution_id == institution_id,
+                    barcode_revocation.c.ticket_id == payload.ticket_id,
+                )
+            )
+        ).first()
+        if revoked is not None:
+            raise RevokedTicket(f"ticket {payload.ticket_id} was cancelled or replaced")
+        row = (
+            await conn.execute(
+                sa.select(t.id, t.order_id, t.performance_id, t.state, t.controlled_at, t.barcode)
+                .where(t.institution_id == institution_id, t.id == payload.ticket_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None or row.barcode != barcode.strip().upper():
+            raise UnknownTicket("no ticket carries this barcode")
+        if row.state == TicketState.CONTROLLED.value:
+            return ControlledTicket(
+                row.id, row.order_id, row.performance_id, row.controlled_at, False
+            )
+        if row.state not in (TicketState.NOT_PRINTED.value, TicketState.PRINTED.value):
+            raise RevokedTicket(f"ticket {row.id} is {row.state.lower()}")
+        await conn.execute(
+            sa.update(db.ticket)
+            .where(t.id == row.id)
+            .values(state=TicketState.CONTROLLED.value, controlled_at=now)
+        )
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="sales.ticket.controlled",
+            actor=actor,
+            at=now,
+            ticket_id=row.id,
+        )
+    return ControlledTicket(row.id, row.order_id, row.performance_id, now, True)
