@@ -367,7 +367,9 @@ async def pay(request: Request, pos_code: str) -> Response:
         if not allowed:
             return page.redirect(f"{page.base}/checkout")
         contact_number = str(contact.number) if contact else None
-        done = f"{page.shop.point.base_url}/orders/{order.secret_id}"
+        # back on the host the buyer is on, where the shop's cookies are
+        origin = str(page.request.base_url).rstrip("/")
+        done = f"{origin}{page.base}/orders/{order.secret_id}"
         if order.total == 0:
             payments: list[PaymentRequest] = []
         else:
