@@ -85,6 +85,7 @@ async def test_from_a_product_link_to_a_ticket_whose_qr_decodes(world: World) ->
     await page.click("#guest-form button[type=submit]")
     await page.wait_for_url(f"{world.shop}/shop/WEBSHOP/pay")
     await shot(page, "5-payment")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await pay_by_card(page)
     assert await page.get_attribute("[data-order-state]", "data-order-state") == "CLOSED"
     await shot(page, "7-confirmation")
@@ -112,6 +113,8 @@ async def test_seats_chosen_on_the_map_are_the_seats_held(world: World) -> None:
     page = await context.new_page()
     await page.goto(f"{world.shop}/shop/WEBSHOP/performances/2?lang=fr")
     await shot(page, "3-seat-map")
+    # mobile first: nothing is wider than the phone's screen
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     free = page.locator("svg.seatmap .seat[data-state=FREE]")
     chosen = [await free.nth(i).get_attribute("data-id") for i in (40, 41)]
     labels = [await free.nth(i).get_attribute("aria-label") for i in (40, 41)]

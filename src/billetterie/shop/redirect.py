@@ -22,8 +22,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from jinja2 import Environment
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from billetterie.catalog.services import point_of_sale_context
 from billetterie.identity.web import safe_return
@@ -40,7 +39,7 @@ from billetterie.shop.errors import (
     UnknownShopPerformance,
     UnknownShopProduct,
 )
-from billetterie.shop.web import SECRET, Page, PageHandler, run, templates
+from billetterie.shop.web import SECRET, Page, PageHandler, run
 
 router = APIRouter(include_in_schema=False)
 FLAGS = {"true": "true", "false": "false", "1": "true", "0": "false"}
@@ -54,16 +53,7 @@ def _pos_code(request: Request) -> str:
 
 
 async def _in_shop(request: Request, handler: PageHandler, pos_code: str | None = None) -> Response:
-    code = pos_code or _pos_code(request)
-    if not code:
-        env: Environment = templates
-        html = env.get_template("bare.html").render(
-            title="Not found",
-            code="error.shop.unknown_point_of_sale",
-            detail="name the shop with pos=<point of sale code>",
-        )
-        return HTMLResponse(html, status_code=404)
-    return await run(request, code, handler)
+    return await run(request, pos_code or _pos_code(request), handler)
 
 
 def _id(value: str | None, error: DomainError) -> int:

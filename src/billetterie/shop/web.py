@@ -57,6 +57,7 @@ CART_COOKIE = "bt_cart"
 FORM_POSTS_PER_MINUTE = 60
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 SECRET = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+POS_CODE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 SHOP_OPERATOR = "shop"
 
 
@@ -317,4 +318,15 @@ async def run(request: Request, pos_code: str, handler: PageHandler) -> Response
         except DomainError as error:
             return page.refuse(error)
 
+    if not POS_CODE.match(pos_code):  # before any query: a NUL byte fails on PostgreSQL
+        return unknown_shop()
     return await accounts_web.run_page(request, pos_code, handle)
+
+
+def unknown_shop() -> Response:
+    html = templates.get_template("bare.html").render(
+        title="Not found",
+        code="error.shop.unknown_point_of_sale",
+        detail="no such shop; name it with pos=<point of sale code>",
+    )
+    return HTMLResponse(html, status_code=404)
