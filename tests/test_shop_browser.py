@@ -74,6 +74,7 @@ async def test_from_a_product_link_to_a_ticket_whose_qr_decodes(world: World) ->
     await page.click("#best-form button[type=submit]")
     await page.wait_for_url(f"{world.shop}/shop/WEBSHOP/cart")
     await shot(page, "4-cart")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     assert await page.locator("tr[data-movement]").count() == 2
     assert await page.get_attribute("[data-total]", "data-total") == "96000"
     left = int(await page.get_attribute(".countdown", "data-seconds-left") or 0)
