@@ -270,3 +270,56 @@ async def test_links_land_only_on_what_is_for_sale_and_forms_need_their_token(
         assert static.headers["location"] == "https://www.demo-arts.example/fr/terms-of-sale"
         for path in ("", "/search?q=hamlet", "/products/3", "/products/5", "/cart"):
             assert (await client.get(f"/shop/WEBSHOP{path}")).status_code == 200, path
+
+
+async def test_a_guest_pays_with_a_gift_voucher(world: World) -> None:
+    from billetterie.catalog.services import institution_id_by_code
+    from billetterie.sales.accounts import find_account, issue_voucher
+    from billetterie.sales.models import AccountKind
+
+    async with read(world.engine) as conn:
+        institution_id = await institution_id_by_code(conn, "DEMO")
+    voucher = await issue_voucher(
+        world.engine,
+        institution_id=institution_id,
+        currency="EUR",
+        amount=50_000,
+        now=NOW,
+        code="SHOPGIFT1",
+        actor="test",
+    )
+    async with httpx.AsyncClient(base_url=world.api) as client:
+        performance = await client.get("/shop/WEBSHOP/performances/5")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', performance.text)
+        assert csrf is not None
+        token = {"csrf_token": csrf[1]}
+        added = await client.post(
+            "/shop/WEBSHOP/cart/add",
+            data={**token, "kind": "best", "performance": "5", "q_3_1": "1"},
+        )
+        assert added.headers["location"] == "/shop/WEBSHOP/cart"
+        await client.post(
+            "/shop/WEBSHOP/checkout/guest",
+            data={**token, "firstName": "Ada", "lastName": "L", "email": "ada@example.org"},
+        )
+        pay_page = await client.get("/shop/WEBSHOP/pay")
+        method = re.search(
+            r'data-method="VOUCHER">\s*<input[^>]*>\s*<input[^>]*value="(\d+)"', pay_page.text
+        )
+        assert method is not None
+        wrong = await client.post(
+            "/shop/WEBSHOP/pay", data={**token, "method": method[1], "voucher": "NOSUCHGIFT"}
+        )
+        assert wrong.status_code >= 400 and 'role="alert" data-code="error.payment.' in wrong.text
+        paid = await client.post(
+            "/shop/WEBSHOP/pay", data={**token, "method": method[1], "voucher": "SHOPGIFT1"}
+        )
+        assert paid.status_code == 303
+        secret = paid.headers["location"].rsplit("/", 1)[1]
+        confirmation = await client.get(f"/shop/WEBSHOP/orders/{secret}")
+        assert 'data-order-state="CLOSED"' in confirmation.text
+    async with read(world.engine) as conn:
+        order = await queries.order_by_public_secret(conn, secret)
+        after = await find_account(conn, institution_id, AccountKind.VOUCHER, voucher.code)
+    assert order.state == "CLOSED" and order.total == 24_000
+    assert after is not None and after.balance == 50_000 - 24_000
