@@ -323,3 +323,26 @@ async def test_a_guest_pays_with_a_gift_voucher(world: World) -> None:
         after = await find_account(conn, institution_id, AccountKind.VOUCHER, voucher.code)
     assert order.state == "CLOSED" and order.total == 24_000
     assert after is not None and after.balance == 50_000 - 24_000
+
+
+async def test_a_stadium_map_shows_its_blocks_then_one_blocks_seats(world: World) -> None:
+    async with httpx.AsyncClient(base_url=world.api) as client:
+        overview = await client.get("/shop/WEBSHOP/performances/11")
+        blocks = re.findall(r'data-block="(\d+)" class="(open|full)"', overview.text)
+        assert len(blocks) > 1 and 'class="seat"' not in overview.text
+        one = await client.get(f"/shop/WEBSHOP/performances/11?block={blocks[0][0]}")
+        seats = re.findall(r'class="seat"[^>]*data-id="(\d+)"', one.text)
+    assert 0 < len(seats) <= 1500
+    from billetterie.catalog.services import institution_id_by_code
+    from billetterie.inventory.queries import seat_map
+
+    async with read(world.engine) as conn:
+        everything = await seat_map(
+            conn,
+            institution_id=await institution_id_by_code(conn, "DEMO"),
+            performance_id=11,
+            contingents=set(),
+            now=NOW,
+        )
+    in_block = {str(s["id"]) for s in everything if str(s["blockId"]) == blocks[0][0]}
+    assert set(seats) == in_block

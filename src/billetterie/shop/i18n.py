@@ -24,6 +24,13 @@ WORDS: dict[str, tuple[str, str, str]] = {
     "choose_seats": ("Choose your seats", "Choisissez vos places", "Plätze wählen"),
     "best_available": ("Best available", "Meilleures places", "Beste verfügbare Plätze"),
     "seat_map": ("Seat map", "Plan de salle", "Saalplan"),
+    "choose_block": (
+        "Choose a block, then your seats.",
+        "Choisissez un bloc, puis vos places.",
+        "Wählen Sie einen Block, dann Ihre Plätze.",
+    ),
+    "block": ("Block", "Bloc", "Block"),
+    "all_blocks": ("All blocks", "Tous les blocs", "Alle Blöcke"),
     "category": ("Category", "Catégorie", "Kategorie"),
     "tariff": ("Tariff", "Tarif", "Tarif"),
     "quantity": ("Quantity", "Quantité", "Anzahl"),

@@ -23,6 +23,7 @@ STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"shop.js": "text/javascript", "shop.css": "text/css"}
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MAX_QUERY = 100
+MAP_LIMIT = 1500  # beyond, the map shows its blocks first, then one block's seats
 
 
 def level_name(value: Level) -> str:
@@ -188,6 +189,12 @@ async def performance_page(request: Request, pos_code: str, performance_id: str)
         mode = page.context.point_of_sale.seat_selection_mode
         show_map = bool(seats) and mode in {"SEAT_MAP", "BEST_AVAILABLE_AND_SEAT_MAP"}
         show_best = not seats or mode in {"BEST_AVAILABLE", "BEST_AVAILABLE_AND_SEAT_MAP"}
+        blocks: list[dict[str, Any]] = []
+        if show_map and len(seats) > MAP_LIMIT:
+            blocks = _blocks(seats)
+            asked = request.query_params.get("block", "")
+            chosen = next((b for b in blocks if str(b["id"]) == asked), None)
+            seats = [s for s in seats if chosen and s["blockId"] == chosen["id"]]
         board = await page.board()
         levels = offers.category_levels(board, product["id"], perf["id"], contingents)
         categories = [
@@ -208,7 +215,11 @@ async def performance_page(request: Request, pos_code: str, performance_id: str)
             categories=categories,
             show_map=show_map,
             show_best=show_best,
-            svg=_svg(seats, {c["id"]: c["color"] for c in categories}) if show_map else None,
+            svg=_svg(seats, {c["id"]: c["color"] for c in categories})
+            if show_map and seats
+            else None,
+            overview=_overview(blocks) if blocks and not seats else None,
+            blocks=blocks,
             max_seats=page.context.point_of_sale.max_seats_per_performance,
         )
 
@@ -240,6 +251,44 @@ def _svg(seats: list[dict[str, Any]], colors: dict[int, str]) -> dict[str, Any]:
                 "color": colors.get(s["seatCategoryId"] or 0, "#888"),
             }
             for s in seats
+        ],
+    }
+
+
+def _blocks(seats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each block's extent and free seats, in the plan's coordinates."""
+    found: dict[int, dict[str, Any]] = {}
+    for s in seats:
+        b = found.setdefault(
+            s["blockId"],
+            {"id": s["blockId"], "x0": s["x"], "y0": s["y"], "x1": s["x"], "y1": s["y"], "free": 0},
+        )
+        b["x0"], b["x1"] = min(b["x0"], s["x"]), max(b["x1"], s["x"])
+        b["y0"], b["y1"] = min(b["y0"], s["y"]), max(b["y1"], s["y"])
+        b["free"] += s["state"] == "FREE"
+    ordered = sorted(found.values(), key=lambda b: (b["y0"], b["x0"]))
+    for number, b in enumerate(ordered, start=1):
+        b["number"] = number
+    return ordered
+
+
+def _overview(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The blocks as rectangles scaled into a view box."""
+    left, top = min(b["x0"] for b in blocks), min(b["y0"] for b in blocks)
+    span = max(max(b["x1"] for b in blocks) - left, max(b["y1"] for b in blocks) - top, 1.0)
+    scale, margin = 1000 / span, 10
+    return {
+        "width": 1000 + 2 * margin,
+        "height": round((max(b["y1"] for b in blocks) - top) * scale + 2 * margin, 1),
+        "blocks": [
+            {
+                **b,
+                "rx": round((b["x0"] - left) * scale + margin, 1),
+                "ry": round((b["y0"] - top) * scale + margin, 1),
+                "rw": round(max((b["x1"] - b["x0"]) * scale, 6), 1),
+                "rh": round(max((b["y1"] - b["y0"]) * scale, 6), 1),
+            }
+            for b in blocks
         ],
     }
 
