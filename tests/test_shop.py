@@ -312,6 +312,8 @@ BAD_FORMS: list[dict[str, str]] = [
     {"kind": "best", "performance": "1", "q_1_1": "99999999999999999999"},
     {"kind": "seats", "performance": "1", "seat": "1", "tariff": ""},
     {"kind": "items", "product": "1", "item": "%00"},
+    {"kind": "items", "product": "1", "item": "1", "q_1_1": "1"},
+    {"kind": "items", "product": "1", "item": "1", "timeslot": "x", "q_1": "1"},
     {"kind": "composed", "product": "1", "q_1_1": "1"},
     {"kind": "nothing"},
     {},

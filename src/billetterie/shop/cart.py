@@ -81,10 +81,12 @@ async def _lines(page: Page, form: FormData) -> tuple[Any, ...]:
         item_id = _int(field_of(form, "item", 20), what="the item")
         slot = field_of(form, "timeslot", 20)
         timeslot = _int(slot, what="the time slot") if slot else None
+        chosen = _quantities(form, "q_")
+        if any(len(key) != 1 for key in chosen):
+            raise BadChoice("a quantity names a tariff")
         lines: tuple[Any, ...] = tuple(
-            SimpleProductLine(item_id, tariff, quantity, timeslot)
-            for (tariff,), quantity in _quantities(form, "q_").items()
-            if len((tariff,)) == 1
+            SimpleProductLine(item_id, key[0], quantity, timeslot)
+            for key, quantity in chosen.items()
         )
     elif kind == "composed":
         lines = tuple(
