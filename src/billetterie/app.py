@@ -43,6 +43,10 @@ from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
 from billetterie.shared.errors import DomainError
 from billetterie.shared.ratelimit import RateLimiter
+from billetterie.shop import account as shop_account
+from billetterie.shop import cart as shop_cart
+from billetterie.shop import pages as shop_pages
+from billetterie.shop import redirect as shop_redirect
 
 DESCRIPTION = """\
 The partner surface of billetterie. It speaks SecuTix S-360's wire protocol: JSON RPC over
@@ -157,6 +161,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(account_web.router)
     app.include_router(saml_web.router)
     app.include_router(oidc_web.router)
+    for shop_router in (shop_pages, shop_cart, shop_account, shop_redirect):
+        app.include_router(shop_router.router)
     app.state.mailer = mailer_for(settings)
     if settings.dev_mail:
         app.include_router(account_web.dev_router)

@@ -392,6 +392,8 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     settings = load_settings()
     if not settings.smtp_host:  # shop mail (verification, reset) lands on /dev/mail
         settings = settings.model_copy(update={"dev_mail": True})
+    if not settings.shop_point_of_sale:  # /api/1/redirect/... links land on the web shop
+        settings = settings.model_copy(update={"shop_point_of_sale": "WEBSHOP"})
     run_migrations(settings)
 
     async def empty() -> bool:
@@ -432,6 +434,8 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
         f"POST {base}/tnseb/backend-apis/externalOrderFacade/v1_33/createOrUpdateOrder",
     )
     table.add_row("gift voucher (50.00)", voucher)
+    table.add_row("ticket shop", f"{base}/shop/WEBSHOP")
+    table.add_row("book link (redirect API)", f"{base}/api/1/redirect/product?code=HAMLET&lang=en")
     table.add_row("shop account (sign in, register)", f"{base}/shop/WEBSHOP/account/login")
     if settings.dev_mail:
         table.add_row("mail the shop sent", f"{base}/dev/mail")

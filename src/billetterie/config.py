@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="", description="Base URL printed by the demo and used in links sent by mail."
     )
+    shop_point_of_sale: str = Field(
+        default="",
+        description="The shop /api/1/redirect/... links land on when they name none (pos=).",
+    )
     smtp_host: str = Field(default="", description="SMTP server for shop mail; empty: none.")
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_sender: str = Field(default="billetterie@localhost", description="From: of shop mail.")

@@ -1,0 +1,440 @@
+"""The cart and the sale: add places (chosen seats, best available, passes and timeslots,
+season tickets), remove them, check out (signed-in contact or guest), pay (test card page,
+gift voucher, credit balance, nothing for a free order), confirmation with the PDF link.
+
+Every change goes through the sales services (``sales.carts``, ``sales.closing``,
+``sales.card``), which re-check availability in the database; each one rewrites the website's
+cart-summary cookie. The cart cookie holds the order's public secret only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from billetterie.identity.web import field_of
+from billetterie.inventory.queries import seat_map
+from billetterie.sales import card, carts, closing
+from billetterie.sales.models import (
+    Attribution,
+    CartRequest,
+    ComposedLine,
+    PaymentRequest,
+    SimpleProductLine,
+    SingleEntryLine,
+)
+from billetterie.shared.db import read
+from billetterie.shared.errors import DomainError
+from billetterie.shop import offers
+from billetterie.shop.errors import BadChoice, NoCart, SignInRequired, UnknownShopProduct
+from billetterie.shop.web import Page, run
+
+router = APIRouter(include_in_schema=False)
+MAX_QUANTITY = 50
+
+
+def _int(value: str, *, what: str, upper: int = 2**53 - 1) -> int:
+    if not value.isdigit() or len(value) > 16 or int(value) > upper:
+        raise BadChoice(f"{what} must be a whole number")
+    return int(value)
+
+
+def _quantities(form: FormData, prefix: str) -> dict[tuple[int, ...], int]:
+    """``q_<a>_<b>=n`` fields (n > 0) keyed by their numbers."""
+    chosen: dict[tuple[int, ...], int] = {}
+    for name, value in form.multi_items():
+        if not name.startswith(prefix) or not isinstance(value, str) or not value.strip():
+            continue
+        parts = name[len(prefix) :].split("_")
+        key = tuple(_int(p, what="a choice") for p in parts)
+        quantity = _int(value.strip(), what="a quantity", upper=MAX_QUANTITY)
+        if quantity:
+            chosen[key] = chosen.get(key, 0) + quantity
+    return chosen
+
+
+async def _lines(page: Page, form: FormData) -> tuple[Any, ...]:
+    """The cart lines a product or performance form asks for (nothing is held yet)."""
+    kind = field_of(form, "kind", 16)
+    document = await (await page.catalog()).document()
+    if kind in {"seats", "best"}:
+        performance_id = _int(field_of(form, "performance", 20), what="the performance")
+        found = offers.find_performance(document, performance_id)
+        if found is None:
+            raise UnknownShopProduct("this performance is not sold in this shop")
+        if kind == "seats":
+            return (await _chosen_seats(page, form, performance_id),)
+        attributions = tuple(
+            Attribution(performance_id, cat, tariff, quantity)
+            for (cat, tariff), quantity in _pairs(_quantities(form, "q_")).items()
+        )
+        if not attributions:
+            raise BadChoice("choose at least one place")
+        return (SingleEntryLine(attributions),)
+    product_id = _int(field_of(form, "product", 20), what="the product")
+    if offers.find_product(document, product_id) is None:
+        raise UnknownShopProduct("this product is not sold in this shop")
+    if kind == "items":
+        item_id = _int(field_of(form, "item", 20), what="the item")
+        slot = field_of(form, "timeslot", 20)
+        timeslot = _int(slot, what="the time slot") if slot else None
+        chosen = _quantities(form, "q_")
+        if any(len(key) != 1 for key in chosen):
+            raise BadChoice("a quantity names a tariff")
+        lines: tuple[Any, ...] = tuple(
+            SimpleProductLine(item_id, key[0], quantity, timeslot)
+            for key, quantity in chosen.items()
+        )
+    elif kind == "composed":
+        lines = tuple(
+            ComposedLine(product_id, cat, tariff, quantity)
+            for (cat, tariff), quantity in _pairs(_quantities(form, "q_")).items()
+        )
+    else:
+        raise BadChoice("this form asks for nothing the shop sells")
+    if not lines:
+        raise BadChoice("choose at least one place")
+    return lines
+
+
+def _pairs(chosen: dict[tuple[int, ...], int]) -> dict[tuple[int, int], int]:
+    if any(len(key) != 2 for key in chosen):
+        raise BadChoice("a quantity names a seat category and a tariff")
+    return {(key[0], key[1]): quantity for key, quantity in chosen.items()}
+
+
+async def _chosen_seats(page: Page, form: FormData, performance_id: int) -> SingleEntryLine:
+    seat_ids = [_int(v, what="a seat") for v in form.getlist("seat") if isinstance(v, str) and v][
+        :MAX_QUANTITY
+    ]
+    if not seat_ids or len(set(seat_ids)) != len(seat_ids):
+        raise BadChoice("choose at least one seat on the map")
+    tariff = _int(field_of(form, "tariff", 20), what="the tariff")
+    async with read(page.engine) as conn:
+        seats = await seat_map(
+            conn,
+            institution_id=page.context.institution_id,
+            performance_id=performance_id,
+            contingents=set(page.context.contingent_ids),
+            now=page.now,
+        )
+    category_of = {s["id"]: s["seatCategoryId"] for s in seats}
+    by_category: dict[int, list[int]] = {}
+    for seat in seat_ids:
+        category = category_of.get(seat)
+        if category is None:
+            raise BadChoice("this seat is not on this performance's map")
+        by_category.setdefault(category, []).append(seat)
+    return SingleEntryLine(
+        tuple(
+            Attribution(performance_id, category, tariff, len(ids), None, tuple(ids))
+            for category, ids in sorted(by_category.items())
+        )
+    )
+
+
+async def _running_cart(page: Page) -> Any | None:
+    """The cart when it can still change: running and not past its expiry."""
+    order = await page.cart()
+    if order is None or order.state != "RUNNING":
+        return None
+    if order.expires_at is not None and order.expires_at <= page.now:
+        return None
+    return order
+
+
+@router.post("/shop/{pos_code}/cart/add")
+async def add_to_cart(request: Request, pos_code: str) -> Response:
+    async def handle(page: Page) -> Response:
+        form = await page.form()
+        lines = await _lines(page, form)
+        order = await _running_cart(page)
+        contact = await page.contact()
+        order_id, _ = await carts.create_or_update_order(
+            page.engine,
+            page.seller,
+            CartRequest(
+                order_id=None if order is None else order.id,
+                lines=lines,
+                contact_number=str(contact.number) if contact else None,
+                language=page.language,
+            ),
+            now=page.now,
+        )
+        document = await _document_of(page, order_id)
+        page.keep_cart(document["orderSecretId"])
+        page.write_summary(document)
+        return page.redirect(f"{page.base}/cart")
+
+    return await run(request, pos_code, handle)
+
+
+async def _document_of(page: Page, order_id: int) -> dict[str, Any]:
+    order = await page.order_of_id(order_id)
+    return await page.order_document(order)
+
+
+@router.get("/shop/{pos_code}/cart")
+async def cart_page(request: Request, pos_code: str) -> Response:
+    async def handle(page: Page) -> Response:
+        order = await page.cart()
+        expired = False
+        document = None
+        if order is not None:
+            document = await page.order_document(order)
+            if (
+                order.state == "RUNNING" and order.expires_at and order.expires_at <= page.now
+            ) or order.state == "ABANDONNED":
+                expired = True
+            if expired or order.state != "RUNNING":
+                page.forget_cart()
+                page.write_summary(None)
+                document = None if order.state != "RUNNING" or expired else document
+            else:
+                page.write_summary(document)
+        return page.render(
+            "cart.html",
+            title=page.t("your_cart"),
+            order=document,
+            lines=await _cart_lines(page, document) if document else [],
+            expired=expired,
+        )
+
+    return await run(request, pos_code, handle)
+
+
+async def _cart_lines(page: Page, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each reserved place with the names a buyer reads."""
+    catalog = await (await page.catalog()).document()
+    lines = []
+    for operation in document["operations"]:
+        found = offers.find_product(catalog, operation["productId"])
+        season, product = found if found else (None, None)
+        tariffs = offers.tariffs(season) if season else {}
+        for movement in operation["movements"]:
+            if movement["state"] != "RESERVED" and document["orderState"] == "RUNNING":
+                continue
+            performance = (
+                offers.find_performance(catalog, movement["performanceId"])
+                if movement["performanceId"]
+                else None
+            )
+            tariff = tariffs.get(movement["audienceSubCategoryId"])
+            lines.append(
+                {
+                    "movement": movement,
+                    "product": page.text(product["externalName"]) if product else "",
+                    "when": page.date(performance[2]["start"]) if performance else "",
+                    "tariff": page.text(tariff["externalName"]) if tariff else "",
+                    "seat": movement["seat"],
+                }
+            )
+    return lines
+
+
+@router.post("/shop/{pos_code}/cart/remove")
+async def remove_from_cart(request: Request, pos_code: str) -> Response:
+    async def handle(page: Page) -> Response:
+        form = await page.form()
+        movement = _int(field_of(form, "movement", 20), what="the place")
+        order = await _running_cart(page)
+        if order is None:
+            raise NoCart("your cart has expired or is empty")
+        await carts.abandon_movements(page.engine, page.seller, order.id, [movement], now=page.now)
+        page.write_summary(await page.order_document(order))
+        return page.redirect(f"{page.base}/cart")
+
+    return await run(request, pos_code, handle)
+
+
+# --- checkout and payment --------------------------------------------------------------------
+
+
+@router.get("/shop/{pos_code}/checkout")
+async def checkout(request: Request, pos_code: str) -> Response:
+    async def handle(page: Page) -> Response:
+        order = await _running_cart(page)
+        if order is None:
+            return page.redirect(f"{page.base}/cart")
+        contact = await page.contact()
+        if contact is not None:
+            if order.contact_number != str(contact.number):
+                await _attach(page, order, contact_number=str(contact.number))
+            return page.redirect(f"{page.base}/pay")
+        point = page.context.point_of_sale
+        return page.render(
+            "checkout.html",
+            title=page.t("checkout"),
+            next=f"{page.base}/checkout",
+            guest=bool(point.guest_login_available),
+            registration=bool(point.contact_account_creation_allowed),
+            form={},
+        )
+
+    return await run(request, pos_code, handle)
+
+
+async def _attach(page: Page, order: Any, **values: Any) -> None:
+    """Name the cart's buyer (a contact, or a guest's name and email)."""
+    await carts.create_or_update_order(
+        page.engine, page.seller, CartRequest(order_id=order.id, **values), now=page.now
+    )
+
+
+@router.post("/shop/{pos_code}/checkout/guest")
+async def checkout_guest(request: Request, pos_code: str) -> Response:
+    async def handle(page: Page) -> Response:
+        form = await page.form()
+        order = await _running_cart(page)
+        if order is None:
+            return page.redirect(f"{page.base}/cart")
+        if not page.context.point_of_sale.guest_login_available:
+            raise SignInRequired("this shop sells to signed-in contacts only")
+        values = {
+            "firstName": field_of(form, "firstName", 80).strip(),
+            "lastName": field_of(form, "lastName", 80).strip(),
+            "email": field_of(form, "email", 254).strip(),
+        }
+        if (
+            not all(values.values())
+            or "@" not in values["email"]
+            or any(ord(ch) < 32 for v in values.values() for ch in v)
+        ):
+            return page.render(
+                "checkout.html",
+                status=400,
+                title=page.t("checkout"),
+                next=f"{page.base}/checkout",
+                guest=True,
+                registration=bool(page.context.point_of_sale.contact_account_creation_allowed),
+                form=values,
+                error=BadChoice("give your first name, last name and email address"),
+            )
+        await _attach(page, order, purchaser=values)
+        return page.redirect(f"{page.base}/pay")
+
+    return await run(request, pos_code, handle)
+
+
+async def _buyer(page: Page, order: Any) -> tuple[Any | None, bool]:
+    """The signed-in contact, and whether the cart may be paid (a contact or a guest)."""
+    contact = await page.contact()
+    if contact is not None:
+        return contact, True
+    guest = bool(page.context.point_of_sale.guest_login_available and order.purchaser.get("email"))
+    return None, guest
+
+
+@router.get("/shop/{pos_code}/pay")
+async def pay_page(request: Request, pos_code: str) -> Response:
+    async def handle(page: Page) -> Response:
+        order = await _running_cart(page)
+        if order is None:
+            return page.redirect(f"{page.base}/cart")
+        contact, allowed = await _buyer(page, order)
+        if not allowed:
+            return page.redirect(f"{page.base}/checkout")
+        return await _pay_form(page, order, contact)
+
+    return await run(request, pos_code, handle)
+
+
+async def _pay_form(page: Page, order: Any, contact: Any, error: Any = None) -> Response:
+    document = await page.order_document(order)
+    methods = [m for m in page.seller.payment_methods if m.for_payment]
+    return page.render(
+        "pay.html",
+        status=error.http_status if error else 200,
+        title=page.t("payment"),
+        order=document,
+        lines=await _cart_lines(page, document),
+        methods=methods,
+        contact=contact,
+        purchaser=order.purchaser,
+        error=error,
+    )
+
+
+@router.post("/shop/{pos_code}/pay")
+async def pay(request: Request, pos_code: str) -> Response:
+    async def handle(page: Page) -> Response:
+        form = await page.form()
+        order = await _running_cart(page)
+        if order is None:
+            raise NoCart("your cart has expired or is empty")
+        contact, allowed = await _buyer(page, order)
+        if not allowed:
+            return page.redirect(f"{page.base}/checkout")
+        contact_number = str(contact.number) if contact else None
+        # back on the host the buyer is on, where the shop's cookies are
+        origin = str(page.request.base_url).rstrip("/")
+        done = f"{origin}{page.base}/orders/{order.secret_id}"
+        if order.total == 0:
+            payments: list[PaymentRequest] = []
+        else:
+            method_id = _int(field_of(form, "method", 20), what="the payment method")
+            method = page.seller.method(method_id)
+            if method is None or not method.for_payment:
+                raise BadChoice("choose one of this shop's payment methods")
+            if method.payment_type == "CARD":
+                url = await card.start_card_payment(
+                    page.engine,
+                    page.request.app.state.payments,
+                    page.seller,
+                    order.id,
+                    [PaymentRequest(method.id, order.total)],
+                    return_url=done,
+                    contact_number=contact_number,
+                    with_barcodes=True,
+                    now=page.now,
+                )
+                return page.redirect(url)
+            if method.payment_type == "CREDIT" and contact is None:
+                raise SignInRequired("sign in to pay with your credit balance")
+            reference = field_of(form, "voucher", 64).strip() or None
+            payments = [PaymentRequest(method.id, order.total, reference)]
+        try:
+            await closing.close_order(
+                page.engine,
+                page.seller,
+                order.id,
+                payments,
+                contact_number=contact_number,
+                vault=page.vault,
+                now=page.now,
+            )
+        except DomainError as error:
+            return await _pay_form(page, order, contact, error)
+        page.forget_cart()
+        page.write_summary(None)
+        return page.redirect(done)
+
+    return await run(request, pos_code, handle)
+
+
+@router.get("/shop/{pos_code}/orders/{secret}")
+async def confirmation(request: Request, pos_code: str, secret: str) -> Response:
+    """The order after payment: its state and tickets, with the PDF link (the secret is the
+    proof of possession, as for the PDF itself)."""
+
+    async def handle(page: Page) -> Response:
+        order = await page.order_of_secret(secret)
+        if order is None:
+            raise NoCart("no such order in this shop")
+        document = await page.order_document(order)
+        if order.state != "RUNNING":
+            if page.cart_secret() == order.secret_id:
+                page.forget_cart()
+            page.write_summary(None)
+        return page.render(
+            "confirmation.html",
+            title=page.t("confirmation") if order.state == "CLOSED" else page.t("order_state"),
+            order=document,
+            lines=await _cart_lines(page, document),
+            pdf=f"/api/v1/orders/{order.secret_id}/tickets.pdf?lang={page.language}",
+        )
+
+    return await run(request, pos_code, handle)
