@@ -118,6 +118,21 @@ async def _rush(base: str, token: str, ids: dict[str, Any], stop: asyncio.Event)
     return closes
 
 
+async def _until_sold(engine: AsyncEngine, places: int) -> None:
+    """Wait until at least ``places`` places are sold (30 s at most)."""
+    m = sales.movement.c
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        async with read(engine) as conn:
+            sold = (
+                await conn.execute(sa.select(sa.func.count()).where(m.state == "SOLD"))
+            ).scalar_one()
+        if sold >= places:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {places} places sold after 30 s")
+
+
 async def _token(base: str) -> str:
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         answer = await client.post(
@@ -218,7 +233,7 @@ async def test_a_killed_server_leaves_every_order_whole(
         token = await _token(base)
         stop = asyncio.Event()
         rush = asyncio.create_task(_rush(base, token, ids, stop))
-        await asyncio.sleep(3)
+        await _until_sold(scratch_engine, 15)  # of 55 places: well inside the rush
         _kill(server)  # mid-rush: requests in flight, transactions open
         stop.set()
         assert await rush > 0
@@ -229,7 +244,8 @@ async def test_a_killed_server_leaves_every_order_whole(
         token = await _token(base)
         stop = asyncio.Event()
         again = asyncio.create_task(_rush(base, token, ids, stop))
-        await asyncio.sleep(0.5)
+        sold = (await _consistency(scratch_engine))["sold"]
+        await _until_sold(scratch_engine, sold + 1)
         stop.set()
         # seats were left when the server was killed: it was killed in the middle of the rush
         assert await again > 0

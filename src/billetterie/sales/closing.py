@@ -4,9 +4,10 @@ Contract of :func:`close_order`:
 
 - one inventory transaction (:func:`inventory.services.in_transaction`) does everything: the
   order is claimed (``UPDATE ... WHERE state = 'RUNNING'``, so it closes once however many
-  callers race), its holds are confirmed, its movements sold, its payments recorded and
-  accounts debited, one ticket per movement issued with its barcode, and the audit and event
-  rows written. A crash at any point leaves either a running cart or a closed order with all
+  callers race), its movements sold, one ticket per movement issued with its barcode, the audit
+  and event rows written, its payments recorded and accounts debited, and its holds confirmed
+  — the shared rows (an account, the inventory's change sequence) last, so their locks are
+  held only for the end of the transaction. A crash at any point leaves either a running cart or a closed order with all
   of its tickets, never something in between;
 - the payments must be allowed on the point of sale for payment and add up to the order's
   total exactly (``error.payment.wrong_total``); a voucher or credit balance must hold the
@@ -308,24 +309,12 @@ async def close_order_in(
             ).all()
         }
     )
-    for hold_id in hold_ids:
-        try:
-            await confirm_hold_in(
-                conn,
-                institution_id=seller.institution_id,
-                hold_id=hold_id,
-                now=now,
-                actor=seller.actor,
-            )
-        except HoldClosed:
-            raise OrderExpired(f"order {order.id}'s places are no longer held") from None
     for table, column in ((db.movement, m), (db.operation, op)):
         await conn.execute(
             sa.update(table)
             .where(column.order_id == order.id, column.state == MovementState.RESERVED.value)
             .values(state=MovementState.SOLD.value)
         )
-    await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
     ticket_ids = await issue_tickets_in(
         conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes
     )
@@ -340,6 +329,21 @@ async def close_order_in(
         tickets=len(ticket_ids),
     )
     await events.order_closed(conn, seller, order.id, now)
+    # Last, the rows every close of the point of sale or the institution shares: the pending
+    # account (or voucher) and, through the holds, the inventory's change sequence. Their locks
+    # are held until commit, so taking them last keeps concurrent closes' waits short.
+    await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
+    for hold_id in hold_ids:
+        try:
+            await confirm_hold_in(
+                conn,
+                institution_id=seller.institution_id,
+                hold_id=hold_id,
+                now=now,
+                actor=seller.actor,
+            )
+        except HoldClosed:
+            raise OrderExpired(f"order {order.id}'s places are no longer held") from None
     return ticket_ids
 
 
