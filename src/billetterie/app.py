@@ -67,16 +67,11 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         app.state.runtime = Runtime(
             settings=settings,
             engine=engine,
-            clock=clock or SystemClock(),
+            clock=the_clock,
             token_key=settings.resolved_jwt_secret(),
         )
         limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
-        vault = app.state.runtime.caches["barcode_vault"] = KeyVault(
-            settings.resolved_barcode_key_secret()
-        )
-        payments.set_payment_confirmed_handler(
-            card.confirmation_handler(sales_api.seller_at, vault, app.state.runtime.clock.now)
-        )
+        app.state.runtime.caches["barcode_vault"] = vault
         if settings.payment_test_provider:
             payments.register(
                 TestCardProvider(
@@ -117,8 +112,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if limiter is not None:
                 await limiter.close()
 
-    # The sales context registers its confirmation handler on it while the app is built.
+    the_clock = clock or SystemClock()
+    vault = KeyVault(settings.resolved_barcode_key_secret())
+    # The sales context's confirmation handler, registered while the app is built (a test may
+    # put its own in its place before the app starts).
     payments = PaymentGateway()
+    payments.set_payment_confirmed_handler(
+        card.confirmation_handler(sales_api.seller_at, vault, the_clock.now)
+    )
     events.register_webhook_payloads()
     contact_events.register_webhook_payloads()
 
