@@ -102,6 +102,21 @@ async def held_places(conn: AsyncConnection, hold_ids: Sequence[int]) -> list[He
     return places
 
 
+async def _all_in_state(
+    conn: AsyncConnection, institution_id: int, hold_ids: list[int], state: HoldState
+) -> bool:
+    """Whether every one of these holds is the institution's and in ``state``."""
+    h = db.hold.c
+    found = (
+        await conn.execute(
+            sa.select(sa.func.count()).where(
+                h.id.in_(hold_ids), h.institution_id == institution_id, h.state == state.value
+            )
+        )
+    ).scalar_one()
+    return int(found) == len(hold_ids)
+
+
 async def _free_seats(
     conn: AsyncConnection, seat_ids: list[int], hold_ids: list[int], state: SeatState
 ) -> dict[int, list[int]]:
@@ -155,21 +170,8 @@ async def return_places_in(
     """
     if not places:
         return
-    h = db.hold.c
     hold_ids = sorted({hold_id for hold_id, _, _ in places})
-    confirmed = {
-        r.id
-        for r in (
-            await conn.execute(
-                sa.select(h.id).where(
-                    h.id.in_(hold_ids),
-                    h.institution_id == institution_id,
-                    h.state == HoldState.CONFIRMED.value,
-                )
-            )
-        ).all()
-    }
-    if confirmed != set(hold_ids):
+    if not await _all_in_state(conn, institution_id, hold_ids, HoldState.CONFIRMED):
         raise InvalidQuantity("only places of a confirmed sale can be returned")
     seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
     freed = await _free_seats(conn, seat_ids, hold_ids, SeatState.SOLD)
@@ -206,21 +208,9 @@ async def release_places_in(
     with what is left; a place not held by its hold raises HoldClosed."""
     if not places:
         return
-    h, line = db.hold.c, db.hold_line.c
+    line = db.hold_line.c
     hold_ids = sorted({hold_id for hold_id, _, _ in places})
-    active = {
-        r.id
-        for r in (
-            await conn.execute(
-                sa.select(h.id).where(
-                    h.id.in_(hold_ids),
-                    h.institution_id == institution_id,
-                    h.state == HoldState.ACTIVE.value,
-                )
-            )
-        ).all()
-    }
-    if active != set(hold_ids):
+    if not await _all_in_state(conn, institution_id, hold_ids, HoldState.ACTIVE):
         raise HoldClosed("these places are no longer held")
     seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
     freed = await _free_seats(conn, seat_ids, hold_ids, SeatState.HELD)

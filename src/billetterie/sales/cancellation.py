@@ -25,7 +25,13 @@ from billetterie.inventory.returns import return_places_in
 from billetterie.inventory.services import in_transaction
 from billetterie.sales import accounts, db, events
 from billetterie.sales.barcode_keys import revoke
-from billetterie.sales.carts import load_order, refresh_total, release_movements_in, running
+from billetterie.sales.carts import (
+    close_emptied_operations,
+    load_order,
+    refresh_total,
+    release_movements_in,
+    running,
+)
 from billetterie.sales.errors import InvalidOperation, NotCancellable, UnknownMovement
 from billetterie.sales.models import (
     AccountKind,
@@ -256,21 +262,12 @@ async def cancel_operations(
                 reason="CANCELLED",
                 now=now,
             )
-        op = db.operation.c
-        for operation_id in {r.operation_id for r in sold}:
-            left = (
-                await conn.execute(
-                    sa.select(sa.func.count()).where(
-                        m.operation_id == operation_id, m.state == MovementState.SOLD.value
-                    )
-                )
-            ).scalar_one()
-            if left == 0:
-                await conn.execute(
-                    sa.update(db.operation)
-                    .where(op.id == operation_id)
-                    .values(state=MovementState.CANCELED.value)
-                )
+        await close_emptied_operations(
+            conn,
+            {r.operation_id for r in sold},
+            was=MovementState.SOLD,
+            becomes=MovementState.CANCELED,
+        )
         await refresh_total(conn, order.id, now)
         still_sold = (
             await conn.execute(

@@ -364,6 +364,25 @@ async def _add_operation(
     return int(operation_id)
 
 
+async def close_emptied_operations(
+    conn: AsyncConnection, operation_ids: set[int], *, was: MovementState, becomes: MovementState
+) -> None:
+    """Operations none of whose movements is still ``was`` take the state ``becomes``."""
+    m, op = db.movement.c, db.operation.c
+    for operation_id in sorted(operation_ids):
+        left = (
+            await conn.execute(
+                sa.select(sa.func.count()).where(
+                    m.operation_id == operation_id, m.state == was.value
+                )
+            )
+        ).scalar_one()
+        if left == 0:
+            await conn.execute(
+                sa.update(db.operation).where(op.id == operation_id).values(state=becomes.value)
+            )
+
+
 async def refresh_total(conn: AsyncConnection, order_id: int, now: datetime) -> int:
     """The order's total: what its reserved and sold movements cost."""
     m, o = db.movement.c, db.sales_order.c
@@ -502,20 +521,12 @@ async def release_movements_in(
         .where(m.id.in_(ids))
         .values(state=MovementState.ABANDONED.value, cancelled_at=now)
     )
-    for operation_id in {r.operation_id for r in reserved}:
-        left = (
-            await conn.execute(
-                sa.select(sa.func.count()).where(
-                    m.operation_id == operation_id, m.state == MovementState.RESERVED.value
-                )
-            )
-        ).scalar_one()
-        if left == 0:
-            await conn.execute(
-                sa.update(db.operation)
-                .where(op.id == operation_id)
-                .values(state=MovementState.ABANDONED.value)
-            )
+    await close_emptied_operations(
+        conn,
+        {r.operation_id for r in reserved},
+        was=MovementState.RESERVED,
+        becomes=MovementState.ABANDONED,
+    )
     await refresh_total(conn, order.id, now)
     await audit.record(
         conn,

@@ -7,8 +7,8 @@ Contract of :func:`close_order`:
   callers race), its movements sold, one ticket per movement issued with its barcode, the audit
   and event rows written, its payments recorded and accounts debited, and its holds confirmed
   — the shared rows (an account, the inventory's change sequence) last, so their locks are
-  held only for the end of the transaction. A crash at any point leaves either a running cart or a closed order with all
-  of its tickets, never something in between;
+  held only for the end of the transaction. A crash at any point leaves either a running
+  cart or a closed order with all of its tickets, never something in between;
 - the payments must be allowed on the point of sale for payment and add up to the order's
   total exactly (``error.payment.wrong_total``); a voucher or credit balance must hold the
   amount and a pending account stay within its credit limit
