@@ -148,6 +148,8 @@ inventory_change = sa.Table(
     sa.Column("blocked", sa.Integer, nullable=False),
     sa.Column("capacity", sa.Integer, nullable=True),
     sa.Column("at", UtcDateTime, nullable=False),
+    # numbered stocks: {"taken": [seat ids], "freed": [seat ids]}; null when not told
+    sa.Column("seats", sa.JSON, nullable=True),
     sa.UniqueConstraint("institution_id", "sequence", "stock_id"),
     sa.Index("ix_inventory_change_feed", "institution_id", "sequence"),
 )

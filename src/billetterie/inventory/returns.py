@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -117,24 +117,33 @@ async def _all_in_state(
     return int(found) == len(hold_ids)
 
 
+class _Freed(NamedTuple):
+    seats: dict[int, list[int]]  # by performance
+    by_stock: dict[int, list[int]]
+
+    def places(self) -> int:
+        return sum(len(ids) for ids in self.seats.values())
+
+
 async def _free_seats(
     conn: AsyncConnection, seat_ids: list[int], hold_ids: list[int], state: SeatState
-) -> dict[int, list[int]]:
-    """Free the seats still in ``state`` for these holds; the freed ones by performance."""
+) -> _Freed:
+    """Free the seats still in ``state`` for these holds; the freed ones."""
+    freed = _Freed({}, {})
     if not seat_ids:
-        return {}
+        return freed
     ps = db.performance_seat.c
     rows = (
         await conn.execute(
             sa.update(db.performance_seat)
             .where(ps.id.in_(seat_ids), ps.state == state.value, ps.hold_id.in_(hold_ids))
             .values(state=SeatState.FREE.value, hold_id=None)
-            .returning(ps.id, ps.performance_id)
+            .returning(ps.id, ps.performance_id, ps.stock_id)
         )
     ).all()
-    freed: dict[int, list[int]] = {}
-    for seat_id, performance_id in rows:
-        freed.setdefault(performance_id, []).append(seat_id)
+    for seat_id, performance_id, stock_id in rows:
+        freed.seats.setdefault(performance_id, []).append(seat_id)
+        freed.by_stock.setdefault(stock_id, []).append(seat_id)
     return freed
 
 
@@ -142,15 +151,15 @@ async def _log_freed(
     conn: AsyncConnection,
     institution_id: int,
     stock_ids: set[int],
-    freed: dict[int, list[int]],
+    freed: _Freed,
     now: datetime,
 ) -> None:
-    """Log the counters and, once committed, tell this process's seat indexes which seats are
-    free again (other processes see it in the change log)."""
-    sequence = await log_changes(conn, institution_id, stock_ids, now)
+    """Log the counters and the freed seats, and once committed tell this process's seat
+    indexes which seats are free again (other processes read it in the change log)."""
+    await log_changes(conn, institution_id, stock_ids, now, freed=freed.by_stock)
     indexes = indexes_of(conn.engine)
     _current_afterwards(required=False).committed.append(
-        lambda: _apply_own(indexes, sequence, freed=freed)
+        lambda: _apply_own(indexes, freed=freed.seats)
     )
 
 
@@ -175,14 +184,14 @@ async def return_places_in(
         raise InvalidQuantity("only places of a confirmed sale can be returned")
     seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
     freed = await _free_seats(conn, seat_ids, hold_ids, SeatState.SOLD)
-    if sum(len(ids) for ids in freed.values()) != len(seat_ids):
+    if freed.places() != len(seat_ids):
         raise HoldClosed("some of these seats were already returned")
     counts: dict[int, tuple[int, int]] = {}
     for _, stock_id, _ in places:
         held, sold = counts.get(stock_id, (0, 0))
         counts[stock_id] = (held, sold - 1)
     await _lock_stocks(conn, set(counts))
-    await _move_counts(conn, counts)
+    await _move_counts(conn, institution_id, counts, now)
     await audit.record(
         conn,
         institution_id=institution_id,
@@ -214,7 +223,7 @@ async def release_places_in(
         raise HoldClosed("these places are no longer held")
     seat_ids = sorted(seat_id for _, _, seat_id in places if seat_id is not None)
     freed = await _free_seats(conn, seat_ids, hold_ids, SeatState.HELD)
-    if sum(len(ids) for ids in freed.values()) != len(seat_ids):
+    if freed.places() != len(seat_ids):
         raise HoldClosed("some of these seats are no longer held")
     per_line: dict[tuple[int, int], int] = {}
     for hold_id, stock_id, _ in places:
@@ -232,7 +241,7 @@ async def release_places_in(
         held, sold = counts.get(stock_id, (0, 0))
         counts[stock_id] = (held - quantity, sold)
     await _lock_stocks(conn, set(counts))
-    await _move_counts(conn, counts)
+    await _move_counts(conn, institution_id, counts, now)
     await audit.record(
         conn,
         institution_id=institution_id,

@@ -7,13 +7,14 @@ transaction (``inventory.services``). How the index keeps up with the database:
 
 - **watermark** - the institution's change sequence up to which the index reflects every seat
   change of the performance. Sequence order is commit order (``inventory_change``), so on each
-  hold one small query reads the sequence's head and the performance's stocks changed after the
-  watermark (an index range scan on ``(institution_id, sequence)``); only the free seats of those
-  stocks are read again (:meth:`PerformanceSeats.replace_stock`), and the watermark moves to the
-  head read in the same statement.
+  hold one small query reads the sequence's head and the performance's changes after the
+  watermark (an index range scan on ``(institution_id, sequence)``), with the seats each change
+  took and freed: they are applied in sequence order, and the watermark moves to the head read
+  in the same statement. Only a change whose seats the log does not tell (a setup import) makes
+  the index read that stock's free seats again (:meth:`PerformanceSeats.replace_stock`).
 - **own changes** - what this process's own transactions did (held, released, expired seats) is
-  applied after their commit with their sequence (:meth:`PerformanceSeats.apply_own`), so a
-  process selling alone never reads seats again; the watermark advances over them.
+  applied right after their commit (:meth:`PerformanceSeats.apply_own`), before the log says
+  it; reading it again from the log later changes nothing.
 - **reservations** - seats proposed to a transaction still running in this process are
   reserved (a counter per seat) and not proposed to another one, so the coroutines of one
   process do not race each other for the same block; reservations end with the transaction.
@@ -88,7 +89,6 @@ class PerformanceSeats:
         self.index = SeatIndex(plan)
         self.stocks = frozenset(self.free_by_stock)
         self.watermark = watermark
-        self.own: set[int] = set()  # sequences of own changes above the watermark, applied
         self.reserved: Counter[int] = Counter()
         self.dirty: set[int] = set()  # stocks whose free seats must be read again
         self.stale = False  # rebuild before the next use
@@ -156,29 +156,17 @@ class PerformanceSeats:
         self.free_by_stock[stock_id] = fresh
         self._sync(changed)
 
-    def apply_own(
-        self, sequence: int, *, taken: Collection[int] = (), freed: Collection[int] = ()
-    ) -> None:
-        """What an own transaction committed under ``sequence`` did to these seats.
-
-        Ignored when the watermark is already past it (a read since saw the result, or newer).
-        """
-        if sequence <= self.watermark or sequence in self.own:
-            return
+    def apply_own(self, *, taken: Collection[int] = (), freed: Collection[int] = ()) -> None:
+        """What an own transaction just committed did to these seats."""
         if taken:
             self.mark_taken(taken)
         if freed:
             self.mark_free(freed)
-        self.own.add(sequence)
-        while self.watermark + 1 in self.own:
-            self.watermark += 1
-            self.own.discard(self.watermark)
 
     def advance(self, head: int) -> None:
         """Every change up to ``head`` is reflected now."""
         if head > self.watermark:
             self.watermark = head
-            self.own = {s for s in self.own if s > head}
 
     # -- proposing -----------------------------------------------------------------------------
 
@@ -325,36 +313,44 @@ async def build(
 async def refresh(conn: AsyncConnection, entry: PerformanceSeats) -> None:
     """Bring ``entry`` up to the head of the change log, as ``conn`` sees it.
 
-    One statement reads the head and the performance's stocks changed after the watermark
-    (other than by this process's applied changes); the free seats of those stocks, and of the
-    dirty ones, are then read again. A head behind the watermark (the database was replaced)
-    or a seat the index does not know marks the entry stale.
+    One statement reads the head and the performance's changes after the watermark with their
+    seats, applied in sequence order; the free seats of the stocks whose change does not tell
+    its seats, and of the dirty ones, are then read again. A head behind the watermark (the
+    database was replaced) or a seat the index does not know marks the entry stale.
     """
     q, c = db.inventory_sequence.c, db.inventory_change.c
-    changed = (
-        sa.select(c.stock_id)
+    sub = (
+        sa.select(c.sequence, c.stock_id, c.seats)
         .where(
             c.institution_id == entry.institution_id,
             c.sequence > entry.watermark,
             c.stock_id.in_(sorted(entry.stocks)),
         )
-        .distinct()
+        .subquery()
     )
-    if entry.own:
-        changed = changed.where(c.sequence.not_in(sorted(entry.own)))
-    sub = changed.subquery()
     rows = (
         await conn.execute(
-            sa.select(q.value, sub.c.stock_id)
+            sa.select(q.value, sub.c.sequence, sub.c.stock_id, sub.c.seats)
             .select_from(db.inventory_sequence.outerjoin(sub, sa.true()))
             .where(q.institution_id == entry.institution_id)
+            .order_by(sub.c.sequence)
         )
     ).all()
     if not rows or rows[0][0] < entry.watermark:
         entry.stale = True
         return
     head = int(rows[0][0])
-    stocks = {r[1] for r in rows if r[1] is not None} | entry.dirty
+    stocks = set(entry.dirty)
+    for _, sequence, stock_id, seats in rows:
+        if sequence is None:
+            continue
+        if seats is None:
+            stocks.add(stock_id)
+            continue
+        if seats.get("freed"):
+            entry.mark_free(seats["freed"])
+        if seats.get("taken"):
+            entry.mark_taken(seats["taken"])
     if stocks:
         await reread(conn, entry, stocks)
     entry.advance(head)

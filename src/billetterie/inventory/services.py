@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -44,7 +44,7 @@ from billetterie.inventory.errors import (
 )
 from billetterie.inventory.models import HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
-from billetterie.shared import audit
+from billetterie.shared import audit, commit_work
 from billetterie.shared.db import transaction
 
 log = logging.getLogger("billetterie.inventory.services")
@@ -132,17 +132,38 @@ Work = Callable[[AsyncConnection, _Afterwards], Any]
 
 
 async def _with_retries(engine: AsyncEngine, work: Work) -> Any:
+    """Run ``work`` in a transaction, again when it loses a race. On PostgreSQL the rows every
+    sale shares (stock counters, the change sequence, accounts) are collected during the
+    transaction and written by the commit itself (:mod:`billetterie.shared.commit_work`)."""
     for attempt in range(ATTEMPTS):
         after = _Afterwards()
+        token = commit_work.start()
         try:
             async with transaction(engine) as conn:
                 await _begin_locks(conn)
                 result = await work(conn, after)
+                collector = commit_work.current(conn)
+                if collector is not None:
+                    await collector.flush(conn)
         except _LostRace:
             after.run(committed=False)
             continue
         except (OperationalError, DBAPIError) as exc:
             after.run(committed=False)
+            refused = commit_work.refusal(exc)
+            if refused is not None:
+                code, error = refused
+                if code == "not_available" and attempt < ATTEMPTS - 1:
+                    continue  # a counter moved since it was read: look again
+                if code == "not_available":
+                    raise NotAvailable("not enough places left") from None
+                if code == "unknown_inventory":
+                    raise UnknownInventory(
+                        "the institution's inventory has not been provisioned"
+                    ) from None
+                if error is not None:
+                    raise error from None
+                raise
             if _is_lock_failure(exc):
                 if "deadlock" in str(exc.orig).lower() and attempt < ATTEMPTS - 1:
                     continue
@@ -151,6 +172,8 @@ async def _with_retries(engine: AsyncEngine, work: Work) -> Any:
         except BaseException:
             after.run(committed=False)
             raise
+        finally:
+            commit_work.stop(token)
         after.run(committed=True)
         return result
     raise Busy("too much contention on these places; retry shortly")
@@ -210,12 +233,26 @@ async def next_sequence(conn: AsyncConnection, institution_id: int) -> int:
 
 
 async def log_changes(
-    conn: AsyncConnection, institution_id: int, stock_ids: set[int], now: datetime
-) -> int:
-    """Write the counters of ``stock_ids`` as they are now under the next sequence value, and
-    (PostgreSQL) NOTIFY the boards; the notification is delivered at commit."""
+    conn: AsyncConnection,
+    institution_id: int,
+    stock_ids: set[int],
+    now: datetime,
+    *,
+    taken: SeatsByStock | None = None,
+    freed: SeatsByStock | None = None,
+) -> None:
+    """Write the counters of ``stock_ids`` under the next sequence value, with the seats the
+    transaction ``taken`` and ``freed`` per stock, and (PostgreSQL) NOTIFY the boards; the
+    notification is delivered at commit. In a collecting transaction this is done by the
+    commit itself, once for every change of the transaction."""
     if not stock_ids:
-        return 0
+        return
+    collector = commit_work.current(conn)
+    if collector is not None:
+        collector.log(institution_id, stock_ids, now, taken=taken, freed=freed)
+        return
+    told = () if taken is None and freed is None else stock_ids
+    seats = commit_work.seats_payload(told, taken or {}, freed or {})
     sequence = await next_sequence(conn, institution_id)
     s = db.stock.c
     ordered = sorted(stock_ids)
@@ -241,6 +278,7 @@ async def log_changes(
                     "blocked": r.blocked,
                     "capacity": r.capacity,
                     "at": now,
+                    "seats": seats.get(str(r.id)),
                 }
                 for r in rows
             ],
@@ -249,12 +287,12 @@ async def log_changes(
         await conn.execute(
             sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, f"{institution_id}:{sequence}"))
         )
-    return sequence
 
 
 async def _lock_stocks(conn: AsyncConnection, stock_ids: set[int]) -> None:
-    """Lock stock rows in id order, before changing them in another order."""
-    if stock_ids:
+    """Lock stock rows in id order, before changing them in another order (not needed when
+    the commit changes them)."""
+    if stock_ids and commit_work.current(conn) is None:
         s = db.stock.c
         await conn.execute(
             sa.select(s.id)
@@ -264,12 +302,22 @@ async def _lock_stocks(conn: AsyncConnection, stock_ids: set[int]) -> None:
         )
 
 
-async def _move_counts(conn: AsyncConnection, changes: dict[int, tuple[int, int]]) -> None:
-    """Apply (held delta, sold delta) per stock, in stock id order; a hold must fit."""
+async def _move_counts(
+    conn: AsyncConnection,
+    institution_id: int,
+    changes: dict[int, tuple[int, int]],
+    now: datetime,
+) -> None:
+    """Apply (held delta, sold delta) per stock, in stock id order; a hold must fit. In a
+    collecting transaction, the commit applies them."""
     s = db.stock.c
+    collector = commit_work.current(conn)
     for stock_id in sorted(changes):
         held, sold = changes[stock_id]
         if held == 0 and sold == 0:
+            continue
+        if collector is not None:
+            collector.count(institution_id, stock_id, held, sold, check=held + sold > 0, at=now)
             continue
         query = (
             sa.update(db.stock)
@@ -290,23 +338,23 @@ async def _move_counts(conn: AsyncConnection, changes: dict[int, tuple[int, int]
 
 
 SeatsByPerformance = dict[int, list[int]]  # performance id -> performance seat ids
+SeatsByStock = dict[int, list[int]]  # stock id -> performance seat ids
 
 
 def _apply_own(
     indexes: SeatIndexes,
-    sequence: int,
     *,
     taken: SeatsByPerformance | None = None,
     freed: SeatsByPerformance | None = None,
 ) -> None:
-    """After commit: what the transaction logged under ``sequence`` did to indexed seats."""
+    """After commit: what the transaction did to indexed seats (the change log says it too,
+    for the other processes; applying it again is harmless)."""
     taken, freed = taken or {}, freed or {}
     for performance_id in set(taken) | set(freed):
         entry = indexes.get(performance_id)
         if entry is not None:
             took = set(taken.get(performance_id, ()))
             entry.apply_own(
-                sequence,
                 taken=took,
                 freed=[seat for seat in freed.get(performance_id, ()) if seat not in took],
             )
@@ -315,19 +363,27 @@ def _apply_own(
 # --- expiry --------------------------------------------------------------------------------
 
 
+class _Closed(NamedTuple):
+    holds: list[int]  # closed here
+    stocks: set[int]  # their stocks
+    seats: SeatsByPerformance  # their seats
+    by_stock: SeatsByStock  # the same seats, per stock
+
+
 async def _close_holds(
     conn: AsyncConnection,
+    institution_id: int,
     hold_ids: list[int],
     state: HoldState,
     now: datetime,
     counts: dict[int, tuple[int, int]] | None = None,
-) -> tuple[list[int], set[int], SeatsByPerformance]:
+) -> _Closed:
     """Release (or confirm) the holds still active: their seats and counters. Returns the holds
     closed here, the stock ids touched and the seats of the closed holds. With ``counts``, the
     counter changes are added there for the caller to apply with its own (stock rows come after
     every seat)."""
     if not hold_ids:
-        return [], set(), {}
+        return _Closed([], set(), {}, {})
     h, line, ps = db.hold.c, db.hold_line.c, db.performance_seat.c
     # Claim the holds first: a hold closes once, even when a confirm, a release, the sweeper
     # and a lazy expiry race for it (the losers wait on the hold row, then match nothing).
@@ -343,19 +399,23 @@ async def _close_holds(
         ).all()
     )
     if not hold_ids:
-        return [], set(), {}
+        return _Closed([], set(), {}, {})
     lines = (
         await conn.execute(
             sa.select(line.stock_id, line.quantity).where(line.hold_id.in_(hold_ids))
         )
     ).all()
     seats: SeatsByPerformance = {}
-    for seat_id, performance_id in (
+    by_stock: SeatsByStock = {}
+    for seat_id, performance_id, stock_id in (
         await conn.execute(
-            sa.select(ps.id, ps.performance_id).where(ps.hold_id.in_(hold_ids)).order_by(ps.id)
+            sa.select(ps.id, ps.performance_id, ps.stock_id)
+            .where(ps.hold_id.in_(hold_ids))
+            .order_by(ps.id)
         )
     ).all():
         seats.setdefault(performance_id, []).append(seat_id)
+        by_stock.setdefault(stock_id, []).append(seat_id)
     seat_ids = sorted(seat for ids in seats.values() for seat in ids)
     if seat_ids:
         values: dict[str, Any] = (
@@ -377,8 +437,8 @@ async def _close_holds(
             sold + (r.quantity if state == HoldState.CONFIRMED else 0),
         )
     if counts is None:
-        await _move_counts(conn, changes)
-    return hold_ids, {r.stock_id for r in lines}, seats
+        await _move_counts(conn, institution_id, changes, now)
+    return _Closed(hold_ids, {r.stock_id for r in lines}, seats, by_stock)
 
 
 async def _expire_due(
@@ -389,7 +449,7 @@ async def _expire_due(
     stock_ids: Sequence[int] | None = None,
     limit: int = 500,
     counts: dict[int, tuple[int, int]] | None = None,
-) -> tuple[list[int], set[int], SeatsByPerformance]:
+) -> _Closed:
     h, line = db.hold.c, db.hold_line.c
     query = sa.select(h.id).where(
         h.institution_id == institution_id, h.state == HoldState.ACTIVE.value, h.expires_at <= now
@@ -399,7 +459,7 @@ async def _expire_due(
             h.id.in_(sa.select(line.hold_id).where(line.stock_id.in_(sorted(set(stock_ids)))))
         )
     hold_ids = sorted(r.id for r in (await conn.execute(query.order_by(h.id).limit(limit))).all())
-    return await _close_holds(conn, hold_ids, HoldState.EXPIRED, now, counts)
+    return await _close_holds(conn, institution_id, hold_ids, HoldState.EXPIRED, now, counts)
 
 
 async def expire_holds(
@@ -423,8 +483,8 @@ async def expire_holds(
         ).all()
         released = 0
         for institution_id, _ in sorted(due):
-            hold_ids, stocks, seats = await _expire_due(conn, institution_id, now, limit=limit)
-            for hold_id in hold_ids:
+            closed = await _expire_due(conn, institution_id, now, limit=limit)
+            for hold_id in closed.holds:
                 await audit.record(
                     conn,
                     institution_id=institution_id,
@@ -433,12 +493,9 @@ async def expire_holds(
                     at=now,
                     hold_id=hold_id,
                 )
-            sequence = await log_changes(conn, institution_id, stocks, now)
-            if sequence:
-                after.committed.append(
-                    functools.partial(_apply_own, indexes, sequence, freed=seats)
-                )
-            released += len(hold_ids)
+            await log_changes(conn, institution_id, closed.stocks, now, freed=closed.by_stock)
+            after.committed.append(functools.partial(_apply_own, indexes, freed=closed.seats))
+            released += len(closed.holds)
         return released
 
     result: int = await _with_retries(engine, work)
@@ -520,9 +577,9 @@ class _Picker:
                 entry.stock_of[seat_id] for seat_id in seats if seat_id in entry.stock_of
             )
 
-    def committed(self, sequence: int) -> None:
+    def committed(self) -> None:
         with self._dropping_on_failure():
-            _apply_own(self.indexes, sequence, taken=self.taken, freed=self.expired)
+            _apply_own(self.indexes, taken=self.taken, freed=self.expired)
             for performance_id, entry in self.entries.items():
                 entry.unreserve(list(self.mine.get(performance_id, ())))
 
@@ -572,10 +629,13 @@ class _Picker:
         """Best-available seats for ``request``, held by ``hold_id`` in the database, as
         (seat id, stock id).
 
-        The index proposes; ``UPDATE ... WHERE state = 'FREE'`` decides. Seats another
-        transaction got first are marked taken and the next-best ones proposed, in the same
-        transaction; after a second loss the index is refreshed first. Seats reserved by other
-        running transactions of this process are proposed last (they may roll back). Raises
+        The index proposes; ``UPDATE ... WHERE state = 'FREE'`` decides, skipping (on
+        PostgreSQL) seats another running transaction has just claimed instead of waiting for
+        its commit. Seats another transaction got are marked taken and the next-best ones
+        proposed, in the same transaction; after a second loss the index is refreshed first.
+        Seats reserved by other running transactions of this process are proposed last (they
+        may roll back). When the index has nothing left, the stocks' free seats are read again
+        once (a seat skipped for a transaction that then rolled back is free). Raises
         NotAvailable, or _LostRace after ROUNDS proposals.
         """
         assert request.performance_id is not None
@@ -585,6 +645,7 @@ class _Picker:
         ps = db.performance_seat.c
         losses = 0
         everything = False  # propose seats reserved elsewhere in this process too
+        reread = False
         for _ in range(ROUNDS):
             picked = entry.propose(
                 stock_ids,
@@ -596,16 +657,26 @@ class _Picker:
                 if not everything and entry.reserved_elsewhere(stock_ids, mine):
                     everything = True
                     continue
+                if not reread:
+                    reread = True
+                    await indexing.reread(conn, entry, stock_ids)
+                    continue
                 raise NotAvailable("not enough seats together in this category")
             entry.reserve(picked)
             mine.update(picked)
             self.taken.setdefault(request.performance_id, []).extend(picked)
+            claimable = (
+                sa.select(ps.id)
+                .where(ps.id.in_(sorted(picked)), ps.state == SeatState.FREE.value)
+                .with_for_update(skip_locked=True)
+            )
             got = {
                 seat_id
                 for (seat_id,) in (
                     await conn.execute(
                         sa.update(db.performance_seat)
-                        .where(ps.id.in_(sorted(picked)), ps.state == SeatState.FREE.value)
+                        .where(ps.id.in_(claimable.scalar_subquery()))
+                        .where(ps.state == SeatState.FREE.value)
                         .values(state=SeatState.HELD.value, hold_id=hold_id)
                         .returning(ps.id)
                     )
@@ -613,8 +684,16 @@ class _Picker:
             }
             if len(got) == len(picked):
                 return [(seat_id, entry.stock_of[seat_id]) for seat_id in picked]
-            # committed by another transaction meanwhile: not free, whatever the index said
-            entry.mark_taken([seat_id for seat_id in picked if seat_id not in got])
+            # taken by another transaction (committed, or claimed by one still running in
+            # another process): not free, whatever the index said; seats a transaction of this
+            # process claimed stay reserved by it and follow its outcome
+            entry.mark_taken(
+                [
+                    seat_id
+                    for seat_id in picked
+                    if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
+                ]
+            )
             if got:
                 await conn.execute(
                     sa.update(db.performance_seat)
@@ -765,7 +844,7 @@ async def hold_places_in(
         # Seats first (those of expired holds, then the new ones), stock rows after them all:
         # the counter changes are gathered in ``counts`` and applied in stock id order.
         counts: dict[int, tuple[int, int]] = {}
-        expired, expired_stocks, expired_seats = await _expire_due(
+        expired = await _expire_due(
             conn,
             institution_id,
             now,
@@ -773,7 +852,8 @@ async def hold_places_in(
             counts=counts,
         )
         picker = _Picker(indexes, institution_id, after)
-        picker.expired = expired_seats
+        picker.expired = expired.seats
+        taken_by_stock: SeatsByStock = {}
         taken_of: list[list[HeldLine]] = []
         for request, stocks in zip(requests, candidates, strict=True):
             taken: list[HeldLine] = []
@@ -790,16 +870,22 @@ async def hold_places_in(
                 for line in taken:
                     held, sold = counts.get(line.stock_id, (0, 0))
                     counts[line.stock_id] = (held + line.quantity, sold)
+                    taken_by_stock.setdefault(line.stock_id, []).extend(line.seat_ids)
             elif request.seat_ids:
                 raise InvalidQuantity("these places are not numbered")
             taken_of.append(taken)
         unnumbered = [i for i, stocks in enumerate(candidates) if not stocks[0].numbered]
         await _lock_stocks(conn, set(counts) | {s.id for i in unnumbered for s in candidates[i]})
-        await _move_counts(conn, counts)
-        for i in unnumbered:
-            taken_of[i] = await _take_unnumbered(conn, candidates[i], requests[i])
+        if commit_work.current(conn) is not None:
+            for i in unnumbered:  # chosen now from the counters, checked again at commit
+                taken_of[i] = await _choose_unnumbered(conn, candidates[i], requests[i], counts)
+            await _move_counts(conn, institution_id, counts, now)
+        else:
+            await _move_counts(conn, institution_id, counts, now)
+            for i in unnumbered:
+                taken_of[i] = await _take_unnumbered(conn, candidates[i], requests[i])
         lines = [line for taken in taken_of for line in taken]
-        for expired_id in expired:
+        for expired_id in expired.holds:
             await audit.record(
                 conn,
                 institution_id=institution_id,
@@ -830,10 +916,15 @@ async def hold_places_in(
             cart=cart,
             places=sum(line.quantity for line in lines),
         )
-        sequence = await log_changes(
-            conn, institution_id, {line.stock_id for line in lines} | expired_stocks, now
+        await log_changes(
+            conn,
+            institution_id,
+            {line.stock_id for line in lines} | expired.stocks,
+            now,
+            taken=taken_by_stock,
+            freed=expired.by_stock,
         )
-        after.committed.append(lambda: picker.committed(sequence))
+        after.committed.append(picker.committed)
         return Hold(hold_id, cart, HoldState.ACTIVE, expires_at, tuple(lines))
 
     return await work(conn, _current_afterwards())
@@ -859,6 +950,37 @@ async def _take_unnumbered(
             .values(held=s.held + request.quantity)
         )
         if result.rowcount == 1:
+            return [HeldLine(stock.id, request.quantity)]
+    raise NotAvailable("not enough places left")
+
+
+async def _choose_unnumbered(
+    conn: AsyncConnection,
+    stocks: list[Any],
+    request: PlaceRequest,
+    counts: dict[int, tuple[int, int]],
+) -> list[HeldLine]:
+    """The first stock (contingent, then pool) whose counters, less what this transaction
+    already takes from it, leave the whole quantity; added to ``counts``, which the commit
+    applies only if it still fits (else the attempt starts again)."""
+    if request.seat_ids:
+        raise InvalidQuantity("these places are not numbered")
+    s = db.stock.c
+    free = {
+        r.id: r.free
+        for r in (
+            await conn.execute(
+                sa.select(s.id, (s.capacity - s.held - s.sold - s.blocked).label("free")).where(
+                    s.id.in_([stock.id for stock in stocks])
+                )
+            )
+        ).all()
+    }
+    for stock in stocks:
+        held, sold = counts.get(stock.id, (0, 0))
+        left = free.get(stock.id)
+        if stock.id in free and (left is None or left - held - sold >= request.quantity):
+            counts[stock.id] = (held + request.quantity, sold)
             return [HeldLine(stock.id, request.quantity)]
     raise NotAvailable("not enough places left")
 
@@ -922,8 +1044,8 @@ async def confirm_hold_in(
 
     async def work(conn: AsyncConnection, after: _Afterwards) -> None:
         await _active_hold(conn, institution_id, hold_id, now)
-        closed, stocks, seats = await _close_holds(conn, [hold_id], HoldState.CONFIRMED, now)
-        if not closed:  # released or expired meanwhile
+        closed = await _close_holds(conn, institution_id, [hold_id], HoldState.CONFIRMED, now)
+        if not closed.holds:  # released or expired meanwhile
             await _active_hold(conn, institution_id, hold_id, now)
             raise HoldClosed(f"hold {hold_id} was just closed")
         await audit.record(
@@ -934,9 +1056,9 @@ async def confirm_hold_in(
             at=now,
             hold_id=hold_id,
         )
-        sequence = await log_changes(conn, institution_id, stocks, now)
-        # held seats become sold: still taken, but the indexes follow the sequence
-        after.committed.append(lambda: _apply_own(indexes, sequence, taken=seats))
+        # held seats become sold: taken before and after
+        await log_changes(conn, institution_id, closed.stocks, now, taken={}, freed={})
+        after.committed.append(lambda: _apply_own(indexes, taken=closed.seats))
 
     await work(conn, _current_afterwards(required=False))
 
@@ -990,8 +1112,8 @@ async def release_hold_in(
             return
         if row.state == HoldState.CONFIRMED.value:
             raise HoldClosed(f"hold {hold_id} is confirmed")
-        closed, stocks, seats = await _close_holds(conn, [hold_id], HoldState.RELEASED, now)
-        if not closed:  # closed meanwhile: nothing to give back, unless it was sold
+        closed = await _close_holds(conn, institution_id, [hold_id], HoldState.RELEASED, now)
+        if not closed.holds:  # closed meanwhile: nothing to give back, unless it was sold
             state = (await conn.execute(sa.select(h.state).where(h.id == hold_id))).scalar_one()
             if state == HoldState.CONFIRMED.value:
                 raise HoldClosed(f"hold {hold_id} is confirmed")
@@ -1004,7 +1126,7 @@ async def release_hold_in(
             at=now,
             hold_id=hold_id,
         )
-        sequence = await log_changes(conn, institution_id, stocks, now)
-        after.committed.append(lambda: _apply_own(indexes, sequence, freed=seats))
+        await log_changes(conn, institution_id, closed.stocks, now, freed=closed.by_stock)
+        after.committed.append(lambda: _apply_own(indexes, freed=closed.seats))
 
     await work(conn, _current_afterwards(required=False))

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billetterie.sales import db
 from billetterie.sales.errors import InsufficientFunds, UnknownAccount
 from billetterie.sales.models import AccountKind
-from billetterie.shared import audit
+from billetterie.shared import audit, commit_work
 from billetterie.shared.db import read, transaction
 from billetterie.shared.errors import DomainError, InvalidRequest
 from billetterie.shared.money import format_amount
@@ -146,16 +146,62 @@ async def debit(
         )
     ).scalar_one_or_none()
     if balance is None:
-        what = (
-            "over the pending account's credit limit"
-            if account.kind == AccountKind.PENDING_ACCOUNT
-            else f"not enough left on {account.kind.value.lower()} {account.code}"
-        )
-        raise InsufficientFunds(what)
+        raise InsufficientFunds(_refusal(account))
     await _entry(
         conn, account, institution_id, "DEBIT", amount, balance, order_id, description, now
     )
     return int(balance)
+
+
+async def debit_at_commit(
+    conn: AsyncConnection,
+    account: Account,
+    *,
+    institution_id: int,
+    amount: int,
+    order_id: int | None,
+    description: str,
+    now: datetime,
+) -> None:
+    """:func:`debit`, done by the commit when the transaction collects its work on shared
+    rows (:mod:`billetterie.shared.commit_work`): a reseller's pending account is shared by
+    every sale of its point of sale. InsufficientFunds is then raised by the commit."""
+    collector = commit_work.current(conn)
+    if collector is None:
+        await debit(
+            conn,
+            account,
+            institution_id=institution_id,
+            amount=amount,
+            order_id=order_id,
+            description=description,
+            now=now,
+        )
+        return
+    if amount <= 0:
+        raise InvalidRequest("an amount to debit must be positive")
+    if account.expires_at is not None and account.expires_at <= now:
+        raise InsufficientFunds(f"{account.kind.value.lower()} {account.code} has expired")
+    collector.debit(
+        institution_id,
+        account_id=account.id,
+        amount=amount,
+        order_id=order_id,
+        description=description,
+        refusal=_refusal(account),
+        at=now,
+    )
+
+
+def _refusal(account: Account) -> str:
+    return (
+        "over the pending account's credit limit"
+        if account.kind == AccountKind.PENDING_ACCOUNT
+        else f"not enough left on {account.kind.value.lower()} {account.code}"
+    )
+
+
+commit_work.on_refusal("insufficient_funds", InsufficientFunds)
 
 
 async def credit(

@@ -132,7 +132,7 @@ async def take_payments_in(
         kind = ACCOUNT_OF_PAYMENT.get(method.payment_type)
         if kind is not None:
             account = await _account_for(conn, seller, kind, order, p.reference, contact_number)
-            await accounts.debit(
+            await accounts.debit_at_commit(
                 conn,
                 account,
                 institution_id=seller.institution_id,
