@@ -64,6 +64,11 @@ class Call:
         checks it against a setup version it keeps itself (and then calls ``trust``)."""
         return self._context or self._cached_context()
 
+    def forget_context(self) -> None:
+        """Read the point of sale's context again at the next :meth:`context`."""
+        self._context = None
+        self.runtime.caches.setdefault("contexts", {}).pop(self.operator.point_of_sale_id, None)
+
     def trust(self, context: PointOfSaleContext) -> None:
         """Use ``context`` for the rest of this call (checked by the caller)."""
         self._context = context

@@ -9,6 +9,7 @@ Amounts are thousandths. Business refusals answer HTTP 200 with the error code i
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -24,7 +25,7 @@ from billetterie.compat.runtime import Runtime
 from billetterie.payments.services import PaymentGateway, execute_refund
 from billetterie.sales import accounts, cancellation, card, carts, closing, queries, tickets
 from billetterie.sales.barcode_keys import KeyVault
-from billetterie.sales.errors import InvalidOperation
+from billetterie.sales.errors import InvalidOperation, SetupChanged
 from billetterie.sales.models import (
     AccountKind,
     Attribution,
@@ -379,6 +380,7 @@ def seller_from_context(context: PointOfSaleContext, operator: str) -> Seller:
             for m in context.payment_methods
         ),
         pending_credit_limit=credit_limit,
+        setup_version=context.setup_version,
     )
 
 
@@ -388,6 +390,26 @@ async def seller_of(call: Call, point_of_sale_id: int | None = None) -> Seller:
     if point_of_sale_id is not None and point_of_sale_id != context.point_of_sale.id:
         raise ForeignPointOfSale("pointOfSalesId must be your token's point of sale")
     return seller_from_context(context, call.operator.login)
+
+
+async def _selling(
+    call: Call, point_of_sale_id: int | None, sell: Callable[[Seller], Awaitable[Any]]
+) -> Any:
+    """Run a sale with the point of sale as this process remembers it: the sale checks the
+    setup version in its own transaction (no read of its own first), and when the setup
+    changed, the point of sale is read again and the sale runs once more."""
+    context = call.remembered_context()
+    if context is None:
+        context = await call.context()
+    else:
+        call.trust(context)
+    if point_of_sale_id is not None and point_of_sale_id != context.point_of_sale.id:
+        raise ForeignPointOfSale("pointOfSalesId must be your token's point of sale")
+    try:
+        return await sell(seller_from_context(context, call.operator.login))
+    except SetupChanged:
+        call.forget_context()
+        return await sell(await seller_of(call, point_of_sale_id))
 
 
 async def seller_at(conn: AsyncConnection, point_of_sale_id: int) -> Seller:
@@ -465,11 +487,22 @@ async def create_or_update_order(payload: CreateOrUpdateOrderRequest, call: Call
     visit passes), composed products (season tickets, packages). All or nothing; the cart
     expires `orderAbandonDelay` minutes after it was created. Sold out answers
     `error.order.availability` and holds nothing."""
-    seller = await seller_of(call, payload.pointOfSalesId)
-    order_id, operations = await carts.create_or_update_order(
-        call.runtime.engine, seller, _cart_request(payload), now=call.runtime.clock.now()
-    )
-    return {"orderUpdateData": await _order(call, seller, order_id, operation_ids=operations)}
+
+    async def sell(seller: Seller) -> Any:
+        async def answer(conn: AsyncConnection, order_id: int, operations: list[int]) -> Any:
+            row = await queries.order_row(conn, seller, order_id)
+            return await queries.order_document(conn, row, operation_ids=operations)
+
+        _, _, document = await carts.create_or_update_order(
+            call.runtime.engine,
+            seller,
+            _cart_request(payload),
+            now=call.runtime.clock.now(),
+            answer=answer,
+        )
+        return document
+
+    return {"orderUpdateData": await _selling(call, payload.pointOfSalesId, sell)}
 
 
 # --- externalOrderService ------------------------------------------------------------------
@@ -480,19 +513,28 @@ async def close_order(payload: CloseOrderRequest, call: Call) -> dict[str, Any]:
     """Close a running cart: the payments (methods of this point of sale; a voucher's code in
     `voucherCode`; the reseller's pending-account method) must add up to `totalAmount`. Sells
     the places and issues one ticket per movement with a signed barcode."""
-    seller = await seller_of(call)
     contact = payload.purchaserInfo.contactReference if payload.purchaserInfo else None
-    await closing.close_order(
-        call.runtime.engine,
-        seller,
-        payload.orderId,
-        [PaymentRequest(p.paymentMethodId, p.amount, p.voucherCode) for p in payload.payments],
-        contact_number=contact,
-        with_barcodes=payload.generateBarCodes,
-        vault=vault_of(call),
-        now=call.runtime.clock.now(),
-    )
-    return {"orderData": await _order(call, seller, payload.orderId)}
+
+    async def sell(seller: Seller) -> Any:
+        async def answer(conn: AsyncConnection, order_id: int, _: list[int]) -> Any:
+            return await queries.order_document(
+                conn, await queries.order_row(conn, seller, order_id)
+            )
+
+        _, document = await closing.close_order(
+            call.runtime.engine,
+            seller,
+            payload.orderId,
+            [PaymentRequest(p.paymentMethodId, p.amount, p.voucherCode) for p in payload.payments],
+            contact_number=contact,
+            with_barcodes=payload.generateBarCodes,
+            vault=vault_of(call),
+            now=call.runtime.clock.now(),
+            answer=answer,
+        )
+        return document
+
+    return {"orderData": await _selling(call, None, sell)}
 
 
 def gateway_of(call: Call) -> PaymentGateway:

@@ -35,6 +35,7 @@ so the coroutines of one event loop see it consistent; it is not thread-safe.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Sequence
@@ -221,6 +222,8 @@ class SeatIndexes:
     def __init__(self, capacity: int = MAX_INDEXES) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[int, PerformanceSeats] = OrderedDict()
+        # performances being indexed by a running transaction, for the others to wait on
+        self.building: dict[int, asyncio.Future[PerformanceSeats | None]] = {}
         # for tests and benchmarks: indexes built, seat races lost (seats proposed that another
         # transaction had taken)
         self.builds = 0

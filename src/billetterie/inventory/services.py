@@ -18,6 +18,7 @@ Contract of every use case here:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
@@ -141,7 +142,9 @@ async def _with_retries(engine: AsyncEngine, work: Work) -> Any:
         try:
             async with transaction(engine) as conn:
                 await _begin_locks(conn)
-                result = await work(conn, after)
+                with audit.buffered(conn) as entries:
+                    result = await work(conn, after)
+                    await entries.flush()
                 collector = commit_work.current(conn)
                 if collector is not None:
                     await collector.flush(conn)
@@ -608,15 +611,36 @@ class _Picker:
         if entry is not None and not entry.stale:
             await indexing.refresh(conn, entry)
         if entry is None or entry.stale:
-            built = await indexing.build(conn, self.institution_id, performance_id)
-            if built is None:
-                raise UnknownInventory("the institution's inventory has not been provisioned")
-            entry = self.indexes.put(built)
+            entry = await self._build(conn, performance_id)
         freed = self.expired.get(performance_id)
         if freed:  # released by this transaction: free as it sees them
             entry.mark_free(freed)
         self.entries[performance_id] = entry
         return entry
+
+    async def _build(self, conn: AsyncConnection, performance_id: int) -> PerformanceSeats:
+        """Index the performance; when another transaction of this process is building it
+        already (the first sales of an on-sale arrive together), wait for that one and catch
+        up from the change log instead of reading every seat again."""
+        building = self.indexes.building.get(performance_id)
+        if building is not None:
+            built = await asyncio.shield(building)
+            if built is not None and not built.stale:
+                await indexing.refresh(conn, built)
+                if not built.stale:
+                    return built
+        future: asyncio.Future[PerformanceSeats | None] = asyncio.get_running_loop().create_future()
+        self.indexes.building[performance_id] = future
+        built = None
+        try:
+            built = await indexing.build(conn, self.institution_id, performance_id)
+            if built is None:
+                raise UnknownInventory("the institution's inventory has not been provisioned")
+            return self.indexes.put(built)
+        finally:
+            future.set_result(built)
+            if self.indexes.building.get(performance_id) is future:
+                del self.indexes.building[performance_id]
 
     async def take(
         self,

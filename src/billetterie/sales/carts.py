@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from billetterie.catalog import db as catalog_db
 from billetterie.catalog.offers import (
     Offer,
     block_labels,
@@ -45,6 +46,7 @@ from billetterie.sales.errors import (
     InvalidOperation,
     OrderClosed,
     OrderExpired,
+    SetupChanged,
     TooManySeats,
     UnknownMovement,
     UnknownOrder,
@@ -98,6 +100,23 @@ async def load_order(
     if row is None:
         raise UnknownOrder(f"no order {order_id}")
     return row
+
+
+async def check_setup(conn: AsyncConnection, seller: Seller) -> None:
+    """Refuse to sell from a point of sale read at another setup version than the
+    institution's now (SetupChanged); the version is read in the sale's own transaction, so
+    prices and rules cached for it are the ones in force."""
+    if not seller.setup_version:
+        return
+    version = (
+        await conn.execute(
+            sa.select(catalog_db.institution.c.setup_version).where(
+                catalog_db.institution.c.id == seller.institution_id
+            )
+        )
+    ).scalar_one_or_none()
+    if version != seller.setup_version:
+        raise SetupChanged("the institution's setup changed; read the point of sale again")
 
 
 def running(order: Any, now: datetime) -> None:
@@ -400,18 +419,29 @@ async def refresh_total(conn: AsyncConnection, order_id: int, now: datetime) -> 
     return int(total)
 
 
+Answer = Callable[[AsyncConnection, int, list[int]], Awaitable[Any]]
+
+
 async def create_or_update_order(
-    engine: AsyncEngine, seller: Seller, request: CartRequest, *, now: datetime
-) -> tuple[int, list[int]]:
+    engine: AsyncEngine,
+    seller: Seller,
+    request: CartRequest,
+    *,
+    now: datetime,
+    answer: Answer | None = None,
+) -> tuple[int, list[int], Any]:
     """Create a cart, or add operations to the running cart ``request.order_id``.
 
     All or nothing: when one line cannot be held (``error.order.availability``), priced or sold
-    here, nothing changes. Returns the order id and the ids of the operations added.
+    here, nothing changes. Returns the order id, the ids of the operations added, and what
+    ``answer(conn, order id, operation ids)`` made of them at the end of the transaction (the
+    caller's rendering of the cart as it commits), or None.
     """
     if len(request.lines) > MAX_LINES:
         raise InvalidOperation(f"at most {MAX_LINES} operations per call")
 
-    async def work(conn: AsyncConnection) -> tuple[int, list[int]]:
+    async def work(conn: AsyncConnection) -> tuple[int, list[int], Any]:
+        await check_setup(conn, seller)
         if request.order_id is None:
             if not request.lines:
                 raise InvalidOperation("a new order needs at least one operation")
@@ -462,9 +492,10 @@ async def create_or_update_order(
             operations=operations,
             total=total,
         )
-        return int(order.id), operations
+        rendered = None if answer is None else await answer(conn, int(order.id), operations)
+        return int(order.id), operations, rendered
 
-    result: tuple[int, list[int]] = await in_transaction(engine, work)
+    result: tuple[int, list[int], Any] = await in_transaction(engine, work)
     return result
 
 

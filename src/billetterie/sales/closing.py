@@ -19,7 +19,7 @@ Contract of :func:`close_order`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +31,7 @@ from billetterie.inventory.services import confirm_hold_in, in_transaction
 from billetterie.sales import accounts, db, events
 from billetterie.sales.barcode_keys import KeyVault, signing_key
 from billetterie.sales.barcodes import BarcodePayload, issue
-from billetterie.sales.carts import load_order, running
+from billetterie.sales.carts import check_setup, load_order, running
 from billetterie.sales.errors import (
     CardPaymentRequired,
     ContactRequired,
@@ -357,11 +357,15 @@ async def close_order(
     with_barcodes: bool = True,
     vault: KeyVault,
     now: datetime,
-) -> list[int]:
-    """Close a running cart with its payments (see the module's contract); the ticket ids."""
+    answer: Callable[[AsyncConnection, int, list[int]], Awaitable[Any]] | None = None,
+) -> tuple[list[int], Any]:
+    """Close a running cart with its payments (see the module's contract); the ticket ids,
+    and what ``answer(conn, order id, ticket ids)`` made of the closed order at the end of the
+    transaction, or None."""
 
-    async def work(conn: AsyncConnection) -> list[int]:
-        return await close_order_in(
+    async def work(conn: AsyncConnection) -> tuple[list[int], Any]:
+        await check_setup(conn, seller)
+        tickets = await close_order_in(
             conn,
             seller,
             order_id,
@@ -371,6 +375,7 @@ async def close_order(
             vault=vault,
             now=now,
         )
+        return tickets, None if answer is None else await answer(conn, order_id, tickets)
 
-    result: list[int] = await in_transaction(engine, work)
+    result: tuple[list[int], Any] = await in_transaction(engine, work)
     return result

@@ -94,3 +94,11 @@ class RevokedTicket(DomainError):
 
     code = "error.ticket.revoked"
     http_status = 409
+
+
+class SetupChanged(DomainError):
+    """The institution's setup changed since the point of sale was read: read it again and
+    retry (the wire layer does, once)."""
+
+    code = "error.setup.changed"
+    http_status = 409

@@ -90,6 +90,9 @@ class Seller:
     abandon_delay_minutes: int
     payment_methods: tuple[PaymentMethod, ...]
     pending_credit_limit: int = 0
+    # the institution's setup version this was read at; a sale checks it in its transaction
+    # (0: not checked)
+    setup_version: int = 0
 
     @property
     def actor(self) -> str:

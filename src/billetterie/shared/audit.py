@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +25,38 @@ audit_entry = sa.Table(
 )
 
 
+class Buffer:
+    """The entries of one transaction, written together by :meth:`flush` before it commits
+    (one statement instead of one per change)."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+        self.rows: list[dict[str, Any]] = []
+
+    async def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if rows:
+            await self.connection.execute(sa.insert(audit_entry), rows)
+
+
+_buffer: contextvars.ContextVar[Buffer | None] = contextvars.ContextVar(
+    "audit_buffer", default=None
+)
+
+
+@contextlib.contextmanager
+def buffered(connection: AsyncConnection) -> Iterator[Buffer]:
+    """Entries recorded on ``connection`` meanwhile wait in the buffer; the caller flushes it
+    inside the transaction (entries recorded on another connection are written at once)."""
+    token = _buffer.set(Buffer(connection))
+    try:
+        buffer = _buffer.get()
+        assert buffer is not None
+        yield buffer
+    finally:
+        _buffer.reset(token)
+
+
 async def record(
     connection: AsyncConnection,
     *,
@@ -31,8 +66,9 @@ async def record(
     at: datetime,
     **data: Any,
 ) -> None:
-    await connection.execute(
-        sa.insert(audit_entry).values(
-            institution_id=institution_id, action=action, actor=actor, at=at, data=data
-        )
-    )
+    row = {"institution_id": institution_id, "action": action, "actor": actor, "at": at}
+    buffer = _buffer.get()
+    if buffer is not None and buffer.connection is connection:
+        buffer.rows.append(row | {"data": data})
+        return
+    await connection.execute(sa.insert(audit_entry).values(**row, data=data))

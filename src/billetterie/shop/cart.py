@@ -153,7 +153,7 @@ async def add_to_cart(request: Request, pos_code: str) -> Response:
         lines = await _lines(page, form)
         order = await _running_cart(page)
         contact = await page.contact()
-        order_id, _ = await carts.create_or_update_order(
+        order_id, _, _ = await carts.create_or_update_order(
             page.engine,
             page.seller,
             CartRequest(
