@@ -70,6 +70,23 @@ async def _product(
     product_id: int,
     now: datetime,
 ) -> Any:
+    row, period = await _product_and_period(conn, institution_id, sales_channel_id, product_id)
+    _check_period(row.code, period, now)
+    return row
+
+
+def _check_period(product_code: str, period: Any, now: datetime) -> None:
+    if not period.start <= now < period.end:
+        raise NotOnSale(f"product {product_code} is not on sale now on this sales channel")
+
+
+async def _product_and_period(
+    conn: AsyncConnection,
+    institution_id: int,
+    sales_channel_id: int,
+    product_id: int,
+) -> tuple[Any, Any]:
+    """The product if it is RUNNING, and its sales period on the channel (not checked)."""
     p, sp, vat = db.product.c, db.sales_period.c, db.vat_code.c
     row = (
         await conn.execute(
@@ -91,9 +108,7 @@ async def _product(
         raise UnknownOffer(f"product {product_id} is not sold on this sales channel")
     if row.state != ProductState.RUNNING.value:
         raise NotOnSale(f"product {row.code} is {row.state.lower()}, not on sale")
-    if not period.start <= now < period.end:
-        raise NotOnSale(f"product {row.code} is not on sale now on this sales channel")
-    return row
+    return row, period
 
 
 async def _tariff(conn: AsyncConnection, institution_id: int, tariff_id: int) -> Any:
@@ -203,12 +218,62 @@ async def performance_offer(
     audience_sub_category_id: int,
     price_level_id: int | None,
     now: datetime,
+    setup_version: int = 0,
 ) -> Offer:
-    """One place of a single-entry performance in a seat category for a tariff."""
+    """One place of a single-entry performance in a seat category for a tariff.
+
+    With ``setup_version`` (the institution's, read in the caller's transaction), the offer is
+    kept per process for that version: a setup import changes the version, and only the sales
+    period is checked against ``now`` again."""
+    key = (
+        institution_id,
+        setup_version,
+        sales_channel_id,
+        performance_id,
+        seat_category_id,
+        audience_sub_category_id,
+        price_level_id,
+    )
+    cached = _offers.get(key) if setup_version else None
+    if cached is None:
+        cached = await _performance_offer(
+            conn,
+            institution_id=institution_id,
+            sales_channel_id=sales_channel_id,
+            performance_id=performance_id,
+            seat_category_id=seat_category_id,
+            audience_sub_category_id=audience_sub_category_id,
+            price_level_id=price_level_id,
+        )
+        if setup_version:
+            if len(_offers) >= OFFER_CACHE_SIZE:
+                _offers.clear()
+            _offers[key] = cached
+    offer, product_code, period = cached
+    _check_period(product_code, period, now)
+    return offer
+
+
+OFFER_CACHE_SIZE = 4096
+_offers: dict[tuple[Any, ...], tuple[Offer, str, Any]] = {}
+
+
+async def _performance_offer(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    sales_channel_id: int,
+    performance_id: int,
+    seat_category_id: int,
+    audience_sub_category_id: int,
+    price_level_id: int | None,
+) -> tuple[Offer, str, Any]:
     perf = (await _performances(conn, institution_id, [performance_id])).get(performance_id)
     if perf is None:
         raise UnknownOffer(f"no performance {performance_id}")
-    product = await _product(conn, institution_id, sales_channel_id, perf.product_id, now)
+    product, period = await _product_and_period(
+        conn, institution_id, sales_channel_id, perf.product_id
+    )
     if product.family != ProductFamily.SINGLE_ENTRY.value:
         raise UnknownOffer(f"performance {performance_id} belongs to a {product.family} product")
     if perf.state != PerformanceState.RUNNING.value:
@@ -225,7 +290,7 @@ async def performance_offer(
         performance_id=performance_id,
         seat_category_id=seat_category_id,
     )
-    return Offer(
+    offer = Offer(
         product_id=product.id,
         product_family=product.family,
         amount=amount,
@@ -245,6 +310,7 @@ async def performance_offer(
             **_performance_labels(perf),
         },
     )
+    return offer, product.code, period
 
 
 async def composed_offer(
@@ -388,21 +454,39 @@ async def item_offer(
 
 
 async def block_labels(
-    conn: AsyncConnection, institution_id: int, block_ids: Iterable[int]
+    conn: AsyncConnection,
+    institution_id: int,
+    block_ids: Iterable[int],
+    *,
+    setup_version: int = 0,
 ) -> dict[int, dict[str, Any]]:
-    """Area and block names of seats, for tickets."""
+    """Area and block names of seats, for tickets; with ``setup_version`` (read in the
+    caller's transaction), every block of the institution is read once per process and
+    version."""
     b, a = db.block.c, db.area.c
     ids = sorted(set(block_ids))
     if not ids:
         return {}
-    rows = (
-        await conn.execute(
-            sa.select(b.id, b.name.label("block"), a.name.label("area"))
-            .join(db.area, a.id == b.area_id)
-            .where(b.institution_id == institution_id, b.id.in_(ids))
-        )
-    ).all()
-    return {r.id: {"area": r.area, "block": r.block} for r in rows}
+    query = sa.select(b.id, b.name.label("block"), a.name.label("area")).join(
+        db.area, a.id == b.area_id
+    )
+    if not setup_version:
+        rows = (
+            await conn.execute(query.where(b.institution_id == institution_id, b.id.in_(ids)))
+        ).all()
+        return {r.id: {"area": r.area, "block": r.block} for r in rows}
+    key = (institution_id, setup_version)
+    labels = _blocks.get(key)
+    if labels is None:
+        rows = (await conn.execute(query.where(b.institution_id == institution_id))).all()
+        labels = {r.id: {"area": r.area, "block": r.block} for r in rows}
+        if len(_blocks) >= 64:
+            _blocks.clear()
+        _blocks[key] = labels
+    return {block_id: labels[block_id] for block_id in ids if block_id in labels}
+
+
+_blocks: dict[tuple[int, int], dict[int, dict[str, Any]]] = {}
 
 
 async def organization_facts(conn: AsyncConnection, organization_id: int) -> dict[str, Any]:

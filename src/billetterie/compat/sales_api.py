@@ -489,9 +489,15 @@ async def create_or_update_order(payload: CreateOrUpdateOrderRequest, call: Call
     `error.order.availability` and holds nothing."""
 
     async def sell(seller: Seller) -> Any:
-        async def answer(conn: AsyncConnection, order_id: int, operations: list[int]) -> Any:
-            row = await queries.order_row(conn, seller, order_id)
-            return await queries.order_document(conn, row, operation_ids=operations)
+        async def answer(
+            conn: AsyncConnection,
+            order: Any,
+            operations: list[int],
+            contents: queries.OrderContents | None,
+        ) -> Any:
+            return await queries.order_document(
+                conn, order, operation_ids=operations, contents=contents
+            )
 
         _, _, document = await carts.create_or_update_order(
             call.runtime.engine,

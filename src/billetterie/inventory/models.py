@@ -70,3 +70,21 @@ def level(counts: Counts, alert_ratio: int) -> Level:
     if sellable > 0 and free * 100 < alert_ratio * sellable:
         return Level.LIMITED
     return Level.GOOD
+
+
+@dataclass(frozen=True)
+class HeldPlace:
+    """One place of a hold: a seat (``seat_id`` the performance seat) or one unit of a counter."""
+
+    hold_id: int
+    stock_id: int
+    product_id: int
+    performance_id: int | None
+    seat_category_id: int | None
+    product_item_id: int | None
+    timeslot_id: int | None
+    contingent_id: int | None
+    seat_id: int | None = None
+    block_id: int | None = None
+    row: str | None = None
+    number: str | None = None

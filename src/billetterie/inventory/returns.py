@@ -9,7 +9,6 @@ transaction). Only places a hold really sold can be returned, each once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.inventory import db
 from billetterie.inventory.errors import HoldClosed, InvalidQuantity
-from billetterie.inventory.models import HoldState, SeatState
+from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import indexes_of
 from billetterie.inventory.services import (
     _apply_own,
@@ -28,24 +27,6 @@ from billetterie.inventory.services import (
     log_changes,
 )
 from billetterie.shared import audit
-
-
-@dataclass(frozen=True)
-class HeldPlace:
-    """One place of a hold: a seat (``seat_id`` the performance seat) or one unit of a counter."""
-
-    hold_id: int
-    stock_id: int
-    product_id: int
-    performance_id: int | None
-    seat_category_id: int | None
-    product_item_id: int | None
-    timeslot_id: int | None
-    contingent_id: int | None
-    seat_id: int | None = None
-    block_id: int | None = None
-    row: str | None = None
-    number: str | None = None
 
 
 async def held_places(conn: AsyncConnection, hold_ids: Sequence[int]) -> list[HeldPlace]:

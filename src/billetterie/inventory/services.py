@@ -43,7 +43,7 @@ from billetterie.inventory.errors import (
     UnknownHold,
     UnknownInventory,
 )
-from billetterie.inventory.models import HoldState, SeatState
+from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit, commit_work
 from billetterie.shared.db import transaction
@@ -88,6 +88,8 @@ class Hold:
     state: HoldState
     expires_at: datetime
     lines: tuple[HeldLine, ...] = field(default=())
+    # every place held, one per seat or unit, in stock and seat order (as ``held_places``)
+    places: tuple[HeldPlace, ...] = field(default=())
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -380,25 +382,29 @@ async def _close_holds(
     state: HoldState,
     now: datetime,
     counts: dict[int, tuple[int, int]] | None = None,
+    *,
+    unexpired: bool = False,
 ) -> _Closed:
-    """Release (or confirm) the holds still active: their seats and counters. Returns the holds
-    closed here, the stock ids touched and the seats of the closed holds. With ``counts``, the
-    counter changes are added there for the caller to apply with its own (stock rows come after
-    every seat)."""
+    """Release (or confirm) the holds still active (``unexpired``: and not past their expiry)
+    and the institution's: their seats and counters. Returns the holds closed here, the stock
+    ids touched and the seats of the closed holds. With ``counts``, the counter changes are
+    added there for the caller to apply with its own (stock rows come after every seat)."""
     if not hold_ids:
         return _Closed([], set(), {}, {})
     h, line, ps = db.hold.c, db.hold_line.c, db.performance_seat.c
     # Claim the holds first: a hold closes once, even when a confirm, a release, the sweeper
     # and a lazy expiry race for it (the losers wait on the hold row, then match nothing).
+    claim = sa.update(db.hold).where(
+        h.id.in_(sorted(hold_ids)),
+        h.institution_id == institution_id,
+        h.state == HoldState.ACTIVE.value,
+    )
+    if unexpired:
+        claim = claim.where(h.expires_at > now)
     hold_ids = sorted(
         r.id
         for r in (
-            await conn.execute(
-                sa.update(db.hold)
-                .where(h.id.in_(sorted(hold_ids)), h.state == HoldState.ACTIVE.value)
-                .values(state=state.value, closed_at=now)
-                .returning(h.id)
-            )
+            await conn.execute(claim.values(state=state.value, closed_at=now).returning(h.id))
         ).all()
     )
     if not hold_ids:
@@ -410,28 +416,25 @@ async def _close_holds(
     ).all()
     seats: SeatsByPerformance = {}
     by_stock: SeatsByStock = {}
-    for seat_id, performance_id, stock_id in (
-        await conn.execute(
-            sa.select(ps.id, ps.performance_id, ps.stock_id)
-            .where(ps.hold_id.in_(hold_ids))
-            .order_by(ps.id)
-        )
-    ).all():
-        seats.setdefault(performance_id, []).append(seat_id)
-        by_stock.setdefault(stock_id, []).append(seat_id)
-    seat_ids = sorted(seat for ids in seats.values() for seat in ids)
-    if seat_ids:
-        values: dict[str, Any] = (
-            {"state": SeatState.SOLD.value}
-            if state == HoldState.CONFIRMED
-            else {"state": SeatState.FREE.value, "hold_id": None}
-        )
-        for start in range(0, len(seat_ids), 500):
+    values: dict[str, Any] = (
+        {"state": SeatState.SOLD.value}
+        if state == HoldState.CONFIRMED
+        else {"state": SeatState.FREE.value, "hold_id": None}
+    )
+    # the holds' seats, changed in one statement (claimed above, no other transaction changes
+    # them: a seat of a hold changes only with its hold)
+    for seat_id, performance_id, stock_id in sorted(
+        (
             await conn.execute(
                 sa.update(db.performance_seat)
-                .where(ps.id.in_(seat_ids[start : start + 500]))
+                .where(ps.hold_id.in_(hold_ids), ps.state == SeatState.HELD.value)
                 .values(**values)
+                .returning(ps.id, ps.performance_id, ps.stock_id)
             )
+        ).all()
+    ):
+        seats.setdefault(performance_id, []).append(seat_id)
+        by_stock.setdefault(stock_id, []).append(seat_id)
     changes: dict[int, tuple[int, int]] = {} if counts is None else counts
     for r in lines:
         held, sold = changes.get(r.stock_id, (0, 0))
@@ -517,9 +520,17 @@ async def _candidate_stocks(
 ) -> list[Any]:
     """The stocks a channel may take the request from: its contingents first, then the pool."""
     s = db.stock.c
-    query = sa.select(s.id, s.numbered, s.contingent_id, s.capacity).where(
-        s.institution_id == institution_id
-    )
+    query = sa.select(
+        s.id,
+        s.numbered,
+        s.contingent_id,
+        s.capacity,
+        s.product_id,
+        s.performance_id,
+        s.seat_category_id,
+        s.product_item_id,
+        s.timeslot_id,
+    ).where(s.institution_id == institution_id)
     if request.performance_id is not None:
         if request.seat_category_id is None:
             raise InvalidQuantity("a seat category is required with a performance")
@@ -564,6 +575,7 @@ class _Picker:
         self.mine: dict[int, Counter[int]] = {}  # performance -> seats reserved here
         self.taken: SeatsByPerformance = {}  # performance -> seats held in this transaction
         self.expired: SeatsByPerformance = {}
+        self.details: dict[int, tuple[int, str, str]] = {}  # seat -> block id, row, number
         after.rolled_back.append(self._rolled_back)
 
     def _rolled_back(self) -> None:
@@ -694,18 +706,18 @@ class _Picker:
                 .where(ps.id.in_(sorted(picked)), ps.state == SeatState.FREE.value)
                 .with_for_update(skip_locked=True)
             )
-            got = {
-                seat_id
-                for (seat_id,) in (
-                    await conn.execute(
-                        sa.update(db.performance_seat)
-                        .where(ps.id.in_(claimable.scalar_subquery()))
-                        .where(ps.state == SeatState.FREE.value)
-                        .values(state=SeatState.HELD.value, hold_id=hold_id)
-                        .returning(ps.id)
-                    )
-                ).all()
-            }
+            got = set()
+            for seat_id, block_id, row, number in (
+                await conn.execute(
+                    sa.update(db.performance_seat)
+                    .where(ps.id.in_(claimable.scalar_subquery()))
+                    .where(ps.state == SeatState.FREE.value)
+                    .values(state=SeatState.HELD.value, hold_id=hold_id)
+                    .returning(ps.id, ps.block_id, ps.row, ps.number)
+                )
+            ).all():
+                got.add(seat_id)
+                self.details[seat_id] = (block_id, row, number)
             if len(got) == len(picked):
                 return [(seat_id, entry.stock_of[seat_id]) for seat_id in picked]
             # taken by another transaction (committed, or claimed by one still running in
@@ -737,7 +749,11 @@ class _Picker:
 
 
 async def _take_given_seats(
-    conn: AsyncConnection, stocks: list[Any], request: PlaceRequest, hold_id: int
+    conn: AsyncConnection,
+    stocks: list[Any],
+    request: PlaceRequest,
+    hold_id: int,
+    details: dict[int, tuple[int, str, str]],
 ) -> list[tuple[int, int]]:
     ps = db.performance_seat.c
     stock_ids = [r.id for r in stocks]
@@ -746,7 +762,7 @@ async def _take_given_seats(
         raise InvalidQuantity("give as many seats as the quantity, each once")
     rows = (
         await conn.execute(
-            sa.select(ps.id, ps.stock_id, ps.state).where(
+            sa.select(ps.id, ps.stock_id, ps.state, ps.block_id, ps.row, ps.number).where(
                 ps.id.in_(wanted), ps.stock_id.in_(stock_ids)
             )
         )
@@ -762,6 +778,7 @@ async def _take_given_seats(
     )
     if updated.rowcount != len(wanted):
         raise NotAvailable("some of these seats were just taken")
+    details.update({r.id: (r.block_id, r.row, r.number) for r in rows})
     return [(r.id, r.stock_id) for r in rows]
 
 
@@ -884,7 +901,7 @@ async def hold_places_in(
             if stocks[0].numbered:
                 assert request.performance_id is not None
                 if request.seat_ids:
-                    seats = await _take_given_seats(conn, stocks, request, hold_id)
+                    seats = await _take_given_seats(conn, stocks, request, hold_id, picker.details)
                     picker.taken.setdefault(request.performance_id, []).extend(
                         seat_id for seat_id, _ in seats
                     )
@@ -949,7 +966,15 @@ async def hold_places_in(
             freed=expired.by_stock,
         )
         after.committed.append(picker.committed)
-        return Hold(hold_id, cart, HoldState.ACTIVE, expires_at, tuple(lines))
+        stock_rows = {stock.id: stock for stocks in candidates for stock in stocks}
+        return Hold(
+            hold_id,
+            cart,
+            HoldState.ACTIVE,
+            expires_at,
+            tuple(lines),
+            _places(hold_id, lines, stock_rows, picker.details),
+        )
 
     return await work(conn, _current_afterwards())
 
@@ -976,6 +1001,36 @@ async def _take_unnumbered(
         if result.rowcount == 1:
             return [HeldLine(stock.id, request.quantity)]
     raise NotAvailable("not enough places left")
+
+
+def _places(
+    hold_id: int,
+    lines: list[HeldLine],
+    stocks: dict[int, Any],
+    details: dict[int, tuple[int, str, str]],
+) -> tuple[HeldPlace, ...]:
+    places: list[HeldPlace] = []
+    for line in sorted(lines, key=lambda line: line.stock_id):
+        stock = stocks[line.stock_id]
+        base = {
+            "hold_id": hold_id,
+            "stock_id": stock.id,
+            "product_id": stock.product_id,
+            "performance_id": stock.performance_id,
+            "seat_category_id": stock.seat_category_id,
+            "product_item_id": stock.product_item_id,
+            "timeslot_id": stock.timeslot_id,
+            "contingent_id": stock.contingent_id,
+        }
+        if line.seat_ids:
+            for seat_id in sorted(line.seat_ids):
+                block_id, row, number = details[seat_id]
+                places.append(
+                    HeldPlace(**base, seat_id=seat_id, block_id=block_id, row=row, number=number)
+                )
+        else:
+            places.extend(HeldPlace(**base) for _ in range(line.quantity))
+    return tuple(places)
 
 
 async def _choose_unnumbered(
@@ -1067,9 +1122,10 @@ async def confirm_hold_in(
     indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
 
     async def work(conn: AsyncConnection, after: _Afterwards) -> None:
-        await _active_hold(conn, institution_id, hold_id, now)
-        closed = await _close_holds(conn, institution_id, [hold_id], HoldState.CONFIRMED, now)
-        if not closed.holds:  # released or expired meanwhile
+        closed = await _close_holds(
+            conn, institution_id, [hold_id], HoldState.CONFIRMED, now, unexpired=True
+        )
+        if not closed.holds:  # unknown, another institution's, closed or expired: say which
             await _active_hold(conn, institution_id, hold_id, now)
             raise HoldClosed(f"hold {hold_id} was just closed")
         await audit.record(

@@ -33,7 +33,8 @@ from billetterie.catalog.offers import (
     item_offer,
     performance_offer,
 )
-from billetterie.inventory.returns import HeldPlace, held_places, release_places_in
+from billetterie.inventory.models import HeldPlace
+from billetterie.inventory.returns import release_places_in
 from billetterie.inventory.services import (
     PlaceRequest,
     hold_places_in,
@@ -61,6 +62,7 @@ from billetterie.sales.models import (
     SimpleProductLine,
     SingleEntryLine,
 )
+from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import read
 
@@ -148,6 +150,7 @@ async def _plan_single_entry(
             audience_sub_category_id=a.audience_sub_category_id,
             price_level_id=a.price_level_id,
             now=now,
+            setup_version=seller.setup_version,
         )
         if product_id is not None and offer.product_id != product_id:
             raise InvalidOperation("one operation sells one product's performances")
@@ -268,7 +271,7 @@ async def _seats_per_performance(conn: AsyncConnection, order_id: int) -> dict[i
 async def _new_order(
     conn: AsyncConnection, seller: Seller, request: CartRequest, now: datetime
 ) -> Any:
-    order_id = (
+    order = (
         await conn.execute(
             sa.insert(db.sales_order)
             .values(
@@ -290,23 +293,24 @@ async def _new_order(
                 created_at=now,
                 updated_at=now,
             )
-            .returning(db.sales_order.c.id)
+            .returning(*db.sales_order.c)
         )
-    ).scalar_one()
+    ).one()
     await audit.record(
         conn,
         institution_id=seller.institution_id,
         action="sales.order.created",
         actor=seller.actor,
         at=now,
-        order_id=order_id,
+        order_id=order.id,
     )
-    return await load_order(conn, seller, order_id)
+    return order
 
 
 async def _add_operation(
     conn: AsyncConnection, seller: Seller, order: Any, planned: _Planned, now: datetime
-) -> int:
+) -> tuple[Any, list[Any]]:
+    """Hold the planned places and write the operation and its movements: their rows."""
     hold = await hold_places_in(
         conn,
         institution_id=seller.institution_id,
@@ -319,7 +323,7 @@ async def _add_operation(
         split_allowed=seller.split_allowed,
         actor=seller.actor,
     )
-    operation_id = (
+    operation = (
         await conn.execute(
             sa.insert(db.operation)
             .values(
@@ -332,12 +336,16 @@ async def _add_operation(
                 quantity=planned.quantity,
                 created_at=now,
             )
-            .returning(db.operation.c.id)
+            .returning(*db.operation.c)
         )
-    ).scalar_one()
-    places = await held_places(conn, [hold.id])
+    ).one()
+    operation_id = operation.id
+    places = hold.places
     blocks = await block_labels(
-        conn, seller.institution_id, [p.block_id for p in places if p.block_id is not None]
+        conn,
+        seller.institution_id,
+        [p.block_id for p in places if p.block_id is not None],
+        setup_version=seller.setup_version,
     )
     remaining = {key: list(offers) for key, offers in planned.offers.items()}
     parts = {key: i for i, key in enumerate(planned.offers)}
@@ -379,8 +387,12 @@ async def _add_operation(
                 "created_at": now,
             }
         )
-    await conn.execute(sa.insert(db.movement), rows)
-    return int(operation_id)
+    movements = (
+        await conn.execute(
+            sa.insert(db.movement).returning(*db.movement.c, sort_by_parameter_order=True), rows
+        )
+    ).all()
+    return operation, list(movements)
 
 
 async def close_emptied_operations(
@@ -419,7 +431,8 @@ async def refresh_total(conn: AsyncConnection, order_id: int, now: datetime) -> 
     return int(total)
 
 
-Answer = Callable[[AsyncConnection, int, list[int]], Awaitable[Any]]
+# (connection, the order's row, the operations added, the order's contents when known)
+Answer = Callable[[AsyncConnection, Any, list[int], OrderContents | None], Awaitable[Any]]
 
 
 async def create_or_update_order(
@@ -468,9 +481,9 @@ async def create_or_update_order(
             raise TooManySeats(
                 f"at most {seller.max_seats_per_performance} seats per performance here"
             )
-        if order is None:
-            order = await _new_order(conn, seller, request, now)
-        elif request.contact_number or request.external_reference or request.purchaser:
+        if order is not None and (
+            request.contact_number or request.external_reference or request.purchaser
+        ):
             o = db.sales_order.c
             values: dict[str, Any] = {}
             if request.contact_number:
@@ -480,8 +493,22 @@ async def create_or_update_order(
             if request.purchaser:
                 values["purchaser"] = request.purchaser
             await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
-        operations = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
-        total = await refresh_total(conn, order.id, now)
+        new = order is None
+        if order is None:
+            order = await _new_order(conn, seller, request, now)
+        added = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
+        operations = [int(operation.id) for operation, _ in added]
+        # the total: the order's (locked), plus what the added movements cost
+        total = int(order.total) + sum(m.amount for _, movements in added for m in movements)
+        o = db.sales_order.c
+        order = (
+            await conn.execute(
+                sa.update(db.sales_order)
+                .where(o.id == order.id)
+                .values(total=total, updated_at=now)
+                .returning(*db.sales_order.c)
+            )
+        ).one()
         await audit.record(
             conn,
             institution_id=seller.institution_id,
@@ -492,7 +519,15 @@ async def create_or_update_order(
             operations=operations,
             total=total,
         )
-        rendered = None if answer is None else await answer(conn, int(order.id), operations)
+        contents = (
+            OrderContents(
+                [operation for operation, _ in added],
+                [m for _, movements in added for m in movements],
+            )
+            if new
+            else None
+        )
+        rendered = None if answer is None else await answer(conn, order, operations, contents)
         return int(order.id), operations, rendered
 
     result: tuple[int, list[int], Any] = await in_transaction(engine, work)

@@ -295,26 +295,25 @@ async def close_order_in(
     )
     if claimed.rowcount != 1:
         raise OrderClosed(f"order {order.id} was just closed")
+    await conn.execute(
+        sa.update(db.movement)
+        .where(m.order_id == order.id, m.state == MovementState.RESERVED.value)
+        .values(state=MovementState.SOLD.value)
+    )
     hold_ids = sorted(
         {
             r.hold_id
             for r in (
                 await conn.execute(
-                    sa.select(op.hold_id).where(
-                        op.order_id == order.id,
-                        op.state == MovementState.RESERVED.value,
-                        op.hold_id.is_not(None),
-                    )
+                    sa.update(db.operation)
+                    .where(op.order_id == order.id, op.state == MovementState.RESERVED.value)
+                    .values(state=MovementState.SOLD.value)
+                    .returning(op.hold_id)
                 )
             ).all()
+            if r.hold_id is not None
         }
     )
-    for table, column in ((db.movement, m), (db.operation, op)):
-        await conn.execute(
-            sa.update(table)
-            .where(column.order_id == order.id, column.state == MovementState.RESERVED.value)
-            .values(state=MovementState.SOLD.value)
-        )
     ticket_ids = await issue_tickets_in(
         conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes
     )
@@ -328,7 +327,7 @@ async def close_order_in(
         total=order.total,
         tickets=len(ticket_ids),
     )
-    await events.order_closed(conn, seller, order.id, now)
+    await events.order_closed(conn, seller, order.id, now, labels=[r.labels for r in movements])
     # Last, the rows every close of the point of sale or the institution shares: the pending
     # account (or voucher) and, through the holds, the inventory's change sequence. Their locks
     # are held until commit, so taking them last keeps concurrent closes' waits short.

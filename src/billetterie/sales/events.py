@@ -9,6 +9,7 @@ when the delivery is sent (:func:`register_webhook_payloads`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +23,16 @@ from billetterie.webhooks.models import SubjectFacts
 from billetterie.webhooks.services import emit, register_payload_renderer
 
 
-async def order_closed(conn: AsyncConnection, seller: Seller, order_id: int, now: datetime) -> None:
-    await _emit(conn, seller, "order.closed", order_id, now)
+async def order_closed(
+    conn: AsyncConnection,
+    seller: Seller,
+    order_id: int,
+    now: datetime,
+    *,
+    labels: Sequence[dict[str, Any]] | None = None,
+) -> None:
+    """``labels``: those of every movement of the order, when the caller has them."""
+    await _emit(conn, seller, "order.closed", order_id, now, labels)
 
 
 async def order_cancelled(
@@ -32,11 +41,15 @@ async def order_cancelled(
     await _emit(conn, seller, "order.cancelled", order_id, now)
 
 
-async def _facts(conn: AsyncConnection, order_id: int) -> SubjectFacts:
+async def _facts(
+    conn: AsyncConnection, order_id: int, labels: Sequence[dict[str, Any]] | None
+) -> SubjectFacts:
     m = db.movement.c
-    labels = [
-        r.labels for r in (await conn.execute(sa.select(m.labels).where(m.order_id == order_id)))
-    ]
+    if labels is None:
+        labels = [
+            r.labels
+            for r in (await conn.execute(sa.select(m.labels).where(m.order_id == order_id)))
+        ]
     return SubjectFacts(
         product_codes=frozenset(lb["productCode"] for lb in labels if lb.get("productCode")),
         product_families=frozenset(lb["productFamily"] for lb in labels if lb.get("productFamily")),
@@ -44,7 +57,12 @@ async def _facts(conn: AsyncConnection, order_id: int) -> SubjectFacts:
 
 
 async def _emit(
-    conn: AsyncConnection, seller: Seller, event: str, order_id: int, now: datetime
+    conn: AsyncConnection,
+    seller: Seller,
+    event: str,
+    order_id: int,
+    now: datetime,
+    labels: Sequence[dict[str, Any]] | None = None,
 ) -> None:
     await emit(
         conn,
@@ -53,7 +71,7 @@ async def _emit(
         event=event,
         subject_id=order_id,
         now=now,
-        facts=await _facts(conn, order_id),
+        facts=await _facts(conn, order_id, labels),
         dedupe_key=f"{event}:{order_id}:{now.isoformat()}",
     )
 

@@ -64,25 +64,15 @@ async def order_document(
     order: Any,
     *,
     operation_ids: Sequence[int] | None = None,
+    contents: OrderContents | None = None,
 ) -> Json:
     """The order as ``getOrderDetails`` renders it (``operationDataUpdates`` and
-    ``movementDataUpdates`` list only ``operation_ids``' when given)."""
-    m, op, t, p = db.movement.c, db.operation.c, db.ticket.c, db.payment.c
-    operations = (
-        await conn.execute(sa.select(db.operation).where(op.order_id == order.id).order_by(op.id))
-    ).all()
-    movements = (
-        await conn.execute(sa.select(db.movement).where(m.order_id == order.id).order_by(m.id))
-    ).all()
-    tickets = {
-        r.movement_id: r
-        for r in (
-            await conn.execute(sa.select(db.ticket).where(t.order_id == order.id).order_by(t.id))
-        ).all()
-    }
-    payments = (
-        await conn.execute(sa.select(db.payment).where(p.order_id == order.id).order_by(p.id))
-    ).all()
+    ``movementDataUpdates`` list only ``operation_ids``' when given). ``contents``: the
+    order's rows when the caller has them all (a cart it just created), else they are read."""
+    if contents is None:
+        contents = await order_contents(conn, order.id)
+    operations, movements, payments = contents.operations, contents.movements, contents.payments
+    tickets = {r.movement_id: r for r in contents.tickets}
     by_operation: dict[int, list[Json]] = defaultdict(list)
     rendered = []
     for row in movements:
@@ -138,6 +128,36 @@ async def order_document(
         ]
         document["movementDataUpdates"] = [mv for mv in rendered if mv["operationId"] in wanted]
     return document
+
+
+@dataclass(frozen=True)
+class OrderContents:
+    """An order's operations, movements, tickets and payments, each in id order."""
+
+    operations: Sequence[Any]
+    movements: Sequence[Any]
+    tickets: Sequence[Any] = ()
+    payments: Sequence[Any] = ()
+
+
+async def order_contents(conn: AsyncConnection, order_id: int) -> OrderContents:
+    m, op, t, p = db.movement.c, db.operation.c, db.ticket.c, db.payment.c
+    return OrderContents(
+        (
+            await conn.execute(
+                sa.select(db.operation).where(op.order_id == order_id).order_by(op.id)
+            )
+        ).all(),
+        (
+            await conn.execute(sa.select(db.movement).where(m.order_id == order_id).order_by(m.id))
+        ).all(),
+        (
+            await conn.execute(sa.select(db.ticket).where(t.order_id == order_id).order_by(t.id))
+        ).all(),
+        (
+            await conn.execute(sa.select(db.payment).where(p.order_id == order_id).order_by(p.id))
+        ).all(),
+    )
 
 
 async def order_row(conn: AsyncConnection, seller: Seller, order_id: int) -> Any:
