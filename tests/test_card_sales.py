@@ -290,6 +290,42 @@ async def test_reopening_and_expiry_give_the_held_parts_back(kit: Kit) -> None:
     ]
 
 
+async def test_a_card_confirmed_too_late_is_refunded_and_the_held_part_given_back(
+    kit: Kit,
+) -> None:
+    gift = await voucher(kit, 30_000)
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    body = await card_close(
+        kit, cart["orderId"], [("VOUCHER", 30_000), ("CARD", 70_000)], voucher=gift.code
+    )
+    assert body["statusCode"] == "success", body
+    # past the cart's expiry and the card's grace, before the sweeper abandoned the cart: the
+    # places are no longer held, so the confirmation cannot close the order
+    kit.later(minutes=36)
+    paid = await pay_on_page(kit, body["paymentUrl"], "4242 4242 4242 4242")
+    assert paid.status_code == 303, paid.text
+    order = await details(kit, cart["orderId"])
+    assert (order["orderState"], order["cardPaymentPending"], order["payments"]) == (
+        "RUNNING",
+        False,
+        [],
+    )
+    assert await balance(kit, gift.id) == 30_000
+    assert await refund_jobs(kit) == [("PENDING", 0, None)]
+    # the sweeper abandons the cart later and gives nothing back a second time
+    assert await abandon_expired_orders(kit.engine, kit.clock.now()) == 1
+    assert await balance(kit, gift.id) == 30_000
+    order = await details(kit, cart["orderId"])
+    assert order["orderState"] == "ABANDONNED"
+    (card,) = order["cardPayments"]
+    assert card["paymentState"] == "SUCCEEDED"
+    assert [(r["amount"], r["state"]) for r in card["refunds"]] == [(70_000, "PENDING")]
+    assert "error.order.expired" in card["refunds"][0]["reason"]
+    assert await ledger(kit, gift.id) == [("CREDIT", 30_000), ("DEBIT", 30_000), ("CREDIT", 30_000)]
+    assert [o.state for o in await dispatcher(kit).drain()] == ["DONE"]
+    assert await provider_refunds(kit) == [(card["reference"], 70_000)]
+
+
 async def test_mixed_payment_refusals_change_nothing(kit: Kit) -> None:
     gift = await voucher(kit, 30_000)
     cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]  # 100.00

@@ -374,16 +374,22 @@ def confirmation_handler(
                 now=at,
                 actor="payments",
             )
+            # Read again under the order's lock (the savepoint's rollback released it): if
+            # the order still waits for this payment, it no longer does.
+            query = sa.select(o.state, o.pending_payments).where(o.id == order.id)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            current = (await conn.execute(query)).one()
+            waiting = current.pending_payments or {}
             if (
-                order.state == OrderState.RUNNING.value
-                and int(pending.get("intentId", 0)) == intent.id
+                current.state == OrderState.RUNNING.value
+                and int(waiting.get("intentId", 0)) == intent.id
             ):
-                # the order still waited for this payment: it no longer does
                 await accounts.release_held(
                     conn,
                     institution_id=intent.institution_id,
                     order_id=order.id,
-                    held=pending.get("held", []),
+                    held=waiting.get("held", []),
                     reason=f"card payment refunded ({refusal.code})",
                     now=at,
                 )
