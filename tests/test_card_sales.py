@@ -326,6 +326,30 @@ async def test_a_card_confirmed_too_late_is_refunded_and_the_held_part_given_bac
     assert await provider_refunds(kit) == [(card["reference"], 70_000)]
 
 
+async def test_two_carts_racing_for_one_voucher_hold_it_once(kit: Kit) -> None:
+    gift = await voucher(kit, 40_000)
+    carts = [(await kit.cart(kit.seats("C1", 1)))["orderUpdateData"] for _ in range(4)]  # 50.00
+    answers = await asyncio.gather(
+        *(
+            card_close(
+                kit, cart["orderId"], [("VOUCHER", 40_000), ("CARD", 10_000)], voucher=gift.code
+            )
+            for cart in carts
+        )
+    )
+    codes = sorted(a["statusCode"] for a in answers)
+    assert codes == ["error.payment.insufficient_funds"] * 3 + ["success"], answers
+    assert await balance(kit, gift.id) == 0
+    assert await ledger(kit, gift.id) == [("CREDIT", 40_000), ("DEBIT", 40_000)]
+    pending = [a for a in answers if a["statusCode"] == "success"]
+    assert [a["orderData"]["cardPaymentPending"] for a in pending] == [True]
+    async with read(kit.engine) as conn:
+        intents = (
+            await conn.execute(sa.select(sa.func.count()).select_from(payments.payment_intent))
+        ).scalar_one()
+    assert intents == 1  # the refused carts left no payment behind
+
+
 async def test_mixed_payment_refusals_change_nothing(kit: Kit) -> None:
     gift = await voucher(kit, 30_000)
     cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]  # 100.00
