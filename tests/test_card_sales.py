@@ -572,3 +572,27 @@ async def test_the_background_worker_pays_refunds_back(
             await asyncio.sleep(0.05)
         assert await refund_jobs(kit) == [("DONE", 1, None)]
         assert await provider_refunds(kit) == [(order["cardPayments"][0]["reference"], 50_000)]
+
+
+async def test_the_worker_process_pays_refunds_back(
+    scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path
+) -> None:
+    """``billetterie worker``, a process of its own, binds the refund job to its own payment
+    gateway and pays a cancellation's card refund back."""
+    from tests.test_worker import start_worker, stop_worker
+
+    async with open_kit(scratch_engine, backend.scratch_url, tmp_path) as kit:
+        order = await sold_by_card(kit)
+        await cancel(kit, order)
+    assert await refund_jobs(kit) == [("PENDING", 0, None)]
+    worker = await start_worker(backend, tmp_path)
+    try:
+        for _ in range(300):  # it polls every 0.2 s; up to 30 s on a busy machine
+            if await refund_jobs(kit) == [("DONE", 1, None)]:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        code, output = await stop_worker(worker)
+    assert code == 0, output
+    assert await refund_jobs(kit) == [("DONE", 1, None)], output
+    assert await provider_refunds(kit) == [(order["cardPayments"][0]["reference"], 50_000)]
