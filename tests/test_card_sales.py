@@ -31,6 +31,7 @@ from billetterie.sales import db as sales
 from billetterie.sales.accounts import add_credit, issue_voucher
 from billetterie.sales.tasks import abandon_expired_orders
 from billetterie.shared import outbox
+from billetterie.shared.audit import audit_entry
 from billetterie.shared.db import read
 from tests.conftest import NOW, Backend, serve
 from tests.sales_kit import Kit, open_kit, sales_document
@@ -312,6 +313,16 @@ async def test_a_card_confirmed_too_late_is_refunded_and_the_held_part_given_bac
     )
     assert await balance(kit, gift.id) == 30_000
     assert await refund_jobs(kit) == [("PENDING", 0, None)]
+    a = audit_entry.c
+    async with read(kit.engine) as conn:
+        entries = (
+            await conn.execute(
+                sa.select(a.actor, a.data).where(a.action == "sales.order.card_payment_refunded")
+            )
+        ).all()
+    assert [(e.actor, e.data["order_id"], e.data["code"]) for e in entries] == [
+        ("payments", cart["orderId"], "error.order.expired")
+    ]
     # the sweeper abandons the cart later and gives nothing back a second time
     assert await abandon_expired_orders(kit.engine, kit.clock.now()) == 1
     assert await balance(kit, gift.id) == 30_000

@@ -398,6 +398,16 @@ def confirmation_handler(
                     .where(o.id == order.id)
                     .values(pending_payments=None, updated_at=at)
                 )
+                await audit.record(
+                    conn,
+                    institution_id=intent.institution_id,
+                    action="sales.order.card_payment_refunded",
+                    actor="payments",
+                    at=at,
+                    order_id=order.id,
+                    intent_id=intent.id,
+                    code=refusal.code,
+                )
 
     return on_payment_confirmed
 
