@@ -217,8 +217,9 @@ async def scratch_engine(backend: Backend) -> AsyncIterator[AsyncEngine]:
 class Api:
     """An HTTP client on the app, with helpers for the S-360 surface."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, app: Any = None) -> None:
         self.client = client
+        self.app = app  # the ASGI app when the test serves it (its state: gateway, handlers)
 
     async def token(
         self, operator: str = "DEMO_B2C", partner: str = "demo-website", secret: str = SECRET
@@ -258,7 +259,7 @@ async def serve(url: str, tmp: Path, clock: FixedClock, **settings: Any) -> Asyn
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Api(client)
+            yield Api(client, app)
 
 
 @pytest.fixture(scope="session")

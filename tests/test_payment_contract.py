@@ -165,6 +165,11 @@ async def test_refunds_are_bounded_and_idempotent(harness: Harness) -> None:
     assert second != first
     status = await harness.provider.status(intent.reference)
     assert (status.state, status.refunded_amount) == (PaymentState.REFUNDED, 10000)
+    # A refund job retried after the answer was lost asks again with the same key once nothing
+    # is left to refund: the provider answers the refund it made, it does not refuse it.
+    assert await harness.provider.refund(intent.reference, 6000, idempotency_key="r3") == second
+    assert await harness.provider.refund(intent.reference, 4000, idempotency_key="r1") == first
+    assert (await harness.provider.status(intent.reference)).refunded_amount == 10000
 
 
 async def test_unpaid_and_unknown_payments(harness: Harness) -> None:

@@ -647,7 +647,7 @@ async def test_a_card_payment_closes_the_order_when_the_provider_confirms(kit: K
     assert order["orderState"] == "CLOSED" and order["paidAmount"] == 100_000
     assert [p["paymentType"] for p in order["payments"]] == ["CARD"]
     assert all(m["ticket"]["barcode"] for m in order["operations"][0]["movements"])
-    # cancelling refunds the card through the provider
+    # cancelling refunds the card through the provider, by an outbox job the worker runs
     cancelled = await kit.rpc(
         ORDERS,
         "cancelOperations",
@@ -655,14 +655,21 @@ async def test_a_card_payment_closes_the_order_when_the_provider_confirms(kit: K
     )
     assert cancelled["statusCode"] == "success", cancelled
     from billetterie.payments import db as payments
+    from billetterie.shared.outbox import Dispatcher
 
-    async with read(kit.engine) as conn:
-        refunds = (
-            await conn.execute(
-                sa.select(payments.payment_refund.c.amount, payments.payment_refund.c.state)
-            )
-        ).all()
-    assert [(r.amount, r.state) for r in refunds] == [(100_000, "SUCCEEDED")]
+    async def refunds() -> list[tuple[int, str]]:
+        async with read(kit.engine) as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(payments.payment_refund.c.amount, payments.payment_refund.c.state)
+                )
+            ).all()
+        return [(r.amount, r.state) for r in rows]
+
+    assert await refunds() == [(100_000, "PENDING")]
+    worker = Dispatcher(kit.engine, kit.clock, handlers=kit.api.app.state.outbox_handlers)
+    assert [o.state for o in await worker.drain()] == ["DONE"]
+    assert await refunds() == [(100_000, "SUCCEEDED")]
 
 
 async def test_reopening_gives_the_card_payment_up(kit: Kit) -> None:

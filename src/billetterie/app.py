@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -34,6 +35,7 @@ from billetterie.identity import account_web, oidc_web, saml_web
 from billetterie.identity.mail import Mailer, MailSink, SmtpMailer, delivery_loop
 from billetterie.inventory.board import Board
 from billetterie.payments import api as payments_api
+from billetterie.payments import tasks as payment_tasks
 from billetterie.payments.api import PaymentSurface
 from billetterie.payments.services import PaymentGateway
 from billetterie.payments.test_provider import TestCardProvider
@@ -42,6 +44,7 @@ from billetterie.sales.barcode_keys import KeyVault
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import create_engine
 from billetterie.shared.errors import DomainError
+from billetterie.shared.outbox import Handler
 from billetterie.shared.ratelimit import RateLimiter
 from billetterie.shop import account as shop_account
 from billetterie.shop import cart as shop_cart
@@ -72,15 +75,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         )
         limiter = app.state.rate_limiter = RateLimiter.from_settings(settings)
         app.state.runtime.caches["barcode_vault"] = vault
-        if settings.payment_test_provider:
-            payments.register(
-                TestCardProvider(
-                    engine,
-                    app.state.runtime.clock,
-                    secret=settings.resolved_payment_test_webhook_secret(),
-                    base_url=settings.public_url,
-                )
-            )
+        register_payment_providers(payments, settings, engine, app.state.runtime.clock)
+        app.state.outbox_handlers = outbox_handlers(engine, payments, app.state.runtime.clock)
         app.state.payment_surface = PaymentSurface(
             engine=engine,
             clock=app.state.runtime.clock,
@@ -93,7 +89,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         stop = asyncio.Event()
         if settings.background_tasks:  # the board, the outbox dispatcher and the sweepers
             tasks.append(asyncio.create_task(board.follow(), name="availability-board"))
-            stop, loops = background.start(settings, engine, app.state.runtime.clock)
+            stop, loops = background.start(
+                settings, engine, app.state.runtime.clock, handlers=app.state.outbox_handlers
+            )
             tasks.append(loops)
         if settings.background_tasks and app.state.mailer is not None:
             tasks.append(
@@ -175,6 +173,29 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def register_payment_providers(
+    gateway: PaymentGateway, settings: Settings, engine: AsyncEngine, clock: Clock
+) -> None:
+    """The card providers this configuration serves (the test provider unless turned off)."""
+    if settings.payment_test_provider:
+        gateway.register(
+            TestCardProvider(
+                engine,
+                clock,
+                secret=settings.resolved_payment_test_webhook_secret(),
+                base_url=settings.public_url,
+            )
+        )
+
+
+def outbox_handlers(
+    engine: AsyncEngine, gateway: PaymentGateway, clock: Clock
+) -> dict[str, Handler]:
+    """The outbox handlers bound to this process's engine and payment gateway (the webhook
+    sender is bound by :mod:`billetterie.background` itself)."""
+    return {payment_tasks.TOPIC: payment_tasks.RefundRunner(engine, gateway, clock)}
 
 
 def mailer_for(settings: Settings) -> Mailer | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from datetime import datetime
 
 import httpx
@@ -76,26 +77,31 @@ async def run(
     stop: asyncio.Event,
     *,
     client: httpx.AsyncClient | None = None,
+    handlers: Mapping[str, outbox.Handler] | None = None,
 ) -> None:
     """Run the dispatcher and every periodic task until ``stop`` is set; in-flight jobs finish
-    (or, if cancelled, their lease lets another dispatcher retry them)."""
+    (or, if cancelled, their lease lets another dispatcher retry them). ``handlers`` adds
+    outbox handlers bound to this process's collaborators (the card refunds, bound to the
+    payment gateway)."""
     register_defaults()
     own_client = client is None
     http = client or httpx.AsyncClient(
         timeout=settings.webhook_timeout_seconds, follow_redirects=False
     )
     # This process's handlers: registered ones, and the webhook sender bound to this engine
-    # (not registered globally, so two apps in one process never cross their engines).
-    handlers: dict[str, outbox.Handler] = {
+    # (not registered globally, so two apps in one process never cross their engines), and
+    # the caller's.
+    bound: dict[str, outbox.Handler] = {
         **outbox.registered_handlers(),
         webhook_tasks.TOPIC: webhook_tasks.WebhookSender(
             engine, clock, http, max_attempts=MAX_ATTEMPTS
         ),
+        **(handlers or {}),
     }
     dispatcher = outbox.Dispatcher(
         engine,
         clock,
-        handlers=handlers,
+        handlers=bound,
         poll_seconds=settings.outbox_poll_seconds,
         max_attempts=MAX_ATTEMPTS,
     )
@@ -116,8 +122,15 @@ async def run(
 
 
 def start(
-    settings: Settings, engine: AsyncEngine, clock: Clock
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: Clock,
+    *,
+    handlers: Mapping[str, outbox.Handler] | None = None,
 ) -> tuple[asyncio.Event, asyncio.Task[None]]:
     """The loops as one task of a server process; set the event (then await) to stop."""
     stop = asyncio.Event()
-    return stop, asyncio.create_task(run(settings, engine, clock, stop), name="background")
+    task = asyncio.create_task(
+        run(settings, engine, clock, stop, handlers=handlers), name="background"
+    )
+    return stop, task

@@ -457,16 +457,23 @@ async def _work(settings: Settings) -> None:
     import signal
 
     from billetterie import background
+    from billetterie.app import outbox_handlers, register_payment_providers
+    from billetterie.payments.services import PaymentGateway
     from billetterie.shared.clock import SystemClock
     from billetterie.shared.db import create_engine
 
     engine = create_engine(settings.resolved_database_url())
+    clock = SystemClock()
+    gateway = PaymentGateway()  # for the refund jobs: the providers, no confirmation handler
+    register_payment_providers(gateway, settings, engine, clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await background.run(settings, engine, SystemClock(), stop)
+        await background.run(
+            settings, engine, clock, stop, handlers=outbox_handlers(engine, gateway, clock)
+        )
     finally:
         await engine.dispose()
 

@@ -22,7 +22,7 @@ from billetterie.catalog.services import PointOfSaleContext, point_of_sale_conte
 from billetterie.compat import schemas as s
 from billetterie.compat.rpc import Call, RpcService, current_call
 from billetterie.compat.runtime import Runtime
-from billetterie.payments.services import PaymentGateway, execute_refund
+from billetterie.payments.services import PaymentGateway
 from billetterie.sales import accounts, cancellation, card, carts, closing, queries, tickets
 from billetterie.sales.barcode_keys import KeyVault
 from billetterie.sales.errors import InvalidOperation, SetupChanged
@@ -266,6 +266,24 @@ class PaymentData(BaseModel):
     date: str | None
 
 
+class CardRefundData(BaseModel):
+    refundId: int
+    amount: int
+    state: str = Field(description="PENDING (being paid back), SUCCEEDED or FAILED (refused).")
+    reason: str
+    attempts: int = Field(description="Attempts so far of the background job that pays it back.")
+    lastError: str | None = Field(description="The last attempt's error, while retried.")
+
+
+class CardPaymentData(BaseModel):
+    paymentState: str = Field(description="PENDING, SUCCEEDED, FAILED, CANCELLED or REFUNDED.")
+    provider: str
+    reference: str | None
+    amount: int
+    refundedAmount: int
+    refunds: list[CardRefundData]
+
+
 class OrderData(BaseModel):
     orderId: int
     orderSecretId: str
@@ -286,6 +304,11 @@ class OrderData(BaseModel):
     cardPaymentPending: bool
     operations: list[Operation]
     payments: list[PaymentData]
+    cardPayments: list[CardPaymentData] = Field(
+        default_factory=list,
+        description="Card payment attempts (of a cart awaiting one, an abandoned cart, an order "
+        "paid by card) with their refunds.",
+    )
 
 
 class OrderUpdateData(OrderData):
@@ -552,17 +575,20 @@ def gateway_of(call: Call) -> PaymentGateway:
     "createPaymentsAndCloseOrder", request=CardCloseRequest, response=CardCloseResponse
 )
 async def create_payments_and_close_order(payload: CardCloseRequest, call: Call) -> dict[str, Any]:
-    """Pay a running cart by card: one card payment of the whole total. Answers the payment
-    page's `paymentUrl` for the buyer; the provider's confirmation closes the order and issues
-    its tickets (then `orderState` is CLOSED). Until then the cart cannot change; `reopenOrder`
-    gives the payment up."""
+    """Pay a running cart by card: one card payment, alone or beside voucher (`voucherCode`),
+    credit-balance and pending-account payments of this point of sale that cover part of the
+    total; together they must add up to `totalAmount`. The non-card parts are held (debited)
+    at once; answers the payment page's `paymentUrl` for the buyer; the provider's confirmation
+    closes the order and issues its tickets (then `orderState` is CLOSED). Until then the cart
+    cannot change; `reopenOrder` gives the payment up and the held parts back, as does the
+    cart's expiry."""
     seller = await seller_of(call)
     url = await card.start_card_payment(
         call.runtime.engine,
         gateway_of(call),
         seller,
         payload.orderId,
-        [PaymentRequest(p.paymentMethodId, p.amount) for p in payload.payments],
+        [PaymentRequest(p.paymentMethodId, p.amount, p.voucherCode) for p in payload.payments],
         return_url=payload.returnUrl,
         contact_number=payload.purchaserInfo.contactReference if payload.purchaserInfo else None,
         with_barcodes=payload.generateBarCodes,
@@ -599,13 +625,15 @@ async def abandon_movements(payload: AbandonMovementsRequest, call: Call) -> dic
 async def cancel_operations(payload: CancelOperationsRequest, call: Call) -> dict[str, Any]:
     """Cancel operations or movements. In a running cart: release them. In a closed order:
     cancel the tickets (their barcodes are revoked), return the places to inventory and pay the
-    amount back through the order's payments in a refund order (`refundOrderId`)."""
+    amount back through the order's payments in a refund order (`refundOrderId`). A card
+    share is refunded through the provider after commit, by a background job (retried while
+    the provider is unavailable); `cardPayments` of the order shows its progress."""
     seller = await seller_of(call)
     now = call.runtime.clock.now()
-    card_refunds: list[int] = []
 
     async def refund_card(conn: AsyncConnection, payment: Any, amount: int) -> None:
-        card_refunds.append(await card.refund_card_in(conn, payment, amount, now))
+        # the refund and its outbox job commit with the cancellation; the worker pays it back
+        await card.refund_card_in(conn, payment, amount, now)
 
     refund_order_id = await cancellation.cancel_operations(
         call.runtime.engine,
@@ -616,14 +644,6 @@ async def cancel_operations(payload: CancelOperationsRequest, call: Call) -> dic
         now=now,
         card_refund=refund_card,
     )
-    for refund_id in card_refunds:  # after commit: the provider pays back (idempotent)
-        await execute_refund(
-            call.runtime.engine,
-            gateway_of(call),
-            institution_id=seller.institution_id,
-            refund_id=refund_id,
-            now=now,
-        )
     return {
         "orderData": await _order(call, seller, payload.orderId),
         "refundOrderId": refund_order_id,

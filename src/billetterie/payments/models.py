@@ -103,8 +103,10 @@ class PaymentProvider(Protocol):
       ``InvalidSignature`` / ``StaleEvent`` / ``MalformedEvent`` (``payments.errors``) and never
       anything else. It does no I/O.
     - ``refund`` refunds ``amount`` of a succeeded payment; the same ``idempotency_key`` twice
-      refunds once and answers the same refund reference; more than is left raises
-      ``RefundRefused``.
+      refunds once and answers the same refund reference, also once nothing is left to refund
+      (a retry whose first answer was lost); more than is left raises ``RefundRefused``; a
+      transient failure raises ``ProviderUnavailable`` (the refund job retries with the same
+      key).
     - ``status`` tells what the provider knows of a reference (``UnknownPayment`` if nothing).
     """
 

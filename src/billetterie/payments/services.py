@@ -6,13 +6,17 @@ Who calls what
     and sends the buyer to ``intent.redirect_url``. The provider's webhook reaches
     :func:`handle_webhook`, which verifies it and, in one transaction, moves the intent and
     calls the handler the sales context registered with
-    :meth:`PaymentGateway.set_payment_confirmed_handler`. Refunds are two steps so they can run
-    from an outbox job: :func:`request_refund` in the caller's transaction, then
-    :func:`execute_refund` (idempotent; calls the provider outside any transaction).
+    :meth:`PaymentGateway.set_payment_confirmed_handler`. Refunds are two steps:
+    :func:`request_refund` in the caller's transaction writes the PENDING refund and its outbox
+    job (topic ``payments.refund``), so the refund exists exactly when the change that calls for
+    it committed; the worker's job (:mod:`billetterie.payments.tasks`) then runs
+    :func:`execute_refund` (idempotent; calls the provider outside any transaction), retried
+    with backoff while the provider is unavailable.
 
 Idempotency
     Every applied webhook event is recorded by ``(provider, event_id)``: the same event again
-    changes nothing. A refund's provider call carries ``refund-<id>`` as its idempotency key.
+    changes nothing. A refund's provider call carries ``refund-<id>`` as its idempotency key,
+    the same on every retry of its job, so the provider refunds once.
 
 Tenancy
     Webhooks and the hosted page find an intent by its provider reference (unique per
@@ -51,13 +55,14 @@ from billetterie.payments.models import (
     Refund,
     RefundState,
 )
-from billetterie.shared import audit
+from billetterie.shared import audit, outbox
 from billetterie.shared.db import read, transaction
 
 log = logging.getLogger("billetterie.payments")
 
 PaymentConfirmed = Callable[[AsyncConnection, PaymentIntent], Awaitable[None]]
 MAX_AMOUNT = 10**15  # a trillion units in thousandths: far beyond any order
+REFUND_TOPIC = "payments.refund"  # the outbox job that pays a requested refund back
 
 
 class PaymentGateway:
@@ -425,10 +430,11 @@ async def request_refund(
     now: datetime,
     actor: str,
 ) -> Refund:
-    """Record a PENDING refund of ``amount`` in the caller's transaction (run
-    :func:`execute_refund` after commit). The intent must be SUCCEEDED and the amount at most
-    what is left once earlier non-failed refunds are counted; otherwise
-    ``error.payment.refund_refused`` and nothing is written. The intent row is locked."""
+    """Record a PENDING refund of ``amount`` and its outbox job (``payments.refund``, keyed
+    ``refund-<id>``) in the caller's transaction; the worker runs :func:`execute_refund` after
+    commit. The intent must be SUCCEEDED and the amount at most what is left once earlier
+    non-failed refunds are counted; otherwise ``error.payment.refund_refused`` and nothing is
+    written. The intent row is locked."""
     intent = await get_payment(conn, institution_id=institution_id, intent_id=intent_id, lock=True)
     if intent.state is not PaymentState.SUCCEEDED:
         raise RefundRefused(f"payment {intent_id} is {intent.state.value}, not SUCCEEDED")
@@ -471,7 +477,20 @@ async def request_refund(
         amount=amount,
         reason=reason[:255],
     )
+    await outbox.enqueue(
+        conn,
+        institution_id=institution_id,
+        topic=REFUND_TOPIC,
+        payload={"refund_id": int(refund_id)},
+        now=now,
+        key=refund_key(int(refund_id)),
+    )
     return await get_refund(conn, institution_id=institution_id, refund_id=refund_id)
+
+
+def refund_key(refund_id: int) -> str:
+    """The idempotency key of a refund towards the provider (and of its outbox job)."""
+    return f"refund-{refund_id}"
 
 
 async def get_refund(conn: AsyncConnection, *, institution_id: int, refund_id: int) -> Refund:
@@ -498,9 +517,10 @@ async def execute_refund(
 ) -> Refund:
     """Ask the provider to pay a PENDING refund back, then record the outcome. Idempotent: a
     refund already settled is returned as is, and the provider call carries ``refund-<id>`` as
-    its idempotency key, so a retry after a crash refunds once. A provider that cannot be
-    reached leaves the refund PENDING (``error.payment.provider_unavailable``); one that
-    refuses marks it FAILED."""
+    its idempotency key, so a retry after a crash (the provider refunded, the outcome was not
+    recorded) refunds once. A provider that cannot be reached leaves the refund PENDING
+    (``error.payment.provider_unavailable`` or the adapter's own error: the outbox job retries);
+    one that refuses marks it FAILED (``error.payment.refund_refused``)."""
     async with read(engine) as conn:
         refund = await get_refund(conn, institution_id=institution_id, refund_id=refund_id)
         intent = await get_payment(conn, institution_id=institution_id, intent_id=refund.intent_id)
@@ -510,7 +530,7 @@ async def execute_refund(
     adapter = gateway.provider(intent.provider)
     try:
         reference = await adapter.refund(
-            intent.reference, refund.amount, idempotency_key=f"refund-{refund.id}"
+            intent.reference, refund.amount, idempotency_key=refund_key(refund.id)
         )
     except RefundRefused:
         async with transaction(engine) as conn:
@@ -575,7 +595,9 @@ async def refund_payment(
     now: datetime,
     actor: str,
 ) -> Refund:
-    """:func:`request_refund` in its own transaction, then :func:`execute_refund`."""
+    """:func:`request_refund` in its own transaction, then :func:`execute_refund` at once (an
+    operator's refund); its outbox job then finds it settled, or retries it if the provider
+    was unavailable."""
     async with transaction(engine) as conn:
         refund = await request_refund(
             conn,
@@ -589,3 +611,57 @@ async def refund_payment(
     return await execute_refund(
         engine, gateway, institution_id=institution_id, refund_id=refund.id, now=now
     )
+
+
+@dataclass(frozen=True)
+class RefundProgress:
+    """A refund as an operator follows it: its state and its outbox job's attempts, last error
+    and state (PENDING while retried, DONE, FAILED once given up)."""
+
+    refund: Refund
+    reason: str
+    attempts: int
+    last_error: str | None
+    job_state: str | None
+
+
+@dataclass(frozen=True)
+class CardPayment:
+    intent: PaymentIntent
+    refunds: list[RefundProgress]
+
+
+async def order_card_payments(
+    conn: AsyncConnection, *, institution_id: int, order_id: int
+) -> list[CardPayment]:
+    """The order's card payment attempts, oldest first, each with its refunds in order."""
+    intents = await payments_of_order(conn, institution_id=institution_id, order_id=order_id)
+    if not intents:
+        return []
+    r, o = db.payment_refund.c, outbox.outbox.c
+    rows = (
+        await conn.execute(
+            sa.select(db.payment_refund, o.attempts, o.last_error, o.state.label("job_state"))
+            .outerjoin(
+                outbox.outbox,
+                sa.and_(
+                    o.institution_id == r.institution_id,
+                    o.topic == REFUND_TOPIC,
+                    o.key == sa.literal("refund-") + sa.cast(r.id, sa.String),
+                ),
+            )
+            .where(
+                r.institution_id == institution_id,
+                r.payment_intent_id.in_([i.id for i in intents]),
+            )
+            .order_by(r.id)
+        )
+    ).all()
+    refunds: dict[int, list[RefundProgress]] = {i.id: [] for i in intents}
+    for row in rows:
+        refunds[row.payment_intent_id].append(
+            RefundProgress(
+                _refund(row), row.reason, row.attempts or 0, row.last_error, row.job_state
+            )
+        )
+    return [CardPayment(intent, refunds[intent.id]) for intent in intents]

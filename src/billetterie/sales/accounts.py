@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -230,6 +230,39 @@ async def credit(
         conn, account, institution_id, "CREDIT", amount, balance, order_id, description, now
     )
     return int(balance)
+
+
+async def release_held(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    order_id: int,
+    held: Sequence[Mapping[str, Any]],
+    reason: str,
+    now: datetime,
+) -> None:
+    """Credit back the parts of a mixed card payment that were held (debited) while the card
+    was being paid: ``held`` is what ``pending_payments["held"]`` records (account id and
+    amount each). The caller clears or gives up that record in the same transaction, so a
+    hold is given back once."""
+    for part in held:
+        row = (
+            await conn.execute(
+                sa.select(db.account).where(
+                    db.account.c.institution_id == institution_id,
+                    db.account.c.id == int(part["accountId"]),
+                )
+            )
+        ).one()
+        await credit(
+            conn,
+            _account(row),
+            institution_id=institution_id,
+            amount=int(part["amount"]),
+            order_id=order_id,
+            description=f"order {order_id}: {reason}",
+            now=now,
+        )
 
 
 async def _entry(

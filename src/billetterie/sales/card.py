@@ -3,16 +3,25 @@
 Flow:
 
 1. :func:`start_card_payment` (``createPaymentsAndCloseOrder``): the running cart's total is
-   paid by one card payment; an intent is started with the provider, the order records it in
-   ``pending_payments`` (the cart can no longer change: ``reopenOrder`` first) and its holds are
-   kept ``CARD_GRACE`` longer, so a buyer on the payment page does not lose the seats.
+   paid by one card payment, optionally next to voucher, credit-balance and pending-account
+   payments that cover part of it (mixed payment). An intent is started with the provider for
+   the card's part, the order records it in ``pending_payments`` (the cart can no longer
+   change: ``reopenOrder`` first) and its holds are kept ``CARD_GRACE`` longer, so a buyer on
+   the payment page does not lose the seats. The other parts are **held**: debited from their
+   accounts in the same transaction (the conditional debit of :mod:`~billetterie.sales.accounts`,
+   last, so the account's row lock is held only for the end), so they cannot be spent twice
+   while the buyer is on the card page.
 2. The provider confirms through its webhook; :func:`on_payment_confirmed` (registered with the
-   payment gateway) closes the order in the webhook's transaction, with the card payment
-   recorded and the tickets issued. If the order can no longer be closed (it was reopened and
-   expired, say), the money is refunded instead: a refund is requested in the same
-   transaction, and the order stays as it is.
+   payment gateway) closes the order in the webhook's transaction, with the card payment and
+   the held parts recorded (not debited again) and the tickets issued. If the order can no
+   longer be closed (it was reopened and expired, say), the money is refunded instead: a refund
+   is requested in the same transaction (an outbox job pays it back after commit), the held
+   parts are given back if they still are held, and the order stays unpaid.
 3. :func:`reopen_order` (``reopenOrder``) gives the card payment up while it is pending, so the
-   cart can be changed or paid otherwise.
+   cart can be changed or paid otherwise; the held parts are credited back. So does the expiry
+   of the cart (:func:`billetterie.sales.carts.expire_orders`). A declined card does not give
+   them back: the buyer may try another card on the same page until the cart is reopened or
+   expires.
 """
 
 from __future__ import annotations
@@ -34,19 +43,27 @@ from billetterie.payments.services import (
     request_refund,
     start_payment,
 )
-from billetterie.sales import db
+from billetterie.sales import accounts, db
 from billetterie.sales.barcode_keys import KeyVault
 from billetterie.sales.carts import load_order, running
-from billetterie.sales.closing import close_order_in
+from billetterie.sales.closing import _account_for, close_order_in
 from billetterie.sales.errors import (
     ContactRequired,
     EmptyOrder,
+    InsufficientFunds,
     InvalidOperation,
     OrderClosed,
     PaymentMethodNotAllowed,
     WrongTotal,
 )
-from billetterie.sales.models import MovementState, PaymentRequest, Seller
+from billetterie.sales.models import (
+    ACCOUNT_OF_PAYMENT,
+    AccountKind,
+    MovementState,
+    OrderState,
+    PaymentRequest,
+    Seller,
+)
 from billetterie.shared import audit
 from billetterie.shared.errors import DomainError
 
@@ -57,14 +74,98 @@ TEST_PROVIDER = "test"
 SellerOf = Callable[[AsyncConnection, int], Awaitable[Seller]]
 
 
-def _card_method(seller: Seller, payments: list[PaymentRequest]) -> PaymentRequest:
-    if len(payments) != 1:
-        raise InvalidOperation("a card payment pays the whole order: give one payment")
-    payment = payments[0]
-    method = seller.method(payment.payment_method_id)
-    if method is None or not method.for_payment or method.payment_type != "CARD":
-        raise PaymentMethodNotAllowed("this point of sale takes no card payment with this method")
-    return payment
+def split_payments(
+    seller: Seller, payments: list[PaymentRequest], total: int
+) -> tuple[PaymentRequest, list[PaymentRequest]]:
+    """The card payment and the others (voucher, credit balance, pending account) of a mixed
+    payment, checked: exactly one card payment, every method accepted at this point of sale and
+    held on an account, every amount positive, the sum the order's total."""
+    cards: list[PaymentRequest] = []
+    others: list[PaymentRequest] = []
+    for payment in payments:
+        method = seller.method(payment.payment_method_id)
+        if method is None or not method.for_payment:
+            raise PaymentMethodNotAllowed(
+                f"payment method {payment.payment_method_id} is not accepted at this point of sale"
+            )
+        if method.payment_type == "CARD":
+            cards.append(payment)
+        elif method.payment_type in ACCOUNT_OF_PAYMENT:
+            others.append(payment)
+        else:
+            raise PaymentMethodNotAllowed(
+                f"{method.payment_type.lower()} cannot be paired with a card payment: "
+                "close the order with closeOrder"
+            )
+        if payment.amount <= 0:
+            raise WrongTotal("every payment must be a positive amount")
+    if len(cards) != 1:
+        raise InvalidOperation("give exactly one card payment (and any voucher or account ones)")
+    paid = sum(p.amount for p in payments)
+    if paid != total:
+        raise WrongTotal(f"the payments add up to {paid}, the order costs {total}")
+    return cards[0], others
+
+
+async def _accounts_of(
+    conn: AsyncConnection,
+    seller: Seller,
+    order: Any,
+    parts: list[PaymentRequest],
+    contact_number: str | None,
+    now: datetime,
+) -> list[accounts.Account]:
+    """The account of each non-card part, checked (without a lock) to hold its amount, so a
+    refusal comes before the provider is called; the debit itself decides."""
+    found: list[accounts.Account] = []
+    wanted: dict[int, int] = {}
+    for part in parts:
+        method = seller.method(part.payment_method_id)
+        assert method is not None
+        kind = ACCOUNT_OF_PAYMENT[method.payment_type]
+        account = await _account_for(conn, seller, kind, order, part.reference, contact_number)
+        wanted[account.id] = wanted.get(account.id, 0) + part.amount
+        if account.expires_at is not None and account.expires_at <= now:
+            raise InsufficientFunds(f"{account.kind.value.lower()} {account.code} has expired")
+        if account.balance + account.credit_limit < wanted[account.id]:
+            raise InsufficientFunds(
+                "over the pending account's credit limit"
+                if kind == AccountKind.PENDING_ACCOUNT
+                else f"not enough left on {kind.value.lower()} {account.code}"
+            )
+        found.append(account)
+    return found
+
+
+async def _hold_parts(
+    conn: AsyncConnection,
+    seller: Seller,
+    order_id: int,
+    parts: list[PaymentRequest],
+    found: list[accounts.Account],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Debit each part from its account (the hold); what ``pending_payments`` records."""
+    held: list[dict[str, Any]] = []
+    for part, account in zip(parts, found, strict=True):
+        await accounts.debit(
+            conn,
+            account,
+            institution_id=seller.institution_id,
+            amount=part.amount,
+            order_id=order_id,
+            description=f"order {order_id} (held while the card is paid)",
+            now=now,
+        )
+        held.append(
+            {
+                "paymentMethodId": part.payment_method_id,
+                "amount": part.amount,
+                "reference": part.reference,
+                "accountId": account.id,
+            }
+        )
+    return held
 
 
 async def start_card_payment(
@@ -80,8 +181,10 @@ async def start_card_payment(
     now: datetime,
     provider: str = TEST_PROVIDER,
 ) -> str:
-    """Start paying a running cart by card; returns the provider page's URL."""
-    payment = _card_method(seller, payments)
+    """Start paying a running cart by card, alone or with held voucher, credit-balance or
+    pending-account parts (see the module); returns the provider page's URL. Refusals
+    (``error.payment.wrong_total``, ``error.payment.method_not_allowed``,
+    ``error.payment.insufficient_funds``, ``error.payment.unknown_account``...) change nothing."""
 
     async def work(conn: AsyncConnection) -> str:
         order = await load_order(conn, seller, order_id, for_update=True)
@@ -101,14 +204,16 @@ async def start_card_payment(
         contact = contact_number or order.contact_number
         if contact is None and any(r.labels.get("contactRequired") for r in movements):
             raise ContactRequired("these products are sold to a known contact")
-        if payment.amount != order.total or order.total <= 0:
-            raise WrongTotal(f"the card payment must be the order's total, {order.total}")
+        if order.total <= 0:
+            raise WrongTotal("nothing to pay by card: close the order with closeOrder")
+        payment, parts = split_payments(seller, payments, order.total)
+        found = await _accounts_of(conn, seller, order, parts, contact, now)
         intent = await start_payment(
             conn,
             gateway,
             institution_id=seller.institution_id,
             order_id=order.id,
-            amount=order.total,
+            amount=payment.amount,
             currency=order.currency,
             return_url=return_url,
             provider=provider,
@@ -131,6 +236,7 @@ async def start_card_payment(
             hold_ids=[r.hold_id for r in holds],
             expires_at=expires_at,
         )
+        held = await _hold_parts(conn, seller, order.id, parts, found, now)
         await conn.execute(
             sa.update(db.sales_order)
             .where(db.sales_order.c.id == order.id)
@@ -141,6 +247,7 @@ async def start_card_payment(
                     "paymentMethodId": payment.payment_method_id,
                     "contactNumber": contact,
                     "generateBarCodes": with_barcodes,
+                    "held": held,
                 },
                 expires_at=expires_at,
                 updated_at=now,
@@ -154,6 +261,8 @@ async def start_card_payment(
             at=now,
             order_id=order.id,
             intent_id=intent.id,
+            card_amount=payment.amount,
+            held=[{"accountId": h["accountId"], "amount": h["amount"]} for h in held],
         )
         assert intent.redirect_url is not None
         return intent.redirect_url
@@ -180,6 +289,14 @@ async def reopen_order(
             intent_id=int(pending["intentId"]),
             now=now,
             actor=seller.actor,
+        )
+        await accounts.release_held(
+            conn,
+            institution_id=seller.institution_id,
+            order_id=order.id,
+            held=pending.get("held", []),
+            reason="card payment given up",
+            now=now,
         )
         await conn.execute(
             sa.update(db.sales_order)
@@ -230,7 +347,16 @@ def confirmation_handler(
                             int(pending["paymentMethodId"]),
                             intent.amount,
                             f"{intent.provider}:{intent.reference}",
-                        )
+                        ),
+                        *(
+                            PaymentRequest(
+                                int(h["paymentMethodId"]),
+                                int(h["amount"]),
+                                h.get("reference"),
+                                account_id=int(h["accountId"]),
+                            )
+                            for h in pending.get("held", [])
+                        ),
                     ],
                     contact_number=pending.get("contactNumber"),
                     with_barcodes=bool(pending.get("generateBarCodes", True)),
@@ -248,13 +374,47 @@ def confirmation_handler(
                 now=at,
                 actor="payments",
             )
+            # Read again under the order's lock (the savepoint's rollback released it): if
+            # the order still waits for this payment, it no longer does.
+            query = sa.select(o.state, o.pending_payments).where(o.id == order.id)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            current = (await conn.execute(query)).one()
+            waiting = current.pending_payments or {}
+            if (
+                current.state == OrderState.RUNNING.value
+                and int(waiting.get("intentId", 0)) == intent.id
+            ):
+                await accounts.release_held(
+                    conn,
+                    institution_id=intent.institution_id,
+                    order_id=order.id,
+                    held=waiting.get("held", []),
+                    reason=f"card payment refunded ({refusal.code})",
+                    now=at,
+                )
+                await conn.execute(
+                    sa.update(db.sales_order)
+                    .where(o.id == order.id)
+                    .values(pending_payments=None, updated_at=at)
+                )
+                await audit.record(
+                    conn,
+                    institution_id=intent.institution_id,
+                    action="sales.order.card_payment_refunded",
+                    actor="payments",
+                    at=at,
+                    order_id=order.id,
+                    intent_id=intent.id,
+                    code=refusal.code,
+                )
 
     return on_payment_confirmed
 
 
 async def refund_card_in(conn: AsyncConnection, payment: Any, amount: int, now: datetime) -> int:
-    """Request the refund of ``amount`` of a card payment row; the refund's id (the provider is
-    called after commit)."""
+    """Request the refund of ``amount`` of a card payment row in the caller's transaction, with
+    its outbox job (the worker calls the provider after commit); the refund's id."""
     provider, _, reference = (payment.reference or ":").partition(":")
     intent = await payment_by_reference(conn, provider=provider, reference=reference)
     refund = await request_refund(

@@ -42,7 +42,7 @@ from billetterie.inventory.services import (
     release_hold_in,
 )
 from billetterie.payments.services import cancel_payment
-from billetterie.sales import db
+from billetterie.sales import accounts, db
 from billetterie.sales.errors import (
     InvalidOperation,
     OrderClosed,
@@ -639,6 +639,14 @@ async def expire_orders(engine: AsyncEngine, *, now: datetime, limit: int = 200)
                 intent_id=int(pending["intentId"]),
                 now=now,
                 actor="sweeper",
+            )
+            await accounts.release_held(
+                conn,
+                institution_id=institution_id,
+                order_id=order_id,
+                held=pending.get("held", []),
+                reason="cart expired during the card payment",
+                now=now,
             )
         holds = (
             await conn.execute(

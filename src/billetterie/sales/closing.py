@@ -124,13 +124,14 @@ async def take_payments_in(
     contact_number: str | None,
 ) -> None:
     """Record the payments and debit their accounts, inside the caller's transaction; a credit
-    balance is the one of ``contact_number``."""
+    balance is the one of ``contact_number``. A payment with ``account_id`` was debited when it
+    was held (a mixed card payment) and is only recorded."""
     for p in payments:
         method = seller.method(p.payment_method_id)
         assert method is not None
-        account_id = None
+        account_id = p.account_id  # held during a card payment: debited already
         kind = ACCOUNT_OF_PAYMENT.get(method.payment_type)
-        if kind is not None:
+        if kind is not None and account_id is None:
             account = await _account_for(conn, seller, kind, order, p.reference, contact_number)
             await accounts.debit_at_commit(
                 conn,

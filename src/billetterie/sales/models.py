@@ -159,3 +159,5 @@ class PaymentRequest:
     payment_method_id: int
     amount: int
     reference: str | None = None  # a voucher's code
+    # set when the amount was already debited from this account (held during a card payment)
+    account_id: int | None = None

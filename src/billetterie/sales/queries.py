@@ -15,9 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billetterie.payments.services import order_card_payments
 from billetterie.sales import db
 from billetterie.sales.errors import UnknownOrder
-from billetterie.sales.models import Seller, TicketState
+from billetterie.sales.models import OrderState, Seller, TicketState
 
 Json = dict[str, Any]
 
@@ -57,6 +58,41 @@ def _movement(row: Any, ticket: Any | None) -> Json:
         if ticket is None
         else {"ticketId": ticket.id, "ticketState": ticket.state, "barcode": ticket.barcode},
     }
+
+
+async def _card_payments(conn: AsyncConnection, order: Any, payments: Sequence[Any]) -> list[Json]:
+    """The order's card payment attempts with their refunds. Read only for an order that can
+    have one (awaiting a card payment, abandoned, or paid by card), so the other sales' reads
+    stay as they were."""
+    if not (
+        order.pending_payments is not None
+        or order.state == OrderState.ABANDONNED.value
+        or any(p.payment_type == "CARD" for p in payments)
+    ):
+        return []
+    return [
+        {
+            "paymentState": c.intent.state.value,
+            "provider": c.intent.provider,
+            "reference": c.intent.reference,
+            "amount": c.intent.amount,
+            "refundedAmount": c.intent.refunded_amount,
+            "refunds": [
+                {
+                    "refundId": r.refund.id,
+                    "amount": r.refund.amount,
+                    "state": r.refund.state.value,
+                    "reason": r.reason,
+                    "attempts": r.attempts,
+                    "lastError": r.last_error,
+                }
+                for r in c.refunds
+            ],
+        }
+        for c in await order_card_payments(
+            conn, institution_id=order.institution_id, order_id=order.id
+        )
+    ]
 
 
 async def order_document(
@@ -121,6 +157,7 @@ async def order_document(
             for r in payments
         ],
     }
+    document["cardPayments"] = await _card_payments(conn, order, payments)
     if operation_ids is not None:
         wanted = set(operation_ids)
         document["operationDataUpdates"] = [
