@@ -217,6 +217,9 @@ async def test_logins_are_unique_and_checked(
     assert await contact_count(scratch_engine) == before
     # The same email without a login is another contact (a purchaser without an account).
     await create_contact(scratch_api, web, email="ada1@example.org")
+    nul = {"email": "ada1\x00@example.org"}
+    code = await refused(scratch_api, "searchContactsByEmail", nul, web, status=400)
+    assert code == "error.request.invalid"
     found = await ok(scratch_api, "searchContactsByEmail", {"email": "ADA1@example.org"}, web)
     assert [(c["contactNumber"], c["hasLogin"]) for c in found["contacts"]] == [
         (number, True),

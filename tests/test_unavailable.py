@@ -47,3 +47,18 @@ async def test_a_nul_byte_in_a_login_is_a_clear_400(demo_api: Any) -> None:
     )
     assert response.status_code == 400
     assert response.json()["statusCode"] == "error.request.invalid"
+
+
+async def test_a_nul_byte_no_schema_refused_is_a_clear_refusal() -> None:
+    """Text the database refuses (PostgreSQL keeps no NUL character) answers 400, not 500."""
+    from sqlalchemy.exc import DBAPIError
+
+    class CharacterNotInRepertoireError(Exception):
+        sqlstate = "22021"
+
+    error = DBAPIError("SELECT", {}, CharacterNotInRepertoireError("invalid byte sequence"))
+    for path in ("/tnco/backend-apis/contactInformationPublicService/v2_21/x", "/api/v1/catalog"):
+        answer = await unexpected_error(request(path), error)
+        assert answer.status_code < 500
+        body = orjson.loads(answer.body)
+        assert body.get("statusCode", body.get("code")) == "error.request.invalid"

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billetterie.compat.schemas import Envelope, Request
+from billetterie.compat.schemas import Envelope, Request, StorableText
 
 Short = Annotated[str, Field(max_length=255)]
 Number = Annotated[int, Field(ge=1, le=2**53 - 1)]
@@ -166,7 +166,7 @@ class DeleteContactRequest(Request):
 
 
 class SearchContactsByEmailRequest(Request):
-    email: Annotated[str, Field(min_length=3, max_length=320)]
+    email: Annotated[StorableText, Field(min_length=3, max_length=320)]
 
 
 class ContactSummary(BaseModel):

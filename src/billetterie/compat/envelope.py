@@ -165,9 +165,35 @@ def _database_unavailable(exc: Exception) -> bool:
     return False
 
 
+class UnstorableText(DomainError):
+    """Text the database cannot keep (a NUL character) that no schema of the call refused."""
+
+    code = "error.request.invalid"
+    http_status = 400
+
+    def __init__(self) -> None:
+        super().__init__("a text of the request contains a NUL character")
+
+
+def _unstorable_text(exc: Exception) -> bool:
+    """PostgreSQL refusing a NUL character in text (asyncpg's CharacterNotInRepertoireError,
+    SQLSTATE 22021): bad input, and the transaction rolled back with it."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(
+        getattr(orig, "__cause__", None), "sqlstate", None
+    )
+    return sqlstate == "22021" or "characternotinrepertoire" in type(orig).__name__.lower()
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     import logging
 
+    if _unstorable_text(exc):
+        return await render_error(request, UnstorableText())
     if _database_unavailable(exc):
         logging.getLogger("billetterie").warning(
             "database unavailable on %s: %s", request.url.path, exc
