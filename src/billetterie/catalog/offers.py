@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.catalog import db
 from billetterie.catalog.models import PerformanceState, ProductFamily, ProductState
+from billetterie.shared.db import engine_cache
 from billetterie.shared.errors import DomainError, NotFound
 
 SIMPLE_FAMILIES = {
@@ -234,7 +235,8 @@ async def performance_offer(
         audience_sub_category_id,
         price_level_id,
     )
-    cached = _offers.get(key) if setup_version else None
+    offers = engine_cache(conn, "catalog.offers")
+    cached = offers.get(key) if setup_version else None
     if cached is None:
         cached = await _performance_offer(
             conn,
@@ -246,16 +248,10 @@ async def performance_offer(
             price_level_id=price_level_id,
         )
         if setup_version:
-            if len(_offers) >= OFFER_CACHE_SIZE:
-                _offers.clear()
-            _offers[key] = cached
+            offers[key] = cached
     offer, product_code, period = cached
     _check_period(product_code, period, now)
     return offer
-
-
-OFFER_CACHE_SIZE = 4096
-_offers: dict[tuple[Any, ...], tuple[Offer, str, Any]] = {}
 
 
 async def _performance_offer(
@@ -476,17 +472,12 @@ async def block_labels(
         ).all()
         return {r.id: {"area": r.area, "block": r.block} for r in rows}
     key = (institution_id, setup_version)
-    labels = _blocks.get(key)
+    cache = engine_cache(conn, "catalog.blocks", limit=64)
+    labels = cache.get(key)
     if labels is None:
         rows = (await conn.execute(query.where(b.institution_id == institution_id))).all()
-        labels = {r.id: {"area": r.area, "block": r.block} for r in rows}
-        if len(_blocks) >= 64:
-            _blocks.clear()
-        _blocks[key] = labels
+        labels = cache[key] = {r.id: {"area": r.area, "block": r.block} for r in rows}
     return {block_id: labels[block_id] for block_id in ids if block_id in labels}
-
-
-_blocks: dict[tuple[int, int], dict[int, dict[str, Any]]] = {}
 
 
 async def organization_facts(conn: AsyncConnection, organization_id: int) -> dict[str, Any]:

@@ -545,10 +545,13 @@ async def close_order(payload: CloseOrderRequest, call: Call) -> dict[str, Any]:
     contact = payload.purchaserInfo.contactReference if payload.purchaserInfo else None
 
     async def sell(seller: Seller) -> Any:
-        async def answer(conn: AsyncConnection, order_id: int, _: list[int]) -> Any:
-            return await queries.order_document(
-                conn, await queries.order_row(conn, seller, order_id)
-            )
+        async def answer(
+            conn: AsyncConnection,
+            order: Any,
+            _: list[int],
+            contents: queries.OrderContents | None,
+        ) -> Any:
+            return await queries.order_document(conn, order, contents=contents)
 
         _, document = await closing.close_order(
             call.runtime.engine,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,7 +52,9 @@ from billetterie.sales.models import (
     Seller,
     TicketState,
 )
+from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
+from billetterie.shared.db import engine_cache
 
 EVENT_VALIDITY = timedelta(hours=6)  # a barcode stays valid this long after a performance ends
 DEFAULT_VALIDITY = timedelta(days=366)
@@ -94,7 +97,20 @@ async def _account_for(
     contact_number: str | None,
 ) -> accounts.Account:
     if kind == AccountKind.PENDING_ACCOUNT:
-        return await accounts.open_account(
+        # the point of sale's account: its id and limit per setup version (the balance is
+        # never read from it: debits are conditional updates)
+        key = (seller.institution_id, seller.point_of_sale_code, seller.setup_version)
+        cache = engine_cache(conn, "sales.pending_accounts", limit=1024)
+        found = cache.get(key) if seller.setup_version else None
+        if found is not None:
+            return found
+        found = await accounts.find_account(
+            conn, seller.institution_id, kind, seller.point_of_sale_code
+        )
+        if found is not None and found.credit_limit == seller.pending_credit_limit:
+            cache[key] = found  # committed already: safe to keep
+            return found
+        return await accounts.open_account(  # created or changed here: kept once committed
             conn,
             institution_id=seller.institution_id,
             kind=kind,
@@ -122,10 +138,11 @@ async def take_payments_in(
     now: datetime,
     *,
     contact_number: str | None,
-) -> None:
+) -> list[Any]:
     """Record the payments and debit their accounts, inside the caller's transaction; a credit
     balance is the one of ``contact_number``. A payment with ``account_id`` was debited when it
-    was held (a mixed card payment) and is only recorded."""
+    was held (a mixed card payment) and is only recorded. Returns the payment rows."""
+    rows = []
     for p in payments:
         method = seller.method(p.payment_method_id)
         assert method is not None
@@ -143,8 +160,9 @@ async def take_payments_in(
                 now=now,
             )
             account_id = account.id
-        await conn.execute(
-            sa.insert(db.payment).values(
+        payment = await conn.execute(
+            sa.insert(db.payment)
+            .values(
                 institution_id=seller.institution_id,
                 order_id=order.id,
                 payment_method_id=method.id,
@@ -155,7 +173,10 @@ async def take_payments_in(
                 reference=p.reference,
                 created_at=now,
             )
+            .returning(*db.payment.c)
         )
+        rows.append(payment.one())
+    return rows
 
 
 async def issue_tickets_in(
@@ -167,6 +188,7 @@ async def issue_tickets_in(
     now: datetime,
     *,
     with_barcodes: bool = True,
+    codes: dict[int, str] | None = None,
 ) -> list[int]:
     """One NOT_PRINTED ticket per movement, signed barcodes included unless asked not to: one
     insert for them all, the organization's key looked up once, one update for the barcodes."""
@@ -190,7 +212,7 @@ async def issue_tickets_in(
     ).all()
     ticket_ids = [int(r.id) for r in inserted]
     if with_barcodes:
-        await set_barcodes_in(
+        issued = await set_barcodes_in(
             conn,
             seller.institution_id,
             seller.organization_id,
@@ -198,6 +220,8 @@ async def issue_tickets_in(
             vault,
             now,
         )
+        if codes is not None:
+            codes.update(issued)
     return ticket_ids
 
 
@@ -250,8 +274,12 @@ async def close_order_in(
     vault: KeyVault,
     now: datetime,
     card_confirmation: bool = False,
+    closed: list[Any] | None = None,
 ) -> list[int]:
-    """:func:`close_order` inside the caller's transaction; returns the ticket ids."""
+    """:func:`close_order` inside the caller's transaction; returns the ticket ids. With
+    ``closed``, the closed order's row and, when this close wrote all of them (an order with
+    nothing but its reserved places, no earlier payment), its :class:`OrderContents` are
+    appended to it, so the caller renders it without reading it back."""
     o, m, op = db.sales_order.c, db.movement.c, db.operation.c
     order = await load_order(conn, seller, order_id, for_update=True)
     if card_confirmation:
@@ -261,13 +289,10 @@ async def close_order_in(
         running(order, now)
         if order.pending_payments is not None:
             raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
-    movements = (
-        await conn.execute(
-            sa.select(db.movement)
-            .where(m.order_id == order.id, m.state == MovementState.RESERVED.value)
-            .order_by(m.id)
-        )
+    every = (
+        await conn.execute(sa.select(db.movement).where(m.order_id == order.id).order_by(m.id))
     ).all()
+    movements = [r for r in every if r.state == MovementState.RESERVED.value]
     if not movements:
         raise EmptyOrder(f"order {order.id} has nothing to sell")
     contact = contact_number or order.contact_number
@@ -281,42 +306,45 @@ async def close_order_in(
             "card payments go through createPaymentsAndCloseOrder and the payment page"
         )
     check_payments(seller, payments, order.total)
-    claimed = await conn.execute(
-        sa.update(db.sales_order)
-        .where(o.id == order.id, o.state == OrderState.RUNNING.value)
-        .values(
-            state=OrderState.CLOSED.value,
-            closed_at=now,
-            updated_at=now,
-            expires_at=None,
-            pending_payments=None,
-            paid=order.total,
-            contact_number=contact,
+    complete = len(movements) == len(every) and not order.paid and closed is not None
+    closed_row = (
+        await conn.execute(
+            sa.update(db.sales_order)
+            .where(o.id == order.id, o.state == OrderState.RUNNING.value)
+            .values(
+                state=OrderState.CLOSED.value,
+                closed_at=now,
+                updated_at=now,
+                expires_at=None,
+                pending_payments=None,
+                paid=order.total,
+                contact_number=contact,
+            )
+            .returning(*db.sales_order.c)
         )
-    )
-    if claimed.rowcount != 1:
+    ).first()
+    if closed_row is None:
         raise OrderClosed(f"order {order.id} was just closed")
-    await conn.execute(
-        sa.update(db.movement)
-        .where(m.order_id == order.id, m.state == MovementState.RESERVED.value)
-        .values(state=MovementState.SOLD.value)
-    )
-    hold_ids = sorted(
-        {
-            r.hold_id
-            for r in (
-                await conn.execute(
-                    sa.update(db.operation)
-                    .where(op.order_id == order.id, op.state == MovementState.RESERVED.value)
-                    .values(state=MovementState.SOLD.value)
-                    .returning(op.hold_id)
-                )
-            ).all()
-            if r.hold_id is not None
-        }
-    )
+    sold = (
+        await conn.execute(
+            sa.update(db.movement)
+            .where(m.order_id == order.id, m.state == MovementState.RESERVED.value)
+            .values(state=MovementState.SOLD.value)
+            .returning(*db.movement.c)
+        )
+    ).all()
+    operations = (
+        await conn.execute(
+            sa.update(db.operation)
+            .where(op.order_id == order.id, op.state == MovementState.RESERVED.value)
+            .values(state=MovementState.SOLD.value)
+            .returning(*db.operation.c)
+        )
+    ).all()
+    hold_ids = sorted({r.hold_id for r in operations if r.hold_id is not None})
+    codes: dict[int, str] = {}
     ticket_ids = await issue_tickets_in(
-        conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes
+        conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes, codes=codes
     )
     await audit.record(
         conn,
@@ -332,7 +360,26 @@ async def close_order_in(
     # Last, the rows every close of the point of sale or the institution shares: the pending
     # account (or voucher) and, through the holds, the inventory's change sequence. Their locks
     # are held until commit, so taking them last keeps concurrent closes' waits short.
-    await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
+    paid = await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
+    if closed is not None:
+        closed.append(closed_row)
+        if complete:
+            closed.append(
+                OrderContents(
+                    sorted(operations, key=lambda r: r.id),
+                    sorted(sold, key=lambda r: r.id),
+                    [
+                        SimpleNamespace(
+                            id=ticket_id,
+                            movement_id=movement.id,
+                            state=TicketState.NOT_PRINTED.value,
+                            barcode=codes.get(ticket_id),
+                        )
+                        for ticket_id, movement in zip(ticket_ids, movements, strict=True)
+                    ],
+                    paid,
+                )
+            )
     for hold_id in hold_ids:
         try:
             await confirm_hold_in(
@@ -357,14 +404,16 @@ async def close_order(
     with_barcodes: bool = True,
     vault: KeyVault,
     now: datetime,
-    answer: Callable[[AsyncConnection, int, list[int]], Awaitable[Any]] | None = None,
+    answer: Callable[[AsyncConnection, Any, list[int], OrderContents | None], Awaitable[Any]]
+    | None = None,
 ) -> tuple[list[int], Any]:
     """Close a running cart with its payments (see the module's contract); the ticket ids,
-    and what ``answer(conn, order id, ticket ids)`` made of the closed order at the end of the
-    transaction, or None."""
+    and what ``answer(conn, order row, ticket ids, contents or None)`` made of the closed
+    order at the end of the transaction, or None."""
 
     async def work(conn: AsyncConnection) -> tuple[list[int], Any]:
         await check_setup(conn, seller)
+        closed: list[Any] = []
         tickets = await close_order_in(
             conn,
             seller,
@@ -374,8 +423,11 @@ async def close_order(
             with_barcodes=with_barcodes,
             vault=vault,
             now=now,
+            closed=closed,
         )
-        return tickets, None if answer is None else await answer(conn, order_id, tickets)
+        if answer is None:
+            return tickets, None
+        return tickets, await answer(conn, closed[0], tickets, closed[1] if closed[1:] else None)
 
     result: tuple[list[int], Any] = await in_transaction(engine, work)
     return result

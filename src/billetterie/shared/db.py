@@ -7,6 +7,7 @@ Tables are SQLAlchemy Core tables registered on one :data:`metadata`; every tabl
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -92,7 +93,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             connection.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No ping before each checkout (a round trip per transaction): a connection the server
+    # dropped fails its first statement, the pool is invalidated and the call answers 503
+    # error.service.unavailable with Retry-After (compat.envelope), as for any lost connection.
+    return create_async_engine(url, echo=echo, pool_pre_ping=False, pool_size=10, max_overflow=20)
 
 
 @asynccontextmanager
@@ -184,3 +188,21 @@ class Sync:
                 chunk = ids[start : start + 500]
                 await self.connection.execute(sa.delete(table).where(table.c.id.in_(chunk)))
         self._stale.clear()
+
+
+_engine_caches: weakref.WeakKeyDictionary[Any, dict[str, dict[Any, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def engine_cache(conn: AsyncConnection, name: str, *, limit: int = 4096) -> dict[Any, Any]:
+    """A per-process cache of ``name`` for the database ``conn`` is connected to (two
+    databases in one process, as in tests, never share entries). Emptied when it reaches
+    ``limit`` entries; keys must carry what makes an entry valid (a setup version)."""
+    caches = _engine_caches.get(conn.sync_engine)
+    if caches is None:
+        caches = _engine_caches[conn.sync_engine] = {}
+    cache = caches.setdefault(name, {})
+    if len(cache) >= limit:
+        cache.clear()
+    return cache
