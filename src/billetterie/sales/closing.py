@@ -101,9 +101,9 @@ async def _account_for(
         # never read from it: debits are conditional updates)
         key = (seller.institution_id, seller.point_of_sale_code, seller.setup_version)
         cache = engine_cache(conn, "sales.pending_accounts", limit=1024)
-        found = cache.get(key) if seller.setup_version else None
-        if found is not None:
-            return found
+        known: accounts.Account | None = cache.get(key) if seller.setup_version else None
+        if known is not None:
+            return known
         found = await accounts.find_account(
             conn, seller.institution_id, kind, seller.point_of_sale_code
         )

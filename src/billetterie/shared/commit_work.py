@@ -5,7 +5,7 @@ the institution's inventory change sequence, and often one account (a reseller's
 account). A row lock is held until commit, so when a transaction takes such a row and then
 goes on with other statements, every other sale waits for those statements too — and for the
 event loop that runs them. On PostgreSQL, a transaction therefore *collects* that work here
-and writes one ``commit_work`` row; a deferred constraint trigger (migration 0008) applies it
+and writes one ``commit_work`` row; a deferred constraint trigger (migration 0010) applies it
 while the transaction commits, so the shared rows are locked only for the commit itself. On
 SQLite (one writer at a time, nothing to gain) and outside a collecting transaction, callers
 write the rows at once.

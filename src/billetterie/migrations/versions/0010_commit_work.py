@@ -1,7 +1,7 @@
 """commit work: the shared rows of a sale written at commit, and seats in the change log
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 
 ``inventory_change.seats`` records, per changed numbered stock, the seats a change took and
 freed, so a process's seat index follows other processes' sales from the log without reading
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0008"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
