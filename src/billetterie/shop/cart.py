@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from billetterie.identity.web import field_of
-from billetterie.inventory.queries import seat_map
+from billetterie.inventory.queries import seat_categories
 from billetterie.sales import card, carts, closing
 from billetterie.sales.models import (
     Attribution,
@@ -114,14 +114,12 @@ async def _chosen_seats(page: Page, form: FormData, performance_id: int) -> Sing
         raise BadChoice("choose at least one seat on the map")
     tariff = _int(field_of(form, "tariff", 20), what="the tariff")
     async with read(page.engine) as conn:
-        seats = await seat_map(
+        category_of = await seat_categories(
             conn,
             institution_id=page.context.institution_id,
             performance_id=performance_id,
-            contingents=set(page.context.contingent_ids),
-            now=page.now,
+            seat_ids=seat_ids,
         )
-    category_of = {s["id"]: s["seatCategoryId"] for s in seats}
     by_category: dict[int, list[int]] = {}
     for seat in seat_ids:
         category = category_of.get(seat)

@@ -13,6 +13,10 @@ class UnknownShopPerformance(NotFound):
     code = "error.shop.unknown_performance"
 
 
+class UnknownBlock(NotFound):
+    code = "error.shop.unknown_block"
+
+
 class NotOnSale(DomainError):
     """The product exists but is not sold here now (state, sales period, past)."""
 

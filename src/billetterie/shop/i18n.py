@@ -30,7 +30,6 @@ WORDS: dict[str, tuple[str, str, str]] = {
         "Wählen Sie einen Block, dann Ihre Plätze.",
     ),
     "block": ("Block", "Bloc", "Block"),
-    "all_blocks": ("All blocks", "Tous les blocs", "Alle Blöcke"),
     "category": ("Category", "Catégorie", "Kategorie"),
     "tariff": ("Tariff", "Tarif", "Tarif"),
     "quantity": ("Quantity", "Quantité", "Anzahl"),
