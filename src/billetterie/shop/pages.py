@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
+from markupsafe import Markup
 from starlette.responses import FileResponse, Response
 
 from billetterie.inventory.models import Level
@@ -19,7 +20,7 @@ from billetterie.shop.errors import (
     UnknownShopPerformance,
     UnknownShopProduct,
 )
-from billetterie.shop.web import Page, run
+from billetterie.shop.web import Page, run, templates
 
 router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).parent / "static"
@@ -196,6 +197,20 @@ async def _map_view(page: Page, perf: Any, version: int, block: str | None) -> s
         return await reader.view(block)
 
 
+def _seats_svg(page: Page, view: seatmap.MapView, colors: dict[int, str]) -> Markup:
+    """The seats' SVG element; drawn once per language while the seats are unchanged (the
+    markup holds nobody's data: the form and its token are outside it)."""
+    max_seats = page.context.point_of_sale.max_seats_per_performance
+    key = ("svg", page.language, tuple(sorted(colors.items())), max_seats)
+    drawn: Markup | None = view.drawings.get(key)
+    if drawn is None:
+        html = templates.get_template("_seats_svg.html").render(
+            svg=seatmap.svg(view.seats, colors), block=view.block, max_seats=max_seats, t=page.t
+        )
+        drawn = view.drawings[key] = Markup(html)
+    return drawn
+
+
 def _colors(perf: Any) -> dict[int, str]:
     return {
         cat["id"]: PALETTE[i % len(PALETTE)]
@@ -235,7 +250,7 @@ async def performance_page(request: Request, pos_code: str, performance_id: str)
             categories=categories,
             show_map=show_map,
             show_best=show_best,
-            svg=seatmap.svg(view.seats, colors) if show_map and view.seats else None,
+            svg=_seats_svg(page, view, colors) if show_map and view.seats else None,
             overview=seatmap.overview_svg(view.blocks) if show_map and view.blocks else None,
             block=view.block,
             max_seats=page.context.point_of_sale.max_seats_per_performance,
@@ -261,7 +276,7 @@ async def block_fragment(
             "_block.html",
             performance=perf,
             tariffs=offers.tariffs(season),
-            svg=seatmap.svg(view.seats, _colors(perf)),
+            svg=_seats_svg(page, view, _colors(perf)),
             block=view.block,
             max_seats=page.context.point_of_sale.max_seats_per_performance,
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ class Entry:
     version: int
     until: datetime | None  # the first expiry of a hold among its seats
     value: Any
+    drawings: dict[Any, Any] = field(default_factory=dict)  # what is drawn from the value
 
 
 class SeatMapCache:
@@ -51,6 +52,10 @@ class SeatMapCache:
         self.misses = 0
 
     def get(self, key: Any, sequence: int, version: int, now: datetime) -> Any | None:
+        entry = self.entry(key, sequence, version, now)
+        return None if entry is None else entry.value
+
+    def entry(self, key: Any, sequence: int, version: int, now: datetime) -> Entry | None:
         entry = self.entries.get(key)
         if (
             entry is None
@@ -62,14 +67,16 @@ class SeatMapCache:
             return None
         self.entries.move_to_end(key)
         self.hits += 1
-        return entry.value
+        return entry
 
-    def put(self, key: Any, sequence: int, version: int, until: datetime | None, value: Any) -> Any:
-        self.entries[key] = Entry(sequence, version, until, value)
+    def put(
+        self, key: Any, sequence: int, version: int, until: datetime | None, value: Any
+    ) -> Entry:
+        entry = self.entries[key] = Entry(sequence, version, until, value)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
-        return value
+        return entry
 
     def clear(self) -> None:
         self.entries.clear()
@@ -80,6 +87,8 @@ class MapView:
     blocks: list[dict[str, Any]]  # the overview's blocks (empty: the plan is drawn whole)
     seats: list[dict[str, Any]]  # the seats drawn: all, one block's, or none
     block: dict[str, Any] | None  # the block opened
+    # drawings of these seats, kept with them in the cache (the SVG markup per language)
+    drawings: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +111,13 @@ class Reader:
             return MapView([], [], None)
         until = _earliest(b["nextExpiry"] for b in blocks)
         if total <= MAP_LIMIT:
-            return MapView([], await self.seats(sequence, None, until), None)
+            entry = await self.seats(sequence, None, until)
+            return MapView([], entry.value, None, entry.drawings)
         chosen = next((b for b in blocks if str(b["id"]) == asked_block), None)
         if chosen is None:
             return MapView(blocks, [], None)
-        seats = await self.seats(sequence, chosen["id"], chosen["nextExpiry"])
-        return MapView(blocks, seats, chosen)
+        entry = await self.seats(sequence, chosen["id"], chosen["nextExpiry"])
+        return MapView(blocks, entry.value, chosen, entry.drawings)
 
     async def overview(self, sequence: int) -> list[dict[str, Any]]:
         key = ("overview", self.performance_id, self.contingents)
@@ -127,12 +137,10 @@ class Reader:
             self.cache.put(key, sequence, self.version, until, blocks)
         return blocks
 
-    async def seats(
-        self, sequence: int, block_id: int | None, until: datetime | None
-    ) -> list[dict[str, Any]]:
+    async def seats(self, sequence: int, block_id: int | None, until: datetime | None) -> Entry:
         key = ("seats", self.performance_id, self.contingents, block_id)
-        seats: list[dict[str, Any]] | None = self.cache.get(key, sequence, self.version, self.now)
-        if seats is None:
+        entry = self.cache.entry(key, sequence, self.version, self.now)
+        if entry is None:
             seats = await seat_map(
                 self.conn,
                 institution_id=self.institution_id,
@@ -141,8 +149,8 @@ class Reader:
                 block_ids=() if block_id is None else (block_id,),
                 now=self.now,
             )
-            self.cache.put(key, sequence, self.version, until, seats)
-        return seats
+            entry = self.cache.put(key, sequence, self.version, until, seats)
+        return entry
 
 
 def _earliest(moments: Any) -> datetime | None:
