@@ -259,6 +259,21 @@ async def test_every_cart_change_rewrites_the_summary_cookie(shop: Shop) -> None
     paid = await shop.post(f"{BASE}/pay", {"method": method[1]})
     assert paid.status_code == 303 and "/payments/" in paid.headers["location"]
 
+    # back from the card page: the payment is pending; giving it up needs the form's token
+    pending = await shop.client.get(f"{BASE}/pay")
+    assert 'id="card-pending"' in pending.text and 'data-method="CARD"' not in pending.text
+    assert f'id="back-to-card" href="{paid.headers["location"]}"' in pending.text
+    forged = await shop.client.post(f"{BASE}/pay/reopen", data={})
+    assert forged.status_code == 403 and 'data-code="error.account.csrf"' in forged.text
+    assert 'id="card-pending"' in (await shop.client.get(f"{BASE}/cart")).text
+    reopened = await shop.post(f"{BASE}/pay/reopen", {})
+    assert reopened.status_code == 303 and reopened.headers["location"] == f"{BASE}/pay"
+    again = await shop.client.get(f"{BASE}/pay")
+    assert 'id="card-pending"' not in again.text and 'data-method="CARD"' in again.text
+    retried = await shop.post(f"{BASE}/pay", {"method": method[1]})
+    assert retried.status_code == 303 and "/payments/" in retried.headers["location"]
+    assert retried.headers["location"] != paid.headers["location"]
+
 
 async def test_forms_without_their_token_change_nothing(shop: Shop) -> None:
     first = shop.performance(0)
@@ -282,6 +297,8 @@ GARBAGE_PAGES = [
     f"{BASE}/products/%00",
     f"{BASE}/performances/-1",
     f"{BASE}/performances/1e9",
+    f"{BASE}/performances/1/blocks/%00",
+    f"{BASE}/performances/x/blocks/1",
     f"{BASE}/search?q=" + "é" * 5000,
     f"{BASE}/search?q=%00",
     f"{BASE}/orders/..%2F..",
@@ -311,6 +328,8 @@ BAD_FORMS: list[dict[str, str]] = [
     {"kind": "best", "performance": "1", "q_1": "1"},
     {"kind": "best", "performance": "1", "q_1_1": "99999999999999999999"},
     {"kind": "seats", "performance": "1", "seat": "1", "tariff": ""},
+    {"kind": "seats", "performance": "1", "seat": "999999999", "tariff": "1"},
+    {"kind": "seats", "performance": "1", "seat": str(2**60), "tariff": "1"},
     {"kind": "items", "product": "1", "item": "%00"},
     {"kind": "items", "product": "1", "item": "1", "q_1_1": "1"},
     {"kind": "items", "product": "1", "item": "1", "timeslot": "x", "q_1": "1"},

@@ -18,7 +18,9 @@ from starlette.responses import Response
 from billetterie.identity.web import field_of
 from billetterie.inventory.queries import seat_categories
 from billetterie.sales import card, carts, closing
+from billetterie.sales.accounts import find_account
 from billetterie.sales.models import (
+    AccountKind,
     Attribution,
     CartRequest,
     ComposedLine,
@@ -193,12 +195,17 @@ async def cart_page(request: Request, pos_code: str) -> Response:
                 document = None if order.state != "RUNNING" or expired else document
             else:
                 page.write_summary(document)
+        card_page = None
+        if order is not None and document is not None and document["cardPaymentPending"]:
+            async with read(page.engine) as conn:
+                card_page = await card.pending_card_page(conn, page.seller, order.id)
         return page.render(
             "cart.html",
             title=page.t("your_cart"),
             order=document,
             lines=await _cart_lines(page, document) if document else [],
             expired=expired,
+            card_page=card_page,
         )
 
     return await run(request, pos_code, handle)
@@ -343,6 +350,14 @@ async def pay_page(request: Request, pos_code: str) -> Response:
 async def _pay_form(page: Page, order: Any, contact: Any, error: Any = None) -> Response:
     document = await page.order_document(order)
     methods = [m for m in page.seller.payment_methods if m.for_payment]
+    balance = None
+    async with read(page.engine) as conn:
+        card_page = await card.pending_card_page(conn, page.seller, order.id)
+        if contact is not None and any(m.payment_type == "CREDIT" for m in methods):
+            account = await find_account(
+                conn, page.context.institution_id, AccountKind.CREDIT, str(contact.number)
+            )
+            balance = account.balance if account is not None else 0
     return page.render(
         "pay.html",
         status=error.http_status if error else 200,
@@ -352,8 +367,26 @@ async def _pay_form(page: Page, order: Any, contact: Any, error: Any = None) -> 
         methods=methods,
         contact=contact,
         purchaser=order.purchaser,
+        credit_balance=balance,
+        card_page=card_page,
         error=error,
     )
+
+
+@router.post("/shop/{pos_code}/pay/reopen")
+async def reopen(request: Request, pos_code: str) -> Response:
+    """Give up the cart's pending card payment (``reopenOrder``): the buyer who left the card
+    page pays another way or changes the cart. Without a pending payment nothing changes."""
+
+    async def handle(page: Page) -> Response:
+        await page.form()
+        order = await _running_cart(page)
+        if order is None:
+            raise NoCart("your cart has expired or is empty")
+        await card.reopen_order(page.engine, page.seller, order.id, now=page.now)
+        return page.redirect(f"{page.base}/pay")
+
+    return await run(request, pos_code, handle)
 
 
 @router.post("/shop/{pos_code}/pay")

@@ -121,6 +121,22 @@ WORDS: dict[str, tuple[str, str, str]] = {
     "problem": ("Something is not right", "Un problème est survenu", "Etwas stimmt nicht"),
     "minutes": ("min", "min", "Min."),
     "pay_on_page": ("Review and pay", "Vérifier et payer", "Prüfen und bezahlen"),
+    "credit_balance": ("Your credit balance", "Votre avoir", "Ihr Guthaben"),
+    "card_pending": (
+        "A card payment was started for this cart and is not finished.",
+        "Un paiement par carte a été commencé pour ce panier et n'est pas terminé.",
+        "Eine Kartenzahlung für diesen Warenkorb wurde begonnen und ist nicht abgeschlossen.",
+    ),
+    "back_to_card": (
+        "Back to the card payment",
+        "Revenir au paiement par carte",
+        "Zurück zur Kartenzahlung",
+    ),
+    "give_up_card": (
+        "Give up the card payment and pay another way",
+        "Abandonner le paiement par carte et payer autrement",
+        "Kartenzahlung abbrechen und anders bezahlen",
+    ),
 }
 
 
