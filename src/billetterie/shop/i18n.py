@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from billetterie.shared.i18n import LANGUAGES, localized, lookup
 
-LANGUAGES = ("en", "fr", "de")
+__all__ = ["LANGUAGES", "WORDS", "localized", "word"]
 
 WORDS: dict[str, tuple[str, str, str]] = {
     "catalog": ("What's on", "Programme", "Programm"),
@@ -141,25 +141,4 @@ WORDS: dict[str, tuple[str, str, str]] = {
 
 
 def word(key: str, language: str) -> str:
-    texts = WORDS.get(key)
-    if texts is None:
-        return key
-    index = LANGUAGES.index(language) if language in LANGUAGES else 0
-    return texts[index]
-
-
-def localized(value: Any, language: str) -> str:
-    """A wire translation object (or a plain mapping) in ``language``, else English, else the
-    first text there is."""
-    if not value:
-        return ""
-    if isinstance(value, dict) and "translations" in value:
-        texts = {t["locale"]: t["value"] for t in value["translations"]}
-    elif isinstance(value, dict):
-        texts = value
-    else:
-        return str(value)
-    for lang in (language, "en"):
-        if texts.get(lang):
-            return str(texts[lang])
-    return str(next(iter(texts.values()), ""))
+    return lookup(WORDS, key, language)
