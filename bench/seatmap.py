@@ -17,8 +17,8 @@ is on sale). It times, ``--rounds`` times each, p50 and p95:
 
 Targets (ratios, so that they hold on a loaded machine): the cold overview page, end to end, at
 least 5 times faster than the former path's database read and count alone; every warm page at
-least 10 times faster. It exits 0 when a target is missed (listing it) and 1 only when the run itself fails. The
-machine's load average is printed with the figures.
+least 10 times faster. It exits 0 when a target is missed (listing it) and 1 only when the run
+itself fails. The machine's load average is printed with the figures.
 
     .venv/bin/python bench/seatmap.py [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--rounds 30] [--held 2000] [--json figures.json]

@@ -356,3 +356,68 @@ async def test_forms_are_rate_limited_per_client(
             for _ in range(61)
         ]
         assert codes == [403] * 60 + [429]
+
+
+async def test_the_product_page_shows_its_media_with_their_alternative_texts(shop: Shop) -> None:
+    from billetterie.setup import export_institution
+
+    media = [
+        {
+            "url": "https://www.acme.example/show.jpg",
+            "alt": {"en": "The cast on stage", "fr": "La troupe en scène"},
+        },
+        {"url": "/shop-static/demo-hamlet-skull.svg", "alt": "A skull"},
+    ]
+    document = acme_shop()
+    document["products"][0]["media"] = media
+    await import_document(shop.engine, document)
+    product_id = shop.product["id"]
+    image = re.compile(r'<figure><img src="([^"]+)" alt="([^"]*)"')
+    english = await shop.client.get(f"{BASE}/products/{product_id}?lang=en")
+    assert image.findall(english.text) == [
+        ("https://www.acme.example/show.jpg", "The cast on stage"),
+        ("/shop-static/demo-hamlet-skull.svg", "A skull"),
+    ]
+    french = await shop.client.get(f"{BASE}/products/{product_id}?lang=fr")
+    assert image.findall(french.text) == [
+        ("https://www.acme.example/show.jpg", "La troupe en scène"),
+        ("/shop-static/demo-hamlet-skull.svg", "A skull"),  # no French text: the English one
+    ]
+    served = await shop.client.get("/shop-static/demo-hamlet-skull.svg")
+    assert served.status_code == 200 and served.headers["content-type"] == "image/svg+xml"
+    # the other product has none
+    other = shop.catalog["seasons"][0]["products"][1]["id"]
+    page = await shop.client.get(f"{BASE}/products/{other}")
+    assert page.status_code == 200 and '<div class="media">' not in page.text
+
+    # partners read them in the catalog, and the setup export gives them back
+    catalog = (
+        await shop.client.post(
+            "/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed",
+            json={},
+            headers={"Authorization": f"Bearer {shop.client.headers['X-Test-Token']}"},
+        )
+    ).json()["catalogData"]
+    product = catalog["seasons"][0]["products"][0]
+    assert product["media"] == [
+        {
+            "url": "https://www.acme.example/show.jpg",
+            "altText": {
+                "translations": [
+                    {"locale": "en", "value": "The cast on stage"},
+                    {"locale": "fr", "value": "La troupe en scène"},
+                ]
+            },
+        },
+        {
+            "url": "/shop-static/demo-hamlet-skull.svg",
+            "altText": {"translations": [{"locale": "en", "value": "A skull"}]},
+        },
+    ]
+    async with read(shop.engine) as conn:
+        exported = await export_institution(conn, "ACME")
+    assert exported["products"][0]["media"] == [
+        media[0],
+        {"url": "/shop-static/demo-hamlet-skull.svg", "alt": {"en": "A skull"}},
+    ]
+    assert "media" not in exported["products"][1]

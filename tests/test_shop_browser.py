@@ -109,6 +109,30 @@ async def test_from_a_product_link_to_a_ticket_whose_qr_decodes(world: World) ->
     await context.close()
 
 
+async def test_the_product_page_shows_its_images_with_their_texts(world: World) -> None:
+    context = await world.context()
+    page = await context.new_page()
+    await page.goto(f"{world.shop}/shop/WEBSHOP/products/1?lang=de")
+    images = page.locator(".media img")
+    assert await images.count() == 2
+    assert await images.nth(0).get_attribute("alt") == (
+        "Die Bühne des Demo-Theaters: rote Vorhänge, ein Schauspieler allein im Scheinwerferlicht"
+    )
+    assert await images.nth(1).get_attribute("alt") == (
+        "Yoricks Schädel, elfenbeinfarben auf dunkelblauem Grund"
+    )
+    for i in range(2):
+        await images.nth(i).scroll_into_view_if_needed()
+        await page.wait_for_function(
+            "(img) => img.complete && img.naturalWidth > 0",
+            arg=await images.nth(i).element_handle(),
+        )
+        box = await images.nth(i).bounding_box()
+        assert box is not None and 0 < box["width"] <= 390
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await context.close()
+
+
 async def test_seats_chosen_on_the_map_are_the_seats_held(world: World) -> None:
     context = await world.context()
     page = await context.new_page()

@@ -24,7 +24,13 @@ from billetterie.shop.web import Page, run, templates
 
 router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).parent / "static"
-STATIC_FILES = {"shop.js": "text/javascript", "shop.css": "text/css"}
+STATIC_FILES = {
+    "shop.js": "text/javascript",
+    "shop.css": "text/css",
+    # the demo institution's product images (its setup file names them by path)
+    "demo-hamlet-stage.svg": "image/svg+xml",
+    "demo-hamlet-skull.svg": "image/svg+xml",
+}
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MAX_QUERY = 100
 
@@ -137,6 +143,11 @@ async def product_page(request: Request, pos_code: str, product_id: str) -> Resp
             "product.html",
             title=page.text(product["externalName"]),
             product=product,
+            media=[
+                {"url": m["url"], "alt": page.text(m.get("altText"))}
+                for m in product.get("media") or []
+                if str(m.get("url", "")).startswith(("https://", "http://", "/"))
+            ],
             tariffs=offers.tariffs(season),
             level=level_name(offers.product_level(board, product["id"], contingents)),
             on_sale=offers.in_sales_period(product, page.context.sales_channel.id, page.now),
