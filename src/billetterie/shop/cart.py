@@ -30,7 +30,7 @@ from billetterie.sales.models import (
 )
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
-from billetterie.shop import offers
+from billetterie.shop import offers, queue
 from billetterie.shop.errors import BadChoice, NoCart, SignInRequired, UnknownShopProduct
 from billetterie.shop.web import Page, run
 
@@ -67,6 +67,7 @@ async def _lines(page: Page, form: FormData) -> tuple[Any, ...]:
         found = offers.find_performance(document, performance_id)
         if found is None:
             raise UnknownShopProduct("this performance is not sold in this shop")
+        queue.require_admission(page, found[1])
         if kind == "seats":
             return (await _chosen_seats(page, form, performance_id),)
         attributions = tuple(
@@ -77,8 +78,10 @@ async def _lines(page: Page, form: FormData) -> tuple[Any, ...]:
             raise BadChoice("choose at least one place")
         return (SingleEntryLine(attributions),)
     product_id = _int(field_of(form, "product", 20), what="the product")
-    if offers.find_product(document, product_id) is None:
+    chosen_product = offers.find_product(document, product_id)
+    if chosen_product is None:
         raise UnknownShopProduct("this product is not sold in this shop")
+    queue.require_admission(page, chosen_product[1])
     if kind == "items":
         item_id = _int(field_of(form, "item", 20), what="the item")
         slot = field_of(form, "timeslot", 20)

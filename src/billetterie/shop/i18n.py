@@ -132,6 +132,35 @@ WORDS: dict[str, tuple[str, str, str]] = {
         "Revenir au paiement par carte",
         "Zurück zur Kartenzahlung",
     ),
+    "queue_title": ("Waiting room", "Salle d'attente", "Warteraum"),
+    "queue_opens": (
+        "The sale opens at {time}.",
+        "La vente ouvre le {time}.",
+        "Der Verkauf beginnt am {time}.",
+    ),
+    "queue_draw": (
+        "Keep this page open: at the opening, everyone waiting here is let in in an order drawn "
+        "at random, so arriving early gives no advantage.",
+        "Gardez cette page ouverte : à l'ouverture, chacun ici entre dans un ordre tiré au sort ;"
+        " arriver tôt ne donne aucun avantage.",
+        "Lassen Sie diese Seite offen: Zur Öffnung werden alle Wartenden in ausgeloster "
+        "Reihenfolge eingelassen; früh da zu sein bringt keinen Vorteil.",
+    ),
+    "queue_position": (
+        "Your place in the queue: {position}",
+        "Votre place dans la file : {position}",
+        "Ihr Platz in der Warteschlange: {position}",
+    ),
+    "queue_wait": (
+        "About {minutes} min to wait.",
+        "Environ {minutes} min d'attente.",
+        "Etwa {minutes} Min. Wartezeit.",
+    ),
+    "queue_refresh": (
+        "This page refreshes by itself; you will be taken to the product when it is your turn.",
+        "Cette page se met à jour toute seule ; vous serez conduit au produit à votre tour.",
+        "Diese Seite aktualisiert sich selbst; Sie werden zu Ihrer Zeit zum Angebot geleitet.",
+    ),
     "give_up_card": (
         "Give up the card payment and pay another way",
         "Abandonner le paiement par carte et payer autrement",

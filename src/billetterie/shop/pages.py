@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, Response
 
 from billetterie.inventory.models import Level
 from billetterie.shared.db import read
-from billetterie.shop import offers, seatmap
+from billetterie.shop import offers, queue, seatmap
 from billetterie.shop.errors import (
     NotOnSale,
     UnknownBlock,
@@ -110,6 +110,9 @@ async def product_page(request: Request, pos_code: str, product_id: str) -> Resp
         if found is None:
             raise UnknownShopProduct("this product is not sold in this shop")
         season, product = found
+        waiting = await queue.gate(page, product)
+        if waiting is not None:
+            return waiting
         board = await page.board()
         contingents = set(page.context.contingent_ids)
         perfs = [
@@ -233,6 +236,9 @@ def _colors(perf: Any) -> dict[int, str]:
 async def performance_page(request: Request, pos_code: str, performance_id: str) -> Response:
     async def handle(page: Page) -> Response:
         season, product, perf, version = await _performance(page, performance_id)
+        waiting = await queue.gate(page, product)
+        if waiting is not None:
+            return waiting
         asked = request.query_params.get("block", "")[:20] or None
         view = await _map_view(page, perf, version, asked)
         mode = page.context.point_of_sale.seat_selection_mode
@@ -278,7 +284,8 @@ async def block_fragment(
     fetches when the buyer opens a block of the overview (``?block=`` without the script)."""
 
     async def handle(page: Page) -> Response:
-        season, _, perf, version = await _performance(page, performance_id)
+        season, product, perf, version = await _performance(page, performance_id)
+        queue.require_admission(page, product)
         mode = page.context.point_of_sale.seat_selection_mode
         view = await _map_view(page, perf, version, block_id[:20])
         if view.block is None or mode not in {"SEAT_MAP", "BEST_AVAILABLE_AND_SEAT_MAP"}:
