@@ -58,3 +58,10 @@ class SignInRequired(DomainError):
 class TooManyRequests(DomainError):
     code = "error.shop.rate_limited"
     http_status = 429
+
+
+class QueueRequired(DomainError):
+    """A form for a product whose waiting room is open, sent without an admission."""
+
+    code = "error.shop.queue"
+    http_status = 403

@@ -37,9 +37,8 @@ from starlette.responses import Response
 
 from billetterie.shared.clock import as_utc
 from billetterie.shared.db import read, transaction
-from billetterie.shared.errors import DomainError
 from billetterie.shop import offers
-from billetterie.shop.errors import UnknownShopProduct
+from billetterie.shop.errors import QueueRequired, UnknownShopProduct
 from billetterie.shop.queue_db import queue_ticket
 from billetterie.shop.web import Page, run
 
@@ -48,13 +47,6 @@ ADMISSION = timedelta(minutes=30)
 TOKEN_COOKIE = "bt_queue_{}"
 ADMISSION_COOKIE = "bt_admit_{}"
 MAX_RATE = 100_000
-
-
-class QueueRequired(DomainError):
-    """A form for a product whose waiting room is open, sent without an admission."""
-
-    code = "error.shop.queue"
-    http_status = 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,21 +61,22 @@ class Room:
         return self.opens <= now < self.closes
 
 
-def _minutes(parameters: dict[str, Any], name: str, default: int) -> int | None:
+def _whole(parameters: dict[str, Any], name: str, default: int) -> int | None:
+    """A whole-number parameter (its default when absent; None when it is not one)."""
     raw = parameters.get(name)
     if raw is None:
         return default
     text = str(raw).strip()
-    return int(text) if text.isdigit() and 0 < int(text) <= MAX_RATE else None
+    return int(text) if text.isdigit() and int(text) <= MAX_RATE else None
 
 
 def room_of(page: Page, product: dict[str, Any]) -> Room | None:
     """The product's waiting room on this point of sale, open or not; None when the point of
     sale has none (or its parameters are not whole numbers) or the product no opening."""
     parameters = page.context.point_of_sale.parameters or {}
-    rate = _minutes(parameters, "queueRatePerMinute", 0)
-    before = _minutes(parameters, "queueMinutesBefore", 30)
-    after = _minutes(parameters, "queueMinutesAfter", 60)
+    rate = _whole(parameters, "queueRatePerMinute", 0)
+    before = _whole(parameters, "queueMinutesBefore", 30)
+    after = _whole(parameters, "queueMinutesAfter", 60)
     if not rate or before is None or after is None:
         return None
     channel = page.context.sales_channel.id
