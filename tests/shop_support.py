@@ -5,7 +5,7 @@ mapped to 127.0.0.1 in chromium), sharing the parent domain ``demo.test`` for co
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +86,18 @@ def demo_for_browsers(website_port: int) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def shop_world(backend: Backend, tmp: Path) -> AsyncIterator[World]:
+async def shop_world(
+    backend: Backend, tmp: Path, change: Callable[[dict[str, Any]], None] | None = None
+) -> AsyncIterator[World]:
+    """The demo served for chromium; ``change`` edits its setup document before the import."""
     engine = create_engine(backend.scratch_url)
     clock = FixedClock(NOW)
     port, website_port = free_port(), free_port()
     try:
-        await import_document(engine, demo_for_browsers(website_port))
+        document = demo_for_browsers(website_port)
+        if change is not None:
+            change(document)
+        await import_document(engine, document)
         await set_demo_secrets(engine)
         settings = settings_for(backend.scratch_url, tmp).model_copy(
             update={

@@ -579,6 +579,27 @@ CASES = [
         [("products[2].composed.performances[1]", "unknown performance SH09")],
         id="composed-unknown-performance",
     ),
+    pytest.param(
+        _set(
+            ["products", 0, "media"],
+            [
+                {"url": "javascript:alert(1)", "alt": "x"},
+                {"url": "//evil.example/x.png", "alt": "x"},
+                {"url": "https://www.acme.example/a.png"},
+                {"url": "/ok.png", "alt": {"english": "x"}},
+            ],
+        ),
+        [
+            ("products[0].media[0].url", "not an http(s) URL"),
+            ("products[0].media[1].url", "not an http(s) URL"),
+            ("products[0].media[2].alt", "required"),
+            (
+                "products[0].media[3].alt",
+                "not a text (a string, or a mapping of ISO 639-1 codes to strings)",
+            ),
+        ],
+        id="media-url-and-alt",
+    ),
 ]
 
 

@@ -243,6 +243,8 @@ async def test_import_creates_the_rows(scratch_engine: AsyncEngine) -> None:
                 "printing_ticket",
                 "printing_ticket_history",
                 "printing_execution",
+                # the shop: nobody waits in a queue
+                "shop_queue_ticket",
             ],
             0,
         ),

@@ -259,6 +259,21 @@ async def test_every_cart_change_rewrites_the_summary_cookie(shop: Shop) -> None
     paid = await shop.post(f"{BASE}/pay", {"method": method[1]})
     assert paid.status_code == 303 and "/payments/" in paid.headers["location"]
 
+    # back from the card page: the payment is pending; giving it up needs the form's token
+    pending = await shop.client.get(f"{BASE}/pay")
+    assert 'id="card-pending"' in pending.text and 'data-method="CARD"' not in pending.text
+    assert f'id="back-to-card" href="{paid.headers["location"]}"' in pending.text
+    forged = await shop.client.post(f"{BASE}/pay/reopen", data={})
+    assert forged.status_code == 403 and 'data-code="error.account.csrf"' in forged.text
+    assert 'id="card-pending"' in (await shop.client.get(f"{BASE}/cart")).text
+    reopened = await shop.post(f"{BASE}/pay/reopen", {})
+    assert reopened.status_code == 303 and reopened.headers["location"] == f"{BASE}/pay"
+    again = await shop.client.get(f"{BASE}/pay")
+    assert 'id="card-pending"' not in again.text and 'data-method="CARD"' in again.text
+    retried = await shop.post(f"{BASE}/pay", {"method": method[1]})
+    assert retried.status_code == 303 and "/payments/" in retried.headers["location"]
+    assert retried.headers["location"] != paid.headers["location"]
+
 
 async def test_forms_without_their_token_change_nothing(shop: Shop) -> None:
     first = shop.performance(0)
@@ -282,6 +297,8 @@ GARBAGE_PAGES = [
     f"{BASE}/products/%00",
     f"{BASE}/performances/-1",
     f"{BASE}/performances/1e9",
+    f"{BASE}/performances/1/blocks/%00",
+    f"{BASE}/performances/x/blocks/1",
     f"{BASE}/search?q=" + "é" * 5000,
     f"{BASE}/search?q=%00",
     f"{BASE}/orders/..%2F..",
@@ -311,6 +328,8 @@ BAD_FORMS: list[dict[str, str]] = [
     {"kind": "best", "performance": "1", "q_1": "1"},
     {"kind": "best", "performance": "1", "q_1_1": "99999999999999999999"},
     {"kind": "seats", "performance": "1", "seat": "1", "tariff": ""},
+    {"kind": "seats", "performance": "1", "seat": "999999999", "tariff": "1"},
+    {"kind": "seats", "performance": "1", "seat": str(2**60), "tariff": "1"},
     {"kind": "items", "product": "1", "item": "%00"},
     {"kind": "items", "product": "1", "item": "1", "q_1_1": "1"},
     {"kind": "items", "product": "1", "item": "1", "timeslot": "x", "q_1": "1"},
@@ -337,3 +356,68 @@ async def test_forms_are_rate_limited_per_client(
             for _ in range(61)
         ]
         assert codes == [403] * 60 + [429]
+
+
+async def test_the_product_page_shows_its_media_with_their_alternative_texts(shop: Shop) -> None:
+    from billetterie.setup import export_institution
+
+    media = [
+        {
+            "url": "https://www.acme.example/show.jpg",
+            "alt": {"en": "The cast on stage", "fr": "La troupe en scène"},
+        },
+        {"url": "/shop-static/demo-hamlet-skull.svg", "alt": "A skull"},
+    ]
+    document = acme_shop()
+    document["products"][0]["media"] = media
+    await import_document(shop.engine, document)
+    product_id = shop.product["id"]
+    image = re.compile(r'<figure><img src="([^"]+)" alt="([^"]*)"')
+    english = await shop.client.get(f"{BASE}/products/{product_id}?lang=en")
+    assert image.findall(english.text) == [
+        ("https://www.acme.example/show.jpg", "The cast on stage"),
+        ("/shop-static/demo-hamlet-skull.svg", "A skull"),
+    ]
+    french = await shop.client.get(f"{BASE}/products/{product_id}?lang=fr")
+    assert image.findall(french.text) == [
+        ("https://www.acme.example/show.jpg", "La troupe en scène"),
+        ("/shop-static/demo-hamlet-skull.svg", "A skull"),  # no French text: the English one
+    ]
+    served = await shop.client.get("/shop-static/demo-hamlet-skull.svg")
+    assert served.status_code == 200 and served.headers["content-type"] == "image/svg+xml"
+    # the other product has none
+    other = shop.catalog["seasons"][0]["products"][1]["id"]
+    page = await shop.client.get(f"{BASE}/products/{other}")
+    assert page.status_code == 200 and '<div class="media">' not in page.text
+
+    # partners read them in the catalog, and the setup export gives them back
+    catalog = (
+        await shop.client.post(
+            "/tnseb/backend-apis/catalogService/v1_33/getCatalogDetailed",
+            json={},
+            headers={"Authorization": f"Bearer {shop.client.headers['X-Test-Token']}"},
+        )
+    ).json()["catalogData"]
+    product = catalog["seasons"][0]["products"][0]
+    assert product["media"] == [
+        {
+            "url": "https://www.acme.example/show.jpg",
+            "altText": {
+                "translations": [
+                    {"locale": "en", "value": "The cast on stage"},
+                    {"locale": "fr", "value": "La troupe en scène"},
+                ]
+            },
+        },
+        {
+            "url": "/shop-static/demo-hamlet-skull.svg",
+            "altText": {"translations": [{"locale": "en", "value": "A skull"}]},
+        },
+    ]
+    async with read(shop.engine) as conn:
+        exported = await export_institution(conn, "ACME")
+    assert exported["products"][0]["media"] == [
+        media[0],
+        {"url": "/shop-static/demo-hamlet-skull.svg", "alt": {"en": "A skull"}},
+    ]
+    assert "media" not in exported["products"][1]

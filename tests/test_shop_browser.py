@@ -109,6 +109,30 @@ async def test_from_a_product_link_to_a_ticket_whose_qr_decodes(world: World) ->
     await context.close()
 
 
+async def test_the_product_page_shows_its_images_with_their_texts(world: World) -> None:
+    context = await world.context()
+    page = await context.new_page()
+    await page.goto(f"{world.shop}/shop/WEBSHOP/products/1?lang=de")
+    images = page.locator(".media img")
+    assert await images.count() == 2
+    assert await images.nth(0).get_attribute("alt") == (
+        "Die Bühne des Demo-Theaters: rote Vorhänge, ein Schauspieler allein im Scheinwerferlicht"
+    )
+    assert await images.nth(1).get_attribute("alt") == (
+        "Yoricks Schädel, elfenbeinfarben auf dunkelblauem Grund"
+    )
+    for i in range(2):
+        await images.nth(i).scroll_into_view_if_needed()
+        await page.wait_for_function(
+            "(img) => img.complete && img.naturalWidth > 0",
+            arg=await images.nth(i).element_handle(),
+        )
+        box = await images.nth(i).bounding_box()
+        assert box is not None and 0 < box["width"] <= 390
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await context.close()
+
+
 async def test_seats_chosen_on_the_map_are_the_seats_held(world: World) -> None:
     context = await world.context()
     page = await context.new_page()
@@ -346,3 +370,41 @@ async def test_a_stadium_map_shows_its_blocks_then_one_blocks_seats(world: World
         )
     in_block = {str(s["id"]) for s in everything if str(s["blockId"]) == blocks[0][0]}
     assert set(seats) == in_block
+
+    # in the browser the block opens in place (its seats fetched), and its seats are bought
+    context = await world.context()
+    page = await context.new_page()
+    await page.goto(f"{world.shop}/shop/WEBSHOP/performances/11")
+    block = blocks[1][0]
+    label = await page.get_attribute(f'a[data-fragment$="/blocks/{block}"]', "aria-label")
+    assert label is not None and label.endswith(" free")
+    free_before = int(label.split(": ")[1].split()[0])
+    await page.click(f'rect[data-block="{block}"]')
+    await page.wait_for_selector("#block-seats svg.seatmap")
+    assert page.url.endswith(f"/shop/WEBSHOP/performances/11?block={block}")
+    assert await page.get_attribute(f'a[data-fragment$="/blocks/{block}"]', "aria-current")
+    await shot(page, "8-stadium-block")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    free = page.locator("#block-seats .seat[data-state=FREE]")
+    chosen = [await free.nth(i).get_attribute("data-id") for i in (0, 1)]
+    await free.nth(0).click()
+    await free.nth(1).focus()
+    await page.keyboard.press("Enter")
+    await page.click("#seat-form button[type=submit]")
+    await page.wait_for_url(f"{world.shop}/shop/WEBSHOP/cart")
+    assert await page.locator("tr[data-movement]").count() == 2
+    async with read(world.engine) as conn:
+        after = await seat_map(
+            conn,
+            institution_id=await institution_id_by_code(conn, "DEMO"),
+            performance_id=11,
+            contingents=set(),
+            block_ids=[int(block)],
+            now=NOW,
+        )
+    held = {str(s["id"]) for s in after if s["state"] == "HELD"}
+    assert held == set(chosen)
+    await page.goto(f"{world.shop}/shop/WEBSHOP/performances/11")
+    label = await page.get_attribute(f'a[data-fragment$="/blocks/{block}"]', "aria-label")
+    assert label is not None and int(label.split(": ")[1].split()[0]) == free_before - 2
+    await context.close()

@@ -49,6 +49,7 @@ from billetterie.shared.ratelimit import RateLimiter
 from billetterie.shop import account as shop_account
 from billetterie.shop import cart as shop_cart
 from billetterie.shop import pages as shop_pages
+from billetterie.shop import queue as shop_queue
 from billetterie.shop import redirect as shop_redirect
 
 DESCRIPTION = """\
@@ -160,7 +161,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(account_web.router)
     app.include_router(saml_web.router)
     app.include_router(oidc_web.router)
-    for shop_router in (shop_pages, shop_cart, shop_account, shop_redirect):
+    for shop_router in (shop_pages, shop_cart, shop_account, shop_redirect, shop_queue):
         app.include_router(shop_router.router)
     app.state.mailer = mailer_for(settings)
     if settings.dev_mail:

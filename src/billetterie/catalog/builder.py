@@ -324,6 +324,9 @@ class CatalogBuilder:
             "alertRatio": product.alert_ratio,
             "contactRequired": product.contact_required,
             "externalUrl": product.external_url,
+            "media": [
+                {"url": m["url"], "altText": translations(m["alt"])} for m in product.media or []
+            ],
             "theme": self._theme(product.theme_id),
             "subTheme": self._theme(product.sub_theme_id),
             "salesPeriods": [

@@ -312,6 +312,8 @@ product = sa.Table(
     sa.Column("alert_ratio", sa.Integer, nullable=False),  # percent of capacity left
     sa.Column("contact_required", sa.Boolean, nullable=False),
     sa.Column("external_url", sa.String(512), nullable=True),
+    # images: [{"url": ..., "alt": {"en": ..., ...}}]
+    sa.Column("media", sa.JSON, nullable=False, server_default="[]"),
     sa.Column("rank", sa.Integer, nullable=False),
     sa.UniqueConstraint("institution_id", "code"),
 )

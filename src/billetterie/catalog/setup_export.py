@@ -413,6 +413,7 @@ class _Exporter:
                 "subTheme": theme_code.get(product.sub_theme_id) if product.sub_theme_id else None,
                 "contactRequired": product.contact_required,
                 "externalUrl": product.external_url,
+                "media": [{"url": m["url"], "alt": m["alt"]} for m in product.media or []] or None,
                 "salesPeriods": [
                     {
                         "salesChannel": channel_code[p.sales_channel_id],

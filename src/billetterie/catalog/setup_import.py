@@ -506,6 +506,7 @@ class _Importer:
                     "alert_ratio": p.alertRatio,
                     "contact_required": p.contactRequired,
                     "external_url": p.externalUrl,
+                    "media": [{"url": m.url, "alt": self.text(m.alt)} for m in p.media],
                     "rank": rank,
                 }
                 for rank, p in enumerate(doc.products, start=1)

@@ -559,6 +559,21 @@ class ComposedSpec(Model):
     prices: PriceGrid
 
 
+def _media_url(value: Any) -> Any:
+    """An http(s) URL, or a path on the shop's own host (``/...``)."""
+    if isinstance(value, str) and re.match(r"^/[^/\s][^\s]*$", value):
+        return value
+    return _url(value)
+
+
+class MediaSpec(Model):
+    """An image of the product, shown on its page: where it is and what it shows (the
+    alternative text read to visitors who cannot see it)."""
+
+    url: Annotated[str, Field(max_length=1024), BeforeValidator(_media_url)]
+    alt: LocalText
+
+
 class ProductSpec(Model):
     code: Code
     family: ProductFamily
@@ -573,6 +588,7 @@ class ProductSpec(Model):
     subTheme: Code | None = None
     contactRequired: bool = False
     externalUrl: str | None = None
+    media: list[MediaSpec] = Field(default_factory=list, max_length=20)
     salesPeriods: list[SalesPeriodSpec] = Field(default_factory=list)
     event: EventSpec | None = None
     composed: ComposedSpec | None = None

@@ -258,6 +258,14 @@ class ComposedProduct(BaseModel):
     prices: list[Price]
 
 
+class Media(BaseModel):
+    """An image of the product: its URL (absolute, or a path on the box office's host) and the
+    alternative text of what it shows."""
+
+    url: str
+    altText: Text | None
+
+
 class Product(BaseModel):
     id: int
     code: str
@@ -270,6 +278,7 @@ class Product(BaseModel):
     alertRatio: int
     contactRequired: bool
     externalUrl: str | None
+    media: list[Media] = []
     theme: Theme | None
     subTheme: Theme | None
     salesPeriods: list[SalesPeriod]

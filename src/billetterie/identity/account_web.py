@@ -53,7 +53,7 @@ def login_page(shop: Shop, *, next_url: str, status: int = 200, **values: Any) -
     return shop.page(
         "login.html",
         status=status,
-        title="Sign in",
+        title=shop.t("sign_in"),
         next=next_url,
         password_login=shop.password_login,
         registration=shop.point.registration_allowed and shop.password_login,
@@ -140,7 +140,7 @@ async def register_page(
     return shop.page(
         "register.html",
         status=error.http_status if error else 200,
-        title="Create an account",
+        title=shop.t("create_account"),
         next=next_url,
         show_address=show[0],
         show_criteria=show[1],
@@ -230,10 +230,10 @@ async def verify(request: Request, pos_code: str) -> Response:
         await accounts.verify_email(shop.engine, shop.point, token, now=shop.now)
         return shop.page(
             "message.html",
-            title="Email confirmed",
-            notice="Thank you: your email address is confirmed.",
+            title=shop.t("email_confirmed"),
+            notice=shop.t("email_confirmed_notice"),
             link=f"{shop.base}/account",
-            link_text="My account",
+            link_text=shop.t("my_account"),
         )
 
     return await run_page(request, pos_code, handle)
@@ -242,7 +242,7 @@ async def verify(request: Request, pos_code: str) -> Response:
 @router.get("/shop/{pos_code}/account/forgot")
 async def forgot_form(request: Request, pos_code: str) -> Response:
     async def handle(shop: Shop) -> Response:
-        return shop.page("forgot.html", title="Forgot your password?")
+        return shop.page("forgot.html", title=shop.t("forgot_password"))
 
     return await run_page(request, pos_code, handle)
 
@@ -260,12 +260,12 @@ async def forgot_submit(request: Request, pos_code: str) -> Response:
                 now=shop.now,
             )
         except DomainError as error:
-            return shop.refuse(error, "forgot.html", title="Forgot your password?")
+            return shop.refuse(error, "forgot.html", title=shop.t("forgot_password"))
         await deliver_mail(shop)
         return shop.page(
             "message.html",
-            title="Check your mail",
-            notice="If this address has an account, a link to choose a new password is on its way.",
+            title=shop.t("check_mail"),
+            notice=shop.t("check_mail_notice"),
         )
 
     return await run_page(request, pos_code, handle)
@@ -275,7 +275,7 @@ async def forgot_submit(request: Request, pos_code: str) -> Response:
 async def reset_form(request: Request, pos_code: str) -> Response:
     async def handle(shop: Shop) -> Response:
         token = request.query_params.get("token", "")[:200]
-        return shop.page("reset.html", title="Choose a new password", token=token)
+        return shop.page("reset.html", title=shop.t("choose_password"), token=token)
 
     return await run_page(request, pos_code, handle)
 
@@ -290,15 +290,15 @@ async def reset_submit(request: Request, pos_code: str) -> Response:
                 shop.engine, shop.point, token, field_of(form, "password", 256), now=shop.now
             )
         except DomainError as error:
-            return shop.refuse(error, "reset.html", title="Choose a new password", token=token)
+            return shop.refuse(error, "reset.html", title=shop.t("choose_password"), token=token)
         shop.clear_cookie(SESSION_COOKIE, path=shop.base)
         shop.clear_cookie(REMEMBER_COOKIE, path=shop.base)
         return shop.page(
             "message.html",
-            title="Password changed",
-            notice="Your new password is set; sign in with it.",
+            title=shop.t("password_changed"),
+            notice=shop.t("password_changed_notice"),
             link=f"{shop.base}/account/login",
-            link_text="Sign in",
+            link_text=shop.t("sign_in"),
         )
 
     return await run_page(request, pos_code, handle)
@@ -332,7 +332,7 @@ async def account(request: Request, pos_code: str) -> Response:
         contact = await current_contact(shop)
         if contact is None:
             return shop.redirect(f"{shop.base}/account/login")
-        return shop.page("account.html", title="My account", contact=contact)
+        return shop.page("account.html", title=shop.t("my_account"), contact=contact)
 
     return await run_page(request, pos_code, handle)
 
@@ -353,7 +353,7 @@ async def edit_page(
     return shop.page(
         "edit.html",
         status=error.http_status if error else 200,
-        title="My profile",
+        title=shop.t("my_profile"),
         contact=full,
         address=main or Address(AddressKind.MAIN),
         next=next_url,
@@ -467,7 +467,7 @@ async def edit_submit(request: Request, pos_code: str) -> Response:
         await write_website_cookie(shop, contact.number)
         if next_url != f"{shop.base}/account":
             return shop.redirect(next_url)
-        return await edit_page(shop, contact, next_url=next_url, notice="Saved.")
+        return await edit_page(shop, contact, next_url=next_url, notice=shop.t("saved"))
 
     return await run_page(request, pos_code, handle)
 

@@ -356,7 +356,7 @@ def _link_page(shop: Shop, pending: dict[str, Any], **values: Any) -> Response:
     return shop.page(
         "link.html",
         status=error.http_status if error else 200,
-        title="Link your account",
+        title=shop.t("link_account"),
         provider_name=shop.setup.identity_provider.name if shop.setup.identity_provider else "",
         email=pending.get("email") or "",
         password_login=shop.password_login,

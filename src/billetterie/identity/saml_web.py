@@ -96,7 +96,7 @@ async def single_sign_on(request: Request, pos_code: str) -> Response:
             last_name=contact.last_name,
             email=contact.email,
         )
-        return shop.page("autopost.html", title="Signing you in", action=action, fields=fields)
+        return shop.page("autopost.html", title=shop.t("signing_in"), action=action, fields=fields)
 
     return await run_page(request, pos_code, handle)
 

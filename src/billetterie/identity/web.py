@@ -39,6 +39,7 @@ from billetterie.contacts.models import (
 )
 from billetterie.identity import accounts, cookies
 from billetterie.identity.errors import BadReturnUrl, CsrfRejected
+from billetterie.identity.i18n import WORDS
 from billetterie.identity.keys import point_of_sale_key
 from billetterie.identity.mail import Mailer, deliver_pending
 from billetterie.identity.models import SignInSetup, host_allowed
@@ -46,6 +47,8 @@ from billetterie.identity.signin import sign_in_setup
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
+from billetterie.shared.i18n import LANG_COOKIE, localized, lookup
+from billetterie.shared.i18n import choose_language as pick_language
 
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -75,6 +78,7 @@ class Shop:
     context: PointOfSaleContext
     setup: SignInSetup
     csrf: str
+    language: str = "en"  # see ``choose_language``
     cookies_to_set: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     cookies_to_clear: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -90,10 +94,8 @@ class Shop:
     def engine(self) -> AsyncEngine:
         return self.runtime.engine
 
-    @property
-    def language(self) -> str:
-        languages = self.context.point_of_sale.languages or self.context.organization.languages
-        return str(languages[0]) if languages else "en"
+    def t(self, key: str) -> str:
+        return lookup(WORDS, key, self.language)
 
     @property
     def address(self) -> str:
@@ -141,7 +143,9 @@ class Shop:
             base=self.base,
             csrf=self.csrf,
             lang=self.language,
-            shop_name=(self.context.point_of_sale.name or {}).get(self.language, self.point.code),
+            language_links=self.language_links(),
+            shop_name=localized(self.context.point_of_sale.name, self.language) or self.point.code,
+            t=self.t,
             **values,
         )
         return self.finish(HTMLResponse(html, status_code=status))
@@ -149,8 +153,21 @@ class Shop:
     def redirect(self, url: str) -> Response:
         return self.finish(RedirectResponse(url, status_code=303))
 
+    def languages(self) -> list[str]:
+        pos, organization = self.context.point_of_sale, self.context.organization
+        return [str(code) for code in (pos.languages or organization.languages or ["en"])]
+
+    def language_links(self) -> list[tuple[str, str]]:
+        """This page in each other language, its other query parameters kept."""
+        url = self.request.url
+        return [
+            (code, f"{url.path}?{url.include_query_params(lang=code).query}")
+            for code in self.languages()
+            if code != self.language
+        ]
+
     def refuse(self, error: DomainError, template: str = "message.html", **values: Any) -> Response:
-        values.setdefault("title", "Something is not right")
+        values.setdefault("title", self.t("problem"))
         return self.page(template, status=error.http_status, error=error, **values)
 
     def safe_return(self, url: str | None) -> str:
@@ -214,7 +231,20 @@ async def load_shop(request: Request, pos_code: str) -> Shop | None:
     csrf = request.cookies.get(CSRF_COOKIE, "")
     if not (20 <= len(csrf) <= 64 and csrf.replace("-", "").replace("_", "").isalnum()):
         csrf = secrets.token_urlsafe(24)
-    return Shop(request, runtime, point, context, setup, csrf)
+    shop = Shop(request, runtime, point, context, setup, csrf)
+    choose_language(shop)
+    return shop
+
+
+def choose_language(shop: Shop) -> str:
+    """The page's language: ``?lang=`` when the point of sale offers it (kept in the
+    ``bt_lang`` cookie for the next pages), else the cookie's, else the first offered."""
+    asked = shop.request.query_params.get("lang")
+    kept = shop.request.cookies.get(LANG_COOKIE)
+    shop.language = pick_language(shop.languages(), asked, kept)
+    if asked is not None and asked == shop.language and kept != asked:
+        shop.local_cookie(LANG_COOKIE, asked)
+    return shop.language
 
 
 async def form_of(shop: Shop) -> FormData:

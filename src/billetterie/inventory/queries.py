@@ -7,7 +7,7 @@ free, whether or not the sweeper has released them yet.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,11 +55,6 @@ async def seat_map(
         query = query.where(ps.block_id.in_(list(block_ids)))
     seats = []
     for r in (await conn.execute(query)).all():
-        state = r.state
-        if state == SeatState.HELD.value and r.expires_at is not None and r.expires_at <= now:
-            state = SeatState.FREE.value
-        if r.contingent_id is not None and r.contingent_id not in contingents:
-            state = "NOT_FOR_SALE"
         seats.append(
             {
                 "id": r.id,
@@ -72,10 +67,104 @@ async def seat_map(
                 "rank": r.rank,
                 "seatCategoryId": r.seat_category_id,
                 "contingentId": r.contingent_id,
-                "state": state,
+                "state": _state(r, contingents, now),
             }
         )
     return seats
+
+
+def _state(r: Any, contingents: set[int], now: datetime) -> str:
+    state: str = r.state
+    if state == SeatState.HELD.value and r.expires_at is not None and r.expires_at <= now:
+        state = SeatState.FREE.value
+    if r.contingent_id is not None and r.contingent_id not in contingents:
+        state = "NOT_FOR_SALE"
+    return state
+
+
+async def block_overview(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    performance_id: int,
+    contingents: set[int],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Each block of a performance's seats, in one aggregate query: its extent in the plan's
+    coordinates, its seats, the seats free for this channel (as :func:`seat_map` counts them:
+    seats of expired holds are free, seats of other channels' contingents are not) and the
+    earliest expiry after ``now`` of a hold on one of its seats (``nextExpiry``: the counts
+    hold until then unless the change sequence moves)."""
+    ps, s, h = db.performance_seat.c, db.stock.c, db.hold.c
+    held = ps.state == SeatState.HELD.value
+    allowed: sa.ColumnElement[bool] = s.contingent_id.is_(None)
+    if contingents:
+        allowed = sa.or_(allowed, s.contingent_id.in_(sorted(contingents)))
+    free = sa.and_(
+        allowed,
+        sa.or_(ps.state == SeatState.FREE.value, sa.and_(held, h.expires_at <= now)),
+    )
+    query = (
+        sa.select(
+            ps.block_id,
+            sa.func.min(ps.x).label("x0"),
+            sa.func.min(ps.y).label("y0"),
+            sa.func.max(ps.x).label("x1"),
+            sa.func.max(ps.y).label("y1"),
+            sa.func.count().label("seats"),
+            sa.func.sum(sa.case((free, 1), else_=0)).label("free"),
+            sa.func.min(sa.case((sa.and_(held, h.expires_at > now), h.expires_at))).label(
+                "next_expiry"
+            ),
+        )
+        .select_from(db.performance_seat)
+        .join(db.stock, s.id == ps.stock_id)
+        .outerjoin(db.hold, h.id == ps.hold_id)
+        .where(ps.institution_id == institution_id, ps.performance_id == performance_id)
+        .group_by(ps.block_id)
+    )
+    return [
+        {
+            "id": r.block_id,
+            "x0": r.x0,
+            "y0": r.y0,
+            "x1": r.x1,
+            "y1": r.y1,
+            "seats": int(r.seats),
+            "free": int(r.free or 0),
+            "nextExpiry": _aware(r.next_expiry),
+        }
+        for r in (await conn.execute(query)).all()
+    ]
+
+
+def _aware(value: Any) -> datetime | None:
+    """An aggregate loses the column's type (SQLite answers text): back to an aware datetime."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(moment, datetime)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def seat_categories(
+    conn: AsyncConnection, *, institution_id: int, performance_id: int, seat_ids: Sequence[int]
+) -> dict[int, int | None]:
+    """The seat category of each of these performance seats (``performance_seat`` ids) that
+    belongs to the performance; the others are left out."""
+    if not seat_ids:
+        return {}
+    ps, s = db.performance_seat.c, db.stock.c
+    rows = await conn.execute(
+        sa.select(ps.id, s.seat_category_id)
+        .join(db.stock, s.id == ps.stock_id)
+        .where(
+            ps.institution_id == institution_id,
+            ps.performance_id == performance_id,
+            ps.id.in_(list(seat_ids)),
+        )
+    )
+    return {int(r.id): r.seat_category_id for r in rows}
 
 
 async def changes_since(

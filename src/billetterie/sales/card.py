@@ -39,6 +39,7 @@ from billetterie.payments.models import PaymentIntent
 from billetterie.payments.services import (
     PaymentGateway,
     cancel_payment,
+    get_payment,
     payment_by_reference,
     request_refund,
     start_payment,
@@ -313,6 +314,19 @@ async def reopen_order(
         )
 
     await in_transaction(engine, work)
+
+
+async def pending_card_page(conn: AsyncConnection, seller: Seller, order_id: int) -> str | None:
+    """The provider's page of the order's pending card payment (None when none is pending),
+    for a buyer who left it and comes back."""
+    order = await load_order(conn, seller, order_id)
+    pending = order.pending_payments
+    if pending is None:
+        return None
+    intent = await get_payment(
+        conn, institution_id=seller.institution_id, intent_id=int(pending["intentId"])
+    )
+    return intent.redirect_url
 
 
 def confirmation_handler(

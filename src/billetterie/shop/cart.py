@@ -16,9 +16,11 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from billetterie.identity.web import field_of
-from billetterie.inventory.queries import seat_map
+from billetterie.inventory.queries import seat_categories
 from billetterie.sales import card, carts, closing
+from billetterie.sales.accounts import find_account
 from billetterie.sales.models import (
+    AccountKind,
     Attribution,
     CartRequest,
     ComposedLine,
@@ -28,7 +30,7 @@ from billetterie.sales.models import (
 )
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
-from billetterie.shop import offers
+from billetterie.shop import offers, queue
 from billetterie.shop.errors import BadChoice, NoCart, SignInRequired, UnknownShopProduct
 from billetterie.shop.web import Page, run
 
@@ -65,6 +67,7 @@ async def _lines(page: Page, form: FormData) -> tuple[Any, ...]:
         found = offers.find_performance(document, performance_id)
         if found is None:
             raise UnknownShopProduct("this performance is not sold in this shop")
+        queue.require_admission(page, found[1])
         if kind == "seats":
             return (await _chosen_seats(page, form, performance_id),)
         attributions = tuple(
@@ -75,8 +78,10 @@ async def _lines(page: Page, form: FormData) -> tuple[Any, ...]:
             raise BadChoice("choose at least one place")
         return (SingleEntryLine(attributions),)
     product_id = _int(field_of(form, "product", 20), what="the product")
-    if offers.find_product(document, product_id) is None:
+    chosen_product = offers.find_product(document, product_id)
+    if chosen_product is None:
         raise UnknownShopProduct("this product is not sold in this shop")
+    queue.require_admission(page, chosen_product[1])
     if kind == "items":
         item_id = _int(field_of(form, "item", 20), what="the item")
         slot = field_of(form, "timeslot", 20)
@@ -114,14 +119,12 @@ async def _chosen_seats(page: Page, form: FormData, performance_id: int) -> Sing
         raise BadChoice("choose at least one seat on the map")
     tariff = _int(field_of(form, "tariff", 20), what="the tariff")
     async with read(page.engine) as conn:
-        seats = await seat_map(
+        category_of = await seat_categories(
             conn,
             institution_id=page.context.institution_id,
             performance_id=performance_id,
-            contingents=set(page.context.contingent_ids),
-            now=page.now,
+            seat_ids=seat_ids,
         )
-    category_of = {s["id"]: s["seatCategoryId"] for s in seats}
     by_category: dict[int, list[int]] = {}
     for seat in seat_ids:
         category = category_of.get(seat)
@@ -195,12 +198,17 @@ async def cart_page(request: Request, pos_code: str) -> Response:
                 document = None if order.state != "RUNNING" or expired else document
             else:
                 page.write_summary(document)
+        card_page = None
+        if order is not None and document is not None and document["cardPaymentPending"]:
+            async with read(page.engine) as conn:
+                card_page = await card.pending_card_page(conn, page.seller, order.id)
         return page.render(
             "cart.html",
             title=page.t("your_cart"),
             order=document,
             lines=await _cart_lines(page, document) if document else [],
             expired=expired,
+            card_page=card_page,
         )
 
     return await run(request, pos_code, handle)
@@ -345,6 +353,14 @@ async def pay_page(request: Request, pos_code: str) -> Response:
 async def _pay_form(page: Page, order: Any, contact: Any, error: Any = None) -> Response:
     document = await page.order_document(order)
     methods = [m for m in page.seller.payment_methods if m.for_payment]
+    balance = None
+    async with read(page.engine) as conn:
+        card_page = await card.pending_card_page(conn, page.seller, order.id)
+        if contact is not None and any(m.payment_type == "CREDIT" for m in methods):
+            account = await find_account(
+                conn, page.context.institution_id, AccountKind.CREDIT, str(contact.number)
+            )
+            balance = account.balance if account is not None else 0
     return page.render(
         "pay.html",
         status=error.http_status if error else 200,
@@ -354,8 +370,26 @@ async def _pay_form(page: Page, order: Any, contact: Any, error: Any = None) -> 
         methods=methods,
         contact=contact,
         purchaser=order.purchaser,
+        credit_balance=balance,
+        card_page=card_page,
         error=error,
     )
+
+
+@router.post("/shop/{pos_code}/pay/reopen")
+async def reopen(request: Request, pos_code: str) -> Response:
+    """Give up the cart's pending card payment (``reopenOrder``): the buyer who left the card
+    page pays another way or changes the cart. Without a pending payment nothing changes."""
+
+    async def handle(page: Page) -> Response:
+        await page.form()
+        order = await _running_cart(page)
+        if order is None:
+            raise NoCart("your cart has expired or is empty")
+        await card.reopen_order(page.engine, page.seller, order.id, now=page.now)
+        return page.redirect(f"{page.base}/pay")
+
+    return await run(request, pos_code, handle)
 
 
 @router.post("/shop/{pos_code}/pay")

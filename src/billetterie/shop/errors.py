@@ -13,6 +13,10 @@ class UnknownShopPerformance(NotFound):
     code = "error.shop.unknown_performance"
 
 
+class UnknownBlock(NotFound):
+    code = "error.shop.unknown_block"
+
+
 class NotOnSale(DomainError):
     """The product exists but is not sold here now (state, sales period, past)."""
 
@@ -54,3 +58,10 @@ class SignInRequired(DomainError):
 class TooManyRequests(DomainError):
     code = "error.shop.rate_limited"
     http_status = 429
+
+
+class QueueRequired(DomainError):
+    """A form for a product whose waiting room is open, sent without an admission."""
+
+    code = "error.shop.queue"
+    http_status = 403

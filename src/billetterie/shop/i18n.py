@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from billetterie.shared.i18n import LANGUAGES, localized, lookup
 
-LANGUAGES = ("en", "fr", "de")
+__all__ = ["LANGUAGES", "WORDS", "localized", "word"]
 
 WORDS: dict[str, tuple[str, str, str]] = {
     "catalog": ("What's on", "Programme", "Programm"),
@@ -30,7 +30,6 @@ WORDS: dict[str, tuple[str, str, str]] = {
         "Wählen Sie einen Block, dann Ihre Plätze.",
     ),
     "block": ("Block", "Bloc", "Block"),
-    "all_blocks": ("All blocks", "Tous les blocs", "Alle Blöcke"),
     "category": ("Category", "Catégorie", "Kategorie"),
     "tariff": ("Tariff", "Tarif", "Tarif"),
     "quantity": ("Quantity", "Quantité", "Anzahl"),
@@ -122,29 +121,53 @@ WORDS: dict[str, tuple[str, str, str]] = {
     "problem": ("Something is not right", "Un problème est survenu", "Etwas stimmt nicht"),
     "minutes": ("min", "min", "Min."),
     "pay_on_page": ("Review and pay", "Vérifier et payer", "Prüfen und bezahlen"),
+    "credit_balance": ("Your credit balance", "Votre avoir", "Ihr Guthaben"),
+    "card_pending": (
+        "A card payment was started for this cart and is not finished.",
+        "Un paiement par carte a été commencé pour ce panier et n'est pas terminé.",
+        "Eine Kartenzahlung für diesen Warenkorb wurde begonnen und ist nicht abgeschlossen.",
+    ),
+    "back_to_card": (
+        "Back to the card payment",
+        "Revenir au paiement par carte",
+        "Zurück zur Kartenzahlung",
+    ),
+    "queue_title": ("Waiting room", "Salle d'attente", "Warteraum"),
+    "queue_opens": (
+        "The sale opens at {time}.",
+        "La vente ouvre le {time}.",
+        "Der Verkauf beginnt am {time}.",
+    ),
+    "queue_draw": (
+        "Keep this page open: at the opening, everyone waiting here is let in in an order drawn "
+        "at random, so arriving early gives no advantage.",
+        "Gardez cette page ouverte : à l'ouverture, chacun ici entre dans un ordre tiré au sort ;"
+        " arriver tôt ne donne aucun avantage.",
+        "Lassen Sie diese Seite offen: Zur Öffnung werden alle Wartenden in ausgeloster "
+        "Reihenfolge eingelassen; früh da zu sein bringt keinen Vorteil.",
+    ),
+    "queue_position": (
+        "Your place in the queue: {position}",
+        "Votre place dans la file : {position}",
+        "Ihr Platz in der Warteschlange: {position}",
+    ),
+    "queue_wait": (
+        "About {minutes} min to wait.",
+        "Environ {minutes} min d'attente.",
+        "Etwa {minutes} Min. Wartezeit.",
+    ),
+    "queue_refresh": (
+        "This page refreshes by itself; you will be taken to the product when it is your turn.",
+        "Cette page se met à jour toute seule ; vous serez conduit au produit à votre tour.",
+        "Diese Seite aktualisiert sich selbst; Sie werden zu Ihrer Zeit zum Angebot geleitet.",
+    ),
+    "give_up_card": (
+        "Give up the card payment and pay another way",
+        "Abandonner le paiement par carte et payer autrement",
+        "Kartenzahlung abbrechen und anders bezahlen",
+    ),
 }
 
 
 def word(key: str, language: str) -> str:
-    texts = WORDS.get(key)
-    if texts is None:
-        return key
-    index = LANGUAGES.index(language) if language in LANGUAGES else 0
-    return texts[index]
-
-
-def localized(value: Any, language: str) -> str:
-    """A wire translation object (or a plain mapping) in ``language``, else English, else the
-    first text there is."""
-    if not value:
-        return ""
-    if isinstance(value, dict) and "translations" in value:
-        texts = {t["locale"]: t["value"] for t in value["translations"]}
-    elif isinstance(value, dict):
-        texts = value
-    else:
-        return str(value)
-    for lang in (language, "en"):
-        if texts.get(lang):
-            return str(texts[lang])
-    return str(next(iter(texts.values()), ""))
+    return lookup(WORDS, key, language)

@@ -1,29 +1,38 @@
 """Catalog pages: the programme by theme and sub-theme, search, a product, a performance
 (seat map or best available), static pages. Handlers read the cached catalog and the board;
-the seat map is read from the database (``inventory.queries.seat_map``)."""
+the seat map comes from the database through ``shop.seatmap`` (a stadium's blocks first)."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
+from markupsafe import Markup
 from starlette.responses import FileResponse, Response
 
 from billetterie.inventory.models import Level
-from billetterie.inventory.queries import seat_map
 from billetterie.shared.db import read
-from billetterie.shop import offers
-from billetterie.shop.errors import NotOnSale, UnknownShopPerformance, UnknownShopProduct
-from billetterie.shop.web import Page, run
+from billetterie.shop import offers, queue, seatmap
+from billetterie.shop.errors import (
+    NotOnSale,
+    UnknownBlock,
+    UnknownShopPerformance,
+    UnknownShopProduct,
+)
+from billetterie.shop.web import Page, run, templates
 
 router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).parent / "static"
-STATIC_FILES = {"shop.js": "text/javascript", "shop.css": "text/css"}
+STATIC_FILES = {
+    "shop.js": "text/javascript",
+    "shop.css": "text/css",
+    # the demo institution's product images (its setup file names them by path)
+    "demo-hamlet-stage.svg": "image/svg+xml",
+    "demo-hamlet-skull.svg": "image/svg+xml",
+}
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MAX_QUERY = 100
-MAP_LIMIT = 1500  # beyond, the map shows its blocks first, then one block's seats
 
 
 def level_name(value: Level) -> str:
@@ -101,6 +110,9 @@ async def product_page(request: Request, pos_code: str, product_id: str) -> Resp
         if found is None:
             raise UnknownShopProduct("this product is not sold in this shop")
         season, product = found
+        waiting = await queue.gate(page, product)
+        if waiting is not None:
+            return waiting
         board = await page.board()
         contingents = set(page.context.contingent_ids)
         perfs = [
@@ -134,6 +146,11 @@ async def product_page(request: Request, pos_code: str, product_id: str) -> Resp
             "product.html",
             title=page.text(product["externalName"]),
             product=product,
+            media=[
+                {"url": m["url"], "alt": page.text(m.get("altText"))}
+                for m in product.get("media") or []
+                if str(m.get("url", "")).startswith(("https://", "http://", "/"))
+            ],
             tariffs=offers.tariffs(season),
             level=level_name(offers.product_level(board, product["id"], contingents)),
             on_sale=offers.in_sales_period(product, page.context.sales_channel.id, page.now),
@@ -162,49 +179,84 @@ def _number(value: str) -> int:
     return int(value)
 
 
+async def _performance(page: Page, performance_id: str) -> tuple[Any, Any, Any, int]:
+    """The season, product and performance on sale here now, and the catalog's version."""
+    catalog = await page.catalog()
+    document = await catalog.document()
+    if not performance_id.isdigit() or len(performance_id) > 15:
+        raise UnknownShopPerformance("this performance is not sold in this shop")
+    found = offers.find_performance(document, int(performance_id))
+    if found is None:
+        raise UnknownShopPerformance("this performance is not sold in this shop")
+    season, product, perf = found
+    channel = page.context.sales_channel.id
+    if not (offers.in_sales_period(product, channel, page.now)) or not (
+        offers.performance_open(perf, page.now)
+    ):
+        raise NotOnSale("this performance is not on sale")
+    return season, product, perf, catalog.version
+
+
+async def _map_view(page: Page, perf: Any, version: int, block: str | None) -> seatmap.MapView:
+    async with read(page.engine) as conn:
+        reader = seatmap.Reader(
+            conn,
+            seatmap.cache_of(page.shop.runtime.caches),
+            page.context.institution_id,
+            perf["id"],
+            frozenset(page.context.contingent_ids),
+            version,
+            page.now,
+        )
+        return await reader.view(block)
+
+
+def _seats_svg(page: Page, view: seatmap.MapView, colors: dict[int, str]) -> Markup:
+    """The seats' SVG element; drawn once per language while the seats are unchanged (the
+    markup holds nobody's data: the form and its token are outside it)."""
+    max_seats = page.context.point_of_sale.max_seats_per_performance
+    key = ("svg", page.language, tuple(sorted(colors.items())), max_seats)
+    drawn: Markup | None = view.drawings.get(key)
+    if drawn is None:
+        html = templates.get_template("_seats_svg.html").render(
+            svg=seatmap.svg(view.seats, colors), block=view.block, max_seats=max_seats, t=page.t
+        )
+        drawn = view.drawings[key] = Markup(html)
+    return drawn
+
+
+def _colors(perf: Any) -> dict[int, str]:
+    return {
+        cat["id"]: PALETTE[i % len(PALETTE)]
+        for i, cat in enumerate(perf.get("seatCategories") or [])
+    }
+
+
 @router.get("/shop/{pos_code}/performances/{performance_id}")
 async def performance_page(request: Request, pos_code: str, performance_id: str) -> Response:
     async def handle(page: Page) -> Response:
-        document = await (await page.catalog()).document()
-        if not performance_id.isdigit() or len(performance_id) > 15:
-            raise UnknownShopPerformance("this performance is not sold in this shop")
-        found = offers.find_performance(document, int(performance_id))
-        if found is None:
-            raise UnknownShopPerformance("this performance is not sold in this shop")
-        season, product, perf = found
-        channel = page.context.sales_channel.id
-        if not (offers.in_sales_period(product, channel, page.now)) or not (
-            offers.performance_open(perf, page.now)
-        ):
-            raise NotOnSale("this performance is not on sale")
-        contingents = set(page.context.contingent_ids)
-        async with read(page.engine) as conn:
-            seats = await seat_map(
-                conn,
-                institution_id=page.context.institution_id,
-                performance_id=perf["id"],
-                contingents=contingents,
-                now=page.now,
-            )
+        season, product, perf, version = await _performance(page, performance_id)
+        waiting = await queue.gate(page, product)
+        if waiting is not None:
+            return waiting
+        asked = request.query_params.get("block", "")[:20] or None
+        view = await _map_view(page, perf, version, asked)
         mode = page.context.point_of_sale.seat_selection_mode
-        show_map = bool(seats) and mode in {"SEAT_MAP", "BEST_AVAILABLE_AND_SEAT_MAP"}
-        show_best = not seats or mode in {"BEST_AVAILABLE", "BEST_AVAILABLE_AND_SEAT_MAP"}
-        blocks: list[dict[str, Any]] = []
-        if show_map and len(seats) > MAP_LIMIT:
-            blocks = _blocks(seats)
-            asked = request.query_params.get("block", "")
-            chosen = next((b for b in blocks if str(b["id"]) == asked), None)
-            seats = [s for s in seats if chosen and s["blockId"] == chosen["id"]]
+        drawn = bool(view.seats or view.blocks)
+        show_map = drawn and mode in {"SEAT_MAP", "BEST_AVAILABLE_AND_SEAT_MAP"}
+        show_best = not drawn or mode in {"BEST_AVAILABLE", "BEST_AVAILABLE_AND_SEAT_MAP"}
         board = await page.board()
+        contingents = set(page.context.contingent_ids)
         levels = offers.category_levels(board, product["id"], perf["id"], contingents)
+        colors = _colors(perf)
         categories = [
             {
                 **cat,
-                "color": PALETTE[i % len(PALETTE)],
+                "color": colors[cat["id"]],
                 "level": level_name(levels.get(cat["id"], Level.NONE)),
                 "prices": [p for p in perf.get("prices") or [] if p["seatCatId"] == cat["id"]],
             }
-            for i, cat in enumerate(perf.get("seatCategories") or [])
+            for cat in perf.get("seatCategories") or []
         ]
         return page.render(
             "performance.html",
@@ -215,82 +267,39 @@ async def performance_page(request: Request, pos_code: str, performance_id: str)
             categories=categories,
             show_map=show_map,
             show_best=show_best,
-            svg=_svg(seats, {c["id"]: c["color"] for c in categories})
-            if show_map and seats
-            else None,
-            overview=_overview(blocks) if blocks and not seats else None,
-            blocks=blocks,
+            svg=_seats_svg(page, view, colors) if show_map and view.seats else None,
+            overview=seatmap.overview_svg(view.blocks) if show_map and view.blocks else None,
+            block=view.block,
             max_seats=page.context.point_of_sale.max_seats_per_performance,
         )
 
     return await run(request, pos_code, handle)
 
 
-def _svg(seats: list[dict[str, Any]], colors: dict[int, str]) -> dict[str, Any]:
-    """The seat map's geometry: seats scaled into a view box, coloured by category."""
-    xs = [s["x"] for s in seats]
-    ys = [s["y"] for s in seats]
-    left, top = min(xs), min(ys)
-    span = max(max(xs) - left, max(ys) - top, 1.0)
-    # a seat is about one unit wide in the plan's coordinates; keep circles a fraction of the
-    # smallest distance between two seats of a row
-    gaps = sorted({round(abs(a["x"] - b["x"]), 3) for a, b in itertools.pairwise(seats)} - {0.0})
-    step = gaps[0] if gaps else span / 10
-    scale = 1000 / span
-    radius = max(min(step * scale * 0.42, 18), 1.5)
-    margin = radius * 2
-    return {
-        "width": round(1000 + 2 * margin, 1),
-        "height": round((max(ys) - top) * scale + 2 * margin, 1),
-        "radius": round(radius, 2),
-        "seats": [
-            {
-                **s,
-                "cx": round((s["x"] - left) * scale + margin, 1),
-                "cy": round((s["y"] - top) * scale + margin, 1),
-                "color": colors.get(s["seatCategoryId"] or 0, "#888"),
-            }
-            for s in seats
-        ],
-    }
+@router.get("/shop/{pos_code}/performances/{performance_id}/blocks/{block_id}")
+async def block_fragment(
+    request: Request, pos_code: str, performance_id: str, block_id: str
+) -> Response:
+    """One block's seats and the seat form: the piece of the performance page that its script
+    fetches when the buyer opens a block of the overview (``?block=`` without the script)."""
 
-
-def _blocks(seats: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each block's extent and free seats, in the plan's coordinates."""
-    found: dict[int, dict[str, Any]] = {}
-    for s in seats:
-        b = found.setdefault(
-            s["blockId"],
-            {"id": s["blockId"], "x0": s["x"], "y0": s["y"], "x1": s["x"], "y1": s["y"], "free": 0},
+    async def handle(page: Page) -> Response:
+        season, product, perf, version = await _performance(page, performance_id)
+        queue.require_admission(page, product)
+        mode = page.context.point_of_sale.seat_selection_mode
+        view = await _map_view(page, perf, version, block_id[:20])
+        if view.block is None or mode not in {"SEAT_MAP", "BEST_AVAILABLE_AND_SEAT_MAP"}:
+            raise UnknownBlock("this performance's map has no such block")
+        return page.render(
+            "_block.html",
+            performance=perf,
+            tariffs=offers.tariffs(season),
+            svg=_seats_svg(page, view, _colors(perf)),
+            block=view.block,
+            max_seats=page.context.point_of_sale.max_seats_per_performance,
         )
-        b["x0"], b["x1"] = min(b["x0"], s["x"]), max(b["x1"], s["x"])
-        b["y0"], b["y1"] = min(b["y0"], s["y"]), max(b["y1"], s["y"])
-        b["free"] += s["state"] == "FREE"
-    ordered = sorted(found.values(), key=lambda b: (b["y0"], b["x0"]))
-    for number, b in enumerate(ordered, start=1):
-        b["number"] = number
-    return ordered
 
-
-def _overview(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The blocks as rectangles scaled into a view box."""
-    left, top = min(b["x0"] for b in blocks), min(b["y0"] for b in blocks)
-    span = max(max(b["x1"] for b in blocks) - left, max(b["y1"] for b in blocks) - top, 1.0)
-    scale, margin = 1000 / span, 10
-    return {
-        "width": 1000 + 2 * margin,
-        "height": round((max(b["y1"] for b in blocks) - top) * scale + 2 * margin, 1),
-        "blocks": [
-            {
-                **b,
-                "rx": round((b["x0"] - left) * scale + margin, 1),
-                "ry": round((b["y0"] - top) * scale + margin, 1),
-                "rw": round(max((b["x1"] - b["x0"]) * scale, 6), 1),
-                "rh": round(max((b["y1"] - b["y0"]) * scale, 6), 1),
-            }
-            for b in blocks
-        ],
-    }
+    return await run(request, pos_code, handle)
 
 
 @router.get("/shop/{pos_code}/pages/{name}")

@@ -30,7 +30,7 @@ from billetterie.inventory.models import Level
 from billetterie.sales import queries
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
-from billetterie.shop import offers
+from billetterie.shop import offers, queue
 from billetterie.shop.errors import (
     BadFlag,
     NoCart,
@@ -81,6 +81,8 @@ async def product(request: Request) -> Response:
         if found is None:
             raise unknown
         _, item = found
+        if queue.room_open(page, item):  # a hot on-sale: the waiting room, opened or not yet
+            return page.redirect(f"{page.base}/queue/{item['id']}?{_lang(page)}")
         if not offers.in_sales_period(item, page.context.sales_channel.id, page.now):
             raise NotOnSale("this product is not on sale at the moment")
         board = await page.board()

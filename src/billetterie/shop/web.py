@@ -52,7 +52,6 @@ templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
 )
-LANG_COOKIE = "bt_lang"
 CART_COOKIE = "bt_cart"
 FORM_POSTS_PER_MINUTE = 60
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -293,18 +292,6 @@ def with_language(url: str | None, language: str) -> str | None:
     return url.replace("{LANGUAGE}", quote(language))
 
 
-def choose_language(shop: Shop) -> str:
-    pos = shop.context.point_of_sale
-    allowed = list(pos.languages or shop.context.organization.languages or ["en"])
-    asked = shop.request.query_params.get("lang")
-    if asked is not None and asked in allowed:
-        if shop.request.cookies.get(LANG_COOKIE) != asked:
-            shop.local_cookie(LANG_COOKIE, asked)
-        return str(asked)
-    kept = shop.request.cookies.get(LANG_COOKIE)
-    return str(kept) if kept in allowed else str(allowed[0])
-
-
 PageHandler = Callable[[Page], Awaitable[Response]]
 
 
@@ -312,7 +299,7 @@ async def run(request: Request, pos_code: str, handler: PageHandler) -> Response
     """Load the point of sale, run the handler; a refusal renders as a page (no 500)."""
 
     async def handle(shop: Shop) -> Response:
-        page = Page(shop, choose_language(shop))
+        page = Page(shop, shop.language)
         try:
             return await handler(page)
         except DomainError as error:

@@ -1,5 +1,7 @@
-// The shop's small scripts: the cart's countdown and the seat map. Pages work without them
-// except the map, whose seats are also reachable with the keyboard.
+// The shop's small scripts: the cart's countdown, the seat map, and a stadium's blocks opened in
+// place (the block's seats fetched as a fragment; without the script the link opens the page
+// with that block). Pages work without them except the map, whose seats are also reachable
+// with the keyboard.
 (function () {
   "use strict";
 
@@ -59,6 +61,30 @@
     sync();
   }
 
+  function openBlock(link) {
+    var target = document.getElementById(link.getAttribute("data-target"));
+    var request = new XMLHttpRequest();
+    request.open("GET", link.getAttribute("data-fragment"));
+    request.onload = function () {
+      if (request.status !== 200) { window.location.href = link.getAttribute("href"); return; }
+      target.innerHTML = request.responseText;
+      document.querySelectorAll("[data-fragment][aria-current]").forEach(function (a) {
+        a.removeAttribute("aria-current");
+      });
+      link.setAttribute("aria-current", "true");
+      target.querySelectorAll("svg.seatmap").forEach(seatMap);
+      if (window.history.replaceState) { window.history.replaceState(null, "", link.getAttribute("href")); }
+      var first = target.querySelector(".seat[tabindex]");
+      if (first && link === document.activeElement) { first.focus(); }
+    };
+    request.onerror = function () { window.location.href = link.getAttribute("href"); };
+    request.send();
+  }
+
+  document.addEventListener("click", function (e) {
+    var link = e.target.closest && e.target.closest("a[data-fragment]");
+    if (link) { e.preventDefault(); openBlock(link); }
+  });
   document.querySelectorAll("[data-expires]").forEach(countdown);
   document.querySelectorAll("svg.seatmap").forEach(seatMap);
 })();
