@@ -354,7 +354,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from billetterie.app import build_app
-    from billetterie.serving import NoDelayH11Protocol
+    from billetterie.serving import http_protocol
 
     if workers > 1:  # each worker process builds its app from the same environment
         settings.resolved_jwt_secret()  # create the shared key once, before the workers start
@@ -366,10 +366,17 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             workers=workers,
             log_level="warning",
             proxy_headers=True,
-            http=NoDelayH11Protocol,
+            http=http_protocol(),
         )
         return
-    uvicorn.run(build_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
+    uvicorn.run(
+        build_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=True,
+        http=http_protocol(),
+    )
 
 
 Workers = Annotated[int, typer.Option(min=1, max=64, help="Server processes (production: 2+).")]
