@@ -237,9 +237,25 @@ privilege = sa.Table(
     sa.Column("injected_hash", sa.String(64), nullable=False),
     sa.Column("used_at", UtcDateTime, nullable=True),
     sa.Column("used_by", sa.String(254), nullable=True),
+    sa.Column("deletion_reason", sa.String(16), nullable=True),  # CANCELLED | INVALIDATED
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("organizer_id", "external_id"),
+)
+
+# The box office's barcode public keys (Ed25519, raw 32 bytes) by the key id its barcodes
+# carry: the scanner admits only barcodes signed by one of the organizer's keys not retired.
+barcode_key = sa.Table(
+    "barcode_key",
+    metadata,
+    id_column(),
+    ref("organizer", index=False),
+    sa.Column("key_id", sa.BigInteger, nullable=False),  # 4 bytes in the barcode, unsigned
+    sa.Column("public_key", sa.LargeBinary(32), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("retired_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("organizer_id", "key_id"),
 )
 
 scan = sa.Table(
