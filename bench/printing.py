@@ -415,7 +415,8 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     console.print(
         f"CPU of the injection (user + system): box office {injection['box_office']:.1f} s "
         f"({1000 * injection['box_office'] / max(1, figures['injected'] / 1000):.0f} ms per "
-        f"1000 tickets, its SQLite thread included), wallet server {injection['wallet']:.1f} s "
+        f"1000 tickets, its database driver's thread included), wallet server "
+        f"{injection['wallet']:.1f} s "
         f"({1000 * injection['wallet'] / max(1, figures['injected'] / 1000):.0f} ms per 1000)"
     )
     console.print(
