@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
@@ -223,7 +224,18 @@ async def sell(engine: Any, institution_id: int, count: int, now: datetime) -> l
     return ticket_ids
 
 
-async def bench(args: argparse.Namespace, wallet: str, key: str, figures: dict[str, Any]) -> None:
+def cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def bench(
+    args: argparse.Namespace,
+    wallet: str,
+    key: str,
+    figures: dict[str, Any],
+    server: psutil.Process,
+) -> None:
     folder = Path(tempfile.mkdtemp(prefix="printing-bench-"))
     pg_name = None
     if args.database_url == "sqlite":
@@ -256,13 +268,19 @@ async def bench(args: argparse.Namespace, wallet: str, key: str, figures: dict[s
         async with read(engine) as conn:
             item = await interface_by_code(conn, institution_id, "WALLET")
         async with httpx.AsyncClient(timeout=60) as http:
+            box_office = psutil.Process()
+            figures["cpu"] = {}
 
             async def run(function: Function) -> tuple[float, Any]:
+                cpu_box, cpu_wallet = cpu(box_office), cpu(server)
                 begun = time.perf_counter()
                 outcome = await run_function(engine, item, function, http=http, clock=clock)
                 elapsed = time.perf_counter() - begun
                 if outcome.error:
                     raise RuntimeError(f"{function.value}: {outcome.error}")
+                figures["cpu"].setdefault(function.value, []).append(
+                    {"box_office": cpu(box_office) - cpu_box, "wallet": cpu(server) - cpu_wallet}
+                )
                 return elapsed, outcome
 
             figures["injection_s"], injected = await run(Function.INJECTION)
@@ -393,6 +411,14 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
             figures["feedback_owners_s"],
         )
     console.print(table)
+    injection = figures["cpu"]["injection"][0]
+    console.print(
+        f"CPU of the injection (user + system): box office {injection['box_office']:.1f} s "
+        f"({1000 * injection['box_office'] / max(1, figures['injected'] / 1000):.0f} ms per "
+        f"1000 tickets, its database driver's thread included), wallet server "
+        f"{injection['wallet']:.1f} s "
+        f"({1000 * injection['wallet'] / max(1, figures['injected'] / 1000):.0f} ms per 1000)"
+    )
     console.print(
         f"setup (selling and signing {args.tickets:,} tickets, untimed): "
         f"{figures['setup_s']:.1f} s; "
@@ -462,7 +488,7 @@ def main() -> int:
                     console.print("[red]the wallet did not start[/]")
                     return 1
                 time.sleep(0.2)
-        asyncio.run(bench(args, base, match.group(1), figures))
+        asyncio.run(bench(args, base, match.group(1), figures, psutil.Process(server.pid)))
     finally:
         server.terminate()
         server.wait(15)

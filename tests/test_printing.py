@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -268,7 +269,8 @@ async def test_the_wallet_down_then_back_injects_every_ticket_once(
     failed = await office.run(Function.INJECTION)
     assert failed.status == ExecutionStatus.FAILED
     assert failed.error is not None and failed.error.startswith("error.printing.wallet")
-    assert (failed.counts.sent, failed.counts.accepted) == (6, 0)
+    # The run stops at its first call, the barcode keys' registration: no ticket was sent.
+    assert (failed.counts.sent, failed.counts.accepted) == (0, 0)
     tickets = [t for o in orders for t in await office.tickets(o["orderId"])]
     assert {t.state for t in tickets} == {"NOT_PRINTED"}
     async with read(office.engine) as conn:
@@ -322,9 +324,8 @@ async def test_refused_items_stay_for_the_next_run_and_a_wrong_key_is_final(
     assert p is not None
 
 
-async def test_membership_cards_are_injected_as_digital_privileges(
-    office: Office, wallet_engine: AsyncEngine, wallet_server: Served
-) -> None:
+async def buy_card(office: Office) -> dict[str, Any]:
+    """A membership card (CARDM) bought by Ada with her credit; the closed order's cart."""
     from billetterie.sales.accounts import add_credit
     from tests.conftest import NOW
 
@@ -359,6 +360,13 @@ async def test_membership_cards_are_injected_as_digital_privileges(
     )["orderUpdateData"]
     closed = await kit.close(cart["orderId"], [("CREDIT", 60_000)], contact="C-1")
     assert closed["statusCode"] == "success", closed
+    return dict(cart)
+
+
+async def test_membership_cards_are_injected_as_digital_privileges(
+    office: Office, wallet_engine: AsyncEngine, wallet_server: Served
+) -> None:
+    cart = await buy_card(office)
     seats = await office.sell(1)
     [card] = await office.tickets(cart["orderId"])
 
@@ -380,6 +388,40 @@ async def test_membership_cards_are_injected_as_digital_privileges(
     assert [t["ticketId"] for e in wallet["events"] for t in e["tickets"]] == [
         str(t.id) for t in await office.tickets(seats["orderId"])
     ]
+
+    # The card is cancelled in the box office: push cancelled revokes the privilege.
+    cancelled = await office.kit.rpc(
+        ORDERS, "cancelOperations", {"orderId": cart["orderId"], "movementIds": [card.movement_id]}
+    )
+    assert cancelled["statusCode"] == "success", cancelled
+    assert [t.state for t in await office.tickets(cart["orderId"])] == ["CANCELLED"]
+    pushed = await office.run(Function.PUSH_CANCELLED)
+    assert (pushed.status, pushed.counts.sent, pushed.counts.accepted) == (
+        ExecutionStatus.SUCCEEDED,
+        1,
+        1,
+    )
+    row = await office.printed(card.id)
+    assert (row.mobile_status, row.deletion_pushed_at is not None) == ("DELETED", True)
+    async with wallet_db.read(wallet_engine) as conn:
+        state, reason = (
+            await conn.execute(
+                sa.select(wallet_db.privilege.c.state, wallet_db.privilege.c.deletion_reason)
+            )
+        ).one()
+        tickets_in_wallet = (
+            (await conn.execute(sa.select(wallet_db.ticket.c.state))).scalars().all()
+        )
+    assert (state, reason) == ("DELETED", "CANCELLED")
+    assert tickets_in_wallet == ["INJECTED"]  # the seat's ticket is not touched
+    assert (await ada.wallet())["privileges"] == []
+    used = await office.http.post(
+        f"{wallet_server.url}/api/v1/organizer/privileges/{card.id}/use",
+        headers={"Authorization": f"Bearer {office.organizer_key}"},
+    )
+    assert used.status_code == 409 and used.json()["code"] == "error.privilege.deleted"
+    assert (await office.run(Function.PUSH_CANCELLED)).counts.sent == 0  # processed once
+    assert (await office.run(Function.PRIVILEGES)).counts.sent == 0  # not injected again
     await ada.close()
 
 
@@ -412,3 +454,110 @@ async def test_a_transient_failure_is_retried_within_the_run(
     async with read(office.engine) as conn:
         e = printing_db.printing_execution.c
         assert (await conn.execute(sa.select(e.status))).scalars().all() == ["SUCCEEDED"]
+
+
+async def test_the_wallet_scanner_checks_the_box_office_signature(
+    office: Office, wallet_server: Served, backend: Backend, tmp_path: Path
+) -> None:
+    """Injection registers the box office's barcode keys with the wallet; its scanner admits
+    the box office's barcodes, refuses a forged one, keeps admitting a rotated key's barcodes
+    and refuses them once the key is retired (and the next injection told the wallet)."""
+    import base64
+    import dataclasses
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from billetterie.sales import barcode_keys, barcodes
+    from billetterie_wallet import rotating
+    from tests.conftest import NOW, settings_for
+
+    wallet = httpx.AsyncClient(
+        base_url=wallet_server.url, headers={"Authorization": f"Bearer {office.organizer_key}"}
+    )
+    institution_id = office.kit.shop.institution_id
+
+    async def box_office_keys() -> list[dict[str, Any]]:
+        async with read(office.engine) as conn:
+            keys = await barcode_keys.public_keys(conn, institution_id=institution_id)
+        return [
+            {"keyId": k.key_id, "publicKey": base64.b64encode(k.public_key).decode()} for k in keys
+        ]
+
+    async def scan(barcode: str, performance_id: int) -> dict[str, Any]:
+        group = f"PERF-{performance_id}"
+        secret = (await wallet.get(f"/api/v1/organizer/activation-groups/{group}")).json()
+        ticket_secret = rotating.ticket_secret(base64.b64decode(secret["secret"]), barcode)
+        code = rotating.payload(group, barcode, rotating.totp(ticket_secret, NOW))
+        response = await wallet.post("/api/v1/scanner/validate", json={"code": code})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def refusal(body: dict[str, Any]) -> tuple[str, str | None]:
+        return body["result"], body.get("code")
+
+    try:
+        first, second, third = await office.tickets((await office.sell(3))["orderId"])
+        assert (await office.run(Function.INJECTION)).counts.accepted == 3
+        [old_key] = await box_office_keys()
+        held = (await wallet.get("/api/v1/organizer/barcode-keys")).json()["keys"]
+        assert [(k["keyId"], k["publicKey"], k["state"]) for k in held] == [
+            (old_key["keyId"], old_key["publicKey"], "VERIFIABLE")
+        ]
+        assert (await scan(first.barcode, first.performance_id))["result"] == "VALID"
+        # The same claims signed by another key under the box office's key id: refused.
+        payload, _, _ = barcodes.decode(second.barcode)
+        forged = barcodes.issue(
+            dataclasses.replace(payload, ticket_id=999_999), Ed25519PrivateKey.generate()
+        )
+        assert refusal(await scan(forged, second.performance_id)) == (
+            "INVALID_BARCODE",
+            "error.barcode.invalid_signature",
+        )
+
+        # A rotation: tickets sold afterwards carry the new key, unknown to the wallet until
+        # the next injection registers it; the previous key keeps verifying.
+        vault = barcode_keys.KeyVault(
+            settings_for(backend.scratch_url, tmp_path).resolved_barcode_key_secret()
+        )
+        async with read(office.engine) as conn:
+            [info] = await barcode_keys.public_keys(conn, institution_id=institution_id)
+        async with transaction(office.engine) as conn:
+            new_key = await barcode_keys.rotate(
+                conn,
+                vault,
+                institution_id=institution_id,
+                organization_id=info.organization_id,
+                now=NOW,
+                actor="test",
+            )
+        [fourth] = await office.tickets((await office.sell(1))["orderId"])
+        assert barcodes.decode(fourth.barcode)[0].key_id == new_key.key_id
+        assert refusal(await scan(fourth.barcode, fourth.performance_id)) == (
+            "INVALID_BARCODE",
+            "error.barcode.unknown_key",
+        )
+        assert (await office.run(Function.INJECTION)).counts.accepted == 1
+        assert (await scan(fourth.barcode, fourth.performance_id))["result"] == "VALID"
+        assert (await scan(second.barcode, second.performance_id))["result"] == "VALID"
+
+        # The previous key retired in the box office: after the next injection run (nothing to
+        # inject, the keys registered all the same) the wallet refuses its barcodes.
+        async with transaction(office.engine) as conn:
+            await barcode_keys.retire(
+                conn, institution_id=institution_id, key_id=info.key_id, now=NOW, actor="test"
+            )
+        assert (await office.run(Function.INJECTION)).counts.sent == 0
+        held = (await wallet.get("/api/v1/organizer/barcode-keys")).json()["keys"]
+        assert [(k["keyId"], k["state"]) for k in held] == [
+            (info.key_id, "RETIRED"),
+            (new_key.key_id, "VERIFIABLE"),
+        ]
+        assert [k["keyId"] for k in await box_office_keys()] == [new_key.key_id]
+        assert refusal(await scan(third.barcode, third.performance_id)) == (
+            "INVALID_BARCODE",
+            "error.barcode.unknown_key",
+        )
+        assert (await scan(fourth.barcode, fourth.performance_id))["result"] == "DUPLICATE"
+    finally:
+        await wallet.aclose()

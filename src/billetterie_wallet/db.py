@@ -7,7 +7,7 @@ their devices belong to no organizer: one account holds tickets of many organize
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -49,6 +49,29 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         return None if value is None else as_utc(value)
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, each instant's text is kept once made: a batch of 1000 tickets binds
+        five times per ticket a handful of instants (now, each event's activation and
+        deadline), and formatting them was most of the cost of its insert. Equal instants
+        (whatever their offset) give the same UTC text, so they may share an entry."""
+        process = super().bind_processor(dialect)
+        if process is None or dialect.name != "sqlite":
+            return process
+        made: dict[datetime, Any] = {}
+
+        def cached(value: Any) -> Any:
+            if value is None:
+                return None
+            found = made.get(value)
+            if found is None:
+                found = process(value)  # refuses naive values, before anything is kept
+                if len(made) >= 4096:
+                    made.clear()
+                made[value] = found
+            return found
+
+        return cached
 
 
 def id_column() -> sa.Column[int]:
@@ -237,9 +260,25 @@ privilege = sa.Table(
     sa.Column("injected_hash", sa.String(64), nullable=False),
     sa.Column("used_at", UtcDateTime, nullable=True),
     sa.Column("used_by", sa.String(254), nullable=True),
+    sa.Column("deletion_reason", sa.String(16), nullable=True),  # CANCELLED | INVALIDATED
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("organizer_id", "external_id"),
+)
+
+# The box office's barcode public keys (Ed25519, raw 32 bytes) by the key id its barcodes
+# carry: the scanner admits only barcodes signed by one of the organizer's keys not retired.
+barcode_key = sa.Table(
+    "barcode_key",
+    metadata,
+    id_column(),
+    ref("organizer", index=False),
+    sa.Column("key_id", sa.BigInteger, nullable=False),  # 4 bytes in the barcode, unsigned
+    sa.Column("public_key", sa.LargeBinary(32), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("retired_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("organizer_id", "key_id"),
 )
 
 scan = sa.Table(

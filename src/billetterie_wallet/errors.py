@@ -100,6 +100,10 @@ class PrivilegeUsed(Conflict):
     code = "error.privilege.already_used"
 
 
+class PrivilegeDeleted(Conflict):
+    code = "error.privilege.deleted"
+
+
 class BadCredentials(Unauthenticated):
     code = "error.spectator.bad_credentials"
 

@@ -6,12 +6,24 @@ bad item in a batch is refused on its own while the others go in.
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
+import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+
+from billetterie_wallet.barcodes import MAX_KEY_ID, check_public_key
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$")
 MAX_BATCH = 1000
@@ -34,12 +46,22 @@ def _sane_time(value: datetime) -> datetime:
     return utc
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
-    """Python's JSON parser takes NaN and Infinity; strict JSON (and PostgreSQL) does not."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except ValueError:
-        raise ValueError("numbers must be finite (no NaN or Infinity)") from None
+    """Python's JSON parser takes NaN and Infinity; strict JSON (and PostgreSQL) does not.
+    (A walk over the parsed value: encoding it to find them cost more than validating the
+    rest of the ticket.)"""
+    if not _finite(value):
+        raise ValueError("numbers must be finite (no NaN or Infinity)")
     return value
 
 
@@ -148,6 +170,45 @@ class DeleteRequest(TicketIds):
     reason: Literal["CANCELLED", "INVALIDATED"] = "CANCELLED"
 
 
+class PrivilegeIds(BaseModel):
+    privilege_ids: list[ExternalId] = Field(
+        alias="privilegeIds", min_length=1, max_length=MAX_BATCH
+    )
+    reason: Literal["CANCELLED", "INVALIDATED"] = "CANCELLED"
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def _public_key(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("publicKey must be base64 text")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("publicKey must be base64") from None
+    check_public_key(raw)
+    return raw
+
+
+class BarcodeKeyIn(BaseModel):
+    key_id: Annotated[int, Field(ge=0, le=MAX_KEY_ID, strict=True)] = Field(alias="keyId")
+    public_key: Annotated[bytes, BeforeValidator(_public_key)] = Field(alias="publicKey")
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class BarcodeKeys(BaseModel):
+    """The organizer's box-office barcode keys still verifiable (the box office publishes
+    them at ``GET /api/v1/barcodes/keys``)."""
+
+    keys: list[BarcodeKeyIn] = Field(max_length=100)
+
+    @field_validator("keys")
+    @classmethod
+    def _distinct(cls, keys: list[BarcodeKeyIn]) -> list[BarcodeKeyIn]:
+        if len({k.key_id for k in keys}) != len(keys):
+            raise ValueError("a keyId appears twice")
+        return keys
+
+
 class ScanRequest(BaseModel):
     code: Annotated[str, Field(min_length=1, max_length=1200)]
     scanner: Annotated[str, Field(min_length=1, max_length=100)] = "scanner"
@@ -226,9 +287,29 @@ class ReportPage(Answer):
 
 
 class ScanResult(Answer):
-    result: Literal["VALID", "DUPLICATE", "EXPIRED", "UNKNOWN_GROUP", "MALFORMED"]
+    result: Literal[
+        "VALID", "DUPLICATE", "EXPIRED", "INVALID_BARCODE", "UNKNOWN_GROUP", "MALFORMED"
+    ]
     group_id: str | None = Field(None, alias="groupId")
     barcode: str | None = None
     step_offset: int | None = Field(None, alias="stepOffset")
     first_scan_at: str | None = Field(None, alias="firstScanAt")
+    code: str | None = None
     detail: str | None = None
+
+
+class BarcodeKeyOut(Answer):
+    key_id: int = Field(alias="keyId")
+    public_key: str = Field(alias="publicKey")
+    state: Literal["VERIFIABLE", "RETIRED"]
+    registered_at: str = Field(alias="registeredAt")
+    retired_at: str | None = Field(alias="retiredAt")
+
+
+class BarcodeKeyList(Answer):
+    keys: list[BarcodeKeyOut]
+
+
+class BarcodeKeyChanges(BarcodeKeyList):
+    added: list[int]
+    retired: list[int]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billetterie.sales.barcodes import BarcodePayload, issue
 from billetterie_wallet import db
 from tests.conftest import NOW
 
@@ -91,3 +95,36 @@ async def ticket_row(engine: AsyncEngine, ticket_id: str) -> Any:
         return (
             await conn.execute(sa.select(db.ticket).where(db.ticket.c.external_id == ticket_id))
         ).one()
+
+
+def signed_barcode(
+    private_key: Ed25519PrivateKey,
+    key_id: int,
+    ticket_id: int,
+    *,
+    valid_until: datetime | None = None,
+    institution_id: int = 1,
+) -> str:
+    """A barcode as the box office issues it (``billetterie.sales.barcodes.issue``), so the
+    wallet's own verifier is checked against the box office's format, not against itself."""
+    return issue(
+        BarcodePayload(
+            key_id=key_id,
+            institution_id=institution_id,
+            ticket_id=ticket_id,
+            performance_id=42,
+            issued_at=NOW - timedelta(days=1),
+            valid_until=valid_until or NOW + timedelta(days=30),
+        ),
+        private_key,
+    )
+
+
+def public_key(private_key: Ed25519PrivateKey) -> str:
+    raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def key_set(*keys: tuple[int, Ed25519PrivateKey]) -> dict[str, Any]:
+    """The body of ``PUT barcode-keys``."""
+    return {"keys": [{"keyId": key_id, "publicKey": public_key(k)} for key_id, k in keys]}

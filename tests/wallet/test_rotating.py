@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import segno
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie_wallet import db, rotating
@@ -104,7 +105,14 @@ async def test_online_tickets_never_release_the_secret(
 async def test_qr_changes_every_step_and_the_scanner_validates(
     organizer: OrganizerClient, spectators: Any, wallet_clock: FixedClock
 ) -> None:
-    await organizer.inject(factories.ticket("T-01", activation=NOW - timedelta(hours=1)))
+    key = Ed25519PrivateKey.generate()
+    assert (
+        await organizer.http.put("/api/v1/organizer/barcode-keys", json=factories.key_set((1, key)))
+    ).status_code == 200
+    barcode = factories.signed_barcode(key, 1, 1)
+    await organizer.inject(
+        factories.ticket("T-01", activation=NOW - timedelta(hours=1), security={"barcode": barcode})
+    )
     ada: Spectator = await spectators("ada@example.org", DEVICE)
     pk = await ada.ticket_pk("T-01")
     await ada.http.get(f"/app/tickets/{pk}")
@@ -117,10 +125,10 @@ async def test_qr_changes_every_step_and_the_scanner_validates(
     second = await _qr(ada, pk)
     assert second != first
     now_code = rotating.totp(secret, wallet_clock.now())
-    assert shows(rotating.payload("G1", "BC1.T-01.c2lnbmVk", now_code), second)
+    assert shows(rotating.payload("G1", barcode, now_code), second)
 
     shown_at = wallet_clock.now()
-    code = rotating.payload("G1", "BC1.T-01.c2lnbmVk", rotating.totp(secret, shown_at))
+    code = rotating.payload("G1", barcode, rotating.totp(secret, shown_at))
 
     async def scan(text: str, at: datetime) -> dict[str, Any]:
         wallet_clock.set(at)
@@ -135,15 +143,16 @@ async def test_qr_changes_every_step_and_the_scanner_validates(
     assert (await scan(code, shown_at + timedelta(seconds=30)))["result"] == "EXPIRED"
     valid = await scan(code, shown_at + timedelta(seconds=15))  # one step late: accepted
     assert valid["result"] == "VALID" and valid["stepOffset"] == -1
-    assert valid["barcode"] == "BC1.T-01.c2lnbmVk"
-    fresh = rotating.payload("G1", "BC1.T-01.c2lnbmVk", rotating.totp(secret, shown_at))
+    assert valid["barcode"] == barcode
+    fresh = rotating.payload("G1", barcode, rotating.totp(secret, shown_at))
     duplicate = await scan(fresh, shown_at)
     assert duplicate["result"] == "DUPLICATE"
     assert duplicate["firstScanAt"] == (shown_at + timedelta(seconds=15)).isoformat()
-    forged = rotating.payload("G1", "BC1.T-99.c2lnbmVk", rotating.totp(secret, shown_at))
+    other = factories.signed_barcode(key, 1, 2)  # another ticket's barcode, this one's code
+    forged = rotating.payload("G1", other, rotating.totp(secret, shown_at))
     assert (await scan(forged, shown_at))["result"] == "EXPIRED"  # the code is the barcode's
     assert (await scan("hello", shown_at))["result"] == "MALFORMED"
-    unknown = rotating.payload("G9", "BC1.T-01.c2lnbmVk", "12345678")
+    unknown = rotating.payload("G9", barcode, "12345678")
     assert (await scan(unknown, shown_at))["result"] == "UNKNOWN_GROUP"
 
 

@@ -38,3 +38,40 @@ async def test_the_ticket_log_cannot_be_rewritten(
     async with db.read(wallet_engine) as conn:
         actors = (await conn.execute(sa.select(db.ticket_log.c.actor))).scalars().all()
     assert actors == ["organizer:DEMO"]
+
+
+async def test_instants_are_kept_in_utc_whatever_their_offset(wallet_engine: AsyncEngine) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.exc import StatementError
+
+    utc = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+    geneva = datetime(2027, 3, 1, 11, 0, tzinfo=timezone(timedelta(hours=1)))
+    later = utc + timedelta(microseconds=1)
+    async with db.transaction(wallet_engine) as conn:
+        for at in (utc, geneva, later, geneva):  # the same instants again, bound from a cache
+            await conn.execute(
+                sa.insert(db.audit_entry).values(action="t", actor="t", at=at, data={})
+            )
+    async with db.read(wallet_engine) as conn:
+        stored = (
+            (await conn.execute(sa.select(db.audit_entry.c.at).order_by(db.audit_entry.c.id)))
+            .scalars()
+            .all()
+        )
+        matched = (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(db.audit_entry)
+                .where(db.audit_entry.c.at == geneva)
+            )
+        ).scalar_one()
+    assert stored == [utc, utc, later, utc] and all(s.tzinfo == UTC for s in stored)
+    assert matched == 3
+    with pytest.raises(StatementError, match="naive"):
+        async with db.transaction(wallet_engine) as conn:
+            await conn.execute(
+                sa.insert(db.audit_entry).values(
+                    action="t", actor="t", at=utc.replace(tzinfo=None), data={}
+                )
+            )

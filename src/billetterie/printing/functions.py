@@ -4,9 +4,13 @@
 - injection: NOT_PRINTED tickets of the interface's products -> ``POST tickets`` in batches;
   a ticket the wallet accepts (CREATED, UPDATED, UNCHANGED) becomes PRINTED and gets its
   ``printing_ticket`` row (the mark "processed by injection"); a refused one stays NOT_PRINTED.
-- push cancelled: CANCELLED / INVALIDATED tickets the wallet holds -> ``tickets/delete``.
+- push cancelled: CANCELLED / INVALIDATED tickets the wallet holds -> ``tickets/delete``, and
+  cancelled cards (injected as privileges) -> ``privileges/delete``.
 - push controlled: CONTROLLED tickets the wallet holds -> ``tickets/controlled``.
 - privileges: NOT_PRINTED membership cards and season cards -> ``POST privileges``.
+
+Injection and privileges injection first register the institution's barcode keys with the
+wallet (``PUT barcode-keys``), whose scanner admits only barcodes they verify.
 
 A batch the wallet refuses as a whole (after the client's retries for transient failures)
 stops the run with a :class:`WalletError`; what earlier batches did is kept.
@@ -15,8 +19,8 @@ stops the run with a :class:`WalletError`; what earlier batches did is kept.
 from __future__ import annotations
 
 import asyncio
-import re
-from datetime import datetime, timedelta
+import base64
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,17 +28,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.catalog.services import ProductRef, products_by_code
 from billetterie.printing import db
+from billetterie.printing.documents import (
+    EventCache,
+    privilege_document,
+    spectator,
+    ticket_document,
+)
 from billetterie.printing.models import PRIVILEGE_FAMILIES, Counts, Interface, Progress
 from billetterie.printing.wallet import WalletClient
+from billetterie.sales.barcode_keys import public_keys
 from billetterie.sales.models import TicketState
 from billetterie.sales.tickets import PrintableTicket, mark_printed, printable_tickets
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read, transaction
-from billetterie.shared.text import pick
 
 ACCEPTED = frozenset({"CREATED", "UPDATED", "UNCHANGED"})
-ACTIVATION_LEAD = timedelta(hours=3)  # rotating codes from three hours before the start
-COUNTRY = re.compile(r"^[A-Z]{2}$")
 IN_FLIGHT = 2  # batches under way at once during an injection
 
 
@@ -46,116 +54,24 @@ def _is_privilege(ticket: PrintableTicket, family: str) -> bool:
     )
 
 
-def _spectator(ticket: PrintableTicket) -> dict[str, Any]:
-    """The holder when named with an email, else the order's purchaser."""
-    person = ticket.holder if ticket.holder.get("email") else ticket.purchaser
-    return {
-        k: str(person[name])[:100]
-        for k, name in (("firstName", "firstName"), ("lastName", "lastName"), ("email", "email"))
-        if person.get(name)
-    }
-
-
-def _iso(value: str | None, fallback: datetime) -> datetime:
-    if value:
-        try:
-            parsed = datetime.fromisoformat(value)
-            if parsed.tzinfo is not None:
-                return parsed
-        except ValueError:
-            pass
-    return fallback
-
-
-def ticket_document(ticket: PrintableTicket, product: ProductRef) -> dict[str, Any]:
-    """What ``POST tickets`` is sent of one ticket (docs/wallet/organizer-api.md)."""
-    labels, language = ticket.labels, ticket.language[:2] or "en"
-    start = _iso(labels.get("start"), ticket.issued_at)
-    if ticket.performance_id is not None:
-        event_id = f"PERF-{ticket.performance_id}"
-        end = start + timedelta(seconds=int(labels.get("duration") or 0))
-    else:
-        event_id = f"PROD-{product.code}"
-        end = _iso(labels.get("end"), product.season_end)
-    address = labels.get("address") or {}
-    place = {
-        "site": pick(labels.get("venue"), language) or None,
-        "city": address.get("city"),
-        "zip": address.get("zip"),
-        "countryCode": address.get("countryCode")
-        if COUNTRY.match(str(address.get("countryCode") or ""))
-        else None,
-    }
-    seat = {
-        k: v
-        for k, v in (
-            ("block", pick(labels.get("block"), language) or None),
-            ("row", labels.get("row")),
-            ("seat", labels.get("number")),
-        )
-        if v
-    }
-    event: dict[str, Any] = {
-        "id": event_id,
-        "name": (pick(labels.get("product"), language) or product.code)[:300],
-        "startTime": start.isoformat(),
-        "expirationDate": max(end, start).isoformat(),
-        "metadata": {
-            "performanceId": ticket.performance_id,
-            "performanceCode": labels.get("performanceCode"),
-            "productCode": product.code,
-        },
-    }
-    if any(place.values()):
-        event["address"] = {k: str(v) for k, v in place.items() if v}
-    return {
-        "ticketId": str(ticket.id),
-        "event": event,
-        "purchaseDetails": {
-            "orderId": str(ticket.order_id),
-            "price": ticket.amount,
-            "currency": ticket.currency,
-            "tariff": pick(labels.get("tariff"), language),
-            "seatCategory": pick(labels.get("seatCategory"), language),
-            **({"seat": seat} if seat else {}),
-        },
-        "security": {"barcode": ticket.barcode},
-        "spectatorDetails": _spectator(ticket),
-        "activationParameters": {
-            "groupId": event_id,
-            "method": "offline",
-            "time": (start - ACTIVATION_LEAD).isoformat(),
-        },
-        "transferRules": {
-            "transferable": True,
-            "transferDeadline": start.isoformat(),
-            "resaleAllowed": False,
-        },
-    }
-
-
-def privilege_document(ticket: PrintableTicket, product: ProductRef) -> dict[str, Any]:
-    """What ``POST privileges`` is sent of one membership or season card."""
-    language = ticket.language[:2] or "en"
-    return {
-        "privilegeId": str(ticket.id),
-        "definition": {
-            "id": product.code,
-            "name": (pick(product.name, language) or product.code)[:300],
-            "type": "MEMBERSHIP" if product.family == "MEMBERSHIP" else "SEASON_CARD",
-            "validFrom": product.season_start.isoformat(),
-            "validUntil": product.season_end.isoformat(),
-            "metadata": {"productCode": product.code},
-        },
-        "security": {"barcode": ticket.barcode},
-        "spectatorDetails": _spectator(ticket),
-    }
-
-
 async def _products(engine: AsyncEngine, item: Interface) -> dict[int, ProductRef]:
     async with read(engine) as conn:
         found = await products_by_code(conn, item.institution_id, item.products)
     return {p.id: p for p in found.values()}
+
+
+async def register_keys(engine: AsyncEngine, item: Interface, wallet: WalletClient) -> None:
+    """Tell the wallet the institution's barcode keys still verifiable (ACTIVE and PREVIOUS;
+    it retires those no longer named), so that its scanner admits only barcodes the box office
+    signed. Run before every injection, so a key is known before the first ticket it signed."""
+    async with read(engine) as conn:
+        keys = await public_keys(conn, institution_id=item.institution_id)
+    await wallet.register_keys(
+        [
+            {"keyId": k.key_id, "publicKey": base64.b64encode(k.public_key).decode("ascii")}
+            for k in keys
+        ]
+    )
 
 
 async def _send_new(
@@ -172,11 +88,13 @@ async def _send_new(
     ``IN_FLIGHT`` batches are under way at once (the next page is read and built while the
     wallet takes the previous one); each ticket is in one batch only."""
     products = await _products(engine, item)
+    await register_keys(engine, item, wallet)
     after = 0
     kind = "PRIVILEGE" if privileges else "TICKET"
     build = privilege_document if privileges else ticket_document
     send = wallet.privileges if privileges else wallet.inject
     running: set[asyncio.Task[None]] = set()
+    events = EventCache()
 
     async def process(batch: list[PrintableTicket], documents: list[dict[str, Any]]) -> None:
         results = await send(documents)
@@ -219,13 +137,13 @@ async def _send_new(
             for start in range(0, len(chosen), item.batch_size):
                 batch = []
                 for ticket in chosen[start : start + item.batch_size]:
-                    if "email" in _spectator(ticket):
+                    if "email" in spectator(ticket):
                         batch.append(ticket)
                     else:
                         counts.refuse(f"{ticket.id}: no email for the wallet owner")
                 if not batch:
                     continue
-                documents = [build(t, products[t.product_id]) for t in batch]
+                documents = [build(t, products[t.product_id], events) for t in batch]
                 counts.sent += len(documents)
                 await settle(IN_FLIGHT - 1)
                 running.add(asyncio.create_task(process(batch, documents)))
@@ -258,7 +176,7 @@ async def _store_injected(
                 "kind": kind,
                 "injected_at": now,
                 "mobile_status": "INJECTED",
-                "wallet_owner": _spectator(t).get("email", "").lower() or None,
+                "wallet_owner": spectator(t).get("email", "").lower() or None,
                 "transfer_count": 0,
             }
             for t in tickets
@@ -301,13 +219,15 @@ async def _push(
     controlled: bool,
 ) -> None:
     """Push cancelled / controlled: the interface's tickets in those states that the wallet
-    holds and this function has not processed yet."""
+    holds and this function has not processed yet. Cancelled cards (injected as privileges)
+    are revoked with ``privileges/delete``; the others are tickets."""
     products = await _products(engine, item)
     states = (
         [TicketState.CONTROLLED] if controlled else [TicketState.CANCELLED, TicketState.INVALIDATED]
     )
     p = db.printing_ticket.c
     mark = p.controlled_pushed_at if controlled else p.deletion_pushed_at
+    kinds = ["TICKET"] if controlled else ["TICKET", "PRIVILEGE"]
     after = 0
     while True:
         async with read(engine) as conn:
@@ -322,52 +242,79 @@ async def _push(
             if not page:
                 return
             after = page[-1].id
-            pending = set(
+            pending = dict(
                 (
                     await conn.execute(
-                        sa.select(p.ticket_id).where(
+                        sa.select(p.ticket_id, p.kind).where(
                             p.interface_id == item.id,
                             p.ticket_id.in_([t.id for t in page]),
-                            p.kind == "TICKET",
+                            p.kind.in_(kinds),
                             mark.is_(None),
                             p.deletion_pushed_at.is_(None),
                         )
                     )
-                ).scalars()
+                ).all()
             )
         todo = [t for t in page if t.id in pending]
-        for reason in ("CONTROLLED",) if controlled else ("CANCELLED", "INVALIDATED"):
-            chosen = [t.id for t in todo if controlled or t.state == reason]
-            for start in range(0, len(chosen), item.batch_size):
-                batch = chosen[start : start + item.batch_size]
-                counts.sent += len(batch)
-                names = [str(i) for i in batch]
-                if controlled:
-                    results = await wallet.controlled(names)
-                else:
-                    results = await wallet.delete(names, reason)
-                done: dict[int, str] = {}
-                for ticket_id, result in zip(batch, results, strict=True):
-                    status = str(result.get("status"))
-                    if status in {"CONTROLLED", "DELETION_PENDING", "DELETED"}:
-                        done[ticket_id] = status
-                    else:
-                        counts.refuse(
-                            f"{ticket_id}: {result.get('code')} {result.get('detail', '')}"
-                        )
-                if done:
-                    now = clock.now()
-                    column = "controlled_pushed_at" if controlled else "deletion_pushed_at"
-                    async with transaction(engine) as conn:
-                        await conn.execute(
-                            sa.update(db.printing_ticket)
-                            .where(p.ticket_id == sa.bindparam("_id"))
-                            .values({column: now, "mobile_status": sa.bindparam("_status")}),
-                            [{"_id": k, "_status": v} for k, v in done.items()],
-                        )
-                counts.accepted += len(done)
-                if progress:
-                    progress(counts)
+        for kind in kinds:
+            for reason in ("CONTROLLED",) if controlled else ("CANCELLED", "INVALIDATED"):
+                chosen = [
+                    t.id
+                    for t in todo
+                    if pending[t.id] == kind and (controlled or t.state == reason)
+                ]
+                for start in range(0, len(chosen), item.batch_size):
+                    await _push_batch(
+                        engine,
+                        wallet,
+                        clock,
+                        counts,
+                        chosen[start : start + item.batch_size],
+                        kind=kind,
+                        reason=reason,
+                    )
+                    if progress:
+                        progress(counts)
+
+
+async def _push_batch(
+    engine: AsyncEngine,
+    wallet: WalletClient,
+    clock: Clock,
+    counts: Counts,
+    batch: list[int],
+    *,
+    kind: str,
+    reason: str,
+) -> None:
+    """One call of push cancelled / controlled; the items the wallet took are marked
+    processed with the status it answered, the others stay for the next run."""
+    counts.sent += len(batch)
+    names = [str(i) for i in batch]
+    if reason == "CONTROLLED":
+        results = await wallet.controlled(names)
+    elif kind == "PRIVILEGE":
+        results = await wallet.delete_privileges(names, reason)
+    else:
+        results = await wallet.delete(names, reason)
+    done: dict[int, str] = {}
+    for ticket_id, result in zip(batch, results, strict=True):
+        status = str(result.get("status"))
+        if status in {"CONTROLLED", "DELETION_PENDING", "DELETED"}:
+            done[ticket_id] = status
+        else:
+            counts.refuse(f"{ticket_id}: {result.get('code')} {result.get('detail', '')}")
+    if done:
+        p = db.printing_ticket.c
+        column = "controlled_pushed_at" if reason == "CONTROLLED" else "deletion_pushed_at"
+        async with transaction(engine) as conn:
+            await conn.execute(
+                sa.update(db.printing_ticket)
+                .where(p.ticket_id == sa.bindparam("_id"))
+                .values({column: clock.now(), "mobile_status": sa.bindparam("_status")}),
+                [{"_id": k, "_status": v} for k, v in done.items()],
+            )
+    counts.accepted += len(done)
 
 
 async def push_cancelled(

@@ -1,9 +1,10 @@
 """The wallet's organizer API as the box office calls it (over HTTP only).
 
 Implements, of docs/wallet/organizer-api.md: authentication (HTTP Basic ``login:API key``),
-``POST tickets``, ``POST tickets/delete``, ``POST tickets/controlled``, ``GET feedback`` and
-``POST privileges``; every other endpoint is found from the configured URL by stripping its
-final ``tickets``. Skipped: reports, activation groups and the scanner (access control's).
+``POST tickets``, ``POST tickets/delete``, ``POST tickets/controlled``, ``GET feedback``,
+``POST privileges``, ``POST privileges/delete`` and ``PUT barcode-keys``; every other endpoint
+is found from the configured URL by stripping its final ``tickets``. Skipped: reports,
+activation groups and the scanner (access control's).
 
 Retry policy: a network error, a timeout, a 5xx or a 429 is *transient* and the same call is
 sent again after ``delays`` (every batch endpoint of the wallet is idempotent); a 4xx is final
@@ -94,6 +95,20 @@ class WalletClient:
     async def privileges(self, privileges: list[dict[str, Any]]) -> list[dict[str, Any]]:
         body = {"privileges": privileges}
         return _results(await self._call("POST", "privileges", body), privileges)
+
+    async def delete_privileges(
+        self, privilege_ids: list[str], reason: str
+    ) -> list[dict[str, Any]]:
+        body = {"privilegeIds": privilege_ids, "reason": reason}
+        return _results(await self._call("POST", "privileges/delete", body), privilege_ids)
+
+    async def register_keys(self, keys: list[dict[str, Any]]) -> dict[str, Any]:
+        """The barcode public keys still verifiable, all of them (the wallet retires the
+        others); answers what the wallet holds."""
+        answer = await self._call("PUT", "barcode-keys", {"keys": keys})
+        if not isinstance(answer.get("keys"), list):
+            raise WalletError("the wallet answered no keys", transient=True)
+        return answer
 
     async def feedback(self, key: str | None, limit: int) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}

@@ -283,7 +283,7 @@ class PrintableTicket:
     language: str
 
 
-def _printable(row: Any) -> PrintableTicket:
+def _printable(row: Any, movement: Any, order: Any) -> PrintableTicket:
     return PrintableTicket(
         id=row.id,
         order_id=row.order_id,
@@ -292,14 +292,34 @@ def _printable(row: Any) -> PrintableTicket:
         barcode=row.barcode,
         state=row.state,
         issued_at=row.issued_at,
-        amount=row.amount,
-        currency=row.currency,
-        labels=dict(row.labels or {}),
-        holder=dict(row.holder or {}),
-        purchaser=dict(row.purchaser or {}),
-        contact_number=row.contact_number,
-        language=row.language,
+        amount=movement.amount,
+        currency=order.currency,
+        labels=dict(movement.labels or {}),
+        holder=dict(movement.holder or {}),
+        purchaser=dict(order.purchaser or {}),
+        contact_number=order.contact_number,
+        language=order.language,
     )
+
+
+async def _rows_by_id(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: Sequence[sa.ColumnElement[Any]],
+    institution_id: int,
+    ids: set[int],
+) -> dict[int, Any]:
+    found: dict[int, Any] = {}
+    chosen = sorted(ids)
+    for start in range(0, len(chosen), 1000):
+        rows = await conn.execute(
+            sa.select(table.c.id, *columns).where(
+                table.c.institution_id == institution_id,
+                table.c.id.in_(chosen[start : start + 1000]),
+            )
+        )
+        found.update({r.id: r for r in rows})
+    return found
 
 
 async def printable_tickets(
@@ -312,42 +332,57 @@ async def printable_tickets(
     limit: int = 1000,
 ) -> list[PrintableTicket]:
     """The institution's tickets of ``product_ids`` in ``states`` that carry a barcode, by id,
-    after ``after_id``, at most ``limit`` (a page; pass the last id back for the next one)."""
+    after ``after_id``, at most ``limit`` (a page; pass the last id back for the next one).
+
+    On PostgreSQL, three reads: the page of tickets, then their movements and orders by id.
+    Joined in one statement before the limit, PostgreSQL without statistics yet (a bulk sale,
+    before autovacuum) joined every remaining ticket for each page (222 ms a page at 100,000
+    tickets, against 6 ms analyzed; the page alone costs at worst a walk of the ticket index,
+    26 ms). SQLite's planner follows the ids either way, and one statement costs it less."""
     if not product_ids:
         return []
     t, m, o = db.ticket.c, db.movement.c, db.sales_order.c
-    rows = (
-        await conn.execute(
-            sa.select(
-                t.id,
-                t.order_id,
-                t.product_id,
-                t.performance_id,
-                t.barcode,
-                t.state,
-                t.issued_at,
-                m.amount,
-                m.labels,
-                m.holder,
-                o.currency,
-                o.purchaser,
-                o.contact_number,
-                o.language,
-            )
+    ticket_columns = (
+        t.id,
+        t.order_id,
+        t.movement_id,
+        t.product_id,
+        t.performance_id,
+        t.barcode,
+        t.state,
+        t.issued_at,
+    )
+    movement_columns = (m.amount, m.labels, m.holder)
+    order_columns = (o.currency, o.purchaser, o.contact_number, o.language)
+    conditions = (
+        t.institution_id == institution_id,
+        t.product_id.in_(list(product_ids)),
+        t.state.in_([s.value for s in states]),
+        t.barcode.is_not(None),
+        t.id > after_id,
+    )
+    if conn.dialect.name != "postgresql":
+        rows = await conn.execute(
+            sa.select(*ticket_columns, *movement_columns, *order_columns)
             .join(db.movement, m.id == t.movement_id)
             .join(db.sales_order, o.id == t.order_id)
-            .where(
-                t.institution_id == institution_id,
-                t.product_id.in_(list(product_ids)),
-                t.state.in_([s.value for s in states]),
-                t.barcode.is_not(None),
-                t.id > after_id,
-            )
+            .where(*conditions)
             .order_by(t.id)
             .limit(limit)
         )
+        return [_printable(r, r, r) for r in rows]
+    tickets = (
+        await conn.execute(
+            sa.select(*ticket_columns).where(*conditions).order_by(t.id).limit(limit)
+        )
     ).all()
-    return [_printable(r) for r in rows]
+    movements = await _rows_by_id(
+        conn, db.movement, movement_columns, institution_id, {r.movement_id for r in tickets}
+    )
+    orders = await _rows_by_id(
+        conn, db.sales_order, order_columns, institution_id, {r.order_id for r in tickets}
+    )
+    return [_printable(r, movements[r.movement_id], orders[r.order_id]) for r in tickets]
 
 
 async def ticket_states(

@@ -425,6 +425,14 @@ async def _inject_privileges(
                 "updated_at": now,
             }
             row = existing.get(item.privilege_id)
+            if row is not None and row.state == "DELETED":
+                results[index] = _error(
+                    "privilegeId",
+                    item.privilege_id,
+                    "error.privilege.deleted",
+                    "the privilege was cancelled; a cancelled privilege is not injected again",
+                )
+                continue
             if row is None:
                 await conn.execute(
                     sa.insert(db.privilege).values(

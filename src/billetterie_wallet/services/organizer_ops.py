@@ -26,7 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie_wallet import db, rotating
-from billetterie_wallet.errors import InvalidFeedbackKey, NotFound, PrivilegeUsed, UnknownPrivilege
+from billetterie_wallet.errors import (
+    InvalidFeedbackKey,
+    NotFound,
+    PrivilegeDeleted,
+    PrivilegeUsed,
+    UnknownPrivilege,
+)
 from billetterie_wallet.models import GONE, State, TransferState, wire_status
 from billetterie_wallet.services.changes import Change, log_changes
 
@@ -461,6 +467,8 @@ async def use_privilege(
             ).first()
             if existing is None:
                 raise UnknownPrivilege(f"no privilege {privilege_id!r}")
+            if existing.state == "DELETED":
+                raise PrivilegeDeleted("the privilege was cancelled; it cannot be used")
             raise PrivilegeUsed(
                 f"the privilege was already used at {_iso(existing.used_at)}",
                 usedAt=_iso(existing.used_at),
@@ -474,6 +482,63 @@ async def use_privilege(
             privilege_id=privilege_id,
         )
     return {"privilegeId": privilege_id, "status": "USED", "usedAt": _iso(now)}
+
+
+async def delete_privileges(
+    engine: AsyncEngine,
+    *,
+    organizer_id: int,
+    privilege_ids: Sequence[str],
+    reason: str,
+    now: datetime,
+    actor: str,
+) -> list[Result]:
+    """Revoke privileges the organizer cancelled or invalidated: DELETED at once (a privilege
+    is used online, by ``use``, so no device copy has to be waited for), gone from the wallet,
+    no longer usable, not injected again. Idempotent; a used privilege can be deleted too."""
+    p = db.privilege.c
+    found: dict[str, Any] = {}
+    unique = sorted(set(privilege_ids))
+    async with db.transaction(engine) as conn:
+        for start in range(0, len(unique), CHUNK):
+            query = (
+                sa.select(p.id, p.external_id, p.state)
+                .where(
+                    p.organizer_id == organizer_id, p.external_id.in_(unique[start : start + CHUNK])
+                )
+                .order_by(p.id)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            found.update({row.external_id: row for row in (await conn.execute(query)).all()})
+        live = sorted(row.id for row in found.values() if row.state != "DELETED")
+        for start in range(0, len(live), CHUNK):
+            await conn.execute(
+                sa.update(db.privilege)
+                .where(p.id.in_(live[start : start + CHUNK]))
+                .values(state="DELETED", deletion_reason=reason, deleted_at=now, updated_at=now)
+            )
+        if live:
+            await db.record(
+                conn,
+                organizer_id=organizer_id,
+                action="wallet.privilege.deleted",
+                actor=actor,
+                at=now,
+                reason=reason,
+                privilege_ids=sorted(r.external_id for r in found.values() if r.state != "DELETED"),
+            )
+    return [
+        {"privilegeId": privilege_id, "status": "DELETED"}
+        if privilege_id in found
+        else {
+            "privilegeId": privilege_id,
+            "status": "ERROR",
+            "code": "error.privilege.unknown",
+            "detail": "no such privilege",
+        }
+        for privilege_id in privilege_ids
+    ]
 
 
 # --- timeouts -------------------------------------------------------------------------------

@@ -1,14 +1,18 @@
 """The scanner: validates a rotating code the way an offline gate would.
 
-It uses only what the QR carries (group id, code, barcode as given) and the group's secret:
-no ticket row is read, so a gate with the group secret (``GET .../activation-groups/{id}``) gets
-the same answer without the network. Results:
+It uses only what the QR carries (group id, code, barcode), the group's secret and the
+organizer's barcode public keys (registered by the box office, ``services.barcode_keys``): no
+ticket row is read, so a gate with the group secret (``GET .../activation-groups/{id}``) and the
+keys (``GET .../barcode-keys``) gets the same answer without the network. Checked in order:
 
-- ``VALID``: the code matches the barcode within one 15 s step either side; first admission;
-- ``DUPLICATE``: a valid code for a barcode already admitted (second scan of the same ticket);
-- ``EXPIRED``: a well-formed code that matches no step in the window (a replayed screenshot);
+- ``MALFORMED``: not a wallet code;
 - ``UNKNOWN_GROUP``: no such activation group for this organizer;
-- ``MALFORMED``: not a wallet code.
+- ``INVALID_BARCODE``: the barcode is not the box office's: malformed, signed by no key of the
+  organizer's that is still verifiable (never registered, or retired), a signature that does
+  not verify, or past its validity; ``code`` says which (``error.barcode.*``);
+- ``EXPIRED``: a well-formed code that matches no step in the window (a replayed screenshot);
+- ``VALID``: the code matches the barcode within one 15 s step either side; first admission;
+- ``DUPLICATE``: a valid code for a barcode already admitted (second scan of the same ticket).
 
 Every scan is logged. Admission is one row per barcode under a unique key, so two gates
 scanning the same ticket at the same instant yield one VALID and one DUPLICATE.
@@ -23,7 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billetterie_wallet import db, rotating
+from billetterie_wallet import barcodes, db, rotating
+from billetterie_wallet.services.barcode_keys import verification_keys
 
 
 async def validate(
@@ -41,14 +46,21 @@ async def validate(
                 )
             )
         ).first()
+        keys = await verification_keys(conn, organizer_id) if group is not None else {}
     if group is None:
         return {"result": "UNKNOWN_GROUP", "groupId": parsed.group_id}
-    secret = rotating.ticket_secret(rotating.decode_secret(group.secret), parsed.barcode)
-    offset = rotating.check_code(secret, parsed.code, now, algorithm=group.algorithm)
     result: dict[str, Any] = {"groupId": parsed.group_id, "barcode": parsed.barcode}
-    if offset is None:
-        result["result"] = "EXPIRED"
+    offset = None
+    try:
+        barcodes.verify(parsed.barcode, keys, int(now.timestamp()))
+    except barcodes.BarcodeRefused as refusal:
+        result |= {"result": "INVALID_BARCODE", "code": refusal.code, "detail": refusal.detail}
     else:
+        secret = rotating.ticket_secret(rotating.decode_secret(group.secret), parsed.barcode)
+        offset = rotating.check_code(secret, parsed.code, now, algorithm=group.algorithm)
+        if offset is None:
+            result["result"] = "EXPIRED"
+    if offset is not None:
         result["stepOffset"] = offset
         try:
             async with db.transaction(engine) as conn:
