@@ -366,6 +366,19 @@ async def test_best_available_hold_then_confirm(box: Box) -> None:
     await check_invariants(box.engine)
 
 
+async def test_preferred_blocks_without_seats_fall_back_to_the_best_anywhere(box: Box) -> None:
+    """C1 has no seat in block B: preferring it gives the best C1 seats, as without."""
+    block_b = next(block_id for block_id, code in box.shop.blocks.items() if code == "B")
+    request = dataclasses.replace(box.seats("C1", 3), preferred_blocks=(block_b,))
+    hold = await box.hold(request)
+    seats = await box.seat_rows(hold_id=hold.id)
+    assert {(s.row, s.number) for s in seats} == {("1", "5"), ("1", "6"), ("1", "7")}
+    block_a = next(block_id for block_id, code in box.shop.blocks.items() if code == "A")
+    again = await box.hold(dataclasses.replace(box.seats("C1", 2), preferred_blocks=(block_a,)))
+    assert {box.shop.blocks[s.block_id] for s in await box.seat_rows(hold_id=again.id)} == {"A"}
+    await check_invariants(box.engine)
+
+
 async def test_release_gives_the_places_back_once(box: Box) -> None:
     c1 = box.stock("C1")
     hold = await box.hold(box.seats("C1", 2))

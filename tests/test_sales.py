@@ -128,6 +128,46 @@ async def test_chosen_seats_are_held_and_refused_to_a_second_cart(kit: Kit) -> N
     assert await row_counts(kit.engine) == before
 
 
+async def test_preferred_areas_reach_the_seat_choice(kit: Kit) -> None:
+    """``preferedAreas`` reaches the seat choice (which seats it prefers is
+    tests/test_seat_indexes.py's and tests/test_seating.py's); an area that is not the
+    institution's is refused and changes nothing."""
+    from billetterie.catalog import db as catalog
+
+    async with read(kit.engine) as conn:
+        blocks = {
+            r.id: r.area_id
+            for r in await conn.execute(
+                sa.select(catalog.block.c.id, catalog.block.c.area_id).where(
+                    catalog.block.c.institution_id == kit.shop.institution_id
+                )
+            )
+        }
+
+    async def areas_of(body: dict[str, Any]) -> set[int]:
+        seat_ids = [m["seat"]["id"] for m in body["orderUpdateData"]["movementDataUpdates"]]
+        async with read(kit.engine) as conn:
+            rows = await conn.execute(
+                sa.select(inventory.performance_seat.c.block_id).where(
+                    inventory.performance_seat.c.id.in_(seat_ids)
+                )
+            )
+            return {blocks[r.block_id] for r in rows}
+
+    plain = await kit.cart(kit.seats("C1", 2))
+    assert plain["statusCode"] == "success", plain
+    c1_areas = await areas_of(plain)
+    (c1_area,) = c1_areas
+    preferring = {**kit.seats("C1", 2), "preferedAreas": [c1_area]}
+    within = await kit.cart(preferring)
+    assert within["statusCode"] == "success", within
+    assert await areas_of(within) == {c1_area}
+    before = await row_counts(kit.engine)
+    unknown = await kit.cart({**kit.seats("C1", 1), "preferedAreas": [max(blocks.values()) + 99]})
+    assert unknown["statusCode"] == "error.order.unknown_product"
+    assert await row_counts(kit.engine) == before
+
+
 async def test_a_cart_grows_and_gives_movements_back(kit: Kit) -> None:
     cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
     grown = (await kit.cart(kit.seats("C2", 1), order_id=cart["orderId"]))["orderUpdateData"]

@@ -305,3 +305,23 @@ async def test_failed_bookkeeping_never_fails_a_committed_hold(
     assert seats_of(await hold(box, indexes, box.seats("C1", 2))) == want
     assert indexes.builds == 2
     await check_invariants(box.engine)
+
+
+def test_preferred_blocks_are_proposed_first_and_only_there() -> None:
+    """``blocks`` (a buyer's preferred areas) restricts a proposal to those blocks' seats, even
+    when better-ranked seats are free elsewhere; None when they have none together."""
+    from billetterie.inventory.seat_indexes import PerformanceSeats
+
+    # two blocks of one row of 6 each, one stock; block 1's seats rank best
+    seats = [
+        (block * 100 + position, 7, block, 0, position, (block - 1) * 10 + position, True)
+        for block in (1, 2)
+        for position in range(6)
+    ]
+    entry = PerformanceSeats(1, 1, seats, watermark=0, stock_ids=[7])
+    assert entry.propose([7], 2, split_allowed=False) == [100, 101]
+    assert entry.propose([7], 2, split_allowed=False, blocks=[2]) == [200, 201]
+    assert entry.propose([7], 2, split_allowed=False, blocks=[3]) is None
+    entry.mark_taken([200, 201, 202, 203, 204])
+    assert entry.propose([7], 2, split_allowed=False, blocks=[2]) is None
+    assert entry.propose([7], 1, split_allowed=False, blocks=[2]) == [205]

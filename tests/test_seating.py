@@ -322,6 +322,29 @@ def test_index_matches_the_function(
     assert index.free_count(allowed) == len(seats)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    plans(),
+    st.integers(1, 5),
+    st.booleans(),
+    st.none() | st.sets(st.integers(0, 3), max_size=3),
+    st.sets(st.integers(0, 9), max_size=3),
+)
+def test_index_within_blocks_matches_the_function_on_those_blocks(
+    plan: list[PlanSeat], quantity: int, split: bool, allowed: set[int] | None, blocks: set[int]
+) -> None:
+    """A buyer's preferred areas: seats outside the blocks count as unavailable, for runs and
+    orphans too, exactly as if the plan had only those blocks' seats free."""
+    index = SeatIndex(plan)
+    seats = [s for s in free_seats(plan, allowed) if s.block_id in blocks]
+    expected = reference(seats, quantity, split)
+    chosen = index.best_available(quantity, split_allowed=split, allowed=allowed, blocks=blocks)
+    assert chosen == expected
+    # the same search without blocks is unaffected by the one with them (separate caches)
+    everywhere = reference(free_seats(plan, allowed), quantity, split)
+    assert index.best_available(quantity, split_allowed=split, allowed=allowed) == everywhere
+
+
 ALLOWED_CHOICES: list[set[int] | None] = [None, {0}, {0, 1}, {1, 2}]
 
 

@@ -480,6 +480,28 @@ async def block_labels(
     return {block_id: labels[block_id] for block_id in ids if block_id in labels}
 
 
+async def area_blocks(
+    conn: AsyncConnection, institution_id: int, area_ids: Iterable[int]
+) -> tuple[int, ...]:
+    """The blocks of these areas of the institution's venues; UnknownOffer when one of the
+    areas is not the institution's."""
+    wanted = sorted(set(area_ids))
+    if not wanted:
+        return ()
+    a, b = db.area.c, db.block.c
+    rows = (
+        await conn.execute(
+            sa.select(a.id, b.id.label("block_id"))
+            .select_from(db.area.outerjoin(db.block, b.area_id == a.id))
+            .where(a.institution_id == institution_id, a.id.in_(wanted))
+        )
+    ).all()
+    missing = set(wanted) - {r.id for r in rows}
+    if missing:
+        raise UnknownOffer(f"no area {min(missing)} here")
+    return tuple(sorted({r.block_id for r in rows if r.block_id is not None}))
+
+
 async def organization_facts(conn: AsyncConnection, organization_id: int) -> dict[str, Any]:
     """Name, code and time zone of an organization, for tickets."""
     o = db.organization.c

@@ -9,6 +9,7 @@ Amounts are thousandths. Business refusals answer HTTP 200 with the error code i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -74,7 +75,12 @@ class OperationAttribution(BaseModel):
 
 class SingleEntryOperation(BaseModel):
     operationAttributions: list[OperationAttribution] = Field(min_length=1, max_length=50)
-    preferedAreas: list[Id] | None = Field(default=None, description="Accepted, not used yet.")
+    preferedAreas: list[Id] | None = Field(
+        default=None,
+        max_length=100,
+        description="Areas (venue area ids) where best-available seats are looked for first; "
+        "elsewhere when they have none left together. Ignored for chosen seatIds.",
+    )
 
 
 class SimpleProductOperation(BaseModel):
@@ -435,6 +441,20 @@ async def _selling(
         return await sell(await seller_of(call, point_of_sale_id))
 
 
+async def _rendered(
+    conn: AsyncConnection,
+    order: Any,
+    operations: list[int],
+    contents: queries.OrderContents | None,
+    *,
+    updates: bool,
+) -> Any:
+    """A sale's answer, rendered in its transaction (``updates``: the operations it added)."""
+    return await queries.order_document(
+        conn, order, operation_ids=operations if updates else None, contents=contents
+    )
+
+
 async def seller_at(conn: AsyncConnection, point_of_sale_id: int) -> Seller:
     """The seller of an order's point of sale, for work no operator calls (a card webhook)."""
     return seller_from_context(await point_of_sale_context(conn, point_of_sale_id), "payments")
@@ -465,7 +485,8 @@ def _cart_request(payload: CreateOrUpdateOrderRequest) -> CartRequest:
                     tuple(a.seatIds),
                 )
                 for a in op.operationAttributions
-            )
+            ),
+            tuple(op.preferedAreas or ()),
         )
         for op in payload.singleEntryAttributionOperations
     ]
@@ -512,22 +533,12 @@ async def create_or_update_order(payload: CreateOrUpdateOrderRequest, call: Call
     `error.order.availability` and holds nothing."""
 
     async def sell(seller: Seller) -> Any:
-        async def answer(
-            conn: AsyncConnection,
-            order: Any,
-            operations: list[int],
-            contents: queries.OrderContents | None,
-        ) -> Any:
-            return await queries.order_document(
-                conn, order, operation_ids=operations, contents=contents
-            )
-
         _, _, document = await carts.create_or_update_order(
             call.runtime.engine,
             seller,
             _cart_request(payload),
             now=call.runtime.clock.now(),
-            answer=answer,
+            answer=functools.partial(_rendered, updates=True),
         )
         return document
 
@@ -545,13 +556,6 @@ async def close_order(payload: CloseOrderRequest, call: Call) -> dict[str, Any]:
     contact = payload.purchaserInfo.contactReference if payload.purchaserInfo else None
 
     async def sell(seller: Seller) -> Any:
-        async def answer(
-            conn: AsyncConnection,
-            order: Any,
-            _: list[int],
-            contents: queries.OrderContents | None,
-        ) -> Any:
-            return await queries.order_document(conn, order, contents=contents)
 
         _, document = await closing.close_order(
             call.runtime.engine,
@@ -562,7 +566,7 @@ async def close_order(payload: CloseOrderRequest, call: Call) -> dict[str, Any]:
             with_barcodes=payload.generateBarCodes,
             vault=vault_of(call),
             now=call.runtime.clock.now(),
-            answer=answer,
+            answer=functools.partial(_rendered, updates=False),
         )
         return document
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Any
 
 
 class SeatState(StrEnum):
@@ -88,3 +89,18 @@ class HeldPlace:
     block_id: int | None = None
     row: str | None = None
     number: str | None = None
+
+    @classmethod
+    def of_stock(cls, hold_id: int, stock: Any, **seat: Any) -> HeldPlace:
+        """A place of ``stock`` (a stock row) held by ``hold_id``; ``seat``: its seat fields."""
+        return cls(
+            hold_id=hold_id,
+            stock_id=stock.id,
+            product_id=stock.product_id,
+            performance_id=stock.performance_id,
+            seat_category_id=stock.seat_category_id,
+            product_item_id=stock.product_item_id,
+            timeslot_id=stock.timeslot_id,
+            contingent_id=stock.contingent_id,
+            **seat,
+        )

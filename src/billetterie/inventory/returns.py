@@ -63,23 +63,15 @@ async def held_places(conn: AsyncConnection, hold_ids: Sequence[int]) -> list[He
     ).all()
     for hold_id, stock_id, quantity in lines:
         stock = stocks[stock_id]
-        base = {
-            "hold_id": hold_id,
-            "stock_id": stock_id,
-            "product_id": stock.product_id,
-            "performance_id": stock.performance_id,
-            "seat_category_id": stock.seat_category_id,
-            "product_item_id": stock.product_item_id,
-            "timeslot_id": stock.timeslot_id,
-            "contingent_id": stock.contingent_id,
-        }
         if stock.numbered:
             places.extend(
-                HeldPlace(**base, seat_id=r.id, block_id=r.block_id, row=r.row, number=r.number)
+                HeldPlace.of_stock(
+                    hold_id, stock, seat_id=r.id, block_id=r.block_id, row=r.row, number=r.number
+                )
                 for r in seats.get((hold_id, stock_id), [])
             )
         else:
-            places.extend(HeldPlace(**base) for _ in range(quantity))
+            places.extend(HeldPlace.of_stock(hold_id, stock) for _ in range(quantity))
     return places
 
 

@@ -186,11 +186,13 @@ class PerformanceSeats:
         *,
         split_allowed: bool,
         ignore_reserved_except: Collection[int] | None = None,
+        blocks: Collection[int] | None = None,
     ) -> list[int] | None:
         """The best seats for ``quantity`` places in these stocks, tried in their order, then
         all of them together; seats together before split seats. With
         ``ignore_reserved_except``, seats reserved by other running transactions may be
-        proposed too (they may yet roll back); those given stay excluded."""
+        proposed too (they may yet roll back); those given stay excluded. ``blocks``: only
+        seats of these blocks."""
         groups = [frozenset((stock_id,)) for stock_id in stock_ids]
         if len(groups) > 1:
             groups.append(frozenset(stock_ids))
@@ -205,7 +207,7 @@ class PerformanceSeats:
             for split in (False, True) if split_allowed else (False,):
                 for allowed in groups:
                     picked = self.index.best_available(
-                        quantity, split_allowed=split, allowed=allowed
+                        quantity, split_allowed=split, allowed=allowed, blocks=blocks
                     )
                     if picked is not None:
                         return list(picked)

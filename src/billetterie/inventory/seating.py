@@ -336,8 +336,12 @@ class SeatIndex:
 
         self._versions = [0] * len(self._row_keys)  # per row: bumped at every change
         self._bounds: dict[int, list[tuple[int, int]]] = {}  # quantity -> (bound, row) ascending
-        self._allowed_masks: dict[frozenset[int], list[int]] = {}
-        self._searches: dict[tuple[int, frozenset[int] | None], _Search] = {}
+        # (allowed groups, blocks) -> per row mask
+        self._allowed_masks: dict[
+            tuple[frozenset[int] | None, frozenset[int] | None], list[int]
+        ] = {}
+        # (quantity, allowed groups, blocks) -> search
+        self._searches: dict[tuple[int, frozenset[int] | None, frozenset[int] | None], _Search] = {}
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -417,19 +421,24 @@ class SeatIndex:
             self._bounds[quantity] = bounds
         return bounds
 
-    def _masks_for(self, allowed: frozenset[int]) -> list[int]:
-        masks = self._allowed_masks.get(allowed)
+    def _masks_for(
+        self, allowed: frozenset[int] | None, blocks: frozenset[int] | None = None
+    ) -> list[int]:
+        """Per row, the bits of the seats of the ``allowed`` groups (every group: None) in
+        the ``blocks`` (every block: None)."""
+        masks = self._allowed_masks.get((allowed, blocks))
         if masks is None:
             masks = []
-            for groups in self._group_masks:
+            for row, groups in enumerate(self._group_masks):
                 mask = 0
-                for group, bits in groups.items():
-                    if group in allowed:
-                        mask |= bits
+                if blocks is None or self._row_keys[row][0] in blocks:
+                    for group, bits in groups.items():
+                        if allowed is None or group in allowed:
+                            mask |= bits
                 masks.append(mask)
             if len(self._allowed_masks) >= _MAX_CACHED:
                 self._allowed_masks.clear()
-            self._allowed_masks[allowed] = masks
+            self._allowed_masks[(allowed, blocks)] = masks
         return masks
 
     def best_available(
@@ -438,19 +447,30 @@ class SeatIndex:
         *,
         split_allowed: bool = False,
         allowed: Collection[int] | None = None,
+        blocks: Collection[int] | None = None,
     ) -> list[int] | None:
         """Choose ``quantity`` free seats, as the module's :func:`best_available` would.
 
         ``allowed`` restricts the choice to the seats of these groups (e.g. the stocks of one
         seat category that the sales channel may sell); seats of other groups count as
-        unavailable, also for runs and orphans. None means every group.
+        unavailable, also for runs and orphans. None means every group. ``blocks`` restricts it
+        the same way to the seats of these blocks (a buyer's preferred areas).
         """
         _check_quantity(quantity)
         groups = None if allowed is None else frozenset(allowed)
-        masks = None if groups is None else self._masks_for(groups)
-        if self.free_count(groups) < quantity:
-            return None
-        best = self._best_window(quantity, groups, masks)
+        within = None if blocks is None else frozenset(blocks)
+        masks = None
+        if groups is not None or within is not None:
+            masks = self._masks_for(groups, within)
+        if within is None:
+            if self.free_count(groups) < quantity:
+                return None
+        else:
+            assert masks is not None
+            free = sum((f & m).bit_count() for f, m in zip(self._free, masks, strict=True))
+            if free < quantity:
+                return None
+        best = self._best_window(quantity, (groups, within), masks)
         if best is not None:
             bit = best[6]
             return self._ids[best[5]][bit : bit + quantity]
@@ -459,13 +479,16 @@ class SeatIndex:
         return None
 
     def _best_window(
-        self, quantity: int, groups: frozenset[int] | None, masks: list[int] | None
+        self,
+        quantity: int,
+        key: tuple[frozenset[int] | None, frozenset[int] | None],
+        masks: list[int] | None,
     ) -> _Window | None:
-        search = self._searches.get((quantity, groups))
+        search = self._searches.get((quantity, *key))
         if search is None:
             if len(self._searches) >= _MAX_CACHED:
                 self._searches.clear()
-            search = self._searches[quantity, groups] = _Search(len(self._row_keys))
+            search = self._searches[(quantity, *key)] = _Search(len(self._row_keys))
         heap = search.heap
         versions = self._versions
         for row in search.changed:

@@ -72,6 +72,8 @@ class PlaceRequest:
     product_item_id: int | None = None
     timeslot_id: int | None = None
     seat_ids: tuple[int, ...] = ()
+    # best available: look in these blocks first, then anywhere
+    preferred_blocks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -683,12 +685,22 @@ class _Picker:
         everything = False  # propose seats reserved elsewhere in this process too
         reread = False
         for _ in range(ROUNDS):
-            picked = entry.propose(
-                stock_ids,
-                request.quantity,
-                split_allowed=split_allowed,
-                ignore_reserved_except=mine if everything else None,
-            )
+            picked = None
+            if request.preferred_blocks:
+                picked = entry.propose(
+                    stock_ids,
+                    request.quantity,
+                    split_allowed=split_allowed,
+                    ignore_reserved_except=mine if everything else None,
+                    blocks=request.preferred_blocks,
+                )
+            if picked is None:
+                picked = entry.propose(
+                    stock_ids,
+                    request.quantity,
+                    split_allowed=split_allowed,
+                    ignore_reserved_except=mine if everything else None,
+                )
             if picked is None:
                 if not everything and entry.reserved_elsewhere(stock_ids, mine):
                     everything = True
@@ -1012,24 +1024,16 @@ def _places(
     places: list[HeldPlace] = []
     for line in sorted(lines, key=lambda line: line.stock_id):
         stock = stocks[line.stock_id]
-        base = {
-            "hold_id": hold_id,
-            "stock_id": stock.id,
-            "product_id": stock.product_id,
-            "performance_id": stock.performance_id,
-            "seat_category_id": stock.seat_category_id,
-            "product_item_id": stock.product_item_id,
-            "timeslot_id": stock.timeslot_id,
-            "contingent_id": stock.contingent_id,
-        }
         if line.seat_ids:
             for seat_id in sorted(line.seat_ids):
                 block_id, row, number = details[seat_id]
                 places.append(
-                    HeldPlace(**base, seat_id=seat_id, block_id=block_id, row=row, number=number)
+                    HeldPlace.of_stock(
+                        hold_id, stock, seat_id=seat_id, block_id=block_id, row=row, number=number
+                    )
                 )
         else:
-            places.extend(HeldPlace(**base) for _ in range(line.quantity))
+            places.extend(HeldPlace.of_stock(hold_id, stock) for _ in range(line.quantity))
     return tuple(places)
 
 

@@ -132,10 +132,7 @@ async def debit(
     now: datetime,
 ) -> int:
     """Take ``amount`` (> 0) from the account, or raise InsufficientFunds; the new balance."""
-    if amount <= 0:
-        raise InvalidRequest("an amount to debit must be positive")
-    if account.expires_at is not None and account.expires_at <= now:
-        raise InsufficientFunds(f"{account.kind.value.lower()} {account.code} has expired")
+    _check_debit(account, amount, now)
     a = db.account.c
     balance = (
         await conn.execute(
@@ -178,10 +175,7 @@ async def debit_at_commit(
             now=now,
         )
         return
-    if amount <= 0:
-        raise InvalidRequest("an amount to debit must be positive")
-    if account.expires_at is not None and account.expires_at <= now:
-        raise InsufficientFunds(f"{account.kind.value.lower()} {account.code} has expired")
+    _check_debit(account, amount, now)
     collector.debit(
         institution_id,
         account_id=account.id,
@@ -191,6 +185,13 @@ async def debit_at_commit(
         refusal=_refusal(account),
         at=now,
     )
+
+
+def _check_debit(account: Account, amount: int, now: datetime) -> None:
+    if amount <= 0:
+        raise InvalidRequest("an amount to debit must be positive")
+    if account.expires_at is not None and account.expires_at <= now:
+        raise InsufficientFunds(f"{account.kind.value.lower()} {account.code} has expired")
 
 
 def _refusal(account: Account) -> str:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billetterie.catalog import db as catalog_db
 from billetterie.catalog.offers import (
     Offer,
+    area_blocks,
     block_labels,
     composed_offer,
     item_offer,
@@ -158,6 +159,7 @@ async def _plan_single_entry(
         key = (a.performance_id, a.seat_category_id)
         offers[key].extend([offer] * a.quantity)
         seats[key].extend(a.seat_ids)
+    preferred = await area_blocks(conn, seller.institution_id, line.preferred_area_ids)
     requests = []
     for (performance_id, category_id), places in offers.items():
         given = tuple(seats[(performance_id, category_id)])
@@ -169,6 +171,7 @@ async def _plan_single_entry(
                 performance_id=performance_id,
                 seat_category_id=category_id,
                 seat_ids=given,
+                preferred_blocks=() if given else preferred,
             )
         )
     assert product_id is not None

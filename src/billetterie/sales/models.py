@@ -120,6 +120,8 @@ class SingleEntryLine:
     """Attributions held together: the same performance and category share seats side by side."""
 
     attributions: tuple[Attribution, ...]
+    # areas (``preferedAreas``) to look for best-available seats in first
+    preferred_area_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
