@@ -253,10 +253,14 @@ async def test_cli_configures_runs_and_reads_the_log(
         "SHOW",
     )
     assert refused == 2 and "organizer/tickets" in out
-    # Nothing to inject: the run succeeds without calling the wallet.
-    code, out = await cli(backend, tmp_path, "run", "injection", "--organization", "ACME")
+    # Nothing controlled to push: the run succeeds without calling the wallet.
+    code, out = await cli(backend, tmp_path, "run", "push-controlled", "--organization", "ACME")
     assert code == 0 and "SUCCEEDED" in out, out
-    # Feedback always calls the wallet, which is unreachable: FAILED after the retries.
+    # Injection always registers the barcode keys first (a retired key must reach the
+    # scanners even when no ticket waits), and feedback always reads the feed: the wallet is
+    # unreachable, so both fail after their retries.
+    code, out = await cli(backend, tmp_path, "run", "injection", "--organization", "ACME")
+    assert code == 1 and "FAILED" in out and "error.printing.wallet" in out, out
     code, out = await cli(backend, tmp_path, "run", "feedback")
     assert code == 1 and "FAILED" in out and "error.printing.wallet" in out, out
     code, out = await cli(backend, tmp_path, "log", "--institution", "ACME")
@@ -265,4 +269,8 @@ async def test_cli_configures_runs_and_reads_the_log(
     async with read(scratch_engine) as conn:
         e = printing_db.printing_execution.c
         rows = (await conn.execute(sa.select(e.function, e.status).order_by(e.id))).all()
-    assert [tuple(r) for r in rows] == [("injection", "SUCCEEDED"), ("feedback", "FAILED")]
+    assert [tuple(r) for r in rows] == [
+        ("push-controlled", "SUCCEEDED"),
+        ("injection", "FAILED"),
+        ("feedback", "FAILED"),
+    ]

@@ -245,6 +245,8 @@ async def test_import_creates_the_rows(scratch_engine: AsyncEngine) -> None:
                 "printing_execution",
                 # the shop: nobody waits in a queue
                 "shop_queue_ticket",
+                # applied and deleted by each commit that writes it
+                "commit_work",
             ],
             0,
         ),

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -72,8 +73,9 @@ def institution_column() -> sa.Column[Any]:
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; on SQLite: WAL, foreign keys, a busy timeout, and writers that begin with
     ``BEGIN IMMEDIATE`` so two writers queue instead of failing on lock upgrade."""
+    json = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, **json)
         sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
@@ -96,7 +98,16 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     # No ping before each checkout (a round trip per transaction): a connection the server
     # dropped fails its first statement, the pool is invalidated and the call answers 503
     # error.service.unavailable with Retry-After (compat.envelope), as for any lost connection.
-    return create_async_engine(url, echo=echo, pool_pre_ping=False, pool_size=10, max_overflow=20)
+    return create_async_engine(
+        url, echo=echo, pool_pre_ping=False, pool_size=10, max_overflow=20, **json
+    )
+
+
+def _json_text(value: Any) -> str:
+    """JSON columns written with orjson (several times faster than the standard library, which
+    every label, payload and audit entry goes through); keys that are not text become text,
+    as the standard library does."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 @asynccontextmanager
