@@ -445,6 +445,21 @@ def main(argv: list[str] | None = None) -> int:
             for name, values in stats.timed.items()
             for after in [[latency for at, latency in values if at >= WARM_UP_S]]
         },
+        # p99 of each 10-second window of the rush (both calls): a tail spread evenly is
+        # queueing, one concentrated in some windows is a stall
+        "p99_ms_by_10_s": [
+            round(percentile(window, 99) * 1000)
+            for start in range(0, int(elapsed) + 1, 10)
+            for window in [
+                [
+                    latency
+                    for values in stats.timed.values()
+                    for at, latency in values
+                    if start <= at < start + 10
+                ]
+            ]
+            if window
+        ],
         "checks": checks,
         "ceiling_update_tps": ceiling,
         "ceiling_same_row_update_tps": hot_ceiling,

@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -136,10 +137,37 @@ class _Afterwards:
 Work = Callable[[AsyncConnection, _Afterwards], Any]
 
 
+GATE_SIZE = 28  # inventory transactions at once per process and database (the pool holds 30)
+_gates: weakref.WeakKeyDictionary[Any, dict[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate(engine: AsyncEngine) -> asyncio.Semaphore:
+    """A first-come, first-served gate in front of the connection pool. Under an on-sale rush
+    many more calls want a transaction than the pool has connections, and a pool's waiters can
+    be overtaken by newcomers that find a connection just returned (a few calls then wait for
+    seconds while others pass); the semaphore queues them in arrival order instead."""
+    per_loop = _gates.get(engine.sync_engine)
+    if per_loop is None:
+        per_loop = _gates[engine.sync_engine] = {}
+    loop = asyncio.get_running_loop()
+    gate = per_loop.get(loop)
+    if gate is None:
+        gate = per_loop[loop] = asyncio.Semaphore(GATE_SIZE)
+    return gate
+
+
 async def _with_retries(engine: AsyncEngine, work: Work) -> Any:
-    """Run ``work`` in a transaction, again when it loses a race. On PostgreSQL the rows every
-    sale shares (stock counters, the change sequence, accounts) are collected during the
-    transaction and written by the commit itself (:mod:`billetterie.shared.commit_work`)."""
+    """Run ``work`` in a transaction, again when it loses a race, behind the process's gate
+    (:func:`_gate`). On PostgreSQL the rows every sale shares (stock counters, the change
+    sequence, accounts) are collected during the transaction and written by the commit itself
+    (:mod:`billetterie.shared.commit_work`)."""
+    async with _gate(engine):
+        return await _attempts(engine, work)
+
+
+async def _attempts(engine: AsyncEngine, work: Work) -> Any:
     for attempt in range(ATTEMPTS):
         after = _Afterwards()
         token = commit_work.start()
