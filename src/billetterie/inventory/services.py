@@ -712,6 +712,10 @@ class _Picker:
         losses = 0
         everything = False  # propose seats reserved elsewhere in this process too
         reread = False
+        # seats skipped because another running transaction had claimed them: it may still
+        # give them up, so before answering "sold out" they are claimed again, waiting
+        skipped = False
+        wait = False
         for _ in range(ROUNDS):
             picked = None
             if request.preferred_blocks:
@@ -733,7 +737,8 @@ class _Picker:
                 if not everything and entry.reserved_elsewhere(stock_ids, mine):
                     everything = True
                     continue
-                if not reread:
+                if not reread or (skipped and not wait):
+                    wait = reread
                     reread = True
                     await indexing.reread(conn, entry, stock_ids)
                     continue
@@ -744,7 +749,7 @@ class _Picker:
             claimable = (
                 sa.select(ps.id)
                 .where(ps.id.in_(sorted(picked)), ps.state == SeatState.FREE.value)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=not wait)
             )
             got = set()
             for seat_id, block_id, row, number in (
@@ -760,6 +765,7 @@ class _Picker:
                 self.details[seat_id] = (block_id, row, number)
             if len(got) == len(picked):
                 return [(seat_id, entry.stock_of[seat_id]) for seat_id in picked]
+            skipped = skipped or not wait
             # taken by another transaction (committed, or claimed by one still running in
             # another process): not free, whatever the index said; seats a transaction of this
             # process claimed stay reserved by it and follow its outcome
