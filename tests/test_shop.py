@@ -5,6 +5,7 @@ tests/test_shop_browser.py."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -133,6 +134,10 @@ async def test_book_links_land_on_the_product_only_while_it_is_on_sale_and_avail
     assert nowhere.status_code == 404 and "error.shop.unknown_point_of_sale" in nowhere.text
     unknown = await client.get("/api/1/redirect/product?code=NOPE&pos=ACMEWEB")
     assert unknown.status_code == 404 and 'data-code="error.shop.unknown_product"' in unknown.text
+    # a refusal speaks the page's language
+    for lang, said in (("fr", "Ce produit n'existe pas."),):  # this shop speaks en and fr
+        page = await client.get(f"/api/1/redirect/product?code=NOPE&pos=ACMEWEB&lang={lang}")
+        assert page.status_code == 404 and said in html.unescape(page.text), page.text
 
     shop.clock.set(NOW + timedelta(days=365))  # after the web sales period
     try:
@@ -421,3 +426,13 @@ async def test_the_product_page_shows_its_media_with_their_alternative_texts(sho
         {"url": "/shop-static/demo-hamlet-skull.svg", "alt": {"en": "A skull"}},
     ]
     assert "media" not in exported["products"][1]
+
+
+def test_refusals_are_explained_in_the_page_language() -> None:
+    from billetterie.shared.i18n import ERRORS, explained
+
+    assert explained("error.order.availability", "only 2 left in C1", "en") == "only 2 left in C1"
+    assert explained("error.order.availability", "x", "de") == ERRORS["error.order.availability"][2]
+    assert explained("error.order.availability", "x", "fr") == ERRORS["error.order.availability"][1]
+    assert explained("error.something.new", "as said", "fr") == "as said"
+    assert all(len(set(texts)) == 3 for texts in ERRORS.values())  # each really translated

@@ -47,7 +47,7 @@ from billetterie.identity.signin import sign_in_setup
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
-from billetterie.shared.i18n import LANG_COOKIE, localized, lookup
+from billetterie.shared.i18n import LANG_COOKIE, explained, localized, lookup
 from billetterie.shared.i18n import choose_language as pick_language
 
 templates = Environment(
@@ -96,6 +96,10 @@ class Shop:
 
     def t(self, key: str) -> str:
         return lookup(WORDS, key, self.language)
+
+    def explain(self, error: Any) -> str:
+        """A refusal as this page's language says it."""
+        return explained(str(error.code), str(error.detail), self.language)
 
     @property
     def address(self) -> str:
@@ -146,6 +150,7 @@ class Shop:
             language_links=self.language_links(),
             shop_name=localized(self.context.point_of_sale.name, self.language) or self.point.code,
             t=self.t,
+            explain=self.explain,
             **values,
         )
         return self.finish(HTMLResponse(html, status_code=status))

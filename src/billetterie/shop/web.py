@@ -44,6 +44,7 @@ from billetterie.sales.models import Seller
 from billetterie.sales.pdf import format_date, format_price
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
+from billetterie.shared.i18n import explained
 from billetterie.shared.ratelimit import RateLimiter
 from billetterie.shop.errors import TooManyRequests
 from billetterie.shop.i18n import localized, word
@@ -108,6 +109,10 @@ class Page:
     def t(self, key: str) -> str:
         return word(key, self.language)
 
+    def explain(self, error: Any) -> str:
+        """A refusal as this page's language says it."""
+        return explained(str(error.code), str(error.detail), self.language)
+
     def text(self, value: Any) -> str:
         return localized(value, self.language)
 
@@ -151,6 +156,7 @@ class Page:
                 if self.external(key)
             ],
             t=self.t,
+            explain=self.explain,
             text=self.text,
             price=self.price,
             date=self.date,
