@@ -354,7 +354,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from billetterie.app import build_app
-    from billetterie.serving import http_protocol
+    from billetterie.serving import NoDelayHttpToolsProtocol
 
     if workers > 1:  # each worker process builds its app from the same environment
         settings.resolved_jwt_secret()  # create the shared key once, before the workers start
@@ -366,7 +366,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             workers=workers,
             log_level="warning",
             proxy_headers=True,
-            http=http_protocol(),
+            http=NoDelayHttpToolsProtocol,
         )
         return
     uvicorn.run(
@@ -375,7 +375,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
         port=port,
         log_level="info",
         proxy_headers=True,
-        http=http_protocol(),
+        http=NoDelayHttpToolsProtocol,
     )
 
 

@@ -2,7 +2,7 @@
 
 With ``--workers N`` uvicorn binds the listening socket itself and asyncio then leaves Nagle's
 algorithm on for accepted connections, so every small answer waits for the client's delayed ACK
-(about 40 ms on Linux; uvicorn issue #3149). The protocols below set ``TCP_NODELAY`` on each
+(about 40 ms on Linux; uvicorn issue #3149). The protocol below sets ``TCP_NODELAY`` on each
 connection, as a single-process uvicorn already does.
 
 The HTTP parser is httptools (C; h11, pure Python, costs several times the CPU per request),
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -25,19 +23,10 @@ def _no_delay(transport: asyncio.Transport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class NoDelayH11Protocol(H11Protocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        _no_delay(transport)
-        super().connection_made(transport)
-
-
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    """httptools with ``TCP_NODELAY`` (a module-level class: the worker processes receive it
+    by name)."""
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
         super().connection_made(transport)
-
-
-def http_protocol() -> type[Any]:
-    """The HTTP protocol the box office serves with: httptools with ``TCP_NODELAY`` (a
-    module-level class: the worker processes receive it by name)."""
-    return NoDelayHttpToolsProtocol

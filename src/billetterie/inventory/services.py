@@ -716,23 +716,20 @@ class _Picker:
         # give them up, so before answering "sold out" they are claimed again, waiting
         skipped = False
         wait = False
+        # the buyer's preferred blocks first, then anywhere
+        choices = (request.preferred_blocks, None) if request.preferred_blocks else (None,)
         for _ in range(ROUNDS):
             picked = None
-            if request.preferred_blocks:
+            for blocks in choices:
                 picked = entry.propose(
                     stock_ids,
                     request.quantity,
                     split_allowed=split_allowed,
                     ignore_reserved_except=mine if everything else None,
-                    blocks=request.preferred_blocks,
+                    blocks=blocks,
                 )
-            if picked is None:
-                picked = entry.propose(
-                    stock_ids,
-                    request.quantity,
-                    split_allowed=split_allowed,
-                    ignore_reserved_except=mine if everything else None,
-                )
+                if picked is not None:
+                    break
             if picked is None:
                 if not everything and entry.reserved_elsewhere(stock_ids, mine):
                     everything = True

@@ -185,10 +185,6 @@ def start() -> contextvars.Token[Collector | None]:
     return _current.set(Collector())
 
 
-def active() -> Collector | None:
-    return _current.get()
-
-
 def stop(token: contextvars.Token[Collector | None]) -> None:
     _current.reset(token)
 
