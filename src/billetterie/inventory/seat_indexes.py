@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
 from billetterie.inventory.seating import PlanSeat, SeatIndex
+from billetterie.shared.statements import Statement, any_of
 
 __all__ = [
     "MAX_INDEXES",
@@ -315,6 +316,31 @@ async def build(
     )
 
 
+def _changes_after(dialect: str) -> Any:
+    """The head of the institution's change log, with each change of ``stock_ids`` after the
+    ``watermark`` (its sequence, stock and seats), in sequence order; one row with the head
+    alone when there is none."""
+    q, c = db.inventory_sequence.c, db.inventory_change.c
+    sub = (
+        sa.select(c.sequence, c.stock_id, c.seats)
+        .where(
+            c.institution_id == sa.bindparam("institution_id"),
+            c.sequence > sa.bindparam("watermark", type_=c.sequence.type),
+            any_of(c.stock_id, "stock_ids", dialect),
+        )
+        .subquery()
+    )
+    return (
+        sa.select(q.value, sub.c.sequence, sub.c.stock_id, sub.c.seats)
+        .select_from(db.inventory_sequence.outerjoin(sub, sa.true()))
+        .where(q.institution_id == sa.bindparam("institution_id"))
+        .order_by(sub.c.sequence)
+    )
+
+
+_CHANGES_AFTER = Statement(_changes_after)
+
+
 async def refresh(conn: AsyncConnection, entry: PerformanceSeats) -> None:
     """Bring ``entry`` up to the head of the change log, as ``conn`` sees it.
 
@@ -323,24 +349,12 @@ async def refresh(conn: AsyncConnection, entry: PerformanceSeats) -> None:
     its seats, and of the dirty ones, are then read again. A head behind the watermark (the
     database was replaced) or a seat the index does not know marks the entry stale.
     """
-    q, c = db.inventory_sequence.c, db.inventory_change.c
-    sub = (
-        sa.select(c.sequence, c.stock_id, c.seats)
-        .where(
-            c.institution_id == entry.institution_id,
-            c.sequence > entry.watermark,
-            c.stock_id.in_(sorted(entry.stocks)),
-        )
-        .subquery()
+    rows = await _CHANGES_AFTER.rows(
+        conn,
+        institution_id=entry.institution_id,
+        watermark=entry.watermark,
+        stock_ids=sorted(entry.stocks),
     )
-    rows = (
-        await conn.execute(
-            sa.select(q.value, sub.c.sequence, sub.c.stock_id, sub.c.seats)
-            .select_from(db.inventory_sequence.outerjoin(sub, sa.true()))
-            .where(q.institution_id == entry.institution_id)
-            .order_by(sub.c.sequence)
-        )
-    ).all()
     if not rows or rows[0][0] < entry.watermark:
         entry.stale = True
         return

@@ -46,8 +46,9 @@ from billetterie.inventory.errors import (
 )
 from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
-from billetterie.shared import audit, commit_work
+from billetterie.shared import audit, commit_work, statements
 from billetterie.shared.db import transaction
+from billetterie.shared.statements import Statement, any_of, bound
 
 log = logging.getLogger("billetterie.inventory.services")
 ATTEMPTS = 5
@@ -174,12 +175,18 @@ async def _attempts(engine: AsyncEngine, work: Work) -> Any:
         try:
             async with transaction(engine) as conn:
                 await _begin_locks(conn)
-                with audit.buffered(conn) as entries:
-                    result = await work(conn, after)
-                    await entries.flush()
-                collector = commit_work.current(conn)
-                if collector is not None:
-                    await collector.flush(conn)
+                driver = await statements.open_driver(conn)
+                with (
+                    statements.driver_statements(conn, driver)
+                    if driver is not None
+                    else contextlib.nullcontext()
+                ):
+                    with audit.buffered(conn) as entries:
+                        result = await work(conn, after)
+                        await entries.flush()
+                    collector = commit_work.current(conn)
+                    if collector is not None:
+                        await collector.flush(conn)
         except _LostRace:
             after.run(committed=False)
             continue
@@ -395,6 +402,113 @@ def _apply_own(
             )
 
 
+# --- the statements of every hold and close (shared.statements) -------------------------------
+
+
+_NEW_HOLD = Statement(
+    lambda _: (
+        sa.insert(db.hold)
+        .values(
+            bound(db.hold, "institution_id", "sales_channel_id", "cart", "created_at", "expires_at")
+            | {"state": HoldState.ACTIVE.value}
+        )
+        .returning(db.hold.c.id)
+    )
+)
+_NEW_HOLD_LINE = Statement(
+    lambda _: sa.insert(db.hold_line).values(
+        bound(db.hold_line, "institution_id", "hold_id", "stock_id", "quantity")
+    )
+)
+_HOLD_LINES = Statement(
+    lambda d: sa.select(db.hold_line.c.stock_id, db.hold_line.c.quantity).where(
+        any_of(db.hold_line.c.hold_id, "hold_ids", d)
+    )
+)
+
+
+def _claim_seats(dialect: str, *, wait: bool) -> Any:
+    """Free seats among ``seat_ids`` held by ``hold_id``; those another running transaction
+    claimed are skipped (``wait``: waited for)."""
+    ps = db.performance_seat.c
+    claimable = (
+        sa.select(ps.id)
+        .where(any_of(ps.id, "seat_ids", dialect), ps.state == SeatState.FREE.value)
+        .with_for_update(skip_locked=not wait)
+    )
+    return (
+        sa.update(db.performance_seat)
+        .where(ps.id.in_(claimable.scalar_subquery()))
+        .where(ps.state == SeatState.FREE.value)
+        .values(state=SeatState.HELD.value, hold_id=sa.bindparam("hold_id"))
+        .returning(ps.id, ps.block_id, ps.row, ps.number)
+    )
+
+
+_CLAIM = Statement(functools.partial(_claim_seats, wait=False))
+_CLAIM_WAITING = Statement(functools.partial(_claim_seats, wait=True))
+
+
+def _claim_holds(dialect: str, *, unexpired: bool) -> Any:
+    """Close the active holds among ``hold_ids`` (``unexpired``: not past their expiry)."""
+    h = db.hold.c
+    claim = sa.update(db.hold).where(
+        any_of(h.id, "hold_ids", dialect),
+        h.institution_id == sa.bindparam("institution"),
+        h.state == HoldState.ACTIVE.value,
+    )
+    if unexpired:
+        claim = claim.where(h.expires_at > sa.bindparam("now", type_=h.expires_at.type))
+    return claim.values(
+        state=sa.bindparam("state", type_=h.state.type),
+        closed_at=sa.bindparam("now", type_=h.closed_at.type),
+    ).returning(h.id)
+
+
+_CLAIM_HOLDS = Statement(functools.partial(_claim_holds, unexpired=False))
+_CLAIM_UNEXPIRED_HOLDS = Statement(functools.partial(_claim_holds, unexpired=True))
+
+
+def _close_seats(dialect: str, *, sold: bool) -> Any:
+    """The held seats of ``hold_ids`` sold, or freed."""
+    ps = db.performance_seat.c
+    values: dict[str, Any] = (
+        {"state": SeatState.SOLD.value}
+        if sold
+        else {"state": SeatState.FREE.value, "hold_id": None}
+    )
+    return (
+        sa.update(db.performance_seat)
+        .where(any_of(ps.hold_id, "hold_ids", dialect), ps.state == SeatState.HELD.value)
+        .values(**values)
+        .returning(ps.id, ps.performance_id, ps.stock_id)
+    )
+
+
+_SELL_SEATS = Statement(functools.partial(_close_seats, sold=True))
+_FREE_SEATS = Statement(functools.partial(_close_seats, sold=False))
+
+
+def _due_holds(dialect: str, *, on_stocks: bool) -> Any:
+    """The institution's active holds past their expiry (``on_stocks``: with a line on one of
+    ``stock_ids``), oldest first, at most ``limit``."""
+    h, line = db.hold.c, db.hold_line.c
+    query = sa.select(h.id).where(
+        h.institution_id == sa.bindparam("institution_id"),
+        h.state == HoldState.ACTIVE.value,
+        h.expires_at <= sa.bindparam("now", type_=h.expires_at.type),
+    )
+    if on_stocks:
+        query = query.where(
+            h.id.in_(sa.select(line.hold_id).where(any_of(line.stock_id, "stock_ids", dialect)))
+        )
+    return query.order_by(h.id).limit(sa.bindparam("limit", type_=sa.Integer))
+
+
+_DUE = Statement(functools.partial(_due_holds, on_stocks=False))
+_DUE_ON_STOCKS = Statement(functools.partial(_due_holds, on_stocks=True))
+
+
 # --- expiry --------------------------------------------------------------------------------
 
 
@@ -421,47 +535,29 @@ async def _close_holds(
     added there for the caller to apply with its own (stock rows come after every seat)."""
     if not hold_ids:
         return _Closed([], set(), {}, {})
-    h, line, ps = db.hold.c, db.hold_line.c, db.performance_seat.c
     # Claim the holds first: a hold closes once, even when a confirm, a release, the sweeper
     # and a lazy expiry race for it (the losers wait on the hold row, then match nothing).
-    claim = sa.update(db.hold).where(
-        h.id.in_(sorted(hold_ids)),
-        h.institution_id == institution_id,
-        h.state == HoldState.ACTIVE.value,
-    )
-    if unexpired:
-        claim = claim.where(h.expires_at > now)
     hold_ids = sorted(
         r.id
-        for r in (
-            await conn.execute(claim.values(state=state.value, closed_at=now).returning(h.id))
-        ).all()
+        for r in await (_CLAIM_UNEXPIRED_HOLDS if unexpired else _CLAIM_HOLDS).rows(
+            conn,
+            hold_ids=sorted(hold_ids),
+            institution=institution_id,
+            now=now,
+            state=state.value,
+        )
     )
     if not hold_ids:
         return _Closed([], set(), {}, {})
-    lines = (
-        await conn.execute(
-            sa.select(line.stock_id, line.quantity).where(line.hold_id.in_(hold_ids))
-        )
-    ).all()
+    lines = await _HOLD_LINES.rows(conn, hold_ids=hold_ids)
     seats: SeatsByPerformance = {}
     by_stock: SeatsByStock = {}
-    values: dict[str, Any] = (
-        {"state": SeatState.SOLD.value}
-        if state == HoldState.CONFIRMED
-        else {"state": SeatState.FREE.value, "hold_id": None}
-    )
     # the holds' seats, changed in one statement (claimed above, no other transaction changes
     # them: a seat of a hold changes only with its hold)
     for seat_id, performance_id, stock_id in sorted(
-        (
-            await conn.execute(
-                sa.update(db.performance_seat)
-                .where(ps.hold_id.in_(hold_ids), ps.state == SeatState.HELD.value)
-                .values(**values)
-                .returning(ps.id, ps.performance_id, ps.stock_id)
-            )
-        ).all()
+        await (_SELL_SEATS if state == HoldState.CONFIRMED else _FREE_SEATS).rows(
+            conn, hold_ids=hold_ids
+        )
     ):
         seats.setdefault(performance_id, []).append(seat_id)
         by_stock.setdefault(stock_id, []).append(seat_id)
@@ -486,15 +582,17 @@ async def _expire_due(
     limit: int = 500,
     counts: dict[int, tuple[int, int]] | None = None,
 ) -> _Closed:
-    h, line = db.hold.c, db.hold_line.c
-    query = sa.select(h.id).where(
-        h.institution_id == institution_id, h.state == HoldState.ACTIVE.value, h.expires_at <= now
-    )
     if stock_ids is not None:
-        query = query.where(
-            h.id.in_(sa.select(line.hold_id).where(line.stock_id.in_(sorted(set(stock_ids)))))
+        found = await _DUE_ON_STOCKS.rows(
+            conn,
+            institution_id=institution_id,
+            now=now,
+            stock_ids=sorted(set(stock_ids)),
+            limit=limit,
         )
-    hold_ids = sorted(r.id for r in (await conn.execute(query.order_by(h.id).limit(limit))).all())
+    else:
+        found = await _DUE.rows(conn, institution_id=institution_id, now=now, limit=limit)
+    hold_ids = sorted(r.id for r in found)
     return await _close_holds(conn, institution_id, hold_ids, HoldState.EXPIRED, now, counts)
 
 
@@ -541,6 +639,26 @@ async def expire_holds(
 # --- hold ----------------------------------------------------------------------------------
 
 
+_STOCK_COLUMNS = sa.select(
+    db.stock.c.id,
+    db.stock.c.numbered,
+    db.stock.c.contingent_id,
+    db.stock.c.capacity,
+    db.stock.c.product_id,
+    db.stock.c.performance_id,
+    db.stock.c.seat_category_id,
+    db.stock.c.product_item_id,
+    db.stock.c.timeslot_id,
+)
+_PERFORMANCE_STOCKS = Statement(
+    lambda _: _STOCK_COLUMNS.where(
+        db.stock.c.institution_id == sa.bindparam("institution_id"),
+        db.stock.c.performance_id == sa.bindparam("performance_id"),
+        db.stock.c.seat_category_id == sa.bindparam("seat_category_id"),
+    )
+)
+
+
 async def _candidate_stocks(
     conn: AsyncConnection,
     institution_id: int,
@@ -549,39 +667,29 @@ async def _candidate_stocks(
     contingent_ids: Sequence[int],
 ) -> list[Any]:
     """The stocks a channel may take the request from: its contingents first, then the pool."""
-    s = db.stock.c
-    query = sa.select(
-        s.id,
-        s.numbered,
-        s.contingent_id,
-        s.capacity,
-        s.product_id,
-        s.performance_id,
-        s.seat_category_id,
-        s.product_item_id,
-        s.timeslot_id,
-    ).where(s.institution_id == institution_id)
     if request.performance_id is not None:
         if request.seat_category_id is None:
             raise InvalidQuantity("a seat category is required with a performance")
-        query = query.where(
-            s.performance_id == request.performance_id,
-            s.seat_category_id == request.seat_category_id,
+        found = await _PERFORMANCE_STOCKS.rows(
+            conn,
+            institution_id=institution_id,
+            performance_id=request.performance_id,
+            seat_category_id=request.seat_category_id,
         )
     elif request.product_item_id is not None:
-        query = query.where(s.product_item_id == request.product_item_id)
+        s = db.stock.c
+        query = _STOCK_COLUMNS.where(
+            s.institution_id == institution_id, s.product_item_id == request.product_item_id
+        )
         query = query.where(
             s.timeslot_id == request.timeslot_id
             if request.timeslot_id is not None
             else s.timeslot_id.is_(None)
         )
+        found = list((await conn.execute(query)).all())
     else:
         raise InvalidQuantity("name a performance and seat category, or a product item")
-    rows = [
-        r
-        for r in (await conn.execute(query)).all()
-        if r.contingent_id is None or r.contingent_id in contingent_ids
-    ]
+    rows = [r for r in found if r.contingent_id is None or r.contingent_id in contingent_ids]
     if not rows:
         raise UnknownInventory("no such places for this sales channel")
     return sorted(rows, key=lambda r: (r.contingent_id is None, r.id))
@@ -743,21 +851,10 @@ class _Picker:
             entry.reserve(picked)
             mine.update(picked)
             self.taken.setdefault(request.performance_id, []).extend(picked)
-            claimable = (
-                sa.select(ps.id)
-                .where(ps.id.in_(sorted(picked)), ps.state == SeatState.FREE.value)
-                .with_for_update(skip_locked=not wait)
-            )
             got = set()
-            for seat_id, block_id, row, number in (
-                await conn.execute(
-                    sa.update(db.performance_seat)
-                    .where(ps.id.in_(claimable.scalar_subquery()))
-                    .where(ps.state == SeatState.FREE.value)
-                    .values(state=SeatState.HELD.value, hold_id=hold_id)
-                    .returning(ps.id, ps.block_id, ps.row, ps.number)
-                )
-            ).all():
+            for seat_id, block_id, row, number in await (_CLAIM_WAITING if wait else _CLAIM).rows(
+                conn, seat_ids=sorted(picked), hold_id=hold_id
+            ):
                 got.add(seat_id)
                 self.details[seat_id] = (block_id, row, number)
             if len(got) == len(picked):
@@ -906,21 +1003,14 @@ async def hold_places_in(
     indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
 
     async def work(conn: AsyncConnection, after: _Afterwards) -> Hold:
-        h = db.hold.c
-        hold_id = (
-            await conn.execute(
-                sa.insert(db.hold)
-                .values(
-                    institution_id=institution_id,
-                    sales_channel_id=sales_channel_id,
-                    cart=cart,
-                    state=HoldState.ACTIVE.value,
-                    created_at=now,
-                    expires_at=expires_at,
-                )
-                .returning(h.id)
-            )
-        ).scalar_one()
+        hold_id = await _NEW_HOLD.scalar(
+            conn,
+            institution_id=institution_id,
+            sales_channel_id=sales_channel_id,
+            cart=cart,
+            created_at=now,
+            expires_at=expires_at,
+        )
         candidates = [
             await _candidate_stocks(conn, institution_id, sales_channel_id, r, contingent_ids)
             for r in requests
@@ -978,8 +1068,8 @@ async def hold_places_in(
                 at=now,
                 hold_id=expired_id,
             )
-        await conn.execute(
-            sa.insert(db.hold_line),
+        await _NEW_HOLD_LINE.execute_many(
+            conn,
             [
                 {
                     "institution_id": institution_id,

@@ -15,6 +15,7 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,7 @@ from billetterie.sales.models import (
 from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import read
+from billetterie.shared.statements import Statement, bound
 
 MAX_LINES = 50
 
@@ -87,19 +89,90 @@ def cart_key(order_id: int) -> str:
     return f"order:{order_id}"
 
 
+def _order_query(dialect: str, *, for_update: bool) -> Any:
+    o = db.sales_order.c
+    query = sa.select(db.sales_order).where(
+        o.id == sa.bindparam("order_id"),
+        o.institution_id == sa.bindparam("institution_id"),
+        o.sales_channel_id == sa.bindparam("sales_channel_id"),
+    )
+    return query.with_for_update() if for_update and dialect == "postgresql" else query
+
+
+_ORDER = Statement(functools.partial(_order_query, for_update=False))
+_ORDER_FOR_UPDATE = Statement(functools.partial(_order_query, for_update=True))
+_SETUP_VERSION = Statement(
+    lambda _: sa.select(catalog_db.institution.c.setup_version).where(
+        catalog_db.institution.c.id == sa.bindparam("institution_id")
+    )
+)
+_NEW_ORDER = Statement(
+    lambda _: (
+        sa.insert(db.sales_order)
+        .values(
+            bound(
+                db.sales_order,
+                "institution_id",
+                "point_of_sale_id",
+                "sales_channel_id",
+                "secret_id",
+                "operator",
+                "order_type",
+                "state",
+                "currency",
+                "total",
+                "paid",
+                "language",
+                "contact_number",
+                "external_reference",
+                "purchaser",
+                "expires_at",
+                "created_at",
+                "updated_at",
+            )
+        )
+        .returning(*db.sales_order.c)
+    )
+)
+_NEW_OPERATION = Statement(
+    lambda _: (
+        sa.insert(db.operation)
+        .values(
+            bound(
+                db.operation,
+                "institution_id",
+                "order_id",
+                "kind",
+                "product_id",
+                "hold_id",
+                "state",
+                "quantity",
+                "created_at",
+            )
+        )
+        .returning(*db.operation.c)
+    )
+)
+_ORDER_TOTAL = Statement(
+    lambda _: (
+        sa.update(db.sales_order)
+        .where(db.sales_order.c.id == sa.bindparam("order_id"))
+        .values(bound(db.sales_order, "total", "updated_at"))
+        .returning(*db.sales_order.c)
+    )
+)
+
+
 async def load_order(
     conn: AsyncConnection, seller: Seller, order_id: int, *, for_update: bool = False
 ) -> Any:
     """The order if the seller's sales channel may see it, else UnknownOrder."""
-    o = db.sales_order.c
-    query = sa.select(db.sales_order).where(
-        o.id == order_id,
-        o.institution_id == seller.institution_id,
-        o.sales_channel_id == seller.sales_channel_id,
+    row = await (_ORDER_FOR_UPDATE if for_update else _ORDER).first(
+        conn,
+        order_id=order_id,
+        institution_id=seller.institution_id,
+        sales_channel_id=seller.sales_channel_id,
     )
-    if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
     if row is None:
         raise UnknownOrder(f"no order {order_id}")
     return row
@@ -111,13 +184,7 @@ async def check_setup(conn: AsyncConnection, seller: Seller) -> None:
     prices and rules cached for it are the ones in force."""
     if not seller.setup_version:
         return
-    version = (
-        await conn.execute(
-            sa.select(catalog_db.institution.c.setup_version).where(
-                catalog_db.institution.c.id == seller.institution_id
-            )
-        )
-    ).scalar_one_or_none()
+    version = await _SETUP_VERSION.scalar(conn, institution_id=seller.institution_id)
     if version != seller.setup_version:
         raise SetupChanged("the institution's setup changed; read the point of sale again")
 
@@ -274,31 +341,26 @@ async def _seats_per_performance(conn: AsyncConnection, order_id: int) -> dict[i
 async def _new_order(
     conn: AsyncConnection, seller: Seller, request: CartRequest, now: datetime
 ) -> Any:
-    order = (
-        await conn.execute(
-            sa.insert(db.sales_order)
-            .values(
-                institution_id=seller.institution_id,
-                point_of_sale_id=seller.point_of_sale_id,
-                sales_channel_id=seller.sales_channel_id,
-                secret_id=secrets.token_urlsafe(24),
-                operator=seller.operator,
-                order_type=request.order_type.value,
-                state=OrderState.RUNNING.value,
-                currency=seller.currency,
-                total=0,
-                paid=0,
-                language=request.language or seller.language,
-                contact_number=request.contact_number,
-                external_reference=request.external_reference,
-                purchaser=request.purchaser,
-                expires_at=now + timedelta(minutes=seller.abandon_delay_minutes),
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(*db.sales_order.c)
-        )
-    ).one()
+    order = await _NEW_ORDER.one(
+        conn,
+        institution_id=seller.institution_id,
+        point_of_sale_id=seller.point_of_sale_id,
+        sales_channel_id=seller.sales_channel_id,
+        secret_id=secrets.token_urlsafe(24),
+        operator=seller.operator,
+        order_type=request.order_type.value,
+        state=OrderState.RUNNING.value,
+        currency=seller.currency,
+        total=0,
+        paid=0,
+        language=request.language or seller.language,
+        contact_number=request.contact_number,
+        external_reference=request.external_reference,
+        purchaser=request.purchaser,
+        expires_at=now + timedelta(minutes=seller.abandon_delay_minutes),
+        created_at=now,
+        updated_at=now,
+    )
     await audit.record(
         conn,
         institution_id=seller.institution_id,
@@ -326,22 +388,17 @@ async def _add_operation(
         split_allowed=seller.split_allowed,
         actor=seller.actor,
     )
-    operation = (
-        await conn.execute(
-            sa.insert(db.operation)
-            .values(
-                institution_id=seller.institution_id,
-                order_id=order.id,
-                kind=planned.kind.value,
-                product_id=planned.product_id,
-                hold_id=hold.id,
-                state=MovementState.RESERVED.value,
-                quantity=planned.quantity,
-                created_at=now,
-            )
-            .returning(*db.operation.c)
-        )
-    ).one()
+    operation = await _NEW_OPERATION.one(
+        conn,
+        institution_id=seller.institution_id,
+        order_id=order.id,
+        kind=planned.kind.value,
+        product_id=planned.product_id,
+        hold_id=hold.id,
+        state=MovementState.RESERVED.value,
+        quantity=planned.quantity,
+        created_at=now,
+    )
     operation_id = operation.id
     places = hold.places
     blocks = await block_labels(
@@ -503,15 +560,7 @@ async def create_or_update_order(
         operations = [int(operation.id) for operation, _ in added]
         # the total: the order's (locked), plus what the added movements cost
         total = int(order.total) + sum(m.amount for _, movements in added for m in movements)
-        o = db.sales_order.c
-        order = (
-            await conn.execute(
-                sa.update(db.sales_order)
-                .where(o.id == order.id)
-                .values(total=total, updated_at=now)
-                .returning(*db.sales_order.c)
-            )
-        ).one()
+        order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
         await audit.record(
             conn,
             institution_id=seller.institution_id,

@@ -55,6 +55,7 @@ from billetterie.sales.models import (
 from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import engine_cache
+from billetterie.shared.statements import Statement, bound
 
 EVENT_VALIDITY = timedelta(hours=6)  # a barcode stays valid this long after a performance ends
 DEFAULT_VALIDITY = timedelta(days=366)
@@ -160,22 +161,19 @@ async def take_payments_in(
                 now=now,
             )
             account_id = account.id
-        payment = await conn.execute(
-            sa.insert(db.payment)
-            .values(
-                institution_id=seller.institution_id,
-                order_id=order.id,
-                payment_method_id=method.id,
-                method_code=method.code,
-                payment_type=method.payment_type,
-                amount=p.amount,
-                account_id=account_id,
-                reference=p.reference,
-                created_at=now,
-            )
-            .returning(*db.payment.c)
+        payment = await _NEW_PAYMENT.one(
+            conn,
+            institution_id=seller.institution_id,
+            order_id=order.id,
+            payment_method_id=method.id,
+            method_code=method.code,
+            payment_type=method.payment_type,
+            amount=p.amount,
+            account_id=account_id,
+            reference=p.reference,
+            created_at=now,
         )
-        rows.append(payment.one())
+        rows.append(payment)
     return rows
 
 
@@ -225,6 +223,35 @@ async def issue_tickets_in(
     return ticket_ids
 
 
+_SET_BARCODE = Statement(
+    lambda _: (
+        sa.update(db.ticket)
+        .where(db.ticket.c.id == sa.bindparam("ticket_id"))
+        .values(barcode=sa.bindparam("code", type_=db.ticket.c.barcode.type))
+    )
+)
+_NEW_PAYMENT = Statement(
+    lambda _: (
+        sa.insert(db.payment)
+        .values(
+            bound(
+                db.payment,
+                "institution_id",
+                "order_id",
+                "payment_method_id",
+                "method_code",
+                "payment_type",
+                "amount",
+                "account_id",
+                "reference",
+                "created_at",
+            )
+        )
+        .returning(*db.payment.c)
+    )
+)
+
+
 async def set_barcodes_in(
     conn: AsyncConnection,
     institution_id: int,
@@ -253,14 +280,57 @@ async def set_barcodes_in(
         )
         for ticket_id, movement in tickets
     }
-    t = db.ticket.c
-    await conn.execute(
-        sa.update(db.ticket)
-        .where(t.id == sa.bindparam("ticket_id"))
-        .values(barcode=sa.bindparam("code")),
-        [{"ticket_id": ticket_id, "code": code} for ticket_id, code in codes.items()],
+    await _SET_BARCODE.execute_many(
+        conn, [{"ticket_id": ticket_id, "code": code} for ticket_id, code in codes.items()]
     )
     return codes
+
+
+_MOVEMENTS = Statement(
+    lambda _: (
+        sa.select(db.movement)
+        .where(db.movement.c.order_id == sa.bindparam("order_id"))
+        .order_by(db.movement.c.id)
+    )
+)
+_CLOSE_ORDER = Statement(
+    lambda _: (
+        sa.update(db.sales_order)
+        .where(
+            db.sales_order.c.id == sa.bindparam("order_id"),
+            db.sales_order.c.state == OrderState.RUNNING.value,
+        )
+        .values(
+            state=OrderState.CLOSED.value,
+            closed_at=sa.bindparam("now", type_=db.sales_order.c.closed_at.type),
+            updated_at=sa.bindparam("now", type_=db.sales_order.c.updated_at.type),
+            expires_at=None,
+            pending_payments=None,
+            paid=sa.bindparam("paid", type_=db.sales_order.c.paid.type),
+            contact_number=sa.bindparam("contact", type_=db.sales_order.c.contact_number.type),
+        )
+        .returning(*db.sales_order.c)
+    )
+)
+
+
+def _sell(table: sa.Table) -> Statement:
+    """The order's reserved rows of ``table`` (movements, operations) sold."""
+    return Statement(
+        lambda _: (
+            sa.update(table)
+            .where(
+                table.c.order_id == sa.bindparam("order"),
+                table.c.state == MovementState.RESERVED.value,
+            )
+            .values(state=MovementState.SOLD.value)
+            .returning(*table.c)
+        )
+    )
+
+
+_SELL_MOVEMENTS = _sell(db.movement)
+_SELL_OPERATIONS = _sell(db.operation)
 
 
 async def close_order_in(
@@ -280,7 +350,6 @@ async def close_order_in(
     ``closed``, the closed order's row and, when this close wrote all of them (an order with
     nothing but its reserved places, no earlier payment), its :class:`OrderContents` are
     appended to it, so the caller renders it without reading it back."""
-    o, m, op = db.sales_order.c, db.movement.c, db.operation.c
     order = await load_order(conn, seller, order_id, for_update=True)
     if card_confirmation:
         if order.state != OrderState.RUNNING.value:
@@ -289,9 +358,7 @@ async def close_order_in(
         running(order, now)
         if order.pending_payments is not None:
             raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
-    every = (
-        await conn.execute(sa.select(db.movement).where(m.order_id == order.id).order_by(m.id))
-    ).all()
+    every = await _MOVEMENTS.rows(conn, order_id=order.id)
     movements = [r for r in every if r.state == MovementState.RESERVED.value]
     if not movements:
         raise EmptyOrder(f"order {order.id} has nothing to sell")
@@ -307,40 +374,13 @@ async def close_order_in(
         )
     check_payments(seller, payments, order.total)
     complete = len(movements) == len(every) and not order.paid and closed is not None
-    closed_row = (
-        await conn.execute(
-            sa.update(db.sales_order)
-            .where(o.id == order.id, o.state == OrderState.RUNNING.value)
-            .values(
-                state=OrderState.CLOSED.value,
-                closed_at=now,
-                updated_at=now,
-                expires_at=None,
-                pending_payments=None,
-                paid=order.total,
-                contact_number=contact,
-            )
-            .returning(*db.sales_order.c)
-        )
-    ).first()
+    closed_row = await _CLOSE_ORDER.first(
+        conn, order_id=order.id, now=now, paid=order.total, contact=contact
+    )
     if closed_row is None:
         raise OrderClosed(f"order {order.id} was just closed")
-    sold = (
-        await conn.execute(
-            sa.update(db.movement)
-            .where(m.order_id == order.id, m.state == MovementState.RESERVED.value)
-            .values(state=MovementState.SOLD.value)
-            .returning(*db.movement.c)
-        )
-    ).all()
-    operations = (
-        await conn.execute(
-            sa.update(db.operation)
-            .where(op.order_id == order.id, op.state == MovementState.RESERVED.value)
-            .values(state=MovementState.SOLD.value)
-            .returning(*db.operation.c)
-        )
-    ).all()
+    sold = await _SELL_MOVEMENTS.rows(conn, order=order.id)
+    operations = await _SELL_OPERATIONS.rows(conn, order=order.id)
     hold_ids = sorted({r.hold_id for r in operations if r.hold_id is not None})
     codes: dict[int, str] = {}
     ticket_ids = await issue_tickets_in(

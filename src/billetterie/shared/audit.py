@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.shared.db import UtcDateTime, id_column, institution_column, metadata
+from billetterie.shared.statements import Statement, bound
 
 audit_entry = sa.Table(
     "audit_entry",
@@ -22,6 +23,13 @@ audit_entry = sa.Table(
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
+)
+
+
+_INSERT = Statement(
+    lambda _: sa.insert(audit_entry).values(
+        bound(audit_entry, "institution_id", "action", "actor", "at", "data")
+    )
 )
 
 
@@ -36,7 +44,7 @@ class Buffer:
     async def flush(self) -> None:
         rows, self.rows = self.rows, []
         if rows:
-            await self.connection.execute(sa.insert(audit_entry), rows)
+            await _INSERT.execute_many(self.connection, rows)
 
 
 _buffer: contextvars.ContextVar[Buffer | None] = contextvars.ContextVar(

@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.shared.db import UtcDateTime, id_column, metadata
+from billetterie.shared.statements import Statement, bound
 
 commit_work = sa.Table(
     "commit_work",
@@ -47,6 +48,10 @@ commit_work = sa.Table(
     sa.Column("institution_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+)
+
+_INSERT = Statement(
+    lambda _: sa.insert(commit_work).values(bound(commit_work, "institution_id", "at", "payload"))
 )
 
 HINT_PREFIX = "billetterie:"
@@ -150,7 +155,7 @@ class Collector:
             )
         self._of.clear()
         if rows:
-            await conn.execute(sa.insert(commit_work), rows)
+            await _INSERT.execute_many(conn, rows)
 
 
 def seats_payload(
