@@ -13,11 +13,11 @@ Flow:
    while the buyer is on the card page.
 2. The provider confirms through its webhook; :func:`on_payment_confirmed` (registered with the
    payment gateway, with :func:`lock_paid_order`: the order is locked before the intent, the
-   lock order of every path here) closes the order in the webhook's transaction, with the card payment and
-   the held parts recorded (not debited again) and the tickets issued. If the order can no
-   longer be closed (it was reopened and expired, say), the money is refunded instead: a refund
-   is requested in the same transaction (an outbox job pays it back after commit), the held
-   parts are given back if they still are held, and the order stays unpaid.
+   lock order of every path here) closes the order in the webhook's transaction, with the card
+   payment and the held parts recorded (not debited again) and the tickets issued. If the order
+   can no longer be closed (it was reopened and expired, say), the money is refunded instead: a
+   refund is requested in the same transaction (an outbox job pays it back after commit), the
+   held parts are given back if they still are held, and the order stays unpaid.
 3. :func:`reopen_order` (``reopenOrder``) gives the card payment up while it is pending, so the
    cart can be changed or paid otherwise; the held parts are credited back. So does the expiry
    of the cart (:func:`billetterie.sales.carts.expire_orders`). A declined card does not give
