@@ -194,7 +194,7 @@ async def test_a_pending_card_payment_is_given_up_and_the_cart_paid_otherwise(
     await page.wait_for_selector("#applied")
     assert await page.get_attribute("[data-applied-amount]", "data-applied-amount") == str(left)
     assert await page.get_attribute("[data-rest]", "data-rest") == str(total - left)
-    await shot(page, "11-voucher-applied")
+    await shot(page, "13-voucher-applied")
     await page.click("#pay-rest-card")
     await page.wait_for_selector("input[name=card_number]")
     await page.fill("input[name=card_number]", "4242 4242 4242 4242")
