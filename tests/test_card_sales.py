@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.payments import db as payments
 from billetterie.payments.errors import ProviderUnavailable, RefundRefused
@@ -25,7 +25,7 @@ from billetterie.payments.models import (
     ProviderStatus,
     StartedPayment,
 )
-from billetterie.payments.services import get_payment
+from billetterie.payments.services import get_payment, handle_webhook, payment_by_reference
 from billetterie.payments.test_provider import SUCCESS_CARD, TestCardProvider, read_card
 from billetterie.sales import db as sales
 from billetterie.sales.accounts import add_credit, issue_voucher
@@ -390,6 +390,107 @@ async def test_mixed_payment_refusals_change_nothing(kit: Kit) -> None:
     assert await balance(kit, gift.id) == 30_000
     order = await details(kit, order_id)
     assert (order["orderState"], order["cardPaymentPending"]) == ("RUNNING", False)
+
+
+# --- one lock order: the order, then its intent ------------------------------------------------
+
+
+async def lock_waiters(engine: AsyncEngine) -> int:
+    """Sessions of this database waiting for a lock another holds."""
+    async with read(engine) as conn:
+        count = (
+            await conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        ).scalar_one()
+    return int(count)
+
+
+@pytest.mark.parametrize("rival", ["reopen", "expiry"])
+async def test_a_confirmation_racing_a_reopen_or_the_expiry_waits_instead_of_deadlocking(
+    kit: Kit, backend: Backend, monkeypatch: pytest.MonkeyPatch, rival: str
+) -> None:
+    """The webhook is held inside its transaction, just before the confirmation handler runs,
+    while the rival (reopenOrder, or the sweeper on the expired cart) locks the order and then
+    its intent. Both lock the order first, so the rival waits and goes on once the webhook
+    commits. Were the intent locked before the order, the two would wait on each other."""
+    if backend.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's (SQLite has one writer at a time)")
+    gift = await voucher(kit, 30_000)
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]  # 100.00
+    order_id = cart["orderId"]
+    body = await card_close(
+        kit, order_id, [("VOUCHER", 30_000), ("CARD", 70_000)], voucher=gift.code
+    )
+    assert body["statusCode"] == "success", body
+    if rival == "expiry":
+        kit.later(minutes=36)  # past the cart's expiry and the card's grace
+    gateway = kit.api.app.state.payments
+    provider = gateway.provider("test")
+    assert isinstance(provider, TestCardProvider)
+    (card,) = (await details(kit, order_id))["cardPayments"]
+    async with read(kit.engine) as conn:
+        intent = await payment_by_reference(conn, provider="test", reference=card["reference"])
+    _, signed = await provider.charge(
+        intent, read_card(SUCCESS_CARD, "12/30", "123", now=NOW), now=kit.clock.now()
+    )
+
+    holding, go = asyncio.Event(), asyncio.Event()
+    confirm = gateway.payment_confirmed
+
+    async def held_confirmation(conn: AsyncConnection, paid: PaymentIntent) -> None:
+        # The webhook's deadlock check comes first (the rival's after the default second),
+        # so a cycle would fail the webhook, not the rival (whose transaction retries).
+        await conn.execute(sa.text("SET LOCAL deadlock_timeout = '100ms'"))
+        holding.set()
+        await go.wait()
+        await confirm(conn, paid)
+
+    monkeypatch.setattr(gateway, "payment_confirmed", held_confirmation)
+    webhook = asyncio.create_task(
+        handle_webhook(
+            kit.engine,
+            gateway,
+            provider="test",
+            headers=signed.headers,
+            body=signed.body,
+            now=kit.clock.now(),
+        )
+    )
+    await asyncio.wait_for(holding.wait(), 5)
+    other: asyncio.Task[Any] = asyncio.create_task(
+        kit.rpc(ORDERS, "reopenOrder", {"orderId": order_id})
+        if rival == "reopen"
+        else abandon_expired_orders(kit.engine, kit.clock.now())
+    )
+    for _ in range(250):  # until the rival waits for a lock the webhook holds
+        if await lock_waiters(kit.engine):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail(f"the {rival} never waited for the webhook's locks")
+    go.set()
+    outcome, answer = await asyncio.wait_for(asyncio.gather(webhook, other), 10)
+
+    assert (outcome.applied, outcome.intent.state.value) == (True, "SUCCEEDED")
+    order = await details(kit, order_id)
+    if rival == "reopen":  # the order closed first; there is nothing left to reopen
+        assert answer["statusCode"] == "error.order.not_running", answer
+        assert (order["orderState"], order["paidAmount"]) == ("CLOSED", 100_000)
+        assert await ledger(kit, gift.id) == [("CREDIT", 30_000), ("DEBIT", 30_000)]
+        assert await refund_jobs(kit) == []
+    else:  # too late to close: refunded, the voucher given back once, then abandoned
+        assert answer == 1
+        assert (order["orderState"], order["payments"]) == ("ABANDONNED", [])
+        assert await ledger(kit, gift.id) == [
+            ("CREDIT", 30_000),
+            ("DEBIT", 30_000),
+            ("CREDIT", 30_000),
+        ]
+        assert await refund_jobs(kit) == [("PENDING", 0, None)]
 
 
 @pytest.fixture

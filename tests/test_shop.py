@@ -20,11 +20,17 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.app import build_app
+from billetterie.catalog.services import institution_id_by_code
+from billetterie.contacts import db as contacts_db
+from billetterie.payments import db as payments_db
 from billetterie.sales import db as sales_db
+from billetterie.sales.accounts import add_credit, issue_voucher
 from billetterie.shared.clock import FixedClock
 from billetterie.shared.db import read
+from billetterie.shared.i18n import ERRORS
 from tests.conftest import NOW, SECRET, Backend, set_secrets, settings_for
-from tests.factories import import_document, setup_document
+from tests.factories import import_document, setup_document, text
+from tests.identity_support import post_form
 
 BASE = "/shop/ACMEWEB"
 
@@ -72,9 +78,14 @@ def acme_shop() -> dict[str, Any]:
 
 
 async def open_shop(
-    engine: AsyncEngine, backend: Backend, tmp: Path, **settings: Any
+    engine: AsyncEngine,
+    backend: Backend,
+    tmp: Path,
+    *,
+    document: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Shop]:
-    await import_document(engine, acme_shop())
+    await import_document(engine, document or acme_shop())
     await set_secrets(engine, "ACME", [("ACME_WEB", "ACMEWEB", "web")])
     clock = FixedClock(NOW)
     app = build_app(settings_for(backend.scratch_url, tmp).model_copy(update=settings), clock=clock)
@@ -436,3 +447,270 @@ def test_refusals_are_explained_in_the_page_language() -> None:
     assert explained("error.order.availability", "x", "fr") == ERRORS["error.order.availability"][1]
     assert explained("error.something.new", "as said", "fr") == "as said"
     assert all(len(set(texts)) == 3 for texts in ERRORS.values())  # each really translated
+
+
+# --- a voucher or credit balance, the rest by card ---------------------------------------------
+
+
+def mixed_shop() -> dict[str, Any]:
+    """The ACME shop with gift vouchers and credit balances beside the card."""
+    document = acme_shop()
+    document["paymentMethods"] += [
+        {"code": "VOUCHER", "name": text("Voucher"), "type": "VOUCHER"},
+        {"code": "CREDIT", "name": text("Credit"), "type": "CREDIT"},
+    ]
+    document["salesChannels"][0]["pointsOfSale"][0]["paymentMethods"] = [
+        "CARD",
+        "VOUCHER",
+        "CREDIT",
+    ]
+    return document
+
+
+@pytest.fixture
+async def mixed(
+    scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path
+) -> AsyncIterator[Shop]:
+    async for opened in open_shop(scratch_engine, backend, tmp_path, document=mixed_shop()):
+        yield opened
+
+
+async def two_places_for_a_guest(shop: Shop) -> None:
+    """100.00 in the cart, a guest named, on the payment page."""
+    first = shop.performance(0)
+    cat = first["seatCategories"][0]["id"]
+    tariff = shop.catalog["seasons"][0]["audienceCategories"][0]["audienceSubCategories"][0]["id"]
+    added = await shop.post(
+        f"{BASE}/cart/add",
+        {"kind": "best", "performance": str(first["id"]), f"q_{cat}_{tariff}": "2"},
+    )
+    assert added.status_code == 303, added.text
+    guest = await shop.post(
+        f"{BASE}/checkout/guest",
+        {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.org"},
+    )
+    assert guest.headers["location"] == f"{BASE}/pay"
+
+
+def method_of(page: str, kind: str) -> str:
+    found = re.search(
+        rf'data-method="{kind}">\s*<input[^>]*>\s*<input type="hidden" name="method" value="(\d+)"',
+        page,
+    )
+    assert found is not None, page
+    return found[1]
+
+
+def hidden_fields(page: str, form: str) -> dict[str, str]:
+    """The hidden inputs of the form marked ``data-method="<form>"`` (its CSRF token aside)."""
+    found = re.search(rf'data-method="{form}">(.*?)</form>', page, re.S)
+    assert found is not None, page
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', found[1]))
+    fields.pop("csrf_token", None)
+    return fields
+
+
+async def money(shop: Shop) -> tuple[int, int, list[tuple[str, int]], list[str]]:
+    """What paying may change: card payments, ledger entries, account balances, order states."""
+    async with read(shop.engine) as conn:
+        intents = (
+            await conn.execute(sa.select(sa.func.count()).select_from(payments_db.payment_intent))
+        ).scalar_one()
+        entries = (
+            await conn.execute(sa.select(sa.func.count()).select_from(sales_db.account_entry))
+        ).scalar_one()
+        a, o = sales_db.account.c, sales_db.sales_order.c
+        balances = (await conn.execute(sa.select(a.code, a.balance).order_by(a.id))).all()
+        states = (await conn.execute(sa.select(o.state).order_by(o.id))).scalars().all()
+    return int(intents), int(entries), [(b.code, b.balance) for b in balances], list(states)
+
+
+async def pay_on_test_page(shop: Shop, url: str) -> httpx.Response:
+    page = await shop.client.get(url)
+    assert page.status_code == 200, page.text
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    return await shop.client.post(
+        url,
+        data={
+            "card_number": "4242 4242 4242 4242",
+            "expiry": "12/30",
+            "cvc": "123",
+            "csrf_token": token,
+        },
+    )
+
+
+async def gift(shop: Shop, amount: int, code: str, **options: Any) -> Any:
+    async with read(shop.engine) as conn:
+        institution_id = await institution_id_by_code(conn, "ACME")
+    return await issue_voucher(
+        shop.engine,
+        institution_id=institution_id,
+        currency="EUR",
+        amount=amount,
+        now=NOW,
+        code=code,
+        actor="test",
+        **options,
+    )
+
+
+async def test_a_guest_applies_a_voucher_and_pays_the_rest_by_card(mixed: Shop) -> None:
+    shop = mixed
+    voucher = await gift(shop, 30_000, "GIFT30")
+    await gift(shop, 10_000, "OLDGIFT", expires_at=NOW - timedelta(days=1))
+    await two_places_for_a_guest(shop)
+    pay_page = (await shop.client.get(f"{BASE}/pay?lang=fr")).text
+    assert "Un bon d&#39;un montant inférieur" in pay_page or "Un bon d'un montant" in pay_page
+    method = method_of(pay_page, "VOUCHER")
+    before = await money(shop)
+
+    # refusals are said in the page's language and change nothing
+    for code, expected, status in (
+        ("NOSUCHGIFT", "error.payment.unknown_account", 404),
+        ("OLDGIFT", "error.payment.insufficient_funds", 409),
+    ):
+        refused = await shop.post(f"{BASE}/pay", {"method": method, "voucher": code})
+        assert refused.status_code == status, refused.text
+        assert f'role="alert" data-code="{expected}">{html.escape(ERRORS[expected][1])}<' in (
+            refused.text
+        ), code
+        assert await money(shop) == before
+
+    # the voucher is applied: what it pays and what is left are shown, nothing is taken yet
+    applied = await shop.post(f"{BASE}/pay", {"method": method, "voucher": "GIFT30"})
+    assert applied.status_code == 200, applied.text
+    assert 'data-applied="VOUCHER"' in applied.text
+    assert 'data-applied-amount="30000"' in applied.text and 'data-rest="70000"' in applied.text
+    assert "Reste à payer par carte" in applied.text
+    assert await money(shop) == before
+    fields = hidden_fields(applied.text, "MIXED")
+    assert fields["voucher"] == "GIFT30" and fields["part_amount"] == "30000"
+
+    # a form that does not match the cart any more, or asks for more than it may, is refused
+    for changed, expected in (
+        ({"total": "90000"}, "error.payment.wrong_total"),
+        ({"part_amount": "100000"}, "error.shop.bad_choice"),
+        ({"part_amount": "40000"}, "error.payment.insufficient_funds"),
+        ({"voucher": "NOSUCHGIFT"}, "error.payment.unknown_account"),
+        ({"part_method": fields["method"]}, "error.shop.bad_choice"),
+    ):
+        refused = await shop.post(f"{BASE}/pay", {**fields, **changed})
+        assert f'data-code="{expected}"' in refused.text, (changed, refused.text)
+        assert 'data-method="VOUCHER"' in refused.text  # back on the payment page
+        assert await money(shop) == before, changed
+
+    started = await shop.post(f"{BASE}/pay", fields)
+    assert started.status_code == 303 and "/payments/test/" in started.headers["location"]
+    intents, _, balances, states = await money(shop)
+    assert (intents, dict(balances)[voucher.code], states) == (1, 0, ["RUNNING"])  # held
+    card_page = await shop.client.get(started.headers["location"])
+    assert "70.00" in card_page.text
+    paid = await pay_on_test_page(shop, started.headers["location"])
+    assert paid.status_code == 303, paid.text
+    confirmation = await shop.client.get(paid.headers["location"])
+    assert 'data-order-state="CLOSED"' in confirmation.text
+    p = sales_db.payment.c
+    async with read(shop.engine) as conn:
+        paid_with = (await conn.execute(sa.select(p.amount).order_by(p.amount))).scalars().all()
+    assert list(paid_with) == [30_000, 70_000]
+    assert dict((await money(shop))[2])[voucher.code] == 0
+
+
+async def test_a_voucher_covering_the_total_closes_without_a_card(mixed: Shop) -> None:
+    shop = mixed
+    voucher = await gift(shop, 150_000, "BIGGIFT")
+    await two_places_for_a_guest(shop)
+    method = method_of((await shop.client.get(f"{BASE}/pay")).text, "VOUCHER")
+    paid = await shop.post(f"{BASE}/pay", {"method": method, "voucher": "BIGGIFT"})
+    assert paid.status_code == 303 and f"{BASE}/orders/" in paid.headers["location"]
+    intents, _, balances, states = await money(shop)
+    assert (intents, dict(balances)[voucher.code], states) == (0, 50_000, ["CLOSED"])
+
+    # what is left pays part of the next cart; giving the card up gives it back
+    await two_places_for_a_guest(shop)
+    method = method_of((await shop.client.get(f"{BASE}/pay")).text, "VOUCHER")
+    applied = await shop.post(f"{BASE}/pay", {"method": method, "voucher": "BIGGIFT"})
+    assert 'data-applied-amount="50000"' in applied.text and 'data-rest="50000"' in applied.text
+    fields = hidden_fields(applied.text, "MIXED")
+    assert (await shop.post(f"{BASE}/pay", fields)).status_code == 303
+    assert dict((await money(shop))[2])[voucher.code] == 0  # held while the card is paid
+    reopened = await shop.post(f"{BASE}/pay/reopen", {})
+    assert reopened.status_code == 303
+    assert dict((await money(shop))[2])[voucher.code] == 50_000
+    started = await shop.post(f"{BASE}/pay", fields)
+    assert (await pay_on_test_page(shop, started.headers["location"])).status_code == 303
+    assert (await money(shop))[3] == ["CLOSED", "CLOSED"]
+
+    # spent to the last cent: the exhausted voucher is refused, nothing changes
+    await two_places_for_a_guest(shop)
+    before = await money(shop)
+    spent = await shop.post(f"{BASE}/pay", {"method": method, "voucher": "BIGGIFT"})
+    assert spent.status_code == 409
+    assert 'role="alert" data-code="error.payment.insufficient_funds"' in spent.text
+    assert await money(shop) == before
+
+
+async def test_a_contact_uses_their_credit_balance_and_pays_the_rest_by_card(mixed: Shop) -> None:
+    shop = mixed
+    registered = await post_form(
+        shop.client,
+        f"{BASE}/account/register",
+        {
+            "email": "grace@example.org",
+            "password": "cobol compiler 59",
+            "firstName": "Grace",
+            "lastName": "Hopper",
+        },
+    )
+    assert registered.status_code == 303, registered.text
+    c = contacts_db.contact.c
+    async with read(shop.engine) as conn:
+        institution_id = await institution_id_by_code(conn, "ACME")
+        number = (
+            await conn.execute(sa.select(c.id).where(c.email == "grace@example.org"))
+        ).scalar_one()
+    await add_credit(
+        shop.engine,
+        institution_id=institution_id,
+        contact_number=str(number),
+        currency="EUR",
+        amount=25_000,
+        description="goodwill",
+        now=NOW,
+        actor="test",
+    )
+    first = shop.performance(0)
+    cat = first["seatCategories"][0]["id"]
+    tariff = shop.catalog["seasons"][0]["audienceCategories"][0]["audienceSubCategories"][0]["id"]
+    await shop.post(
+        f"{BASE}/cart/add",
+        {"kind": "best", "performance": str(first["id"]), f"q_{cat}_{tariff}": "2"},
+    )
+    checkout = await shop.client.get(f"{BASE}/checkout")
+    assert checkout.headers["location"] == f"{BASE}/pay"
+    pay_page = (await shop.client.get(f"{BASE}/pay")).text
+    assert 'data-credit-balance="25000"' in pay_page
+    assert "Use my credit balance, pay the rest by card" in pay_page
+    before = await money(shop)
+    applied = await shop.post(f"{BASE}/pay", {"method": method_of(pay_page, "CREDIT")})
+    assert applied.status_code == 200, applied.text
+    assert 'data-applied="CREDIT"' in applied.text
+    assert 'data-applied-amount="25000"' in applied.text and 'data-rest="75000"' in applied.text
+    assert await money(shop) == before
+    started = await shop.post(f"{BASE}/pay", hidden_fields(applied.text, "MIXED"))
+    assert started.status_code == 303 and "/payments/test/" in started.headers["location"]
+    assert dict((await money(shop))[2])[str(number)] == 0
+    paid = await pay_on_test_page(shop, started.headers["location"])
+    assert paid.status_code == 303, paid.text
+    assert 'data-order-state="CLOSED"' in (await shop.client.get(paid.headers["location"])).text
+    assert (await money(shop))[3] == ["CLOSED"]
+    # nothing left: the balance is refused with a clear message, nothing changes
+    await shop.post(
+        f"{BASE}/cart/add",
+        {"kind": "best", "performance": str(first["id"]), f"q_{cat}_{tariff}": "1"},
+    )
+    before = await money(shop)
+    empty = await shop.post(f"{BASE}/pay", {"method": method_of(pay_page, "CREDIT")})
+    assert 'data-code="error.payment.insufficient_funds"' in empty.text
+    assert await money(shop) == before

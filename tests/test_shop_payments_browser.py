@@ -1,8 +1,9 @@
 """Paying in the shop in Debian's chromium, beyond the card and voucher journeys of
 tests/test_shop_browser.py: a signed-in contact pays with their credit balance (the balance goes
 down, the PDF's QR codes decode to the tickets' barcodes), and a buyer who left the test card
-page gives the pending card payment up from the shop and pays another way. SQLite only, as the
-other browser tests."""
+page gives the pending card payment up from the shop and pays another way, then pays the next
+cart with what is left on the voucher and the rest by card. SQLite only, as the other browser
+tests."""
 
 from __future__ import annotations
 
@@ -173,4 +174,43 @@ async def test_a_pending_card_payment_is_given_up_and_the_cart_paid_otherwise(
     assert order.state == "CLOSED" and order.pending_payments is None
     assert list(intents) == ["CANCELLED"]
     assert voucher is not None and voucher.balance == 50_000 - order.total
+
+    # what is left on the voucher pays part of the next cart, the card the rest
+    left = voucher.balance
+    await page.goto(f"{world.shop}{SHOP}/performances/5")
+    await page.fill("#q_3_1", "2")
+    await page.click("#best-form button[type=submit]")
+    await page.wait_for_url(f"{world.shop}{SHOP}/cart")
+    await page.click("#checkout")
+    await page.fill("#guest-form input[name=firstName]", "Edsger")
+    await page.fill("#guest-form input[name=lastName]", "Dijkstra")
+    await page.fill("#guest-form input[name=email]", "edsger@example.org")
+    await page.click("#guest-form button[type=submit]")
+    await page.wait_for_url(f"{world.shop}{SHOP}/pay")
+    total = int(await page.get_attribute("[data-total]", "data-total") or 0)
+    assert total > left
+    await page.fill("form[data-method=VOUCHER] input[name=voucher]", "SHOPGIFT2")
+    await page.click("#pay-voucher")
+    await page.wait_for_selector("#applied")
+    assert await page.get_attribute("[data-applied-amount]", "data-applied-amount") == str(left)
+    assert await page.get_attribute("[data-rest]", "data-rest") == str(total - left)
+    await shot(page, "13-voucher-applied")
+    await page.click("#pay-rest-card")
+    await page.wait_for_selector("input[name=card_number]")
+    await page.fill("input[name=card_number]", "4242 4242 4242 4242")
+    await page.fill("input[name=expiry]", "12/30")
+    await page.fill("input[name=cvc]", "123")
+    await page.click("#pay")
+    await page.wait_for_url(re.compile(r"/shop/WEBSHOP/orders/"))
+    assert await page.get_attribute("[data-order-state]", "data-order-state") == "CLOSED"
+    secret = page.url.rsplit("/", 1)[1].split("?")[0]
+    async with read(world.engine) as conn:
+        order = await queries.order_by_public_secret(conn, secret)
+        document = await queries.order_document(conn, order)
+        voucher = await find_account(conn, institution_id, AccountKind.VOUCHER, "SHOPGIFT2")
+    assert sorted((p["paymentType"], p["amount"]) for p in document["payments"]) == [
+        ("CARD", total - left),
+        ("VOUCHER", left),
+    ]
+    assert voucher is not None and voucher.balance == 0
     await context.close()

@@ -117,7 +117,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     # put its own in its place before the app starts).
     payments = PaymentGateway()
     payments.set_payment_confirmed_handler(
-        card.confirmation_handler(sales_api.seller_at, vault, the_clock.now)
+        card.confirmation_handler(sales_api.seller_at, vault, the_clock.now),
+        lock_payer=card.lock_paid_order,
     )
     events.register_webhook_payloads()
     contact_events.register_webhook_payloads()

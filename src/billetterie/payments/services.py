@@ -18,6 +18,12 @@ Idempotency
     changes nothing. A refund's provider call carries ``refund-<id>`` as its idempotency key,
     the same on every retry of its job, so the provider refunds once.
 
+Lock order
+    A transaction that locks both an order (a sales row) and its intent locks the order first:
+    reopening and expiring a cart, cancelling, and the confirmation too (:func:`apply_event`
+    has the sales context lock the order before it locks the intent), so two of them never
+    wait on each other in a cycle.
+
 Tenancy
     Webhooks and the hosted page find an intent by its provider reference (unique per
     provider); everything after that is scoped to the intent's institution.
@@ -61,6 +67,7 @@ from billetterie.shared.db import read, transaction
 log = logging.getLogger("billetterie.payments")
 
 PaymentConfirmed = Callable[[AsyncConnection, PaymentIntent], Awaitable[None]]
+PayerLock = Callable[[AsyncConnection, PaymentIntent], Awaitable[None]]
 MAX_AMOUNT = 10**15  # a trillion units in thousandths: far beyond any order
 REFUND_TOPIC = "payments.refund"  # the outbox job that pays a requested refund back
 
@@ -74,6 +81,7 @@ class PaymentGateway:
     def __init__(self) -> None:
         self._providers: dict[str, PaymentProvider] = {}
         self._confirmed: PaymentConfirmed | None = None
+        self._lock_payer: PayerLock | None = None
 
     def register(self, provider: PaymentProvider) -> None:
         self._providers[provider.name] = provider
@@ -88,10 +96,22 @@ class PaymentGateway:
     def provider_names(self) -> list[str]:
         return sorted(self._providers)
 
-    def set_payment_confirmed_handler(self, handler: PaymentConfirmed) -> None:
+    def set_payment_confirmed_handler(
+        self, handler: PaymentConfirmed, *, lock_payer: PayerLock | None = None
+    ) -> None:
         """``handler(conn, intent)`` runs in the webhook's transaction when a payment succeeds
-        (once per intent). Raising rolls the confirmation back; the provider retries."""
+        (once per intent). Raising rolls the confirmation back; the provider retries.
+
+        ``lock_payer(conn, intent)`` locks what the handler changes (the sales order) and runs
+        *before* the intent's row is locked: the sales context locks an order, then its intent
+        (reopening, cart expiry, cancellation), so a confirmation that locked the intent first
+        and the order second could deadlock with them."""
         self._confirmed = handler
+        self._lock_payer = lock_payer
+
+    async def lock_payer(self, conn: AsyncConnection, intent: PaymentIntent) -> None:
+        if self._lock_payer is not None:
+            await self._lock_payer(conn, intent)
 
     async def payment_confirmed(self, conn: AsyncConnection, intent: PaymentIntent) -> None:
         if self._confirmed is None:
@@ -318,7 +338,15 @@ async def apply_event(
     now: datetime,
 ) -> WebhookOutcome:
     """Apply a verified event in the caller's transaction (the intent row is locked).
-    A SUCCEEDED event calls the confirmation handler in the same transaction, once."""
+    A SUCCEEDED event calls the confirmation handler in the same transaction, once; what the
+    handler changes is locked first, then the intent (see
+    :meth:`PaymentGateway.set_payment_confirmed_handler`: one lock order with the sales
+    context)."""
+    if event.kind is EventKind.SUCCEEDED:
+        # which order an intent pays never changes: read without a lock, lock the order, then
+        # the intent
+        unlocked = await payment_by_reference(conn, provider=provider, reference=event.reference)
+        await gateway.lock_payer(conn, unlocked)
     intent = await payment_by_reference(
         conn, provider=provider, reference=event.reference, lock=True
     )

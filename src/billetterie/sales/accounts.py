@@ -79,6 +79,23 @@ async def find_account(
     return None if row is None else _account(row)
 
 
+async def spendable(
+    conn: AsyncConnection, institution_id: int, kind: AccountKind, code: str, *, now: datetime
+) -> Account:
+    """The voucher or credit balance ``code`` names when something is left to spend on it now,
+    for a page that shows what it would pay before the buyer confirms. Refusals:
+    ``error.payment.unknown_account`` (no such code), ``error.payment.insufficient_funds``
+    (expired, or nothing left). A read without a lock: the debit itself decides."""
+    account = await find_account(conn, institution_id, kind, code) if code else None
+    if account is None:
+        raise UnknownAccount(f"no {kind.value.lower()} {code}")
+    if account.expires_at is not None and account.expires_at <= now:
+        raise InsufficientFunds(f"{kind.value.lower()} {account.code} has expired")
+    if account.balance + account.credit_limit <= 0:
+        raise InsufficientFunds(f"nothing left on {kind.value.lower()} {account.code}")
+    return account
+
+
 async def open_account(
     conn: AsyncConnection,
     *,

@@ -12,11 +12,12 @@ Flow:
    last, so the account's row lock is held only for the end), so they cannot be spent twice
    while the buyer is on the card page.
 2. The provider confirms through its webhook; :func:`on_payment_confirmed` (registered with the
-   payment gateway) closes the order in the webhook's transaction, with the card payment and
-   the held parts recorded (not debited again) and the tickets issued. If the order can no
-   longer be closed (it was reopened and expired, say), the money is refunded instead: a refund
-   is requested in the same transaction (an outbox job pays it back after commit), the held
-   parts are given back if they still are held, and the order stays unpaid.
+   payment gateway, with :func:`lock_paid_order`: the order is locked before the intent, the
+   lock order of every path here) closes the order in the webhook's transaction, with the card
+   payment and the held parts recorded (not debited again) and the tickets issued. If the order
+   can no longer be closed (it was reopened and expired, say), the money is refunded instead: a
+   refund is requested in the same transaction (an outbox job pays it back after commit), the
+   held parts are given back if they still are held, and the order stays unpaid.
 3. :func:`reopen_order` (``reopenOrder``) gives the card payment up while it is pending, so the
    cart can be changed or paid otherwise; the held parts are credited back. So does the expiry
    of the cart (:func:`billetterie.sales.carts.expire_orders`). A declined card does not give
@@ -329,6 +330,21 @@ async def pending_card_page(conn: AsyncConnection, seller: Seller, order_id: int
     return intent.redirect_url
 
 
+async def lock_paid_order(conn: AsyncConnection, intent: PaymentIntent) -> None:
+    """Lock the order an intent pays, before the gateway locks the intent (registered with
+    the confirmation handler): every transaction that locks both locks the order first, as
+    :func:`reopen_order`, the cart's expiry and cancellations do, so none waits on another in a
+    cycle. SQLite has one writer at a time and no row locks."""
+    if conn.dialect.name != "postgresql":
+        return
+    o = db.sales_order.c
+    await conn.execute(
+        sa.select(o.id)
+        .where(o.id == intent.order_id, o.institution_id == intent.institution_id)
+        .with_for_update()
+    )
+
+
 def confirmation_handler(
     seller_of: SellerOf, vault: KeyVault, now: Callable[[], datetime]
 ) -> Callable[[AsyncConnection, PaymentIntent], Awaitable[None]]:
@@ -336,13 +352,12 @@ def confirmation_handler(
 
     async def on_payment_confirmed(conn: AsyncConnection, intent: PaymentIntent) -> None:
         o = db.sales_order.c
-        order: Any = (
-            await conn.execute(
-                sa.select(db.sales_order).where(
-                    o.id == intent.order_id, o.institution_id == intent.institution_id
-                )
-            )
-        ).first()
+        query = sa.select(db.sales_order).where(
+            o.id == intent.order_id, o.institution_id == intent.institution_id
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()  # held already when the gateway ran lock_paid_order
+        order: Any = (await conn.execute(query)).first()
         if order is None:
             return
         seller = await seller_of(conn, order.point_of_sale_id)
@@ -388,22 +403,18 @@ def confirmation_handler(
                 now=at,
                 actor="payments",
             )
-            # Read again under the order's lock (the savepoint's rollback released it): if
-            # the order still waits for this payment, it no longer does.
-            query = sa.select(o.state, o.pending_payments).where(o.id == order.id)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            current = (await conn.execute(query)).one()
-            waiting = current.pending_payments or {}
+            # The order was locked before the savepoint, so it is as read above (the
+            # savepoint's changes are rolled back): if it still waits for this payment, it no
+            # longer does.
             if (
-                current.state == OrderState.RUNNING.value
-                and int(waiting.get("intentId", 0)) == intent.id
+                order.state == OrderState.RUNNING.value
+                and int(pending.get("intentId", 0)) == intent.id
             ):
                 await accounts.release_held(
                     conn,
                     institution_id=intent.institution_id,
                     order_id=order.id,
-                    held=waiting.get("held", []),
+                    held=pending.get("held", []),
                     reason=f"card payment refunded ({refusal.code})",
                     now=at,
                 )

@@ -93,9 +93,14 @@ ERRORS: Words = {
         "Dieses Angebot gibt es nicht.",
     ),
     "error.payment.insufficient_funds": (
-        "Not enough left on this voucher or balance.",
-        "Solde insuffisant sur ce bon ou ce compte.",
-        "Nicht genug Guthaben auf diesem Gutschein oder Konto.",
+        "Not enough left on this voucher or balance, or it has expired.",
+        "Solde insuffisant sur ce bon ou ce compte, ou il a expiré.",
+        "Nicht genug Guthaben auf diesem Gutschein oder Konto, oder es ist abgelaufen.",
+    ),
+    "error.payment.wrong_total": (
+        "The total has changed: please choose how to pay again.",
+        "Le total a changé : choisissez à nouveau comment payer.",
+        "Der Gesamtbetrag hat sich geändert: bitte wählen Sie erneut, wie Sie bezahlen.",
     ),
     "error.payment.unknown_account": (
         "Unknown voucher code.",

@@ -2,6 +2,12 @@
 season tickets), remove them, check out (signed-in contact or guest), pay (test card page,
 gift voucher, credit balance, nothing for a free order), confirmation with the PDF link.
 
+A voucher or credit balance that covers less than the total is *applied*: the payment page
+shows what it pays and what is left, and the buyer pays the rest on the card page (the card's
+mixed payment, :func:`billetterie.sales.card.start_card_payment`, holds the voucher's part
+while the card is paid). Applying changes nothing: the applied part travels in the card form
+and is checked again when the card payment starts.
+
 Every change goes through the sales services (``sales.carts``, ``sales.closing``,
 ``sales.card``), which re-check availability in the database; each one rewrites the website's
 cart-summary cookie. The cart cookie holds the order's public secret only.
@@ -9,6 +15,7 @@ cart-summary cookie. The cart cookie holds the order's public secret only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,12 +25,15 @@ from starlette.responses import Response
 from billetterie.identity.web import field_of
 from billetterie.inventory.queries import seat_categories
 from billetterie.sales import card, carts, closing
-from billetterie.sales.accounts import find_account
+from billetterie.sales.accounts import find_account, spendable
+from billetterie.sales.errors import WrongTotal
 from billetterie.sales.models import (
+    ACCOUNT_OF_PAYMENT,
     AccountKind,
     Attribution,
     CartRequest,
     ComposedLine,
+    PaymentMethod,
     PaymentRequest,
     SimpleProductLine,
     SingleEntryLine,
@@ -350,7 +360,20 @@ async def pay_page(request: Request, pos_code: str) -> Response:
     return await run(request, pos_code, handle)
 
 
-async def _pay_form(page: Page, order: Any, contact: Any, error: Any = None) -> Response:
+@dataclass(frozen=True)
+class Applied:
+    """A voucher or credit balance applied to a cart it does not cover: what it pays, shown
+    with the rest the card pays."""
+
+    method: PaymentMethod
+    reference: str | None  # the voucher's code
+    amount: int
+    card: PaymentMethod
+
+
+async def _pay_form(
+    page: Page, order: Any, contact: Any, error: Any = None, applied: Applied | None = None
+) -> Response:
     document = await page.order_document(order)
     methods = [m for m in page.seller.payment_methods if m.for_payment]
     balance = None
@@ -368,12 +391,66 @@ async def _pay_form(page: Page, order: Any, contact: Any, error: Any = None) -> 
         order=document,
         lines=await _cart_lines(page, document),
         methods=methods,
+        card_method=_card_method(page),
         contact=contact,
         purchaser=order.purchaser,
         credit_balance=balance,
         card_page=card_page,
+        applied=applied,
         error=error,
     )
+
+
+def _method(page: Page, value: str) -> PaymentMethod:
+    method = page.seller.method(_int(value, what="the payment method"))
+    if method is None or not method.for_payment:
+        raise BadChoice("choose one of this shop's payment methods")
+    return method
+
+
+def _card_method(page: Page) -> PaymentMethod | None:
+    return next(
+        (m for m in page.seller.payment_methods if m.for_payment and m.payment_type == "CARD"),
+        None,
+    )
+
+
+async def _available(page: Page, method: PaymentMethod, reference: str | None, contact: Any) -> int:
+    """What the voucher or credit balance can pay now (refused when unknown, expired, empty)."""
+    code = str(contact.number) if method.payment_type == "CREDIT" else reference or ""
+    async with read(page.engine) as conn:
+        account = await spendable(
+            conn,
+            page.context.institution_id,
+            ACCOUNT_OF_PAYMENT[method.payment_type],
+            code,
+            now=page.now,
+        )
+    return account.balance + account.credit_limit
+
+
+def _applied_parts(page: Page, form: FormData, order: Any, contact: Any) -> list[PaymentRequest]:
+    """The voucher or credit part the card form carries (none for a card paying it all), as
+    the payment page showed it: the cart's total must not have changed since."""
+    raw = field_of(form, "part_method", 20)
+    if not raw:
+        return []
+    method = _method(page, raw)
+    if method.payment_type not in {"VOUCHER", "CREDIT"}:
+        raise BadChoice("only a voucher or a credit balance pays part beside the card")
+    if method.payment_type == "CREDIT" and contact is None:
+        raise SignInRequired("sign in to pay with your credit balance")
+    amount = _int(field_of(form, "part_amount", 20), what="the amount")
+    if _int(field_of(form, "total", 20), what="the total") != order.total:
+        raise WrongTotal(
+            "the cart changed since the voucher or balance was applied: apply it again"
+        )
+    if not 0 < amount < order.total:
+        raise BadChoice("the voucher or balance pays part of the total, the card the rest")
+    reference = field_of(form, "voucher", 64).strip() or None
+    return [
+        PaymentRequest(method.id, amount, reference if method.payment_type == "VOUCHER" else None)
+    ]
 
 
 @router.post("/shop/{pos_code}/pay/reopen")
@@ -409,26 +486,39 @@ async def pay(request: Request, pos_code: str) -> Response:
         if order.total == 0:
             payments: list[PaymentRequest] = []
         else:
-            method_id = _int(field_of(form, "method", 20), what="the payment method")
-            method = page.seller.method(method_id)
-            if method is None or not method.for_payment:
-                raise BadChoice("choose one of this shop's payment methods")
+            method = _method(page, field_of(form, "method", 20))
             if method.payment_type == "CARD":
-                url = await card.start_card_payment(
-                    page.engine,
-                    page.request.app.state.payments,
-                    page.seller,
-                    order.id,
-                    [PaymentRequest(method.id, order.total)],
-                    return_url=done,
-                    contact_number=contact_number,
-                    with_barcodes=True,
-                    now=page.now,
-                )
+                try:
+                    parts = _applied_parts(page, form, order, contact)
+                    rest = order.total - sum(p.amount for p in parts)
+                    url = await card.start_card_payment(
+                        page.engine,
+                        page.request.app.state.payments,
+                        page.seller,
+                        order.id,
+                        [*parts, PaymentRequest(method.id, rest)],
+                        return_url=done,
+                        contact_number=contact_number,
+                        with_barcodes=True,
+                        now=page.now,
+                    )
+                except DomainError as error:
+                    if not field_of(form, "part_method", 20):
+                        raise
+                    return await _pay_form(page, order, contact, error)
                 return page.redirect(url)
             if method.payment_type == "CREDIT" and contact is None:
                 raise SignInRequired("sign in to pay with your credit balance")
             reference = field_of(form, "voucher", 64).strip() or None
+            if method.payment_type in {"VOUCHER", "CREDIT"}:
+                try:
+                    available = await _available(page, method, reference, contact)
+                except DomainError as error:
+                    return await _pay_form(page, order, contact, error)
+                card_method = _card_method(page)
+                if available < order.total and card_method is not None:
+                    applied = Applied(method, reference, available, card_method)
+                    return await _pay_form(page, order, contact, applied=applied)
             payments = [PaymentRequest(method.id, order.total, reference)]
         try:
             await closing.close_order(

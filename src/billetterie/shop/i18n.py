@@ -74,6 +74,30 @@ WORDS: dict[str, tuple[str, str, str]] = {
         "Payer avec mon avoir",
         "Mit meinem Guthaben bezahlen",
     ),
+    "voucher_rest": (
+        "A voucher worth less than the total pays its part; you pay the rest by card.",
+        "Un bon d'un montant inférieur au total en paie une partie ; vous payez le reste par "
+        "carte.",
+        "Ein Gutschein unter dem Gesamtbetrag zahlt seinen Teil; den Rest zahlen Sie mit Karte.",
+    ),
+    "use_credit": (
+        "Use my credit balance, pay the rest by card",
+        "Utiliser mon avoir, payer le reste par carte",
+        "Mein Guthaben verwenden, den Rest mit Karte bezahlen",
+    ),
+    "voucher_applied": (
+        "Gift voucher applied",
+        "Bon cadeau déduit",
+        "Geschenkgutschein angerechnet",
+    ),
+    "credit_applied": ("Credit balance applied", "Avoir déduit", "Guthaben angerechnet"),
+    "rest_by_card": ("Left to pay by card", "Reste à payer par carte", "Restbetrag per Karte"),
+    "pay_rest_card": (
+        "Pay the rest by card",
+        "Payer le reste par carte",
+        "Den Rest mit Karte bezahlen",
+    ),
+    "pay_otherwise": ("Pay another way", "Payer autrement", "Anders bezahlen"),
     "confirm_free": ("Confirm the order", "Confirmer la commande", "Bestellung bestätigen"),
     "buyer": ("Buyer", "Acheteur", "Käufer"),
     "confirmation": ("Thank you!", "Merci !", "Vielen Dank!"),
