@@ -28,17 +28,21 @@ Two entry points share that contract:
 
 When no window qualifies, ``split_allowed`` falls back to the ``quantity`` best-ranked seats
 wherever they are (ids in rank order); without it the answer is None.
+
+:func:`best_common` chooses for several performances at once (a season ticket): the best window
+of **plan seats** (the venue's seats the performances' seats stand for) that are free at every
+one of them and leave no orphan at any of them, so the buyer sits in the same seats every time.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import NamedTuple
 
-__all__ = ["FreeSeat", "PlanSeat", "SeatIndex", "best_available"]
+__all__ = ["FreeSeat", "PlanSeat", "SeatIndex", "best_available", "best_common"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,103 @@ def _best_in_row(row: list[FreeSeat], quantity: int) -> tuple[int, int, int] | N
                         best = (total, low, start + offset)
         start = end
     return best
+
+
+# --------------------------------------------------------------------------------------------
+# The same seats at several performances
+# --------------------------------------------------------------------------------------------
+
+
+def best_common(
+    performances: Sequence[Mapping[int, FreeSeat]], quantity: int
+) -> list[list[int]] | None:
+    """Choose the same ``quantity`` plan seats at every performance of ``performances``.
+
+    Each mapping gives one performance's free seats (those the caller may sell) by **plan seat
+    id**, the seat of the venue's plan that the performance's seat stands for. The answer is,
+    per performance in the given order, the ids of its seats (``FreeSeat.id``, in position
+    order) for the best window of plan seats free at every performance: together at each of
+    them (one row, consecutive positions) and leaving no orphan at any of them, each
+    performance's run and orphan judged on its own free seats. Windows are scored by the sum,
+    over the performances, of their ranks; ties go to the lowest single such sum, then to the
+    lowest ``(block_id, row_order, position)`` of the first performance's first seat, so with one
+    performance (or identical ones) the choice is :func:`best_available`'s without split.
+
+    None when no window qualifies: there is no split fallback, the caller seats each performance
+    on its own then. ValueError when ``quantity`` < 1, when no performance is given, or when two
+    seats of a row the search visits share a position.
+
+    Costs O(n) in the free seats given (the intersection and the rows' free positions), then the
+    rows are pruned as in :func:`best_available`.
+    """
+    _check_quantity(quantity)
+    if not performances:
+        raise ValueError("no performance given")
+    smallest = min(performances, key=len)
+    others = [p for p in performances if p is not smallest]
+    common = [plan_id for plan_id in smallest if all(plan_id in p for p in others)]
+    if len(common) < quantity:
+        return None
+    first = performances[0]
+    # per performance: (block_id, row_order) -> its free positions, for runs and orphans
+    free_at: list[dict[tuple[int, int], set[int]]] = []
+    for seats in performances:
+        rows: dict[tuple[int, int], set[int]] = {}
+        for seat in seats.values():
+            rows.setdefault((seat.block_id, seat.row_order), set()).add(seat.position)
+        free_at.append(rows)
+    # the common seats by row of the first performance, with their summed ranks
+    by_row: dict[tuple[int, int], list[tuple[int, int, int]]] = {}  # (position, rank, plan id)
+    for plan_id in common:
+        seat = first[plan_id]
+        rank = sum(p[plan_id].rank for p in performances)
+        by_row.setdefault((seat.block_id, seat.row_order), []).append(
+            (seat.position, rank, plan_id)
+        )
+    order = sorted((min(rank for _, rank, _ in row), key, row) for key, row in by_row.items())
+
+    def fits(plan_ids: list[int]) -> bool:
+        """Together and without orphan at every performance."""
+        for seats, rows in zip(performances, free_at, strict=True):
+            placed = [seats[plan_id] for plan_id in plan_ids]
+            start = placed[0]
+            key = (start.block_id, start.row_order)
+            if any(
+                (s.block_id, s.row_order) != key or s.position != start.position + i
+                for i, s in enumerate(placed)
+            ):
+                return False
+            free = rows[key]
+            left, right = start.position - 1, start.position + quantity
+            if (left in free and left - 1 not in free) or (right in free and right + 1 not in free):
+                return False
+        return True
+
+    best: _Key | None = None
+    best_ids: list[int] = []
+    for lowest, (block_id, row_order), row in order:
+        if best is not None and quantity * lowest > best[0]:
+            break
+        if len(row) < quantity:
+            continue
+        row.sort()
+        for index in range(1, len(row)):
+            if row[index][0] == row[index - 1][0]:
+                raise ValueError(f"two seats at position {row[index][0]} of the same row")
+        for start in range(len(row) - quantity + 1):
+            window = row[start : start + quantity]
+            if window[-1][0] - window[0][0] != quantity - 1:
+                continue  # not consecutive among the common seats
+            ranks = [rank for _, rank, _ in window]
+            candidate = (sum(ranks), min(ranks), block_id, row_order, window[0][0])
+            if best is not None and candidate >= best:
+                continue
+            plan_ids = [plan_id for *_, plan_id in window]
+            if fits(plan_ids):
+                best, best_ids = candidate, plan_ids
+    if best is None:
+        return None
+    return [[seats[plan_id].id for plan_id in best_ids] for seats in performances]
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,6 +462,28 @@ class SeatIndex:
         if allowed is None:
             return sum(self._free_by_group.values())
         return sum(self._free_by_group.get(group, 0) for group in set(allowed))
+
+    def free_seats(
+        self, allowed: Collection[int] | None = None, blocks: Collection[int] | None = None
+    ) -> list[FreeSeat]:
+        """The free seats (of the ``allowed`` groups, in the ``blocks``; all when None), as
+        the input of :func:`best_available` or :func:`best_common`. O(free seats)."""
+        groups = None if allowed is None else frozenset(allowed)
+        within = None if blocks is None else frozenset(blocks)
+        masks = None if groups is None and within is None else self._masks_for(groups, within)
+        seats: list[FreeSeat] = []
+        for row, free in enumerate(self._free):
+            mask = free if masks is None else free & masks[row]
+            if not mask:
+                continue
+            block_id, row_order = self._row_keys[row]
+            ids, positions, ranks = self._ids[row], self._positions[row], self._ranks[row]
+            while mask:
+                low = mask & -mask
+                mask ^= low
+                bit = low.bit_length() - 1
+                seats.append(FreeSeat(ids[bit], block_id, row_order, positions[bit], ranks[bit]))
+        return seats
 
     def take(self, seat_ids: Iterable[int]) -> None:
         """Mark free seats as no longer free (held, sold, blocked).
