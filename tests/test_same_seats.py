@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.inventory import db
-from billetterie.inventory.seat_indexes import SeatIndexes
+from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, propose_same
 from billetterie.inventory.seating import FreeSeat, best_available, best_common
 from billetterie.inventory.services import Hold, PlaceRequest
 from billetterie.shared.db import read
@@ -257,3 +257,37 @@ async def test_given_seats_stay_as_given(box: Box) -> None:
     assert [r.id for r in rows[box.shop.performances["SH01"]]] == [worst.id]
     assert [r.id for r in rows[box.shop.performances["SH02"]]] == want
     await check_invariants(box.engine)
+
+
+def test_performances_of_other_layouts_are_compared_seat_by_seat() -> None:
+    """One plan row of 6 seats; a third performance's plan lacks the first seat, so its bits
+    stand for other plan seats: the proposal is the same as with equal layouts."""
+
+    def entry(number: int, positions: range, free: set[int]) -> PerformanceSeats:
+        seats = [
+            (number * 100 + p, 7, 1, 0, p, p, p in free)  # rank = position: left is best
+            for p in positions
+        ]
+        plan = {number * 100 + p: p for p in positions}  # plan seat id = position
+        return PerformanceSeats(1, number, seats, watermark=0, stock_ids=[7], plan_seats=plan)
+
+    first = entry(1, range(6), {2, 3, 4, 5})
+    second = entry(2, range(6), {0, 1, 2, 3, 4, 5})
+    third = entry(3, range(1, 6), {2, 3, 4, 5})
+    assert first.layout == second.layout != third.layout
+    assert propose_same([first, second], [[7], [7]], 2) == [[102, 103], [202, 203]]
+    assert propose_same([first, second, third], [[7]] * 3, 2) == [
+        [102, 103],
+        [202, 203],
+        [302, 303],
+    ]
+    assert propose_same([first, third], [[7]] * 2, 4) == [
+        [102, 103, 104, 105],
+        [302, 303, 304, 305],
+    ]
+    second.mark_taken([203])
+    assert propose_same([first, second, third], [[7]] * 3, 2) == [
+        [104, 105],
+        [204, 205],
+        [304, 305],
+    ]

@@ -21,6 +21,7 @@ from billetterie.inventory.seating import (
     SeatIndex,
     best_available,
     best_common,
+    best_common_of,
 )
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -574,3 +575,64 @@ def test_index_lists_its_free_seats(
     assert sorted(index.free_seats(allowed, blocks), key=lambda s: s.id) == sorted(
         expected, key=lambda s: s.id
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    plans(),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.booleans(),
+    st.none() | st.sets(st.integers(0, 9), max_size=3),
+    st.integers(0, 2**32),
+)
+def test_common_seats_on_bitmasks_match_the_function(
+    plan: list[PlanSeat],
+    quantity: int,
+    copies: int,
+    same_ranks: bool,
+    blocks: set[int] | None,
+    seed: int,
+) -> None:
+    """Performances of one plan (own seat ids, free seats, groups and maybe ranks): the
+    indexes' bitmasks answer what best_common answers over their free seats."""
+    rng = random.Random(seed)
+    indexes = []
+    allowed: list[set[int] | None] = []
+    performances = []
+    for number in range(copies):
+        ranks = [s.rank for s in plan] if same_ranks else rng.sample(range(len(plan)), len(plan))
+        seats = [
+            s._replace(
+                id=s.id + 10_000 * number,
+                rank=rank,
+                free=s.free if number == 0 else rng.random() < 0.8,
+                group=rng.randrange(3),
+            )
+            for s, rank in zip(plan, ranks, strict=True)
+        ]
+        groups = rng.choice([None, {0}, {0, 1}, {1, 2}])
+        indexes.append(SeatIndex(seats))
+        allowed.append(groups)
+        performances.append(
+            {
+                s.id - 10_000 * number: FreeSeat(s.id, s.block_id, s.row_order, s.position, s.rank)
+                for s in seats
+                if s.free
+                and (groups is None or s.group in groups)
+                and (blocks is None or s.block_id in blocks)
+            }
+        )
+    expected = best_common(performances, quantity)
+    assert best_common_of(indexes, quantity, allowed=allowed, blocks=blocks) == expected
+
+
+def test_common_seats_on_bitmasks_need_one_layout() -> None:
+    one = SeatIndex(plan_of(row([1, 2, 3])))
+    other = SeatIndex(plan_of(row([1, 2, 3], first=1)))
+    with pytest.raises(ValueError):
+        best_common_of([one, other], 1)
+    with pytest.raises(ValueError):
+        best_common_of([], 1)
+    assert best_common_of([one, one], 3) == [[10_100, 10_101, 10_102]] * 2
+    assert one.layout() == [((1, 1), [10_100, 10_101, 10_102])]

@@ -21,6 +21,8 @@ transaction (``inventory.services``). How the index keeps up with the database:
 - **lost races** - a seat the conditional update did not get is taken, committed, by another
   process: it is marked taken at once (:meth:`PerformanceSeats.mark_taken`) and the next-best
   block is proposed in the same transaction.
+- **the same seats** - :func:`propose_same` proposes, for a season ticket, seats of the same
+  plan seats (``performance_seat.seat_id``) at several performances, from their indexes.
 - **doubt** - a transaction that changed the index from its own uncommitted view (seats of
   expired holds it released, a read inside it) and then rolled back marks those stocks
   **dirty**: the next hold reads their free seats again. A plan that changed under the index (a
@@ -46,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
-from billetterie.inventory.seating import PlanSeat, SeatIndex, best_common
+from billetterie.inventory.seating import PlanSeat, SeatIndex, best_common, best_common_of
 from billetterie.shared.statements import Statement, any_of
 
 __all__ = [
@@ -94,6 +96,12 @@ class PerformanceSeats:
         self.index = SeatIndex(plan)
         self.stocks = frozenset(self.free_by_stock)
         self.plan_seat_of = plan_seats if plan_seats is not None else {s: s for s in self.stock_of}
+        # per row, its key and the plan seat at each bit: equal layouts let propose_same AND the
+        # indexes' bitmasks
+        self.layout = tuple(
+            (key, tuple(self.plan_seat_of[i] if i >= 0 else -1 for i in ids))
+            for key, ids in self.index.layout()
+        )
         self.watermark = watermark
         self.reserved: Counter[int] = Counter()
         self.dirty: set[int] = set()  # stocks whose free seats must be read again
@@ -234,7 +242,13 @@ def propose_same(
     ``entries`` (a season ticket), in its stocks of ``stock_ids`` (one collection per entry);
     seats together only (:func:`~billetterie.inventory.seating.best_common`). Per entry its
     seat ids, or None. Seats reserved by running transactions of this process are not free in
-    the indexes, so they are not proposed."""
+    the indexes, so they are not proposed. Performances of one plan (equal layouts: the same
+    plan seat at each bit of each row) are compared on their bitmasks
+    (:func:`~billetterie.inventory.seating.best_common_of`), others seat by seat."""
+    if all(entry.layout == entries[0].layout for entry in entries[1:]):
+        return best_common_of(
+            [entry.index for entry in entries], quantity, allowed=stock_ids, blocks=blocks
+        )
     free = [
         {entry.plan_seat_of[seat.id]: seat for seat in entry.index.free_seats(stocks, blocks)}
         for entry, stocks in zip(entries, stock_ids, strict=True)

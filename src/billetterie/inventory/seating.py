@@ -37,12 +37,21 @@ one of them and leave no orphan at any of them, so the buyer sits in the same se
 from __future__ import annotations
 
 import heapq
+import operator
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from operator import attrgetter
 from typing import NamedTuple
 
-__all__ = ["FreeSeat", "PlanSeat", "SeatIndex", "best_available", "best_common"]
+__all__ = [
+    "FreeSeat",
+    "PlanSeat",
+    "SeatIndex",
+    "best_available",
+    "best_common",
+    "best_common_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +494,11 @@ class SeatIndex:
                 seats.append(FreeSeat(ids[bit], block_id, row_order, positions[bit], ranks[bit]))
         return seats
 
+    def layout(self) -> list[tuple[tuple[int, int], list[int]]]:
+        """Per row, its ``(block_id, row_order)`` and the seat id at each of its bits (-1 in a
+        gap), in the order :func:`best_common_of` compares indexes by."""
+        return [(key, list(ids)) for key, ids in zip(self._row_keys, self._ids, strict=True)]
+
     def take(self, seat_ids: Iterable[int]) -> None:
         """Mark free seats as no longer free (held, sold, blocked).
 
@@ -697,3 +711,78 @@ class SeatIndex:
                 elif rank < -chosen[0][0]:
                     heapq.heapreplace(chosen, (-rank, ids[bit]))
         return [seat_id for _, seat_id in sorted(chosen, reverse=True)]
+
+
+def best_common_of(
+    indexes: Sequence[SeatIndex],
+    quantity: int,
+    *,
+    allowed: Sequence[Collection[int] | None] | None = None,
+    blocks: Collection[int] | None = None,
+) -> list[list[int]] | None:
+    """:func:`best_common` over indexes laid out alike, with their bitmasks.
+
+    The indexes must have the same rows and, in each row, the same position at each bit (the
+    performances of one plan: the caller checks that a bit stands for the same plan seat
+    everywhere, e.g. with :meth:`SeatIndex.layout`); ValueError otherwise. ``allowed`` gives
+    each index its allowed groups (None: every group), ``blocks`` restricts all of them; seats
+    outside count as unavailable, as in :meth:`SeatIndex.best_available`. The answer is
+    :func:`best_common`'s over the same free seats: per index, the seat ids of the best window
+    of bits free in every index, leaving no orphan in any, by the summed ranks.
+
+    Per row: the free masks are ANDed, windows found on the result, and each index's orphans
+    removed from the window starts; O(rows x indexes) big-integer operations, against
+    :func:`best_common`'s O(free seats) objects.
+    """
+    _check_quantity(quantity)
+    if not indexes:
+        raise ValueError("no index given")
+    first = indexes[0]
+    for other in indexes[1:]:
+        if other._row_keys != first._row_keys or other._positions != first._positions:
+            raise ValueError("the indexes are not laid out alike")
+    within = None if blocks is None else frozenset(blocks)
+    masks: list[list[int] | None] = []
+    for number, index in enumerate(indexes):
+        groups = allowed[number] if allowed is not None else None
+        frozen = None if groups is None else frozenset(groups)
+        masks.append(
+            None if frozen is None and within is None else index._masks_for(frozen, within)
+        )
+    best: _Key | None = None
+    best_row = best_bit = -1
+    for row, (block_id, row_order) in enumerate(first._row_keys):
+        frees: list[int] = []
+        for index, mask in zip(indexes, masks, strict=True):
+            if index._longest[row] < quantity:
+                break
+            frees.append(index._free[row] if mask is None else index._free[row] & mask[row])
+        else:
+            starts = _window_starts(reduce(operator.and_, frees), quantity)
+            for free in frees:
+                if not starts:
+                    break
+                starts &= ~(
+                    ((free << 1) & ~(free << 2)) | ((free >> quantity) & ~(free >> (quantity + 1)))
+                )
+            while starts:
+                low = starts & -starts
+                starts ^= low
+                bit = low.bit_length() - 1
+                score = sum(
+                    index._prefix[row][bit + quantity] - index._prefix[row][bit]
+                    for index in indexes
+                )
+                if best is not None and score > best[0]:
+                    continue
+                lowest = min(
+                    sum(index._ranks[row][b] for index in indexes)
+                    for b in range(bit, bit + quantity)
+                )
+                position = first._positions[row][bit]
+                candidate = (score, lowest, block_id, row_order, position)
+                if best is None or candidate < best:
+                    best, best_row, best_bit = candidate, row, bit
+    if best is None:
+        return None
+    return [index._ids[best_row][best_bit : best_bit + quantity] for index in indexes]

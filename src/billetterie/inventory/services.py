@@ -1146,7 +1146,9 @@ async def hold_places_in(
     package takes one place in each of its performances by giving one request per performance,
     e.g. ``[PlaceRequest(1, performance_id=p, seat_category_id=c) for p in performances]``; the
     hold then has one line per stock, every line is confirmed or released together, and when
-    one performance lacks a place nothing is held anywhere.
+    one performance lacks a place nothing is held anywhere. Requests sharing a ``same_seats``
+    key sit on the same plan seats at each of their performances when there are such seats
+    together, else each is seated on its own (:func:`_take_same_seats`).
 
     Numbered seats are chosen from the process's seat index of each performance
     (``inventory.seat_indexes``; ``seat_indexes`` overrides the process's registry) and
