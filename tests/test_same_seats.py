@@ -11,7 +11,10 @@ database's free seats.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.inventory import db
+from billetterie.inventory.errors import Busy, NotAvailable
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, propose_same
 from billetterie.inventory.seating import FreeSeat, best_available, best_common
 from billetterie.inventory.services import Hold, PlaceRequest
@@ -291,3 +295,51 @@ def test_performances_of_other_layouts_are_compared_seat_by_seat() -> None:
         [204, 205],
         [304, 305],
     ]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_concurrent_season_tickets_never_share_a_seat(box: Box, seed: int) -> None:
+    """Tasks over two processes' indexes buy season tickets and single seats and give some
+    back, all at once: every hold has its places, no seat is in two holds, and a season ticket
+    that found common seats has them at each of its performances."""
+    processes = [SeatIndexes(), SeatIndexes()]
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+
+    async def task(number: int) -> None:
+        rng = random.Random(seed * 100 + number)
+        indexes = processes[number % 2]
+        mine: list[Hold] = []
+        for _ in range(8):
+            operation = rng.choices(["season", "single", "release"], [4, 3, 2])[0]
+            if operation == "release" and not mine:
+                operation = "season"
+            try:
+                if operation == "release":
+                    await box.release(mine.pop(rng.randrange(len(mine))).id, indexes=indexes)
+                elif operation == "single":
+                    performance = rng.choice(SEASON)
+                    quantity = rng.randint(1, 3)
+                    mine.append(
+                        await hold(box, indexes, box.seats("C1", quantity, performance=performance))
+                    )
+                else:
+                    performances = SEASON[: rng.randint(2, 3)]
+                    quantity = rng.randint(1, 3)
+                    made = await hold(
+                        box, indexes, *season(box, "C1", quantity, performances), split=True
+                    )
+                    rows = await by_performance(box, made)
+                    if sorted(len(per) for per in rows.values()) != [quantity] * len(performances):
+                        failures.append(f"hold {made.id}: {rows}")
+                    same = len({tuple(plan_seats(per)) for per in rows.values()}) == 1
+                    outcomes["same seats" if same else "seated on its own"] += 1
+                    mine.append(made)
+                outcomes[f"{operation} ok"] += 1
+            except (NotAvailable, Busy) as exc:
+                outcomes[f"{operation} {type(exc).__name__}"] += 1
+
+    await asyncio.gather(*(task(number) for number in range(8)))
+    assert not failures, failures
+    assert outcomes["same seats"] >= 5, outcomes
+    await check_invariants(box.engine)
