@@ -96,16 +96,23 @@ class PerformanceSeats:
         self.index = SeatIndex(plan)
         self.stocks = frozenset(self.free_by_stock)
         self.plan_seat_of = plan_seats if plan_seats is not None else {s: s for s in self.stock_of}
-        # per row, its key and the plan seat at each bit: equal layouts let propose_same AND the
-        # indexes' bitmasks
-        self.layout = tuple(
-            (key, tuple(self.plan_seat_of[i] if i >= 0 else -1 for i in ids))
-            for key, ids in self.index.layout()
-        )
+        self._layout: tuple[Any, ...] | None = None
         self.watermark = watermark
         self.reserved: Counter[int] = Counter()
         self.dirty: set[int] = set()  # stocks whose free seats must be read again
         self.stale = False  # rebuild before the next use
+
+    @property
+    def layout(self) -> tuple[Any, ...]:
+        """Per row, its key and the plan seat at each bit: performances of equal layouts are
+        compared on their bitmasks by :func:`propose_same`. Computed on first use (only season
+        tickets ask); a plan that changes makes a new entry."""
+        if self._layout is None:
+            self._layout = tuple(
+                (key, tuple(self.plan_seat_of[i] if i >= 0 else -1 for i in ids))
+                for key, ids in self.index.layout()
+            )
+        return self._layout
 
     # -- keeping the index equal to (database's free seats) - (reservations) -------------------
 
