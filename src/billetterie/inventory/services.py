@@ -1040,21 +1040,10 @@ async def _claim_same(
         mine.update(seats)
         picker.taken.setdefault(performance_id, []).extend(seats)
         reserved.append((performance_id, entry, seats))
-        claimable = (
-            sa.select(ps.id)
-            .where(ps.id.in_(sorted(seats)), ps.state == SeatState.FREE.value)
-            .with_for_update(skip_locked=True)
-        )
         got = set()
-        for seat_id, block_id, row, number in (
-            await conn.execute(
-                sa.update(db.performance_seat)
-                .where(ps.id.in_(claimable.scalar_subquery()))
-                .where(ps.state == SeatState.FREE.value)
-                .values(state=SeatState.HELD.value, hold_id=hold_id)
-                .returning(ps.id, ps.block_id, ps.row, ps.number)
-            )
-        ).all():
+        for seat_id, block_id, row, number in await _CLAIM.rows(
+            conn, seat_ids=sorted(seats), hold_id=hold_id
+        ):
             got.add(seat_id)
             picker.details[seat_id] = (block_id, row, number)
         held.extend(got)
