@@ -285,6 +285,42 @@ async def test_a_season_ticket_takes_one_place_in_each_performance(kit: Kit) -> 
     )
 
 
+async def test_a_season_ticket_keeps_the_same_seats_at_every_performance(kit: Kit) -> None:
+    """The best pair is held at SH01 only: a subscription for two sits elsewhere, on the same
+    seats (row, numbers) at SH01 and SH02, side by side."""
+    single = await kit.cart(kit.seats("C1", 2))
+    assert single["statusCode"] == "success", single
+    best = {
+        (m["seat"]["row"], m["seat"]["number"])
+        for m in single["orderUpdateData"]["movementDataUpdates"]
+    }
+    body = await kit.rpc(
+        FACADE,
+        "createOrUpdateOrder",
+        {
+            "composedProductOperations": [
+                {
+                    "productId": kit.products["SUB"],
+                    "seatCategoryId": kit.shop.categories["C1"],
+                    "audienceSubCategoryId": kit.tariffs["FULL"],
+                    "quantity": 2,
+                }
+            ]
+        },
+    )
+    assert body["statusCode"] == "success", body
+    movements = body["orderUpdateData"]["movementDataUpdates"]
+    seats: dict[int, set[tuple[str, str]]] = {}
+    for m in movements:  # C1 is one block: row and number name a seat
+        seats.setdefault(m["performanceId"], set()).add((m["seat"]["row"], m["seat"]["number"]))
+    assert set(seats) == {kit.shop.performances["SH01"], kit.shop.performances["SH02"]}
+    at_sh01, at_sh02 = seats.values()
+    assert at_sh01 == at_sh02 and len(at_sh01) == 2 and not at_sh01 & best
+    assert len({row for row, _ in at_sh01}) == 1
+    assert sorted(abs(int(a[1]) - int(b[1])) for a in at_sh01 for b in at_sh01 if a < b) == [1]
+    assert (await availability(kit, "C1", "SH02"))["held"] == 2
+
+
 async def test_a_reseller_pays_on_its_pending_account_within_its_limit(kit: Kit) -> None:
     async def buy(quantity: int) -> dict[str, Any]:
         cart = await kit.cart(kit.seats("C2", quantity), who="res")

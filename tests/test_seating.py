@@ -1,11 +1,13 @@
 """Best-available seat allocation (``billetterie.inventory.seating``): pure, no database.
 
 Hand-made rows pin the exact choices; hypothesis checks generated plans against a brute-force
-reference that scores every window of every row.
+reference that scores every window of every row. The same for :func:`best_common`, the same plan
+seats at several performances (a season ticket).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -13,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billetterie.inventory.seating import FreeSeat, PlanSeat, SeatIndex, best_available
+from billetterie.inventory.seating import (
+    FreeSeat,
+    PlanSeat,
+    SeatIndex,
+    best_available,
+    best_common,
+    best_common_of,
+)
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -399,3 +408,231 @@ def test_index_forgets_old_combinations_and_stays_right() -> None:
         allowed = set(range(i % 8, 8))
         expected = reference(free_seats(plan, allowed), 1 + i % 3, False)
         assert index.best_available(1 + i % 3, allowed=allowed) == expected
+
+
+# -- the same seats at several performances ---------------------------------------------------
+
+
+def performance(free_positions: Sequence[int], number: int, size: int = 8) -> dict[int, FreeSeat]:
+    """One performance of a one-row plan of ``size`` seats ranked 1.. from the left: its free
+    seats by plan seat id (the position); its own seat ids are number * 100 + position."""
+    return {
+        p: FreeSeat(number * 100 + p, 1, 1, p, p + 1) for p in range(size) if p in free_positions
+    }
+
+
+def plan_ids(chosen: list[list[int]] | None) -> list[list[int]] | None:
+    return None if chosen is None else [[i % 100 for i in ids] for ids in chosen]
+
+
+@pytest.mark.parametrize(
+    ("free", "quantity", "expected"),
+    [
+        # taken differently at each performance: the best pair free at both
+        ([[2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 5, 6, 7]], 2, [2, 3]),
+        # a window that leaves a lonely seat at one performance only is not offered
+        ([[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 4, 5, 6, 7]], 2, [4, 5]),
+        ([[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 4, 5, 6, 7], [0, 1, 4, 5, 6, 7]], 2, [4, 5]),
+        ([[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]], 3, [3, 4, 5]),
+        # one seat: the best one free at all three that leaves no lonely seat at any (2 would at
+        # the second, 3 at the third)
+        ([[0, 1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7], [0, 2, 3, 4, 5, 6, 7]], 1, [4]),
+        # free seats everywhere, but none free at both
+        ([[0, 1, 2, 3], [4, 5, 6, 7]], 1, None),
+        # common seats, but not together
+        ([[0, 1, 3, 4, 6, 7], [0, 2, 3, 5, 6]], 2, None),
+        ([[0, 1, 2, 3, 4, 5, 6, 7]], 3, [0, 1, 2]),
+    ],
+)
+def test_common_seats_table(
+    free: list[list[int]], quantity: int, expected: list[int] | None
+) -> None:
+    performances = [performance(positions, n + 1) for n, positions in enumerate(free)]
+    chosen = best_common(performances, quantity)
+    if expected is None:
+        assert chosen is None
+        return
+    assert plan_ids(chosen) == [expected] * len(free)
+    assert chosen == [[(n + 1) * 100 + p for p in expected] for n in range(len(free))]
+
+
+def test_common_seats_refuse_bad_input() -> None:
+    with pytest.raises(ValueError):
+        best_common([performance([0, 1], 1)], 0)
+    with pytest.raises(ValueError):
+        best_common([], 1)
+    assert best_common([performance([0], 1), performance([0], 2)], 2) is None
+
+
+def common_reference(
+    performances: Sequence[dict[int, FreeSeat]], quantity: int
+) -> list[list[int]] | None:
+    """Brute force: every window of the first performance's free seats whose plan seats are
+    free at every performance, together and leaving no orphan at each."""
+    first = performances[0]
+    at = {(s.block_id, s.row_order, s.position): plan_id for plan_id, s in first.items()}
+    found = []
+    for s in first.values():
+        b, r, p = s.block_id, s.row_order, s.position
+        window = [at.get((b, r, p + k)) for k in range(quantity)]
+        if any(w is None or any(w not in perf for perf in performances) for w in window):
+            continue
+        plan = [w for w in window if w is not None]
+        fits = True
+        for perf in performances:
+            places = {(x.block_id, x.row_order, x.position) for x in perf.values()}
+            seats = [perf[w] for w in plan]
+            b2, r2, p2 = seats[0].block_id, seats[0].row_order, seats[0].position
+            if [(x.block_id, x.row_order, x.position) for x in seats] != [
+                (b2, r2, p2 + k) for k in range(quantity)
+            ]:
+                fits = False
+            if (b2, r2, p2 - 1) in places and (b2, r2, p2 - 2) not in places:
+                fits = False
+            if (b2, r2, p2 + quantity) in places and (b2, r2, p2 + quantity + 1) not in places:
+                fits = False
+        if not fits:
+            continue
+        ranks = [sum(perf[w].rank for perf in performances) for w in plan]
+        found.append(
+            (
+                (sum(ranks), min(ranks), b, r, p),
+                [[perf[w].id for w in plan] for perf in performances],
+            )
+        )
+    return min(found)[1] if found else None
+
+
+@st.composite
+def seasons(draw: st.DrawFn) -> list[dict[int, FreeSeat]]:
+    """One to three performances of one generated plan, each with its own free seats (and,
+    sometimes, its own ranks); performance seat ids differ from one performance to the next."""
+    plan = draw(plans())
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    same_ranks = draw(st.booleans())
+    performances = []
+    for number in range(draw(st.integers(1, 3))):
+        share = rng.choice((0.5, 0.8, 1.0))
+        ranks = [s.rank for s in plan] if same_ranks else rng.sample(range(len(plan)), len(plan))
+        performances.append(
+            {
+                s.id: FreeSeat(
+                    s.id + 10_000 * (number + 1), s.block_id, s.row_order, s.position, rank
+                )
+                for s, rank in zip(plan, ranks, strict=True)
+                if (s.free if number == 0 else rng.random() < share)
+            }
+        )
+    return performances
+
+
+@settings(max_examples=300, deadline=None)
+@given(seasons(), st.integers(1, 4))
+def test_common_seats_match_brute_force(
+    performances: list[dict[int, FreeSeat]], quantity: int
+) -> None:
+    chosen = best_common(performances, quantity)
+    assert chosen == common_reference(performances, quantity)
+    if chosen is None:
+        return
+    plan_of_seat = [{s.id: plan_id for plan_id, s in perf.items()} for perf in performances]
+    # the same plan seats everywhere, together without orphan at each performance
+    plans_chosen = {
+        tuple(ids[i] for i in seats) for ids, seats in zip(plan_of_seat, chosen, strict=True)
+    }
+    assert len(plans_chosen) == 1
+    for perf, seats in zip(performances, chosen, strict=True):
+        assert_together_without_orphan(list(perf.values()), seats, quantity)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plans(), st.integers(1, 4), st.integers(1, 3))
+def test_common_seats_of_identical_performances_are_the_best_available(
+    plan: list[PlanSeat], quantity: int, copies: int
+) -> None:
+    seats = free_seats(plan)
+    performances = [
+        {s.id: dataclasses.replace(s, id=s.id + 10_000 * n) for s in seats} for n in range(copies)
+    ]
+    expected = best_available(seats, quantity)
+    chosen = best_common(performances, quantity)
+    assert chosen == (
+        None if expected is None else [[i + 10_000 * n for i in expected] for n in range(copies)]
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    plans(),
+    st.none() | st.sets(st.integers(0, 3), max_size=3),
+    st.none() | st.sets(st.integers(0, 9), max_size=3),
+)
+def test_index_lists_its_free_seats(
+    plan: list[PlanSeat], allowed: set[int] | None, blocks: set[int] | None
+) -> None:
+    index = SeatIndex(plan)
+    expected = [s for s in free_seats(plan, allowed) if blocks is None or s.block_id in blocks]
+    assert sorted(index.free_seats(allowed, blocks), key=lambda s: s.id) == sorted(
+        expected, key=lambda s: s.id
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    plans(),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.booleans(),
+    st.none() | st.sets(st.integers(0, 9), max_size=3),
+    st.integers(0, 2**32),
+)
+def test_common_seats_on_bitmasks_match_the_function(
+    plan: list[PlanSeat],
+    quantity: int,
+    copies: int,
+    same_ranks: bool,
+    blocks: set[int] | None,
+    seed: int,
+) -> None:
+    """Performances of one plan (own seat ids, free seats, groups and maybe ranks): the
+    indexes' bitmasks answer what best_common answers over their free seats."""
+    rng = random.Random(seed)
+    indexes = []
+    allowed: list[set[int] | None] = []
+    performances = []
+    for number in range(copies):
+        ranks = [s.rank for s in plan] if same_ranks else rng.sample(range(len(plan)), len(plan))
+        seats = [
+            s._replace(
+                id=s.id + 10_000 * number,
+                rank=rank,
+                free=s.free if number == 0 else rng.random() < 0.8,
+                group=rng.randrange(3),
+            )
+            for s, rank in zip(plan, ranks, strict=True)
+        ]
+        groups = rng.choice([None, {0}, {0, 1}, {1, 2}])
+        indexes.append(SeatIndex(seats))
+        allowed.append(groups)
+        performances.append(
+            {
+                s.id - 10_000 * number: FreeSeat(s.id, s.block_id, s.row_order, s.position, s.rank)
+                for s in seats
+                if s.free
+                and (groups is None or s.group in groups)
+                and (blocks is None or s.block_id in blocks)
+            }
+        )
+    expected = best_common(performances, quantity)
+    assert best_common_of(indexes, quantity, allowed=allowed, blocks=blocks) == expected
+
+
+def test_common_seats_on_bitmasks_need_one_layout() -> None:
+    one = SeatIndex(plan_of(row([1, 2, 3])))
+    other = SeatIndex(plan_of(row([1, 2, 3], first=1)))
+    with pytest.raises(ValueError):
+        best_common_of([one, other], 1)
+    with pytest.raises(ValueError):
+        best_common_of([], 1)
+    assert best_common_of([one, one], 3) == [[10_100, 10_101, 10_102]] * 2
+    assert one.layout() == [((1, 1), [10_100, 10_101, 10_102])]

@@ -21,6 +21,8 @@ transaction (``inventory.services``). How the index keeps up with the database:
 - **lost races** - a seat the conditional update did not get is taken, committed, by another
   process: it is marked taken at once (:meth:`PerformanceSeats.mark_taken`) and the next-best
   block is proposed in the same transaction.
+- **the same seats** - :func:`propose_same` proposes, for a season ticket, seats of the same
+  plan seats (``performance_seat.seat_id``) at several performances, from their indexes.
 - **doubt** - a transaction that changed the index from its own uncommitted view (seats of
   expired holds it released, a read inside it) and then rolled back marks those stocks
   **dirty**: the next hold reads their free seats again. A plan that changed under the index (a
@@ -46,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
-from billetterie.inventory.seating import PlanSeat, SeatIndex
+from billetterie.inventory.seating import PlanSeat, SeatIndex, best_common, best_common_of
 from billetterie.shared.statements import Statement, any_of
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "SeatIndexes",
     "build",
     "indexes_of",
+    "propose_same",
     "refresh",
     "reread",
 ]
@@ -72,10 +75,12 @@ class PerformanceSeats:
         seats: Iterable[tuple[int, int, int, int, int, int, bool]],
         watermark: int,
         stock_ids: Iterable[int] = (),
+        plan_seats: dict[int, int] | None = None,
     ) -> None:
         """``seats``: (seat id, stock id, block id, row order, position, rank, free) of every
         seat of the performance, read at or after sequence ``watermark``; ``stock_ids``: its
-        numbered stocks (some may have no seat)."""
+        numbered stocks (some may have no seat); ``plan_seats``: seat id -> the plan seat it
+        stands for (``performance_seat.seat_id``; each seat its own when not given)."""
         self.institution_id = institution_id
         self.performance_id = performance_id
         plan: list[PlanSeat] = []
@@ -90,10 +95,24 @@ class PerformanceSeats:
                 known.add(seat_id)
         self.index = SeatIndex(plan)
         self.stocks = frozenset(self.free_by_stock)
+        self.plan_seat_of = plan_seats if plan_seats is not None else {s: s for s in self.stock_of}
+        self._layout: tuple[Any, ...] | None = None
         self.watermark = watermark
         self.reserved: Counter[int] = Counter()
         self.dirty: set[int] = set()  # stocks whose free seats must be read again
         self.stale = False  # rebuild before the next use
+
+    @property
+    def layout(self) -> tuple[Any, ...]:
+        """Per row, its key and the plan seat at each bit: performances of equal layouts are
+        compared on their bitmasks by :func:`propose_same`. Computed on first use (only season
+        tickets ask); a plan that changes makes a new entry."""
+        if self._layout is None:
+            self._layout = tuple(
+                (key, tuple(self.plan_seat_of[i] if i >= 0 else -1 for i in ids))
+                for key, ids in self.index.layout()
+            )
+        return self._layout
 
     # -- keeping the index equal to (database's free seats) - (reservations) -------------------
 
@@ -219,6 +238,31 @@ class PerformanceSeats:
                 self._sync(others)
 
 
+def propose_same(
+    entries: Sequence[PerformanceSeats],
+    stock_ids: Sequence[Collection[int]],
+    quantity: int,
+    *,
+    blocks: Collection[int] | None = None,
+) -> list[list[int]] | None:
+    """The best seats for ``quantity`` places on the same plan seats at each performance of
+    ``entries`` (a season ticket), in its stocks of ``stock_ids`` (one collection per entry);
+    seats together only (:func:`~billetterie.inventory.seating.best_common`). Per entry its
+    seat ids, or None. Seats reserved by running transactions of this process are not free in
+    the indexes, so they are not proposed. Performances of one plan (equal layouts: the same
+    plan seat at each bit of each row) are compared on their bitmasks
+    (:func:`~billetterie.inventory.seating.best_common_of`), others seat by seat."""
+    if all(entry.layout == entries[0].layout for entry in entries[1:]):
+        return best_common_of(
+            [entry.index for entry in entries], quantity, allowed=stock_ids, blocks=blocks
+        )
+    free = [
+        {entry.plan_seat_of[seat.id]: seat for seat in entry.index.free_seats(stocks, blocks)}
+        for entry, stocks in zip(entries, stock_ids, strict=True)
+    ]
+    return best_common(free, quantity)
+
+
 class SeatIndexes:
     """The performances indexed by one process for one engine, least recently used out."""
 
@@ -298,21 +342,31 @@ async def build(
             )
         )
     ).scalars()
-    rows = await conn.execute(
-        sa.select(
-            ps.id, ps.stock_id, ps.block_id, ps.row_order, ps.position, ps.rank, ps.state
-        ).where(ps.institution_id == institution_id, ps.performance_id == performance_id)
-    )
+    rows = (
+        await conn.execute(
+            sa.select(
+                ps.id,
+                ps.stock_id,
+                ps.block_id,
+                ps.row_order,
+                ps.position,
+                ps.rank,
+                ps.state,
+                ps.seat_id,
+            ).where(ps.institution_id == institution_id, ps.performance_id == performance_id)
+        )
+    ).all()
     free = SeatState.FREE.value
     return PerformanceSeats(
         institution_id,
         performance_id,
         (
             (seat_id, stock_id, block_id, row_order, position, rank, state == free)
-            for seat_id, stock_id, block_id, row_order, position, rank, state in rows
+            for seat_id, stock_id, block_id, row_order, position, rank, state, _ in rows
         ),
         head,
         list(stock_ids),
+        {row[0]: row[7] for row in rows},
     )
 
 

@@ -28,17 +28,30 @@ Two entry points share that contract:
 
 When no window qualifies, ``split_allowed`` falls back to the ``quantity`` best-ranked seats
 wherever they are (ids in rank order); without it the answer is None.
+
+:func:`best_common` chooses for several performances at once (a season ticket): the best window
+of **plan seats** (the venue's seats the performances' seats stand for) that are free at every
+one of them and leave no orphan at any of them, so the buyer sits in the same seats every time.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Iterable
+import operator
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from operator import attrgetter
 from typing import NamedTuple
 
-__all__ = ["FreeSeat", "PlanSeat", "SeatIndex", "best_available"]
+__all__ = [
+    "FreeSeat",
+    "PlanSeat",
+    "SeatIndex",
+    "best_available",
+    "best_common",
+    "best_common_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +200,103 @@ def _best_in_row(row: list[FreeSeat], quantity: int) -> tuple[int, int, int] | N
                         best = (total, low, start + offset)
         start = end
     return best
+
+
+# --------------------------------------------------------------------------------------------
+# The same seats at several performances
+# --------------------------------------------------------------------------------------------
+
+
+def best_common(
+    performances: Sequence[Mapping[int, FreeSeat]], quantity: int
+) -> list[list[int]] | None:
+    """Choose the same ``quantity`` plan seats at every performance of ``performances``.
+
+    Each mapping gives one performance's free seats (those the caller may sell) by **plan seat
+    id**, the seat of the venue's plan that the performance's seat stands for. The answer is,
+    per performance in the given order, the ids of its seats (``FreeSeat.id``, in position
+    order) for the best window of plan seats free at every performance: together at each of
+    them (one row, consecutive positions) and leaving no orphan at any of them, each
+    performance's run and orphan judged on its own free seats. Windows are scored by the sum,
+    over the performances, of their ranks; ties go to the lowest single such sum, then to the
+    lowest ``(block_id, row_order, position)`` of the first performance's first seat, so with one
+    performance (or identical ones) the choice is :func:`best_available`'s without split.
+
+    None when no window qualifies: there is no split fallback, the caller seats each performance
+    on its own then. ValueError when ``quantity`` < 1, when no performance is given, or when two
+    seats of a row the search visits share a position.
+
+    Costs O(n) in the free seats given (the intersection and the rows' free positions), then the
+    rows are pruned as in :func:`best_available`.
+    """
+    _check_quantity(quantity)
+    if not performances:
+        raise ValueError("no performance given")
+    smallest = min(performances, key=len)
+    others = [p for p in performances if p is not smallest]
+    common = [plan_id for plan_id in smallest if all(plan_id in p for p in others)]
+    if len(common) < quantity:
+        return None
+    first = performances[0]
+    # per performance: (block_id, row_order) -> its free positions, for runs and orphans
+    free_at: list[dict[tuple[int, int], set[int]]] = []
+    for seats in performances:
+        rows: dict[tuple[int, int], set[int]] = {}
+        for seat in seats.values():
+            rows.setdefault((seat.block_id, seat.row_order), set()).add(seat.position)
+        free_at.append(rows)
+    # the common seats by row of the first performance, with their summed ranks
+    by_row: dict[tuple[int, int], list[tuple[int, int, int]]] = {}  # (position, rank, plan id)
+    for plan_id in common:
+        seat = first[plan_id]
+        rank = sum(p[plan_id].rank for p in performances)
+        by_row.setdefault((seat.block_id, seat.row_order), []).append(
+            (seat.position, rank, plan_id)
+        )
+    order = sorted((min(rank for _, rank, _ in row), key, row) for key, row in by_row.items())
+
+    def fits(plan_ids: list[int]) -> bool:
+        """Together and without orphan at every performance."""
+        for seats, rows in zip(performances, free_at, strict=True):
+            placed = [seats[plan_id] for plan_id in plan_ids]
+            start = placed[0]
+            key = (start.block_id, start.row_order)
+            if any(
+                (s.block_id, s.row_order) != key or s.position != start.position + i
+                for i, s in enumerate(placed)
+            ):
+                return False
+            free = rows[key]
+            left, right = start.position - 1, start.position + quantity
+            if (left in free and left - 1 not in free) or (right in free and right + 1 not in free):
+                return False
+        return True
+
+    best: _Key | None = None
+    best_ids: list[int] = []
+    for lowest, (block_id, row_order), row in order:
+        if best is not None and quantity * lowest > best[0]:
+            break
+        if len(row) < quantity:
+            continue
+        row.sort()
+        for index in range(1, len(row)):
+            if row[index][0] == row[index - 1][0]:
+                raise ValueError(f"two seats at position {row[index][0]} of the same row")
+        for start in range(len(row) - quantity + 1):
+            window = row[start : start + quantity]
+            if window[-1][0] - window[0][0] != quantity - 1:
+                continue  # not consecutive among the common seats
+            ranks = [rank for _, rank, _ in window]
+            candidate = (sum(ranks), min(ranks), block_id, row_order, window[0][0])
+            if best is not None and candidate >= best:
+                continue
+            plan_ids = [plan_id for *_, plan_id in window]
+            if fits(plan_ids):
+                best, best_ids = candidate, plan_ids
+    if best is None:
+        return None
+    return [[seats[plan_id].id for plan_id in best_ids] for seats in performances]
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,6 +471,33 @@ class SeatIndex:
         if allowed is None:
             return sum(self._free_by_group.values())
         return sum(self._free_by_group.get(group, 0) for group in set(allowed))
+
+    def free_seats(
+        self, allowed: Collection[int] | None = None, blocks: Collection[int] | None = None
+    ) -> list[FreeSeat]:
+        """The free seats (of the ``allowed`` groups, in the ``blocks``; all when None), as
+        the input of :func:`best_available` or :func:`best_common`. O(free seats)."""
+        groups = None if allowed is None else frozenset(allowed)
+        within = None if blocks is None else frozenset(blocks)
+        masks = None if groups is None and within is None else self._masks_for(groups, within)
+        seats: list[FreeSeat] = []
+        for row, free in enumerate(self._free):
+            mask = free if masks is None else free & masks[row]
+            if not mask:
+                continue
+            block_id, row_order = self._row_keys[row]
+            ids, positions, ranks = self._ids[row], self._positions[row], self._ranks[row]
+            while mask:
+                low = mask & -mask
+                mask ^= low
+                bit = low.bit_length() - 1
+                seats.append(FreeSeat(ids[bit], block_id, row_order, positions[bit], ranks[bit]))
+        return seats
+
+    def layout(self) -> list[tuple[tuple[int, int], list[int]]]:
+        """Per row, its ``(block_id, row_order)`` and the seat id at each of its bits (-1 in a
+        gap), in the order :func:`best_common_of` compares indexes by."""
+        return [(key, list(ids)) for key, ids in zip(self._row_keys, self._ids, strict=True)]
 
     def take(self, seat_ids: Iterable[int]) -> None:
         """Mark free seats as no longer free (held, sold, blocked).
@@ -574,3 +711,78 @@ class SeatIndex:
                 elif rank < -chosen[0][0]:
                     heapq.heapreplace(chosen, (-rank, ids[bit]))
         return [seat_id for _, seat_id in sorted(chosen, reverse=True)]
+
+
+def best_common_of(
+    indexes: Sequence[SeatIndex],
+    quantity: int,
+    *,
+    allowed: Sequence[Collection[int] | None] | None = None,
+    blocks: Collection[int] | None = None,
+) -> list[list[int]] | None:
+    """:func:`best_common` over indexes laid out alike, with their bitmasks.
+
+    The indexes must have the same rows and, in each row, the same position at each bit (the
+    performances of one plan: the caller checks that a bit stands for the same plan seat
+    everywhere, e.g. with :meth:`SeatIndex.layout`); ValueError otherwise. ``allowed`` gives
+    each index its allowed groups (None: every group), ``blocks`` restricts all of them; seats
+    outside count as unavailable, as in :meth:`SeatIndex.best_available`. The answer is
+    :func:`best_common`'s over the same free seats: per index, the seat ids of the best window
+    of bits free in every index, leaving no orphan in any, by the summed ranks.
+
+    Per row: the free masks are ANDed, windows found on the result, and each index's orphans
+    removed from the window starts; O(rows x indexes) big-integer operations, against
+    :func:`best_common`'s O(free seats) objects.
+    """
+    _check_quantity(quantity)
+    if not indexes:
+        raise ValueError("no index given")
+    first = indexes[0]
+    for other in indexes[1:]:
+        if other._row_keys != first._row_keys or other._positions != first._positions:
+            raise ValueError("the indexes are not laid out alike")
+    within = None if blocks is None else frozenset(blocks)
+    masks: list[list[int] | None] = []
+    for number, index in enumerate(indexes):
+        groups = allowed[number] if allowed is not None else None
+        frozen = None if groups is None else frozenset(groups)
+        masks.append(
+            None if frozen is None and within is None else index._masks_for(frozen, within)
+        )
+    best: _Key | None = None
+    best_row = best_bit = -1
+    for row, (block_id, row_order) in enumerate(first._row_keys):
+        frees: list[int] = []
+        for index, mask in zip(indexes, masks, strict=True):
+            if index._longest[row] < quantity:
+                break
+            frees.append(index._free[row] if mask is None else index._free[row] & mask[row])
+        else:
+            starts = _window_starts(reduce(operator.and_, frees), quantity)
+            for free in frees:
+                if not starts:
+                    break
+                starts &= ~(
+                    ((free << 1) & ~(free << 2)) | ((free >> quantity) & ~(free >> (quantity + 1)))
+                )
+            while starts:
+                low = starts & -starts
+                starts ^= low
+                bit = low.bit_length() - 1
+                score = sum(
+                    index._prefix[row][bit + quantity] - index._prefix[row][bit]
+                    for index in indexes
+                )
+                if best is not None and score > best[0]:
+                    continue
+                lowest = min(
+                    sum(index._ranks[row][b] for index in indexes)
+                    for b in range(bit, bit + quantity)
+                )
+                position = first._positions[row][bit]
+                candidate = (score, lowest, block_id, row_order, position)
+                if best is None or candidate < best:
+                    best, best_row, best_bit = candidate, row, bit
+    if best is None:
+        return None
+    return [index._ids[best_row][best_bit : best_bit + quantity] for index in indexes]

@@ -76,6 +76,10 @@ class PlaceRequest:
     seat_ids: tuple[int, ...] = ()
     # best available: look in these blocks first, then anywhere
     preferred_blocks: tuple[int, ...] = ()
+    # best available: requests of one hold with the same key, in distinct numbered performances
+    # and for the same quantity, sit on the same plan seats at each (a season ticket) when
+    # there are such seats together; see _take_same_seats
+    same_seats: int | None = None
 
 
 @dataclass(frozen=True)
@@ -922,6 +926,153 @@ async def _take_given_seats(
     return [(r.id, r.stock_id) for r in rows]
 
 
+def _same_seat_groups(
+    requests: Sequence[PlaceRequest], candidates: list[list[Any]]
+) -> list[list[int]]:
+    """The indexes of the requests to seat on the same plan seats, group by group: best
+    available, numbered, sharing a ``same_seats`` key, one quantity, distinct performances, at
+    least two (any other group is seated request by request)."""
+    keyed: dict[int, list[int]] = {}
+    for i, (request, stocks) in enumerate(zip(requests, candidates, strict=True)):
+        if request.same_seats is not None and stocks[0].numbered and not request.seat_ids:
+            keyed.setdefault(request.same_seats, []).append(i)
+    return [
+        members
+        for members in keyed.values()
+        if len(members) > 1
+        and len({requests[i].quantity for i in members}) == 1
+        and len({requests[i].performance_id for i in members}) == len(members)
+    ]
+
+
+def _aligned_stocks(members: list[list[Any]]) -> list[list[list[int]]]:
+    """Stock ids to propose from, per performance: contingent by contingent in the first
+    performance's order (the channel's contingents, then the pool) where every performance
+    has it, then all of them together (as ``PerformanceSeats.propose``)."""
+    keys = [stock.contingent_id for stock in members[0]]
+    groups = []
+    for key in keys:
+        per = [[s.id for s in stocks if s.contingent_id == key] for stocks in members]
+        if all(per):
+            groups.append(per)
+    if len(keys) > 1 or len(groups) != len(keys):
+        groups.append([[s.id for s in stocks] for stocks in members])
+    return groups
+
+
+async def _take_same_seats(
+    conn: AsyncConnection,
+    picker: _Picker,
+    requests: Sequence[PlaceRequest],
+    candidates: list[list[Any]],
+    hold_id: int,
+) -> dict[int, list[tuple[int, int]]]:
+    """Seat each group of ``same_seats`` requests on the same plan seats at each of its
+    performances, held by ``hold_id``: request index -> (seat id, stock id). A group with no
+    such seats together is left out (its requests are seated one by one, as any request).
+
+    The indexes propose a common set (``seat_indexes.propose_same``: the buyer's preferred
+    blocks first, then anywhere); each performance's part is claimed with the conditional
+    update, skipping seats another running transaction holds. When one part falls short, the
+    parts already claimed are put back (``FREE``) in the same transaction, the seats lost are
+    marked taken and another common set is proposed, so no part of a set stays held alone;
+    after a second loss the indexes catch up with the log first. Raises _LostRace after ROUNDS
+    proposals.
+    """
+    chosen: dict[int, list[tuple[int, int]]] = {}
+    for members in _same_seat_groups(requests, candidates):
+        quantity = requests[members[0]].quantity
+        preferred = requests[members[0]].preferred_blocks
+        choices = (preferred, None) if preferred else (None,)
+        performances: list[int] = []
+        entries: list[PerformanceSeats] = []
+        for i in members:
+            performance_id = requests[i].performance_id
+            assert performance_id is not None
+            performances.append(performance_id)
+            entries.append(await picker.entry(conn, performance_id, [r.id for r in candidates[i]]))
+        aligned = _aligned_stocks([candidates[i] for i in members])
+        for losses in range(ROUNDS):  # proposals lost so far
+            picked = next(
+                (
+                    found
+                    for blocks in choices
+                    for stock_ids in aligned
+                    if (found := indexing.propose_same(entries, stock_ids, quantity, blocks=blocks))
+                    is not None
+                ),
+                None,
+            )
+            if picked is None:
+                break  # no common seats together: seated one by one
+            if await _claim_same(conn, picker, hold_id, performances, entries, picked):
+                for i, entry, seats in zip(members, entries, picked, strict=True):
+                    chosen[i] = [(seat_id, entry.stock_of[seat_id]) for seat_id in seats]
+                break
+            picker.indexes.lost_races += 1
+            if losses == 1:  # a second seat race: catch up with the log first
+                for entry in entries:
+                    await indexing.refresh(conn, entry)
+                    if entry.stale:
+                        raise _LostRace()
+        else:
+            raise _LostRace()
+    return chosen
+
+
+async def _claim_same(
+    conn: AsyncConnection,
+    picker: _Picker,
+    hold_id: int,
+    performances: list[int],
+    entries: list[PerformanceSeats],
+    picked: list[list[int]],
+) -> bool:
+    """Hold every part of a common set (one per performance), or none: a part another
+    transaction got is marked taken in its index, and the parts held are put back."""
+    ps = db.performance_seat.c
+    reserved: list[tuple[int, PerformanceSeats, list[int]]] = []
+    held: list[int] = []
+    complete = True
+    for performance_id, entry, seats in zip(performances, entries, picked, strict=True):
+        entry.reserve(seats)
+        mine = picker.mine.setdefault(performance_id, Counter())
+        mine.update(seats)
+        picker.taken.setdefault(performance_id, []).extend(seats)
+        reserved.append((performance_id, entry, seats))
+        got = set()
+        for seat_id, block_id, row, number in await _CLAIM.rows(
+            conn, seat_ids=sorted(seats), hold_id=hold_id
+        ):
+            got.add(seat_id)
+            picker.details[seat_id] = (block_id, row, number)
+        held.extend(got)
+        if len(got) < len(seats):
+            # as in _Picker.take: seats a transaction of this process claimed follow its outcome
+            entry.mark_taken(
+                [
+                    seat_id
+                    for seat_id in seats
+                    if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
+                ]
+            )
+            complete = False
+            break
+    if complete:
+        return True
+    if held:
+        await conn.execute(
+            sa.update(db.performance_seat)
+            .where(ps.id.in_(sorted(held)))
+            .values(state=SeatState.FREE.value, hold_id=None)
+        )
+    for performance_id, entry, seats in reserved:
+        entry.unreserve(seats)
+        _drop(picker.mine[performance_id], seats)
+        del picker.taken[performance_id][-len(seats) :]
+    return False
+
+
 def _seat_lines(seats: list[tuple[int, int]]) -> list[HeldLine]:
     per_stock: dict[int, list[int]] = {}
     for seat_id, stock_id in seats:
@@ -984,7 +1135,9 @@ async def hold_places_in(
     package takes one place in each of its performances by giving one request per performance,
     e.g. ``[PlaceRequest(1, performance_id=p, seat_category_id=c) for p in performances]``; the
     hold then has one line per stock, every line is confirmed or released together, and when
-    one performance lacks a place nothing is held anywhere.
+    one performance lacks a place nothing is held anywhere. Requests sharing a ``same_seats``
+    key sit on the same plan seats at each of their performances when there are such seats
+    together, else each is seated on its own (:func:`_take_same_seats`).
 
     Numbered seats are chosen from the process's seat index of each performance
     (``inventory.seat_indexes``; ``seat_indexes`` overrides the process's registry) and
@@ -1027,9 +1180,10 @@ async def hold_places_in(
         )
         picker = _Picker(indexes, institution_id, after)
         picker.expired = expired.seats
+        same = await _take_same_seats(conn, picker, requests, candidates, hold_id)
         taken_by_stock: SeatsByStock = {}
         taken_of: list[list[HeldLine]] = []
-        for request, stocks in zip(requests, candidates, strict=True):
+        for i, (request, stocks) in enumerate(zip(requests, candidates, strict=True)):
             taken: list[HeldLine] = []
             if stocks[0].numbered:
                 assert request.performance_id is not None
@@ -1038,6 +1192,8 @@ async def hold_places_in(
                     picker.taken.setdefault(request.performance_id, []).extend(
                         seat_id for seat_id, _ in seats
                     )
+                elif i in same:
+                    seats = same[i]
                 else:
                     seats = await picker.take(conn, stocks, request, hold_id, split_allowed)
                 taken = _seat_lines(seats)

@@ -291,8 +291,14 @@ async def _plan_composed(
         price_level_id=line.price_level_id,
         now=now,
     )
+    # the subscriber sits on the same seats at every performance, when there are such seats
     requests = tuple(
-        PlaceRequest(quantity=line.quantity, performance_id=p, seat_category_id=c)
+        PlaceRequest(
+            quantity=line.quantity,
+            performance_id=p,
+            seat_category_id=c,
+            same_seats=offer.product_id,
+        )
         for p, c in offer.performances
     )
     return _Planned(
