@@ -325,3 +325,43 @@ def test_preferred_blocks_are_proposed_first_and_only_there() -> None:
     entry.mark_taken([200, 201, 202, 203, 204])
     assert entry.propose([7], 2, split_allowed=False, blocks=[2]) is None
     assert entry.propose([7], 1, split_allowed=False, blocks=[2]) == [205]
+
+
+async def test_a_refresh_answered_after_a_newer_one_leaves_the_index_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two transactions of one process refresh an index at once; the one whose statement read
+    the log first (an older head) is answered last. The index stays (it is ahead of that
+    answer), not rebuilt; a head behind the watermark read by a refresh begun after the
+    watermark moved means the log went back (the database was replaced): stale."""
+    import asyncio
+
+    from billetterie.inventory import seat_indexes
+
+    seats = [(100 + position, 7, 1, 0, position, position, True) for position in range(6)]
+    entry = PerformanceSeats(1, 1, seats, watermark=10, stock_ids=[7])
+    answers: dict[str, asyncio.Future[list[Any]]] = {}
+
+    async def rows(_conn: Any, **params: Any) -> list[Any]:
+        name = f"refresh {len(answers) + 1}"
+        answers[name] = asyncio.get_running_loop().create_future()
+        return await answers[name]
+
+    monkeypatch.setattr(seat_indexes._CHANGES_AFTER, "rows", rows)
+    older = asyncio.create_task(seat_indexes.refresh(None, entry))  # type: ignore[arg-type]
+    newer = asyncio.create_task(seat_indexes.refresh(None, entry))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    # the newer statement saw seat 101 taken at sequence 12
+    answers["refresh 2"].set_result([(12, 12, 7, {"taken": [101], "freed": []})])
+    await newer
+    assert entry.watermark == 12 and not entry.index.is_free(101)
+    # the older one saw the log at sequence 11 only: nothing to apply, nothing stale
+    answers["refresh 1"].set_result([(11, None, None, None)])
+    await older
+    assert entry.watermark == 12 and not entry.stale and not entry.index.is_free(101)
+    # a refresh begun now sees at least sequence 12, unless the log went back
+    later = asyncio.create_task(seat_indexes.refresh(None, entry))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    answers["refresh 3"].set_result([(3, None, None, None)])
+    await later
+    assert entry.stale

@@ -98,6 +98,9 @@ class PerformanceSeats:
         self.plan_seat_of = plan_seats if plan_seats is not None else {s: s for s in self.stock_of}
         self._layout: tuple[Any, ...] | None = None
         self.watermark = watermark
+        # refreshes begun, and how many had begun when the watermark last moved (``refresh``)
+        self.refreshes = 0
+        self.settled = 0
         self.reserved: Counter[int] = Counter()
         self.dirty: set[int] = set()  # stocks whose free seats must be read again
         self.stale = False  # rebuild before the next use
@@ -400,19 +403,30 @@ async def refresh(conn: AsyncConnection, entry: PerformanceSeats) -> None:
 
     One statement reads the head and the performance's changes after the watermark with their
     seats, applied in sequence order; the free seats of the stocks whose change does not tell
-    its seats, and of the dirty ones, are then read again. A head behind the watermark (the
-    database was replaced) or a seat the index does not know marks the entry stale.
+    its seats, and of the dirty ones, are then read again. A head behind the watermark read by a
+    refresh begun after the watermark moved (the database was replaced), or a seat the index
+    does not know, marks the entry stale.
     """
+    entry.refreshes += 1
+    ticket = entry.refreshes
     rows = await _CHANGES_AFTER.rows(
         conn,
         institution_id=entry.institution_id,
         watermark=entry.watermark,
         stock_ids=sorted(entry.stocks),
     )
-    if not rows or rows[0][0] < entry.watermark:
+    if not rows:
         entry.stale = True
         return
     head = int(rows[0][0])
+    if head < entry.watermark:
+        # A refresh that began before the watermark last moved may see an older head (its
+        # statement's snapshot is older than the one that moved it, though its answer came
+        # later): the index is ahead of it, nothing to do. One that began after it cannot,
+        # unless the log went back: the database was replaced.
+        if ticket > entry.settled:
+            entry.stale = True
+        return
     stocks = set(entry.dirty)
     for _, sequence, stock_id, seats in rows:
         if sequence is None:
@@ -426,7 +440,9 @@ async def refresh(conn: AsyncConnection, entry: PerformanceSeats) -> None:
             entry.mark_taken(seats["taken"])
     if stocks:
         await reread(conn, entry, stocks)
-    entry.advance(head)
+    if head > entry.watermark:
+        entry.advance(head)
+        entry.settled = entry.refreshes
 
 
 async def reread(

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 __all__ = ["Statement", "any_of", "bound", "driver_statements", "open_driver"]
 
@@ -81,6 +82,7 @@ class _Compiled:
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
         if compiled.positiontup is None:
             raise TypeError("a hot statement compiles to positional parameters")
         if "POSTCOMPILE" in compiled.string:
@@ -126,13 +128,14 @@ class _Compiled:
 
 
 def _result_columns(statement: ClauseElement) -> list[tuple[str, sa.types.TypeEngine[Any]]]:
+    columns: Any
     if isinstance(statement, sa.Select):
         columns = statement.selected_columns
     elif isinstance(statement, sa.sql.dml.UpdateBase) and statement._returning:
         columns = statement.exported_columns
     else:
         return []
-    return [(key, column.type) for key, column in columns.items()]
+    return [(str(key), column.type) for key, column in columns.items()]
 
 
 class _RowBase:
