@@ -47,7 +47,7 @@ from billetterie.inventory.errors import (
 from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit, commit_work, statements
-from billetterie.shared.db import transaction
+from billetterie.shared.db import engine_cache, transaction
 from billetterie.shared.statements import Statement, any_of, bound
 
 log = logging.getLogger("billetterie.inventory.services")
@@ -183,14 +183,19 @@ async def _attempts(engine: AsyncEngine, work: Work) -> Any:
                 with (
                     statements.driver_statements(conn, driver)
                     if driver is not None
-                    else contextlib.nullcontext()
+                    else contextlib.nullcontext(),
+                    audit.buffered(conn) as entries,
                 ):
-                    with audit.buffered(conn) as entries:
-                        result = await work(conn, after)
-                        await entries.flush()
+                    result = await work(conn, after)
                     collector = commit_work.current(conn)
-                    if collector is not None:
-                        await collector.flush(conn)
+                    if collector is None:
+                        await entries.flush()
+                    else:
+                        # the entries go with the commit's work (one statement), or alone
+                        rows = entries.take()
+                        if not await collector.flush(conn, rows):
+                            entries.rows = rows
+                            await entries.flush()
         except _LostRace:
             after.run(committed=False)
             continue
@@ -669,8 +674,34 @@ async def _candidate_stocks(
     sales_channel_id: int,
     request: PlaceRequest,
     contingent_ids: Sequence[int],
+    setup_version: int = 0,
 ) -> list[Any]:
-    """The stocks a channel may take the request from: its contingents first, then the pool."""
+    """The stocks a channel may take the request from: its contingents first, then the pool.
+    With ``setup_version`` (read in the caller's transaction), the stocks of a request are read
+    once per process and version: stocks change only with the setup."""
+    key = (
+        institution_id,
+        setup_version,
+        request.performance_id,
+        request.seat_category_id,
+        request.product_item_id,
+        request.timeslot_id,
+    )
+    cache = engine_cache(conn, "inventory.stocks") if setup_version else None
+    found = None if cache is None else cache.get(key)
+    if found is None:
+        found = await _stocks_of(conn, institution_id, request)
+        if cache is not None:
+            cache[key] = found
+    rows = [r for r in found if r.contingent_id is None or r.contingent_id in contingent_ids]
+    if not rows:
+        raise UnknownInventory("no such places for this sales channel")
+    return sorted(rows, key=lambda r: (r.contingent_id is None, r.id))
+
+
+async def _stocks_of(
+    conn: AsyncConnection, institution_id: int, request: PlaceRequest
+) -> list[Any]:
     if request.performance_id is not None:
         if request.seat_category_id is None:
             raise InvalidQuantity("a seat category is required with a performance")
@@ -693,10 +724,7 @@ async def _candidate_stocks(
         found = list((await conn.execute(query)).all())
     else:
         raise InvalidQuantity("name a performance and seat category, or a product item")
-    rows = [r for r in found if r.contingent_id is None or r.contingent_id in contingent_ids]
-    if not rows:
-        raise UnknownInventory("no such places for this sales channel")
-    return sorted(rows, key=lambda r: (r.contingent_id is None, r.id))
+    return found
 
 
 def _drop(counter: Counter[int], seat_ids: list[int]) -> None:
@@ -1126,6 +1154,7 @@ async def hold_places_in(
     split_allowed: bool = False,
     actor: str = "system",
     seat_indexes: SeatIndexes | None = None,
+    setup_version: int = 0,
 ) -> Hold:
     """Hold every requested place for ``cart`` until ``expires_at``, all or nothing.
 
@@ -1144,7 +1173,8 @@ async def hold_places_in(
     claimed with a conditional update: the database decides, a lost race proposes the
     next-best seats. Raises NotAvailable (``error.order.availability``) when places are
     missing, Busy on lock timeout or lasting contention, InvalidQuantity / UnknownInventory on
-    bad input; nothing is held then.
+    bad input; nothing is held then. ``setup_version``: the institution's, read in this
+    transaction (the stocks are then read once per process and version).
     """
     if not requests:
         raise InvalidQuantity("nothing to hold")
@@ -1165,7 +1195,9 @@ async def hold_places_in(
             expires_at=expires_at,
         )
         candidates = [
-            await _candidate_stocks(conn, institution_id, sales_channel_id, r, contingent_ids)
+            await _candidate_stocks(
+                conn, institution_id, sales_channel_id, r, contingent_ids, setup_version
+            )
             for r in requests
         ]
         # Seats first (those of expired holds, then the new ones), stock rows after them all:

@@ -84,6 +84,19 @@ class _Planned:
     quantity: int
     composed_parts: int = 1
 
+    def amount_of(self, key: tuple[Any, Any], offer: Offer) -> int:
+        """What one place of ``key`` sold at ``offer`` costs: a composed product's price is
+        shared between its performances (the remainder on the first)."""
+        if self.kind != OperationKind.COMPOSED_PRODUCT:
+            return offer.amount
+        return _split(offer.amount, self.composed_parts, list(self.offers).index(key))
+
+    def amount(self) -> int:
+        """What the operation's places cost together (every place held: all or nothing)."""
+        return sum(
+            self.amount_of(key, offer) for key, offers in self.offers.items() for offer in offers
+        )
+
 
 def cart_key(order_id: int) -> str:
     return f"order:{order_id}"
@@ -345,7 +358,7 @@ async def _seats_per_performance(conn: AsyncConnection, order_id: int) -> dict[i
 
 
 async def _new_order(
-    conn: AsyncConnection, seller: Seller, request: CartRequest, now: datetime
+    conn: AsyncConnection, seller: Seller, request: CartRequest, now: datetime, *, total: int
 ) -> Any:
     order = await _NEW_ORDER.one(
         conn,
@@ -357,7 +370,7 @@ async def _new_order(
         order_type=request.order_type.value,
         state=OrderState.RUNNING.value,
         currency=seller.currency,
-        total=0,
+        total=total,
         paid=0,
         language=request.language or seller.language,
         contact_number=request.contact_number,
@@ -393,6 +406,7 @@ async def _add_operation(
         now=now,
         split_allowed=seller.split_allowed,
         actor=seller.actor,
+        setup_version=seller.setup_version,
     )
     operation = await _NEW_OPERATION.one(
         conn,
@@ -444,9 +458,7 @@ async def _add_operation(
                 "contingent_id": place.contingent_id,
                 "stock_id": place.stock_id,
                 "performance_seat_id": place.seat_id,
-                "amount": _split(offer.amount, planned.composed_parts, parts[key])
-                if planned.kind == OperationKind.COMPOSED_PRODUCT
-                else offer.amount,
+                "amount": planned.amount_of(key, offer),
                 "vat_rate": offer.vat_rate,
                 "state": MovementState.RESERVED.value,
                 "labels": labels,
@@ -560,13 +572,20 @@ async def create_or_update_order(
                 values["purchaser"] = request.purchaser
             await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
         new = order is None
-        if order is None:
-            order = await _new_order(conn, seller, request, now)
+        if order is None:  # written with its total (what the planned places cost)
+            order = await _new_order(
+                conn, seller, request, now, total=sum(plan.amount() for plan in planned)
+            )
         added = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
         operations = [int(operation.id) for operation, _ in added]
         # the total: the order's (locked), plus what the added movements cost
-        total = int(order.total) + sum(m.amount for _, movements in added for m in movements)
-        order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
+        added_amount = sum(m.amount for _, movements in added for m in movements)
+        if new:
+            total = int(order.total)
+            assert total == added_amount, "a new cart's total is what its movements cost"
+        else:
+            total = int(order.total) + added_amount
+            order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
         await audit.record(
             conn,
             institution_id=seller.institution_id,

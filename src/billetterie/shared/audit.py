@@ -41,8 +41,13 @@ class Buffer:
         self.connection = connection
         self.rows: list[dict[str, Any]] = []
 
-    async def flush(self) -> None:
+    def take(self) -> list[dict[str, Any]]:
+        """The entries, for the caller to write in a statement of its own."""
         rows, self.rows = self.rows, []
+        return rows
+
+    async def flush(self) -> None:
+        rows = self.take()
         if rows:
             await _INSERT.execute_many(self.connection, rows)
 

@@ -28,7 +28,7 @@ registered with :func:`on_refusal`.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.shared.db import UtcDateTime, id_column, metadata
-from billetterie.shared.statements import Statement, bound
+from billetterie.shared.statements import Statement
 
 commit_work = sa.Table(
     "commit_work",
@@ -50,8 +50,22 @@ commit_work = sa.Table(
     sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
 )
 
+# the commit's work, and the transaction's audit entries with it (one round trip for both)
 _INSERT = Statement(
-    lambda _: sa.insert(commit_work).values(bound(commit_work, "institution_id", "at", "payload"))
+    lambda _: sa.text(
+        "WITH entries AS ("
+        " INSERT INTO audit_entry (institution_id, action, actor, at, data)"
+        " SELECT e.institution_id, e.action, e.actor, e.at, e.data"
+        " FROM jsonb_to_recordset(:audit) AS e(institution_id bigint, action varchar,"
+        " actor varchar, at timestamptz, data json))"
+        " INSERT INTO commit_work (institution_id, at, payload)"
+        " VALUES (:institution_id, :at, :payload)"
+    ).bindparams(
+        sa.bindparam("audit", type_=postgresql.JSONB()),
+        sa.bindparam("institution_id", type_=sa.BigInteger()),
+        sa.bindparam("at", type_=UtcDateTime()),
+        sa.bindparam("payload", type_=postgresql.JSONB()),
+    )
 )
 
 HINT_PREFIX = "billetterie:"
@@ -134,8 +148,10 @@ class Collector:
             entry.freed.setdefault(stock_id, set()).update(seats)
             entry.taken.get(stock_id, set()).difference_update(seats)
 
-    async def flush(self, conn: AsyncConnection) -> None:
-        """One ``commit_work`` row per institution; the trigger applies it at commit."""
+    async def flush(self, conn: AsyncConnection, audit: Sequence[Mapping[str, Any]] = ()) -> bool:
+        """One ``commit_work`` row per institution; the trigger applies it at commit. The
+        transaction's ``audit`` entries go in the same statement, when there is one. Whether
+        there was (else the caller writes the entries)."""
         rows = []
         for institution_id, entry in sorted(self._of.items()):
             counts = [c for c in entry.counts.values() if c[1] or c[2]]
@@ -154,8 +170,12 @@ class Collector:
                 }
             )
         self._of.clear()
-        if rows:
-            await _INSERT.execute_many(conn, rows)
+        if not rows:
+            return False
+        for i, row in enumerate(rows):
+            row["audit"] = list(audit) if i == 0 else []
+        await _INSERT.execute_many(conn, rows)
+        return True
 
 
 def seats_payload(
