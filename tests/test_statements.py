@@ -175,3 +175,34 @@ def test_statements_whose_sql_depends_on_the_values_are_refused() -> None:
     )
     with pytest.raises(TypeError, match="expanding"):
         expanding._for(asyncpg.dialect())
+
+
+async def test_a_bulk_insert_gives_back_its_rows_in_order(scratch_engine: AsyncEngine) -> None:
+    """One statement whatever the number of rows, on the driver as through SQLAlchemy: the rows
+    come back in the order given, with their types (UTC times, JSON, NULLs)."""
+    from billetterie.shared.statements import BulkInsert
+
+    institution_id = await institution(scratch_engine)
+    bulk = BulkInsert(audit_entry, ["institution_id", "action", "actor", "at", "data"])
+    given = [
+        {
+            "institution_id": institution_id,
+            "action": f"bulk {i}",
+            "actor": "test",
+            "at": NOW + timedelta(seconds=i),
+            "data": {"i": i, "none": None} if i % 2 else [i],
+        }
+        for i in range(5)
+    ]
+    seen = cursor_statements(scratch_engine)
+    for opened in (hot, transaction):  # the driver (on PostgreSQL), then SQLAlchemy
+        async with opened(scratch_engine) as conn:
+            seen.clear()
+            rows = await bulk.rows(conn, given)
+            assert await bulk.rows(conn, []) == []
+            if conn.dialect.name == "postgresql":  # one statement (SQLite: one per row)
+                assert len(seen) == (0 if opened is hot else 1)
+        assert [(r.action, r.at, r.data) for r in rows] == [
+            (g["action"], g["at"], g["data"]) for g in given
+        ]
+        assert [r.id for r in rows] == sorted(r.id for r in rows)

@@ -67,7 +67,7 @@ from billetterie.sales.models import (
 from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import read
-from billetterie.shared.statements import Statement, bound
+from billetterie.shared.statements import BulkInsert, Statement, bound
 
 MAX_LINES = 50
 
@@ -165,6 +165,29 @@ _NEW_OPERATION = Statement(
         )
         .returning(*db.operation.c)
     )
+)
+_NEW_MOVEMENTS = BulkInsert(
+    db.movement,
+    [
+        "institution_id",
+        "order_id",
+        "operation_id",
+        "product_id",
+        "performance_id",
+        "seat_category_id",
+        "audience_sub_category_id",
+        "price_level_id",
+        "product_item_id",
+        "timeslot_id",
+        "contingent_id",
+        "stock_id",
+        "performance_seat_id",
+        "amount",
+        "vat_rate",
+        "state",
+        "labels",
+        "created_at",
+    ],
 )
 _ORDER_TOTAL = Statement(
     lambda _: (
@@ -465,12 +488,7 @@ async def _add_operation(
                 "created_at": now,
             }
         )
-    movements = (
-        await conn.execute(
-            sa.insert(db.movement).returning(*db.movement.c, sort_by_parameter_order=True), rows
-        )
-    ).all()
-    return operation, list(movements)
+    return operation, await _NEW_MOVEMENTS.rows(conn, rows)
 
 
 async def close_emptied_operations(

@@ -55,7 +55,7 @@ from billetterie.sales.models import (
 from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import engine_cache
-from billetterie.shared.statements import Statement, bound
+from billetterie.shared.statements import BulkInsert, Statement, bound
 
 EVENT_VALIDITY = timedelta(hours=6)  # a barcode stays valid this long after a performance ends
 DEFAULT_VALIDITY = timedelta(days=366)
@@ -190,24 +190,21 @@ async def issue_tickets_in(
 ) -> list[int]:
     """One NOT_PRINTED ticket per movement, signed barcodes included unless asked not to: one
     insert for them all, the organization's key looked up once, one update for the barcodes."""
-    t = db.ticket.c
-    inserted = (
-        await conn.execute(
-            sa.insert(db.ticket).returning(t.id, sort_by_parameter_order=True),
-            [
-                {
-                    "institution_id": seller.institution_id,
-                    "order_id": order_id,
-                    "movement_id": m.id,
-                    "product_id": m.product_id,
-                    "performance_id": m.performance_id,
-                    "state": TicketState.NOT_PRINTED.value,
-                    "issued_at": now,
-                }
-                for m in movements
-            ],
-        )
-    ).all()
+    inserted = await _NEW_TICKETS.rows(
+        conn,
+        [
+            {
+                "institution_id": seller.institution_id,
+                "order_id": order_id,
+                "movement_id": m.id,
+                "product_id": m.product_id,
+                "performance_id": m.performance_id,
+                "state": TicketState.NOT_PRINTED.value,
+                "issued_at": now,
+            }
+            for m in movements
+        ],
+    )
     ticket_ids = [int(r.id) for r in inserted]
     if with_barcodes:
         issued = await set_barcodes_in(
@@ -223,6 +220,18 @@ async def issue_tickets_in(
     return ticket_ids
 
 
+_NEW_TICKETS = BulkInsert(
+    db.ticket,
+    [
+        "institution_id",
+        "order_id",
+        "movement_id",
+        "product_id",
+        "performance_id",
+        "state",
+        "issued_at",
+    ],
+)
 _SET_BARCODE = Statement(
     lambda _: (
         sa.update(db.ticket)

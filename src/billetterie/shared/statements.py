@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Statement", "any_of", "bound", "driver_statements", "open_driver"]
+__all__ = ["BulkInsert", "Statement", "any_of", "bound", "driver_statements", "open_driver"]
 
 # the connection whose transaction is open on the driver, and that driver connection
 _driver: contextvars.ContextVar[tuple[AsyncConnection, Any] | None] = contextvars.ContextVar(
@@ -263,3 +263,51 @@ def _translated(conn: AsyncConnection, sql: str, arguments: Any, error: Exceptio
         )
         return translated
     return error
+
+
+class BulkInsert:
+    """Rows inserted into ``table`` in one statement, their ``RETURNING`` rows given back in
+    the order of the rows given. On the driver, one ``INSERT ... SELECT unnest(...)`` with one
+    array parameter per column, so its SQL is the same whatever the number of rows (PostgreSQL
+    gives the rows their ids in that order); elsewhere, SQLAlchemy's multi-row insert."""
+
+    def __init__(self, table: sa.Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = list(columns)
+        # JSON values go as text (an array type would take a JSON list for a nested array)
+        self._json = {name for name in self.columns if isinstance(table.c[name].type, sa.JSON)}
+        self._unnest = Statement(self._build)
+
+    def _array(self, name: str) -> Any:
+        column_type = self.table.c[name].type
+        if name in self._json:
+            texts = sa.bindparam(name, type_=postgresql.ARRAY(sa.Text()))
+            return sa.cast(sa.func.unnest(texts), column_type).label(name)
+        values = sa.bindparam(name, type_=postgresql.ARRAY(column_type))
+        return sa.func.unnest(values).label(name)
+
+    def _build(self, _dialect: str) -> Any:
+        arrays = [self._array(name) for name in self.columns]
+        return (
+            sa.insert(self.table)
+            .from_select(self.columns, sa.select(*arrays))
+            .returning(*self.table.c)
+        )
+
+    async def rows(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        if not rows:
+            return []
+        if self._unnest._driver_of(conn) is None:
+            statement = sa.insert(self.table).returning(*self.table.c, sort_by_parameter_order=True)
+            return list((await conn.execute(statement, [dict(r) for r in rows])).all())
+        dialect = conn.dialect
+        params: dict[str, list[Any]] = {}
+        for name in self.columns:
+            values = [r.get(name) for r in rows]
+            if name in self._json:  # as SQLAlchemy writes the value of that column
+                as_text = self.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                if as_text is not None:
+                    values = [as_text(v) for v in values]
+            params[name] = values
+        found = await self._unnest.rows(conn, **params)
+        return sorted(found, key=lambda r: r.id)
