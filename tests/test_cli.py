@@ -182,3 +182,18 @@ def test_demo_serves_the_demo_institution(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=30)
     assert "demo secret: demo-pw" in output
     assert "DEMO_RESELLER1" in output
+
+
+def test_a_server_process_freezes_its_start_up_heap_and_collects_less_often() -> None:
+    import gc
+
+    from billetterie.serving import tune_collector
+
+    threshold = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (50_000, 20, 10)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -217,4 +217,8 @@ def mailer_for(settings: Settings) -> Mailer | None:
 
 def app_from_environment() -> FastAPI:
     """The app of one server process, configured from ``BILLETTERIE_*`` (``serve --workers``)."""
-    return build_app(Settings())
+    from billetterie.serving import tune_collector
+
+    app = build_app(Settings())
+    tune_collector()
+    return app

@@ -354,7 +354,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from billetterie.app import build_app
-    from billetterie.serving import NoDelayHttpToolsProtocol
+    from billetterie.serving import NoDelayHttpToolsProtocol, tune_collector
 
     if workers > 1:  # each worker process builds its app from the same environment
         settings.resolved_jwt_secret()  # create the shared key once, before the workers start
@@ -369,8 +369,10 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             http=NoDelayHttpToolsProtocol,
         )
         return
+    served = build_app(settings)
+    tune_collector()
     uvicorn.run(
-        build_app(settings),
+        served,
         host=host,
         port=port,
         log_level="info",

