@@ -254,8 +254,9 @@ async def test_a_timeslot_pass_paid_by_voucher_spends_its_balance(kit: Kit) -> N
     assert await row_counts(kit.engine) == before
 
 
-async def test_a_season_ticket_takes_one_place_in_each_performance(kit: Kit) -> None:
-    body = await kit.rpc(
+async def season_tickets(kit: Kit, quantity: int) -> Any:
+    """createOrUpdateOrder for ``quantity`` season tickets (SUB) in category C1, full price."""
+    return await kit.rpc(
         FACADE,
         "createOrUpdateOrder",
         {
@@ -264,11 +265,15 @@ async def test_a_season_ticket_takes_one_place_in_each_performance(kit: Kit) -> 
                     "productId": kit.products["SUB"],
                     "seatCategoryId": kit.shop.categories["C1"],
                     "audienceSubCategoryId": kit.tariffs["FULL"],
-                    "quantity": 1,
+                    "quantity": quantity,
                 }
             ]
         },
     )
+
+
+async def test_a_season_ticket_takes_one_place_in_each_performance(kit: Kit) -> None:
+    body = await season_tickets(kit, 1)
     assert body["statusCode"] == "success", body
     cart = body["orderUpdateData"]
     movements = cart["movementDataUpdates"]
@@ -294,20 +299,7 @@ async def test_a_season_ticket_keeps_the_same_seats_at_every_performance(kit: Ki
         (m["seat"]["row"], m["seat"]["number"])
         for m in single["orderUpdateData"]["movementDataUpdates"]
     }
-    body = await kit.rpc(
-        FACADE,
-        "createOrUpdateOrder",
-        {
-            "composedProductOperations": [
-                {
-                    "productId": kit.products["SUB"],
-                    "seatCategoryId": kit.shop.categories["C1"],
-                    "audienceSubCategoryId": kit.tariffs["FULL"],
-                    "quantity": 2,
-                }
-            ]
-        },
-    )
+    body = await season_tickets(kit, 2)
     assert body["statusCode"] == "success", body
     movements = body["orderUpdateData"]["movementDataUpdates"]
     seats: dict[int, set[tuple[str, str]]] = {}

@@ -50,6 +50,16 @@ async def one_place_in_the_cart(world: World, page: Any) -> None:
     await page.wait_for_url(f"{world.shop}{SHOP}/cart")
 
 
+async def check_out_as_a_guest(world: World, page: Any) -> None:
+    """From the cart to the payment page, as a guest."""
+    await page.click("#checkout")
+    await page.fill("#guest-form input[name=firstName]", "Edsger")
+    await page.fill("#guest-form input[name=lastName]", "Dijkstra")
+    await page.fill("#guest-form input[name=email]", "edsger@example.org")
+    await page.click("#guest-form button[type=submit]")
+    await page.wait_for_url(f"{world.shop}{SHOP}/pay")
+
+
 async def test_a_contact_pays_with_their_credit_balance(world: World) -> None:
     context = await world.context()
     page = await context.new_page()
@@ -128,12 +138,7 @@ async def test_a_pending_card_payment_is_given_up_and_the_cart_paid_otherwise(
     context = await world.context()
     page = await context.new_page()
     await one_place_in_the_cart(world, page)
-    await page.click("#checkout")
-    await page.fill("#guest-form input[name=firstName]", "Edsger")
-    await page.fill("#guest-form input[name=lastName]", "Dijkstra")
-    await page.fill("#guest-form input[name=email]", "edsger@example.org")
-    await page.click("#guest-form button[type=submit]")
-    await page.wait_for_url(f"{world.shop}{SHOP}/pay")
+    await check_out_as_a_guest(world, page)
     await page.click("#pay-card")
     await page.wait_for_selector("input[name=card_number]")
     card_page = page.url
@@ -181,12 +186,7 @@ async def test_a_pending_card_payment_is_given_up_and_the_cart_paid_otherwise(
     await page.fill("#q_3_1", "2")
     await page.click("#best-form button[type=submit]")
     await page.wait_for_url(f"{world.shop}{SHOP}/cart")
-    await page.click("#checkout")
-    await page.fill("#guest-form input[name=firstName]", "Edsger")
-    await page.fill("#guest-form input[name=lastName]", "Dijkstra")
-    await page.fill("#guest-form input[name=email]", "edsger@example.org")
-    await page.click("#guest-form button[type=submit]")
-    await page.wait_for_url(f"{world.shop}{SHOP}/pay")
+    await check_out_as_a_guest(world, page)
     total = int(await page.get_attribute("[data-total]", "data-total") or 0)
     assert total > left
     await page.fill("form[data-method=VOUCHER] input[name=voucher]", "SHOPGIFT2")
