@@ -41,7 +41,6 @@ from billetterie.catalog import db as catalog_db
 from billetterie.inventory import services as inventory_services
 from billetterie.migrations import upgrade
 from billetterie.sales import carts
-from billetterie.sales import db as sales_db
 from billetterie.shared import statements
 from billetterie.shared.db import create_engine, transaction
 from catalog import BenchError, create_database, drop_database
@@ -122,18 +121,13 @@ async def measure(url: str, calls: int) -> dict[str, Any]:
                     c, moves
                 ),
             }
-            driver = await statements.open_driver(conn)
-            if driver is None:
+            if conn.dialect.name != "postgresql":
                 raise BenchError("hot statements run on the driver only on PostgreSQL")
             for name, case in cases.items():
                 row: dict[str, float] = {}
                 for way in ("sqlalchemy", "driver"):
-                    opened = (
-                        statements.driver_statements(conn, driver)
-                        if way == "driver"
-                        else nullcontext()
-                    )
-                    with opened:
+                    opened = statements.on_driver(conn) if way == "driver" else nullcontext()
+                    async with opened:
                         for _ in range(50):  # warm: compiled, prepared
                             await case(conn)
                         before, wall = os.times(), time.perf_counter()
@@ -147,7 +141,6 @@ async def measure(url: str, calls: int) -> dict[str, Any]:
                     row[f"{way}_wall_us"] = round(wall / calls * 1e6, 1)
                 row["ratio"] = round(row["driver_user_us"] / row["sqlalchemy_user_us"], 3)
                 figures[name] = row
-            await conn.execute(sa.delete(sales_db.movement))  # the transaction rolls back anyway
             raise _RollBack
     except _RollBack:
         pass

@@ -4,7 +4,7 @@ the driver runs them, and the driver runs them only inside a transaction opened 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -54,8 +54,7 @@ async def hot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     transactions open them."""
     async with transaction(engine) as conn:
         await conn.execute(sa.text("SELECT 1"))  # opens the transaction on the driver
-        driver = await statements.open_driver(conn)
-        with statements.driver_statements(conn, driver) if driver is not None else nullcontext():
+        async with statements.on_driver(conn):
             yield conn
 
 

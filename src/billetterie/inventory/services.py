@@ -25,7 +25,7 @@ import functools
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -179,23 +179,13 @@ async def _attempts(engine: AsyncEngine, work: Work) -> Any:
         try:
             async with transaction(engine) as conn:
                 await _begin_locks(conn)
-                driver = await statements.open_driver(conn)
-                with (
-                    statements.driver_statements(conn, driver)
-                    if driver is not None
-                    else contextlib.nullcontext(),
-                    audit.buffered(conn) as entries,
-                ):
-                    result = await work(conn, after)
+                async with statements.on_driver(conn):
+                    with audit.buffered(conn) as entries:
+                        result = await work(conn, after)
+                    # the entries go with the commit's work (one statement), or alone
                     collector = commit_work.current(conn)
-                    if collector is None:
-                        await entries.flush()
-                    else:
-                        # the entries go with the commit's work (one statement), or alone
-                        rows = entries.take()
-                        if not await collector.flush(conn, rows):
-                            entries.rows = rows
-                            await entries.flush()
+                    if collector is None or not await collector.flush(conn, entries.rows):
+                        await audit.write(conn, entries.rows)
         except _LostRace:
             after.run(committed=False)
             continue
@@ -456,6 +446,13 @@ def _claim_seats(dialect: str, *, wait: bool) -> Any:
 
 _CLAIM = Statement(functools.partial(_claim_seats, wait=False))
 _CLAIM_WAITING = Statement(functools.partial(_claim_seats, wait=True))
+_UNCLAIM = Statement(  # seats claimed in this transaction, given back
+    lambda d: (
+        sa.update(db.performance_seat)
+        .where(any_of(db.performance_seat.c.id, "seat_ids", d))
+        .values(state=SeatState.FREE.value, hold_id=None)
+    )
+)
 
 
 def _claim_holds(dialect: str, *, unexpired: bool) -> Any:
@@ -824,6 +821,56 @@ class _Picker:
             if self.indexes.building.get(performance_id) is future:
                 del self.indexes.building[performance_id]
 
+    async def claim(
+        self,
+        conn: AsyncConnection,
+        claim: tuple[int, PerformanceSeats, list[int]],
+        hold_id: int,
+        *,
+        wait: bool = False,
+    ) -> set[int]:
+        """Hold the proposed seats of ``claim`` (performance id, its index, seats) for
+        ``hold_id``: the ones got. They stay reserved in the index until the transaction ends or
+        :meth:`give_back`; a seat not got is taken by another transaction (committed, or claimed
+        by one still running in another process): not free, whatever the index said, unless a
+        transaction of this process claimed it (it stays reserved by that one and follows its
+        outcome)."""
+        performance_id, entry, seats = claim
+        entry.reserve(seats)
+        mine = self.mine.setdefault(performance_id, Counter())
+        mine.update(seats)
+        self.taken.setdefault(performance_id, []).extend(seats)
+        got = set()
+        for seat_id, block_id, row, number in await (_CLAIM_WAITING if wait else _CLAIM).rows(
+            conn, seat_ids=sorted(seats), hold_id=hold_id
+        ):
+            got.add(seat_id)
+            self.details[seat_id] = (block_id, row, number)
+        if len(got) < len(seats):
+            entry.mark_taken(
+                [
+                    seat_id
+                    for seat_id in seats
+                    if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
+                ]
+            )
+        return got
+
+    async def give_back(
+        self,
+        conn: AsyncConnection,
+        claims: list[tuple[int, PerformanceSeats, list[int]]],
+        held: Collection[int],
+    ) -> None:
+        """Undo :meth:`claim` s, the last one first: the ``held`` seats free again in the
+        database (one statement), the reservations ended."""
+        if held:
+            await _UNCLAIM.execute(conn, seat_ids=sorted(held))
+        for performance_id, entry, seats in reversed(claims):
+            entry.unreserve(seats)
+            _drop(self.mine[performance_id], seats)
+            del self.taken[performance_id][-len(seats) :]
+
     async def take(
         self,
         conn: AsyncConnection,
@@ -848,7 +895,6 @@ class _Picker:
         stock_ids = [r.id for r in stocks]
         entry = await self.entry(conn, request.performance_id, stock_ids)
         mine = self.mine.setdefault(request.performance_id, Counter())
-        ps = db.performance_seat.c
         losses = 0
         everything = False  # propose seats reserved elsewhere in this process too
         reread = False
@@ -880,37 +926,12 @@ class _Picker:
                     await indexing.reread(conn, entry, stock_ids)
                     continue
                 raise NotAvailable("not enough seats together in this category")
-            entry.reserve(picked)
-            mine.update(picked)
-            self.taken.setdefault(request.performance_id, []).extend(picked)
-            got = set()
-            for seat_id, block_id, row, number in await (_CLAIM_WAITING if wait else _CLAIM).rows(
-                conn, seat_ids=sorted(picked), hold_id=hold_id
-            ):
-                got.add(seat_id)
-                self.details[seat_id] = (block_id, row, number)
+            claim = (request.performance_id, entry, picked)
+            got = await self.claim(conn, claim, hold_id, wait=wait)
             if len(got) == len(picked):
                 return [(seat_id, entry.stock_of[seat_id]) for seat_id in picked]
             skipped = skipped or not wait
-            # taken by another transaction (committed, or claimed by one still running in
-            # another process): not free, whatever the index said; seats a transaction of this
-            # process claimed stay reserved by it and follow its outcome
-            entry.mark_taken(
-                [
-                    seat_id
-                    for seat_id in picked
-                    if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
-                ]
-            )
-            if got:
-                await conn.execute(
-                    sa.update(db.performance_seat)
-                    .where(ps.id.in_(sorted(got)))
-                    .values(state=SeatState.FREE.value, hold_id=None)
-                )
-            entry.unreserve(picked)
-            _drop(mine, picked)
-            del self.taken[request.performance_id][-len(picked) :]
+            await self.give_back(conn, [claim], got)
             losses += 1
             self.indexes.lost_races += 1
             if losses == 2:  # more than one seat race: catch up with the log first
@@ -1058,47 +1079,16 @@ async def _claim_same(
 ) -> bool:
     """Hold every part of a common set (one per performance), or none: a part another
     transaction got is marked taken in its index, and the parts held are put back."""
-    ps = db.performance_seat.c
-    reserved: list[tuple[int, PerformanceSeats, list[int]]] = []
+    claims: list[tuple[int, PerformanceSeats, list[int]]] = []
     held: list[int] = []
-    complete = True
-    for performance_id, entry, seats in zip(performances, entries, picked, strict=True):
-        entry.reserve(seats)
-        mine = picker.mine.setdefault(performance_id, Counter())
-        mine.update(seats)
-        picker.taken.setdefault(performance_id, []).extend(seats)
-        reserved.append((performance_id, entry, seats))
-        got = set()
-        for seat_id, block_id, row, number in await _CLAIM.rows(
-            conn, seat_ids=sorted(seats), hold_id=hold_id
-        ):
-            got.add(seat_id)
-            picker.details[seat_id] = (block_id, row, number)
+    for claim in zip(performances, entries, picked, strict=True):
+        claims.append(claim)
+        got = await picker.claim(conn, claim, hold_id)
         held.extend(got)
-        if len(got) < len(seats):
-            # as in _Picker.take: seats a transaction of this process claimed follow its outcome
-            entry.mark_taken(
-                [
-                    seat_id
-                    for seat_id in seats
-                    if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
-                ]
-            )
-            complete = False
-            break
-    if complete:
-        return True
-    if held:
-        await conn.execute(
-            sa.update(db.performance_seat)
-            .where(ps.id.in_(sorted(held)))
-            .values(state=SeatState.FREE.value, hold_id=None)
-        )
-    for performance_id, entry, seats in reserved:
-        entry.unreserve(seats)
-        _drop(picker.mine[performance_id], seats)
-        del picker.taken[performance_id][-len(seats) :]
-    return False
+        if len(got) < len(claim[2]):
+            await picker.give_back(conn, claims, held)
+            return False
+    return True
 
 
 def _seat_lines(seats: list[tuple[int, int]]) -> list[HeldLine]:

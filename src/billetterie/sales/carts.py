@@ -589,19 +589,16 @@ async def create_or_update_order(
             if request.purchaser:
                 values["purchaser"] = request.purchaser
             await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
+        # what the added movements cost (each priced by ``_Planned.amount_of``)
+        added_amount = sum(plan.amount() for plan in planned)
         new = order is None
-        if order is None:  # written with its total (what the planned places cost)
-            order = await _new_order(
-                conn, seller, request, now, total=sum(plan.amount() for plan in planned)
-            )
+        if order is None:  # written with its total
+            order = await _new_order(conn, seller, request, now, total=added_amount)
         added = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
         operations = [int(operation.id) for operation, _ in added]
-        # the total: the order's (locked), plus what the added movements cost
-        added_amount = sum(m.amount for _, movements in added for m in movements)
         if new:
-            total = int(order.total)
-            assert total == added_amount, "a new cart's total is what its movements cost"
-        else:
+            total = added_amount
+        else:  # the order's (locked), plus the added movements
             total = int(order.total) + added_amount
             order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
         await audit.record(

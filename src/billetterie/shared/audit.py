@@ -34,22 +34,17 @@ _INSERT = Statement(
 
 
 class Buffer:
-    """The entries of one transaction, written together by :meth:`flush` before it commits
-    (one statement instead of one per change)."""
+    """The entries of one transaction, written together before it commits (one statement
+    instead of one per change: :func:`write`)."""
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
         self.rows: list[dict[str, Any]] = []
 
-    def take(self) -> list[dict[str, Any]]:
-        """The entries, for the caller to write in a statement of its own."""
-        rows, self.rows = self.rows, []
-        return rows
 
-    async def flush(self) -> None:
-        rows = self.take()
-        if rows:
-            await _INSERT.execute_many(self.connection, rows)
+async def write(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Write buffered entries, in one statement."""
+    await _INSERT.execute_many(connection, rows)
 
 
 _buffer: contextvars.ContextVar[Buffer | None] = contextvars.ContextVar(
@@ -59,8 +54,10 @@ _buffer: contextvars.ContextVar[Buffer | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def buffered(connection: AsyncConnection) -> Iterator[Buffer]:
-    """Entries recorded on ``connection`` meanwhile wait in the buffer; the caller flushes it
-    inside the transaction (entries recorded on another connection are written at once)."""
+    """Entries recorded on ``connection`` meanwhile wait in the buffer; the caller writes its
+    rows inside the transaction (:func:`write`, or with the commit's work:
+    ``commit_work.Collector.flush``); entries recorded on another connection are written at
+    once."""
     token = _buffer.set(Buffer(connection))
     try:
         buffer = _buffer.get()

@@ -2,28 +2,26 @@
 
 Most of the CPU an on-sale rush costs the server went into running SQLAlchemy Core for each
 statement, not into the database: building the statement, its cache key, the execution context,
-the result. Measured on the 2-CPU development machine, a one-row SELECT by primary key cost
-about 200 us of CPU through ``AsyncConnection.execute`` and 35 us through asyncpg's own
-prepared statement; an UPDATE ... RETURNING 300 us against 45 us. A cart and its close run
-about 35 statements.
+the result. ``bench/statements.py`` measures the difference on the sale path's own statements
+(about half the user CPU of each); a cart and its close run about 30.
 
 A :class:`Statement` is declared at module level from a function that builds the SQLAlchemy
 statement with named :func:`sqlalchemy.bindparam` s, so the SQL stays written once, in Core.
-Inside a transaction that :func:`driver_statements` opened on PostgreSQL (the inventory
-transactions do: ``inventory.services``), it is compiled once for the dialect and executed
-through asyncpg's prepared statement cache, its bind and result values going through the same
-type processors as SQLAlchemy's; errors are raised as the same ``sqlalchemy.exc`` exceptions.
-Anywhere else (SQLite, a reader) it runs through ``AsyncConnection.execute`` as any statement.
-Statements whose SQL depends on the values (``IN`` lists, multi-row ``VALUES``) are not made
-hot: their SQL would not be the same twice.
+Inside a transaction run :func:`on_driver` on PostgreSQL (the inventory transactions are:
+``inventory.services``), it is compiled once for the dialect and executed through asyncpg's
+prepared statement cache, its bind and result values going through the same type processors
+as SQLAlchemy's; errors are raised as the same ``sqlalchemy.exc`` exceptions. Anywhere else
+(SQLite, a reader) it runs through ``AsyncConnection.execute`` as any statement. Its SQL must
+not depend on the values: a list is one array parameter (:func:`any_of`), several rows one
+:class:`BulkInsert`.
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["BulkInsert", "Statement", "any_of", "bound", "driver_statements", "open_driver"]
+__all__ = ["BulkInsert", "Statement", "any_of", "bound", "on_driver"]
 
 # the connection whose transaction is open on the driver, and that driver connection
 _driver: contextvars.ContextVar[tuple[AsyncConnection, Any] | None] = contextvars.ContextVar(
@@ -41,24 +39,29 @@ _driver: contextvars.ContextVar[tuple[AsyncConnection, Any] | None] = contextvar
 )
 
 
-@contextmanager
-def driver_statements(conn: AsyncConnection, driver: Any) -> Iterator[None]:
-    """Let hot statements run on ``driver`` (``conn``'s asyncpg connection) while the block runs.
-    ``conn``'s transaction must already be open on the driver: a statement ran through
-    SQLAlchemy in it (SQLAlchemy's asyncpg adapter opens the transaction at the first one)."""
-    token = _driver.set((conn, driver))
+@asynccontextmanager
+async def on_driver(conn: AsyncConnection) -> AsyncIterator[None]:
+    """On PostgreSQL, let hot statements on ``conn`` run on its asyncpg connection while the
+    block runs (elsewhere, nothing changes). ``conn``'s transaction must already be open on the
+    driver: a statement ran through SQLAlchemy in it (SQLAlchemy's asyncpg adapter opens the
+    transaction at the first one)."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    raw = await conn.get_raw_connection()
+    token = _driver.set((conn, raw.driver_connection))
     try:
         yield
     finally:
         _driver.reset(token)
 
 
-async def open_driver(conn: AsyncConnection) -> Any | None:
-    """The asyncpg connection under ``conn`` on PostgreSQL, else None."""
-    if conn.dialect.name != "postgresql":
+def _driver_of(conn: AsyncConnection) -> Any | None:
+    """The driver connection hot statements on ``conn`` run on now, or None."""
+    current = _driver.get()
+    if current is None or current[0] is not conn:
         return None
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
+    return current[1]
 
 
 def bound(table: sa.Table, *names: str) -> dict[str, Any]:
@@ -175,15 +178,9 @@ class Statement:
             compiled = self._compiled[dialect.name] = _Compiled(self.statement(dialect), dialect)
         return compiled
 
-    def _driver_of(self, conn: AsyncConnection) -> Any | None:
-        current = _driver.get()
-        if current is None or current[0] is not conn:
-            return None
-        return current[1]
-
     async def rows(self, conn: AsyncConnection, **params: Any) -> list[Any]:
         """Every row of the result."""
-        driver = self._driver_of(conn)
+        driver = _driver_of(conn)
         if driver is None:
             return list((await conn.execute(self.statement(conn.dialect), params)).all())
         compiled = self._for(conn.dialect)
@@ -211,7 +208,7 @@ class Statement:
 
     async def execute(self, conn: AsyncConnection, **params: Any) -> None:
         """Run it for its effect."""
-        driver = self._driver_of(conn)
+        driver = _driver_of(conn)
         if driver is None:
             await conn.execute(self.statement(conn.dialect), params)
             return
@@ -224,7 +221,7 @@ class Statement:
         """Run it once per parameter set, in one round trip on the driver."""
         if not params:
             return
-        driver = self._driver_of(conn)
+        driver = _driver_of(conn)
         if driver is None:
             await conn.execute(self.statement(conn.dialect), list(params))
             return
@@ -277,6 +274,7 @@ class BulkInsert:
         # JSON values go as text (an array type would take a JSON list for a nested array)
         self._json = {name for name in self.columns if isinstance(table.c[name].type, sa.JSON)}
         self._unnest = Statement(self._build)
+        self._as_text: dict[str, dict[str, Any]] = {}  # per dialect: JSON column -> processor
 
     def _array(self, name: str) -> Any:
         column_type = self.table.c[name].type
@@ -285,6 +283,20 @@ class BulkInsert:
             return sa.cast(sa.func.unnest(texts), column_type).label(name)
         values = sa.bindparam(name, type_=postgresql.ARRAY(column_type))
         return sa.func.unnest(values).label(name)
+
+    def _json_processors(self, dialect: Dialect) -> dict[str, Any]:
+        """How SQLAlchemy writes the value of each JSON column (as text), for ``dialect``."""
+        found = self._as_text.get(dialect.name)
+        if found is None:
+            found = self._as_text[dialect.name] = {
+                name: process
+                for name in self._json
+                if (
+                    process := self.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                )
+                is not None
+            }
+        return found
 
     def _build(self, _dialect: str) -> Any:
         arrays = [self._array(name) for name in self.columns]
@@ -297,17 +309,14 @@ class BulkInsert:
     async def rows(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         if not rows:
             return []
-        if self._unnest._driver_of(conn) is None:
+        if _driver_of(conn) is None:
             statement = sa.insert(self.table).returning(*self.table.c, sort_by_parameter_order=True)
             return list((await conn.execute(statement, [dict(r) for r in rows])).all())
-        dialect = conn.dialect
+        as_text = self._json_processors(conn.dialect)
         params: dict[str, list[Any]] = {}
         for name in self.columns:
             values = [r.get(name) for r in rows]
-            if name in self._json:  # as SQLAlchemy writes the value of that column
-                as_text = self.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                if as_text is not None:
-                    values = [as_text(v) for v in values]
-            params[name] = values
+            process = as_text.get(name)
+            params[name] = values if process is None else [process(v) for v in values]
         found = await self._unnest.rows(conn, **params)
         return sorted(found, key=lambda r: r.id)
