@@ -611,6 +611,9 @@ def http_request(method: str, path: str, port: int, headers: dict[str, str], bod
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+KEEP_ALIVE_REFRESH_S = 2.0
+
+
 async def spread_connections(server: Server, count: int, workers: int) -> list[Connection]:
     """``count`` connections, as evenly spread over the ``workers`` processes as possible
     (the process that accepts a connection keeps it: surplus ones are closed and reopened)."""
@@ -619,8 +622,15 @@ async def spread_connections(server: Server, count: int, workers: int) -> list[C
     kept: list[Connection] = []
     per_worker: Counter[int] = Counter()
     attempts = 0
+    refreshed = time.monotonic()
     while len(kept) < count:
         attempts += 1
+        if time.monotonic() - refreshed > KEEP_ALIVE_REFRESH_S:
+            # the server closes a connection idle for its keep-alive (uvicorn: 5 s); a kept
+            # one must still be open when the load begins
+            for held in kept:
+                await held.call(ping)
+            refreshed = time.monotonic()
         if attempts > 40 * count + 200:
             raise BenchError(f"could not spread {count} connections over {workers} processes")
         conn = await Connection(server.port).open()
@@ -643,6 +653,8 @@ async def spread_connections(server: Server, count: int, workers: int) -> list[C
         kept.append(conn)
     if len(per_worker) != workers:
         raise BenchError(f"{len(per_worker)} server process(es) answered, not {workers}")
+    for held in kept:
+        await held.call(ping)
     return kept
 
 

@@ -309,14 +309,21 @@ def _summary(values: list[float]) -> dict[str, Any]:
     }
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time of every PostgreSQL server process on this machine (0 when none is seen)."""
-    total = 0.0
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU time of each PostgreSQL server process on this machine, by pid."""
+    seen: dict[int, float] = {}
     for p in psutil.process_iter(["name", "cpu_times"]):
         times = p.info.get("cpu_times")
         if p.info.get("name") in ("postgres", "postmaster") and times is not None:
-            total += times.user + times.system
-    return total
+            seen[p.pid] = times.user + times.system
+    return seen
+
+
+def postgres_cpu_since(before: dict[int, float]) -> float:
+    """CPU time PostgreSQL's processes used since ``before``: per process, so a backend that
+    ended in between (the set-up's connections) takes nothing away from the ones that ran the
+    rush; a backend that started and ended in between is not seen."""
+    return sum(used - before.get(pid, 0.0) for pid, used in postgres_cpu_seconds().items())
 
 
 def pgbench_ceiling(
@@ -327,8 +334,11 @@ def pgbench_ceiling(
     account or one seat category's counters."""
     if shutil.which("pgbench") is None:
         return None
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql+asyncpg://", "postgresql://")
-    url = f"{base}/{database}"
+    url = (
+        sa.engine.make_url(admin_url)
+        .set(drivername="postgresql", database=database)
+        .render_as_string(hide_password=False)
+    )
     subprocess.run(
         [
             "psql",
@@ -399,19 +409,19 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(env, tmp / "server.log", args.workers)
         token = token_of(server, RESELLER_OPERATOR, RESELLER_PARTNER, SECRET)
         load_before = os.getloadavg()
-        server_cpu, postgres_cpu = server.cpu_seconds(), postgres_cpu_seconds()
+        server_cpu, postgres_before = server.cpu_seconds(), postgres_cpu_seconds()
         stats, elapsed = asyncio.run(
             rush(server, token, ids, args.buyers, args.workers, args.max_seconds)
         )
         server_cpu = server.cpu_seconds() - server_cpu
-        postgres_cpu = postgres_cpu_seconds() - postgres_cpu
+        postgres_cpu = postgres_cpu_since(postgres_before)
         checks = asyncio.run(verify(database.url, ids))
     finally:
         if server is not None:
             server.stop()
     ceiling = hot_ceiling = None
     if database.backend == "postgresql" and database.admin_url:
-        name = database.url.rsplit("/", 1)[1]
+        name = sa.engine.make_url(database.url).database or ""
         ceiling = pgbench_ceiling(database.admin_url, name, 30, args.ceiling_seconds)
         hot_ceiling = pgbench_ceiling(database.admin_url, name, 30, args.ceiling_seconds, hot=True)
     drop_database(database)

@@ -43,6 +43,7 @@ from billetterie.inventory.services import (
     confirm_hold,
     expire_holds,
     hold_places,
+    in_transaction,
     release_hold,
 )
 from billetterie.shared.audit import audit_entry
@@ -745,6 +746,36 @@ async def test_a_new_hold_releases_expired_holds_of_its_stock(box: Box) -> None:
     await box.assert_logged(before, {c1: (3, 0)})
     assert await expire_holds(box.engine, now=soon + timedelta(seconds=1)) == 0
     await check_invariants(box.engine)
+
+
+async def test_a_hold_looks_for_expired_holds_at_most_once_a_second(box: Box) -> None:
+    soon = NOW + timedelta(minutes=1)
+    old = await box.hold(box.seats("C1", 2), expires_at=soon)
+    # this one looks (nothing is due yet); the next, within the second, does not
+    await box.hold(box.seats("C1", 1), now=soon - timedelta(milliseconds=500))
+    await box.hold(box.seats("C1", 1), now=soon + timedelta(milliseconds=200))
+    assert await box.hold_state(old.id) == "ACTIVE"
+    # a second after the last look, a hold looks again and frees the expired one's seats
+    new = await box.hold(box.seats("C1", 2), now=soon + timedelta(milliseconds=600))
+    assert await box.hold_state(old.id) == "EXPIRED"
+    assert new.lines[0].seat_ids == old.lines[0].seat_ids
+    await check_invariants(box.engine)
+
+
+async def test_an_inventory_transaction_waits_3_s_for_a_lock_and_runs_generic_plans(
+    box: Box,
+) -> None:
+    if box.engine.dialect.name != "postgresql":
+        pytest.skip("transaction settings are PostgreSQL's")
+
+    async def settings(conn: AsyncConnection) -> tuple[str, str]:
+        timeout = (await conn.execute(sa.text("SHOW lock_timeout"))).scalar_one()
+        plans = (await conn.execute(sa.text("SHOW plan_cache_mode"))).scalar_one()
+        return str(timeout), str(plans)
+
+    assert await in_transaction(box.engine, settings) == ("3s", "force_generic_plan")
+    async with read(box.engine) as conn:  # the settings end with the transaction
+        assert await settings(conn) == ("0", "auto")
 
 
 async def test_sequences_follow_every_change(box: Box) -> None:
