@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from billetterie.catalog.db import institution
 from billetterie.catalog.services import find_point_of_sale, institution_id_by_code
 from billetterie.catalog.setupfile import SetupFileError, parse_document
 from billetterie.setup import export_institution
@@ -337,6 +338,26 @@ async def test_dedupe_key_and_removed_subscriptions(world: World) -> None:
     assert [o.state for o in await world.dispatcher.drain()] == ["FAILED"]
     assert world.receiver.requests == []
     assert await world.emit("order.closed", 51) == []
+
+
+async def test_subscriptions_are_kept_per_setup_version(world: World) -> None:
+    async with read(world.engine) as conn:
+        version = (
+            await conn.execute(
+                sa.select(institution.c.setup_version).where(
+                    institution.c.id == world.institution_id
+                )
+            )
+        ).scalar_one()
+    assert len(await world.emit("order.closed", 60, setup_version=version)) == 1
+    # the import that drops PING bumps the version: an emit at the new version sees it gone
+    await import_document(
+        world.engine, setup_document("ACME", webhooks=hooks(world.receiver.base)[1:])
+    )
+    assert await world.emit("order.closed", 61, setup_version=version + 1) == []
+    # one at the old version is served what that version had; without a version, the rows
+    assert len(await world.emit("order.closed", 62, setup_version=version)) == 1
+    assert await world.emit("order.closed", 63) == []
 
 
 # --- the setup file --------------------------------------------------------------------------

@@ -295,13 +295,6 @@ async def set_barcodes_in(
     return codes
 
 
-_MOVEMENTS = Statement(
-    lambda _: (
-        sa.select(db.movement)
-        .where(db.movement.c.order_id == sa.bindparam("order_id"))
-        .order_by(db.movement.c.id)
-    )
-)
 _CLOSE_ORDER = Statement(
     lambda _: (
         sa.update(db.sales_order)
@@ -323,22 +316,34 @@ _CLOSE_ORDER = Statement(
 )
 
 
-def _sell(table: sa.Table) -> Statement:
-    """The order's reserved rows of ``table`` (movements, operations) sold."""
-    return Statement(
-        lambda _: (
+def _sell(table: sa.Table, *, counted: bool = False) -> Statement:
+    """The order's reserved rows of ``table`` (movements, operations) sold (``counted``: each
+    with ``of_order``, how many rows of the table the order has in any state)."""
+
+    def build(_: str) -> Any:
+        returned: list[Any] = list(table.c)
+        if counted:
+            other = table.alias("of_order")
+            returned.append(
+                sa.select(sa.func.count())
+                .where(other.c.order_id == sa.bindparam("order"))
+                .scalar_subquery()
+                .label("of_order")
+            )
+        return (
             sa.update(table)
             .where(
                 table.c.order_id == sa.bindparam("order"),
                 table.c.state == MovementState.RESERVED.value,
             )
             .values(state=MovementState.SOLD.value)
-            .returning(*table.c)
+            .returning(*returned)
         )
-    )
+
+    return Statement(build)
 
 
-_SELL_MOVEMENTS = _sell(db.movement)
+_SELL_MOVEMENTS = _sell(db.movement, counted=True)
 _SELL_OPERATIONS = _sell(db.operation)
 
 
@@ -354,11 +359,13 @@ async def close_order_in(
     now: datetime,
     card_confirmation: bool = False,
     closed: list[Any] | None = None,
+    setup_checked: bool = False,
 ) -> list[int]:
     """:func:`close_order` inside the caller's transaction; returns the ticket ids. With
     ``closed``, the closed order's row and, when this close wrote all of them (an order with
     nothing but its reserved places, no earlier payment), its :class:`OrderContents` are
-    appended to it, so the caller renders it without reading it back."""
+    appended to it, so the caller renders it without reading it back. ``setup_checked``: the
+    transaction checked the seller's setup version (:func:`check_setup`)."""
     order = await load_order(conn, seller, order_id, for_update=True)
     if card_confirmation:
         if order.state != OrderState.RUNNING.value:
@@ -367,8 +374,8 @@ async def close_order_in(
         running(order, now)
         if order.pending_payments is not None:
             raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
-    every = await _MOVEMENTS.rows(conn, order_id=order.id)
-    movements = [r for r in every if r.state == MovementState.RESERVED.value]
+    # sold first, checked after: a refusal rolls the whole transaction back
+    movements = sorted(await _SELL_MOVEMENTS.rows(conn, order=order.id), key=lambda r: r.id)
     if not movements:
         raise EmptyOrder(f"order {order.id} has nothing to sell")
     contact = contact_number or order.contact_number
@@ -382,13 +389,12 @@ async def close_order_in(
             "card payments go through createPaymentsAndCloseOrder and the payment page"
         )
     check_payments(seller, payments, order.total)
-    complete = len(movements) == len(every) and not order.paid and closed is not None
+    complete = movements[0].of_order == len(movements) and not order.paid and closed is not None
     closed_row = await _CLOSE_ORDER.first(
         conn, order_id=order.id, now=now, paid=order.total, contact=contact
     )
     if closed_row is None:
         raise OrderClosed(f"order {order.id} was just closed")
-    sold = await _SELL_MOVEMENTS.rows(conn, order=order.id)
     operations = await _SELL_OPERATIONS.rows(conn, order=order.id)
     hold_ids = sorted({r.hold_id for r in operations if r.hold_id is not None})
     codes: dict[int, str] = {}
@@ -405,7 +411,14 @@ async def close_order_in(
         total=order.total,
         tickets=len(ticket_ids),
     )
-    await events.order_closed(conn, seller, order.id, now, labels=[r.labels for r in movements])
+    await events.order_closed(
+        conn,
+        seller,
+        order.id,
+        now,
+        labels=[r.labels for r in movements],
+        setup_version=seller.setup_version if setup_checked else 0,
+    )
     # Last, the rows every close of the point of sale or the institution shares: the pending
     # account (or voucher) and, through the holds, the inventory's change sequence. Their locks
     # are held until commit, so taking them last keeps concurrent closes' waits short.
@@ -416,7 +429,7 @@ async def close_order_in(
             closed.append(
                 OrderContents(
                     sorted(operations, key=lambda r: r.id),
-                    sorted(sold, key=lambda r: r.id),
+                    movements,
                     [
                         SimpleNamespace(
                             id=ticket_id,
@@ -473,6 +486,7 @@ async def close_order(
             vault=vault,
             now=now,
             closed=closed,
+            setup_checked=True,
         )
         if answer is None:
             return tickets, None

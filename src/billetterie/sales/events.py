@@ -30,9 +30,11 @@ async def order_closed(
     now: datetime,
     *,
     labels: Sequence[dict[str, Any]] | None = None,
+    setup_version: int = 0,
 ) -> None:
-    """``labels``: those of every movement of the order, when the caller has them."""
-    await _emit(conn, seller, "order.closed", order_id, now, labels)
+    """``labels``: those of every movement of the order, when the caller has them;
+    ``setup_version``: the seller's, when the transaction checked it is the institution's."""
+    await _emit(conn, seller, "order.closed", order_id, now, labels, setup_version)
 
 
 async def order_cancelled(
@@ -63,6 +65,7 @@ async def _emit(
     order_id: int,
     now: datetime,
     labels: Sequence[dict[str, Any]] | None = None,
+    setup_version: int = 0,
 ) -> None:
     await emit(
         conn,
@@ -73,6 +76,7 @@ async def _emit(
         now=now,
         facts=await _facts(conn, order_id, labels),
         dedupe_key=f"{event}:{order_id}:{now.isoformat()}",
+        setup_version=setup_version,
     )
 
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.shared import audit, outbox
+from billetterie.shared.db import engine_cache
 from billetterie.webhooks import db
 from billetterie.webhooks.errors import InvalidCursor, UnknownEvent, UnknownSubscription
 from billetterie.webhooks.models import (
@@ -226,23 +227,15 @@ async def signing_secret(
 # --- emitting --------------------------------------------------------------------------------
 
 
-async def emit(
-    conn: AsyncConnection,
-    *,
-    institution_id: int,
-    point_of_sale_id: int,
-    event: str | Event,
-    subject_id: int | str,
-    now: datetime,
-    facts: SubjectFacts | None = None,
-    dedupe_key: str | None = None,
-) -> list[str]:
-    """Enqueue one delivery per matching subscription, in the caller's transaction.
-
-    Returns the delivery ids (the ``Billetterie-Delivery`` header of each). ``dedupe_key``
-    makes a repeated emit of the same occurrence (a retried use case) write nothing new.
-    """
-    kind = _event(event)
+async def _enabled(
+    conn: AsyncConnection, institution_id: int, point_of_sale_id: int, setup_version: int
+) -> list[Subscription]:
+    """The point of sale's enabled subscriptions, by id (kept per setup version, when told)."""
+    cache = engine_cache(conn, "webhooks.subscriptions", limit=1024) if setup_version else None
+    key = (institution_id, point_of_sale_id, setup_version)
+    if cache is not None and key in cache:
+        found: list[Subscription] = cache[key]
+        return found
     w = db.webhook_subscription.c
     rows = (
         await conn.execute(
@@ -255,7 +248,38 @@ async def emit(
             .order_by(w.id)
         )
     ).all()
-    subscriptions = [s for s in map(_subscription, rows) if kind in s.events]
+    found = [_subscription(r) for r in rows]
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+async def emit(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    point_of_sale_id: int,
+    event: str | Event,
+    subject_id: int | str,
+    now: datetime,
+    facts: SubjectFacts | None = None,
+    dedupe_key: str | None = None,
+    setup_version: int = 0,
+) -> list[str]:
+    """Enqueue one delivery per matching subscription, in the caller's transaction.
+
+    Returns the delivery ids (the ``Billetterie-Delivery`` header of each). ``dedupe_key``
+    makes a repeated emit of the same occurrence (a retried use case) write nothing new.
+    ``setup_version``: the institution's setup version, read in the caller's transaction; the
+    subscriptions change only with the setup (the import bumps it), so the process keeps those
+    of each version instead of reading them for every emit.
+    """
+    kind = _event(event)
+    subscriptions = [
+        s
+        for s in await _enabled(conn, institution_id, point_of_sale_id, setup_version)
+        if kind in s.events
+    ]
     delivery_ids: list[str] = []
     for sub in subscriptions:
         if not sub.filter.is_empty:
