@@ -19,7 +19,7 @@ Contract of :func:`close_order`:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -189,48 +189,61 @@ async def issue_tickets_in(
     codes: dict[int, str] | None = None,
 ) -> list[int]:
     """One NOT_PRINTED ticket per movement, signed barcodes included unless asked not to: one
-    insert for them all, the organization's key looked up once, one update for the barcodes."""
-    inserted = await _NEW_TICKETS.rows(
-        conn,
-        [
-            {
-                "institution_id": seller.institution_id,
-                "order_id": order_id,
-                "movement_id": m.id,
-                "product_id": m.product_id,
-                "performance_id": m.performance_id,
-                "state": TicketState.NOT_PRINTED.value,
-                "issued_at": now,
-            }
-            for m in movements
-        ],
-    )
-    ticket_ids = [int(r.id) for r in inserted]
-    if with_barcodes:
-        issued = await set_barcodes_in(
-            conn,
-            seller.institution_id,
-            seller.organization_id,
-            list(zip(ticket_ids, movements, strict=True)),
-            vault,
-            now,
-        )
-        if codes is not None:
-            codes.update(issued)
+    insert for them all, the organization's key looked up once. A barcode signs its ticket's
+    id: on PostgreSQL the ids are drawn from the table's sequence first and each ticket is
+    written with its barcode; elsewhere the tickets are inserted, then their barcodes set."""
+    rows = [
+        {
+            "institution_id": seller.institution_id,
+            "order_id": order_id,
+            "movement_id": m.id,
+            "product_id": m.product_id,
+            "performance_id": m.performance_id,
+            "state": TicketState.NOT_PRINTED.value,
+            "issued_at": now,
+        }
+        for m in movements
+    ]
+    issued: dict[int, str] = {}
+    if with_barcodes and conn.dialect.name == "postgresql":
+        ids = sorted(int(r.id) for r in await _NEXT_TICKET_IDS.rows(conn, count=len(rows)))
+        pairs = list(zip(ids, movements, strict=True))
+        issued = await _sign(conn, seller.institution_id, seller.organization_id, pairs, vault, now)
+        for row, ticket_id in zip(rows, ids, strict=True):
+            row["id"], row["barcode"] = ticket_id, issued[ticket_id]
+        await _NEW_SIGNED_TICKETS.rows(conn, rows)
+        ticket_ids = ids
+    else:
+        ticket_ids = [int(r.id) for r in await _NEW_TICKETS.rows(conn, rows)]
+        if with_barcodes:
+            issued = await set_barcodes_in(
+                conn,
+                seller.institution_id,
+                seller.organization_id,
+                list(zip(ticket_ids, movements, strict=True)),
+                vault,
+                now,
+            )
+    if codes is not None:
+        codes.update(issued)
     return ticket_ids
 
 
-_NEW_TICKETS = BulkInsert(
-    db.ticket,
-    [
-        "institution_id",
-        "order_id",
-        "movement_id",
-        "product_id",
-        "performance_id",
-        "state",
-        "issued_at",
-    ],
+_TICKET_COLUMNS = [
+    "institution_id",
+    "order_id",
+    "movement_id",
+    "product_id",
+    "performance_id",
+    "state",
+    "issued_at",
+]
+_NEW_TICKETS = BulkInsert(db.ticket, _TICKET_COLUMNS)
+_NEW_SIGNED_TICKETS = BulkInsert(db.ticket, [*_TICKET_COLUMNS, "id", "barcode"])
+_NEXT_TICKET_IDS = Statement(  # PostgreSQL: ``count`` ids of the ticket table's sequence
+    lambda _: sa.select(
+        sa.func.nextval(sa.func.pg_get_serial_sequence("ticket", "id")).label("id")
+    ).select_from(sa.func.generate_series(1, sa.bindparam("count", type_=sa.Integer)))
 )
 _SET_BARCODE = Statement(
     lambda _: (
@@ -261,21 +274,21 @@ _NEW_PAYMENT = Statement(
 )
 
 
-async def set_barcodes_in(
+async def _sign(
     conn: AsyncConnection,
     institution_id: int,
     organization_id: int,
-    tickets: Sequence[tuple[int, Any]],
+    tickets: Iterable[tuple[int, Any]],
     vault: KeyVault,
     now: datetime,
 ) -> dict[int, str]:
-    """Sign a barcode for each ``(ticket id, movement)`` with the organization's active key
-    (created on first use) and store them; the barcodes by ticket id."""
+    """A barcode for each ``(ticket id, movement)``, signed with the organization's active
+    key (created on first use), by ticket id."""
     key = await signing_key(
         conn, vault, institution_id=institution_id, organization_id=organization_id, now=now
     )
     issued_at = now.replace(microsecond=0)
-    codes = {
+    return {
         ticket_id: issue(
             BarcodePayload(
                 key_id=key.key_id,
@@ -289,6 +302,19 @@ async def set_barcodes_in(
         )
         for ticket_id, movement in tickets
     }
+
+
+async def set_barcodes_in(
+    conn: AsyncConnection,
+    institution_id: int,
+    organization_id: int,
+    tickets: Sequence[tuple[int, Any]],
+    vault: KeyVault,
+    now: datetime,
+) -> dict[int, str]:
+    """Sign a barcode for each ``(ticket id, movement)`` with the organization's active key
+    (created on first use) and store them; the barcodes by ticket id."""
+    codes = await _sign(conn, institution_id, organization_id, tickets, vault, now)
     await _SET_BARCODE.execute_many(
         conn, [{"ticket_id": ticket_id, "code": code} for ticket_id, code in codes.items()]
     )
