@@ -2,7 +2,8 @@
 tests/test_shop_browser.py: a signed-in contact pays with their credit balance (the balance goes
 down, the PDF's QR codes decode to the tickets' barcodes), and a buyer who left the test card
 page gives the pending card payment up from the shop and pays another way, then pays the next
-cart with what is left on the voucher and the rest by card. SQLite only, as the other browser
+cart with what is left on the voucher and the rest by card, and a contact applies a voucher,
+then their credit balance, and pays the rest by card. SQLite only, as the other browser
 tests."""
 
 from __future__ import annotations
