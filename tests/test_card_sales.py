@@ -7,7 +7,7 @@ provider, their progress shown with the order)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,14 @@ async def kit(scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path) -> 
 async def card_close(
     kit: Kit,
     order_id: int,
-    payments_: list[tuple[str, int]],
+    payments_: Sequence[tuple[str, int] | tuple[str, int, str]],
     *,
     voucher: str | None = None,
     contact: str | None = None,
     who: str = "web",
 ) -> dict[str, Any]:
+    """``createPaymentsAndCloseOrder`` with ``(method, amount)`` payments, ``voucher`` the code
+    of every voucher payment, or ``(method, amount, code)`` for a voucher of its own."""
     body: dict[str, Any] = {
         "orderId": order_id,
         "returnUrl": "https://shop.example/done",
@@ -60,9 +62,13 @@ async def card_close(
             {
                 "paymentMethodId": kit.methods[method],
                 "amount": amount,
-                **({"voucherCode": voucher} if method == "VOUCHER" and voucher else {}),
+                **(
+                    {"voucherCode": code[0] if code else voucher}
+                    if method == "VOUCHER" and (code or voucher)
+                    else {}
+                ),
             }
-            for method, amount in payments_
+            for method, amount, *code in payments_
         ],
     }
     if contact:
@@ -289,6 +295,68 @@ async def test_reopening_and_expiry_give_the_held_parts_back(kit: Kit) -> None:
         ("DEBIT", 20_000),
         ("CREDIT", 20_000),  # expired
     ]
+
+
+async def test_every_held_part_is_given_back_or_recorded(kit: Kit) -> None:
+    """Two vouchers and a credit balance beside the card: each part is held, each is given back
+    by a reopen and by the cart's expiry, and each is recorded (debited once, when it was held)
+    when the card is paid."""
+    first, second = await voucher(kit, 30_000), await voucher(kit, 20_000)
+    credit = await add_credit(
+        kit.engine,
+        institution_id=kit.shop.institution_id,
+        contact_number="C-1",
+        currency="EUR",
+        amount=25_000,
+        description="goodwill",
+        now=NOW,
+        actor="test",
+    )
+    full = {first.id: 30_000, second.id: 20_000, credit.id: 25_000}
+    mixed = [
+        ("VOUCHER", 30_000, first.code),
+        ("CREDIT", 25_000),
+        ("VOUCHER", 20_000, second.code),
+        ("CARD", 25_000),
+    ]
+
+    async def balances() -> dict[int, int]:
+        return {account_id: await balance(kit, account_id) for account_id in full}
+
+    async def started(order_id: int) -> dict[str, Any]:
+        body = await card_close(kit, order_id, mixed, contact="C-1")
+        assert body["statusCode"] == "success", body
+        assert await balances() == dict.fromkeys(full, 0)  # every part held
+        return body
+
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]  # 100.00
+    await started(cart["orderId"])
+    reopened = await kit.rpc(ORDERS, "reopenOrder", {"orderId": cart["orderId"]})
+    assert reopened["statusCode"] == "success", reopened
+    assert await balances() == full
+    # held again, and the cart expires with the buyer on the card page
+    await started(cart["orderId"])
+    kit.later(minutes=36)
+    assert await abandon_expired_orders(kit.engine, kit.clock.now()) == 1
+    assert await balances() == full
+    for account_id, amount in full.items():
+        assert (await ledger(kit, account_id))[1:] == [("DEBIT", amount), ("CREDIT", amount)] * 2
+
+    # the next cart is paid: every part recorded as it was held, not debited again
+    cart = (await kit.cart(kit.seats("C1", 2)))["orderUpdateData"]
+    body = await started(cart["orderId"])
+    assert (await pay_on_page(kit, body["paymentUrl"], "4242 4242 4242 4242")).status_code == 303
+    order = await details(kit, cart["orderId"])
+    assert (order["orderState"], order["paidAmount"]) == ("CLOSED", 100_000)
+    assert sorted((p["paymentType"], p["amount"]) for p in order["payments"]) == [
+        ("CARD", 25_000),
+        ("CREDIT", 25_000),
+        ("VOUCHER", 20_000),
+        ("VOUCHER", 30_000),
+    ]
+    assert await balances() == dict.fromkeys(full, 0)
+    for account_id, amount in full.items():
+        assert (await ledger(kit, account_id))[5:] == [("DEBIT", amount)]
 
 
 async def test_a_card_confirmed_too_late_is_refunded_and_the_held_part_given_back(

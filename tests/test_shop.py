@@ -20,11 +20,13 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.app import build_app
+from billetterie.catalog import db as catalog_db
 from billetterie.catalog.services import institution_id_by_code
 from billetterie.contacts import db as contacts_db
 from billetterie.payments import db as payments_db
 from billetterie.sales import db as sales_db
 from billetterie.sales.accounts import add_credit, issue_voucher
+from billetterie.sales.tasks import abandon_expired_orders
 from billetterie.shared.clock import FixedClock
 from billetterie.shared.db import read
 from billetterie.shared.i18n import ERRORS
@@ -501,11 +503,21 @@ def method_of(page: str, kind: str) -> str:
     return found[1]
 
 
-def hidden_fields(page: str, form: str) -> dict[str, str]:
-    """The hidden inputs of the form marked ``data-method="<form>"`` (its CSRF token aside)."""
-    found = re.search(rf'data-method="{form}">(.*?)</form>', page, re.S)
+def hidden_fields(page: str, form: str) -> dict[str, Any]:
+    """The hidden inputs of the form marked ``data-<form>`` (``data-method="MIXED"``, say; its
+    CSRF token aside): a name given more than once (each applied part's) maps to the list of its
+    values in order."""
+    found = re.search(rf"data-{form}>(.*?)</form>", page, re.S)
     assert found is not None, page
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', found[1]))
+    fields: dict[str, Any] = {}
+    for name, value in re.findall(
+        r'<input type="hidden" name="([^"]+)" value="([^"]*)">', found[1]
+    ):
+        if name in fields:
+            known = fields[name]
+            fields[name] = [*known, value] if isinstance(known, list) else [known, value]
+        else:
+            fields[name] = value
     fields.pop("csrf_token", None)
     return fields
 
@@ -582,17 +594,17 @@ async def test_a_guest_applies_a_voucher_and_pays_the_rest_by_card(mixed: Shop) 
     assert applied.status_code == 200, applied.text
     assert 'data-applied="VOUCHER"' in applied.text
     assert 'data-applied-amount="30000"' in applied.text and 'data-rest="70000"' in applied.text
-    assert "Reste à payer par carte" in applied.text
+    assert "Reste à payer" in applied.text
     assert await money(shop) == before
-    fields = hidden_fields(applied.text, "MIXED")
-    assert fields["voucher"] == "GIFT30" and fields["part_amount"] == "30000"
+    fields = hidden_fields(applied.text, 'method="MIXED"')
+    assert fields["part_voucher"] == "GIFT30" and fields["part_amount"] == "30000"
 
     # a form that does not match the cart any more, or asks for more than it may, is refused
     for changed, expected in (
         ({"total": "90000"}, "error.payment.wrong_total"),
         ({"part_amount": "100000"}, "error.shop.bad_choice"),
         ({"part_amount": "40000"}, "error.payment.insufficient_funds"),
-        ({"voucher": "NOSUCHGIFT"}, "error.payment.unknown_account"),
+        ({"part_voucher": "NOSUCHGIFT"}, "error.payment.unknown_account"),
         ({"part_method": fields["method"]}, "error.shop.bad_choice"),
     ):
         refused = await shop.post(f"{BASE}/pay", {**fields, **changed})
@@ -632,7 +644,7 @@ async def test_a_voucher_covering_the_total_closes_without_a_card(mixed: Shop) -
     method = method_of((await shop.client.get(f"{BASE}/pay")).text, "VOUCHER")
     applied = await shop.post(f"{BASE}/pay", {"method": method, "voucher": "BIGGIFT"})
     assert 'data-applied-amount="50000"' in applied.text and 'data-rest="50000"' in applied.text
-    fields = hidden_fields(applied.text, "MIXED")
+    fields = hidden_fields(applied.text, 'method="MIXED"')
     assert (await shop.post(f"{BASE}/pay", fields)).status_code == 303
     assert dict((await money(shop))[2])[voucher.code] == 0  # held while the card is paid
     reopened = await shop.post(f"{BASE}/pay/reopen", {})
@@ -651,8 +663,8 @@ async def test_a_voucher_covering_the_total_closes_without_a_card(mixed: Shop) -
     assert await money(shop) == before
 
 
-async def test_a_contact_uses_their_credit_balance_and_pays_the_rest_by_card(mixed: Shop) -> None:
-    shop = mixed
+async def a_contact_with_credit(shop: Shop, amount: int) -> str:
+    """Grace registers (and is signed in); ``amount`` is put on her credit balance. Her number."""
     registered = await post_form(
         shop.client,
         f"{BASE}/account/register",
@@ -675,18 +687,30 @@ async def test_a_contact_uses_their_credit_balance_and_pays_the_rest_by_card(mix
         institution_id=institution_id,
         contact_number=str(number),
         currency="EUR",
-        amount=25_000,
+        amount=amount,
         description="goodwill",
         now=NOW,
         actor="test",
     )
+    return str(number)
+
+
+async def places(shop: Shop, quantity: int) -> None:
+    """``quantity`` places at 50.00 in the cart."""
     first = shop.performance(0)
     cat = first["seatCategories"][0]["id"]
     tariff = shop.catalog["seasons"][0]["audienceCategories"][0]["audienceSubCategories"][0]["id"]
-    await shop.post(
+    added = await shop.post(
         f"{BASE}/cart/add",
-        {"kind": "best", "performance": str(first["id"]), f"q_{cat}_{tariff}": "2"},
+        {"kind": "best", "performance": str(first["id"]), f"q_{cat}_{tariff}": str(quantity)},
     )
+    assert added.status_code == 303, added.text
+
+
+async def test_a_contact_uses_their_credit_balance_and_pays_the_rest_by_card(mixed: Shop) -> None:
+    shop = mixed
+    number = await a_contact_with_credit(shop, 25_000)
+    await places(shop, 2)
     checkout = await shop.client.get(f"{BASE}/checkout")
     assert checkout.headers["location"] == f"{BASE}/pay"
     pay_page = (await shop.client.get(f"{BASE}/pay")).text
@@ -698,7 +722,7 @@ async def test_a_contact_uses_their_credit_balance_and_pays_the_rest_by_card(mix
     assert 'data-applied="CREDIT"' in applied.text
     assert 'data-applied-amount="25000"' in applied.text and 'data-rest="75000"' in applied.text
     assert await money(shop) == before
-    started = await shop.post(f"{BASE}/pay", hidden_fields(applied.text, "MIXED"))
+    started = await shop.post(f"{BASE}/pay", hidden_fields(applied.text, 'method="MIXED"'))
     assert started.status_code == 303 and "/payments/test/" in started.headers["location"]
     assert dict((await money(shop))[2])[str(number)] == 0
     paid = await pay_on_test_page(shop, started.headers["location"])
@@ -706,11 +730,261 @@ async def test_a_contact_uses_their_credit_balance_and_pays_the_rest_by_card(mix
     assert 'data-order-state="CLOSED"' in (await shop.client.get(paid.headers["location"])).text
     assert (await money(shop))[3] == ["CLOSED"]
     # nothing left: the balance is refused with a clear message, nothing changes
-    await shop.post(
-        f"{BASE}/cart/add",
-        {"kind": "best", "performance": str(first["id"]), f"q_{cat}_{tariff}": "1"},
-    )
+    await places(shop, 1)
     before = await money(shop)
     empty = await shop.post(f"{BASE}/pay", {"method": method_of(pay_page, "CREDIT")})
     assert 'data-code="error.payment.insufficient_funds"' in empty.text
     assert await money(shop) == before
+
+
+# --- vouchers and the credit balance together ------------------------------------------------
+
+
+async def apply(shop: Shop, page: str, form: str, **more: str) -> httpx.Response:
+    """Send the payment page's form marked ``data-<form>`` with its hidden fields (the parts
+    applied so far among them) and ``more``."""
+    return await shop.post(f"{BASE}/pay", {**hidden_fields(page, form), **more})
+
+
+def parts_shown(page: str) -> list[tuple[str, str | None, int]]:
+    """The applied parts the payment page lists: method, voucher code, amount."""
+    return [
+        (kind, code or None, int(amount))
+        for kind, code, amount in re.findall(
+            r'<li data-applied="(\w+)"(?: data-voucher="([^"]*)")?>.*?data-applied-amount="(\d+)"',
+            page,
+            re.S,
+        )
+    ]
+
+
+def rest_shown(page: str) -> int:
+    found = re.search(r'data-rest="(\d+)"', page)
+    assert found is not None, page
+    return int(found[1])
+
+
+async def ledger_of(shop: Shop, code: str) -> list[tuple[str, int]]:
+    a, e = sales_db.account.c, sales_db.account_entry.c
+    async with read(shop.engine) as conn:
+        rows = (
+            await conn.execute(
+                sa.select(e.kind, e.amount)
+                .join(sales_db.account, a.id == e.account_id)
+                .where(a.code == code)
+                .order_by(e.id)
+            )
+        ).all()
+    return [(r.kind, r.amount) for r in rows]
+
+
+async def payments_of_orders(shop: Shop) -> list[tuple[str, int]]:
+    p = sales_db.payment.c
+    async with read(shop.engine) as conn:
+        rows = (await conn.execute(sa.select(p.payment_type, p.amount).order_by(p.id))).all()
+    return sorted((r.payment_type, r.amount) for r in rows)
+
+
+async def test_a_contact_combines_a_voucher_and_their_credit_balance_and_pays_the_rest_by_card(
+    mixed: Shop,
+) -> None:
+    shop = mixed
+    number = await a_contact_with_credit(shop, 25_000)
+    await gift(shop, 30_000, "GIFT30")
+    await places(shop, 2)  # 100.00
+    pay_page = (await shop.client.get(f"{BASE}/pay")).text
+    before = await money(shop)
+
+    # the voucher first: the balance and another voucher are still offered beside the card
+    voucher = await apply(shop, pay_page, 'method="VOUCHER"', voucher="GIFT30")
+    assert voucher.status_code == 200, voucher.text
+    assert parts_shown(voucher.text) == [("VOUCHER", "GIFT30", 30_000)]
+    assert rest_shown(voucher.text) == 70_000
+    assert 'data-method="CREDIT"' in voucher.text and 'data-method="VOUCHER"' in voucher.text
+    assert 'data-method="MIXED"' in voucher.text and 'data-method="CARD"' not in voucher.text
+    # then the balance: every part is shown, the balance is no longer offered
+    both = await apply(shop, voucher.text, 'method="CREDIT"')
+    assert both.status_code == 200, both.text
+    assert parts_shown(both.text) == [("VOUCHER", "GIFT30", 30_000), ("CREDIT", None, 25_000)]
+    assert rest_shown(both.text) == 45_000
+    assert 'data-method="CREDIT"' not in both.text and 'data-method="VOUCHER"' in both.text
+    assert "Apply another gift voucher" in both.text
+    # a part removed is just left out of the page; applied again, it comes last
+    removed = await apply(shop, both.text, 'remove="0"')
+    assert removed.status_code == 200, removed.text
+    assert parts_shown(removed.text) == [("CREDIT", None, 25_000)]
+    assert rest_shown(removed.text) == 75_000
+    again = await apply(shop, removed.text, 'method="VOUCHER"', voucher="GIFT30")
+    assert parts_shown(again.text) == [("CREDIT", None, 25_000), ("VOUCHER", "GIFT30", 30_000)]
+    assert await money(shop) == before  # nothing taken before the payment
+
+    fields = hidden_fields(again.text, 'method="MIXED"')
+    assert fields["part_amount"] == ["25000", "30000"] and fields["total"] == "100000"
+    started = await shop.post(f"{BASE}/pay", fields)
+    assert started.status_code == 303 and "/payments/test/" in started.headers["location"]
+    intents, _, balances, states = await money(shop)
+    assert (intents, dict(balances), states) == (1, {number: 0, "GIFT30": 0}, ["RUNNING"])
+    assert "45.00" in (await shop.client.get(started.headers["location"])).text
+    paid = await pay_on_test_page(shop, started.headers["location"])
+    assert paid.status_code == 303, paid.text
+    assert 'data-order-state="CLOSED"' in (await shop.client.get(paid.headers["location"])).text
+    assert await payments_of_orders(shop) == [
+        ("CARD", 45_000),
+        ("CREDIT", 25_000),
+        ("VOUCHER", 30_000),
+    ]
+    assert dict((await money(shop))[2]) == {number: 0, "GIFT30": 0}
+    # each part debited once, when it was held
+    assert await ledger_of(shop, "GIFT30") == [("CREDIT", 30_000), ("DEBIT", 30_000)]
+    assert await ledger_of(shop, number) == [("CREDIT", 25_000), ("DEBIT", 25_000)]
+
+
+async def test_two_vouchers_covering_the_total_close_the_order_without_a_card(
+    mixed: Shop,
+) -> None:
+    shop = mixed
+    await gift(shop, 60_000, "GIFT60")
+    await gift(shop, 70_000, "GIFT70")
+    await two_places_for_a_guest(shop)  # 100.00
+    pay_page = (await shop.client.get(f"{BASE}/pay")).text
+    assert 'data-method="CREDIT"' not in pay_page  # a guest has no balance
+    first = await apply(shop, pay_page, 'method="VOUCHER"', voucher="GIFT60")
+    assert parts_shown(first.text) == [("VOUCHER", "GIFT60", 60_000)]
+    assert rest_shown(first.text) == 40_000
+    # the second voucher pays only what is left, and the order is closed
+    paid = await apply(shop, first.text, 'method="VOUCHER"', voucher="GIFT70")
+    assert paid.status_code == 303 and f"{BASE}/orders/" in paid.headers["location"], paid.text
+    intents, _, balances, states = await money(shop)
+    assert (intents, dict(balances), states) == (
+        0,
+        {"GIFT60": 0, "GIFT70": 30_000},
+        ["CLOSED"],
+    )
+    assert await payments_of_orders(shop) == [("VOUCHER", 40_000), ("VOUCHER", 60_000)]
+    assert await ledger_of(shop, "GIFT70") == [("CREDIT", 70_000), ("DEBIT", 40_000)]
+    assert 'data-order-state="CLOSED"' in (await shop.client.get(paid.headers["location"])).text
+
+
+async def test_the_same_voucher_cannot_be_applied_twice(mixed: Shop) -> None:
+    shop = mixed
+    await a_contact_with_credit(shop, 10_000)
+    await gift(shop, 30_000, "GIFT30")
+    await places(shop, 2)
+    pay_page = (await shop.client.get(f"{BASE}/pay?lang=fr")).text
+    applied = await apply(shop, pay_page, 'method="VOUCHER"', voucher="GIFT30")
+    before = await money(shop)
+    twice = await apply(shop, applied.text, 'method="VOUCHER"', voucher=" GIFT30 ")
+    assert twice.status_code == 409, twice.text
+    said = html.escape(ERRORS["error.shop.applied_twice"][1])
+    assert f'role="alert" data-code="error.shop.applied_twice">{said}<' in twice.text
+    assert parts_shown(twice.text) == [("VOUCHER", "GIFT30", 30_000)]  # still applied once
+    assert await money(shop) == before
+    # nor may a form carry it twice, or the balance twice
+    fields = hidden_fields(applied.text, 'method="MIXED"')
+    with_balance = await apply(shop, applied.text, 'method="CREDIT"')
+    balance_fields = hidden_fields(with_balance.text, 'method="MIXED"')
+    for doubled in (
+        {"part_method": [fields["part_method"]] * 2, "part_amount": ["15000", "15000"]},
+        {
+            "part_method": [*balance_fields["part_method"], balance_fields["part_method"][1]],
+            "part_amount": ["30000", "5000", "5000"],
+            "part_voucher": ["GIFT30", "", ""],
+        },
+    ):
+        data = {**fields, "part_voucher": [fields["part_voucher"]] * 2, **doubled}
+        refused = await shop.post(f"{BASE}/pay", data)
+        assert refused.status_code == 409, refused.text
+        assert 'data-code="error.shop.applied_twice"' in refused.text
+        assert 'id="applied"' not in refused.text  # back on the payment page, nothing applied
+        assert await money(shop) == before
+
+
+async def test_a_tampered_part_is_refused_and_changes_nothing(mixed: Shop) -> None:
+    shop = mixed
+    await gift(shop, 30_000, "GIFT30")
+    await gift(shop, 20_000, "GIFT20")
+    await gift(shop, 90_000, "GIFT90")
+    await two_places_for_a_guest(shop)  # 100.00
+    pay_page = (await shop.client.get(f"{BASE}/pay")).text
+    first = await apply(shop, pay_page, 'method="VOUCHER"', voucher="GIFT30")
+    both = await apply(shop, first.text, 'method="VOUCHER"', voucher="GIFT20")
+    assert parts_shown(both.text) == [("VOUCHER", "GIFT30", 30_000), ("VOUCHER", "GIFT20", 20_000)]
+    fields = hidden_fields(both.text, 'method="MIXED"')
+    voucher, card_id = fields["part_method"][0], fields["method"]
+    before = await money(shop)
+    for changed, expected, status in (
+        # over what the second voucher has (the sum still under the total)
+        ({"part_amount": ["30000", "25000"]}, "error.payment.insufficient_funds", 409),
+        # the parts add up to the total or more: no card left to pay
+        ({"part_amount": ["30000", "70000"]}, "error.shop.bad_choice", 400),
+        ({"part_amount": ["30000", "0"]}, "error.shop.bad_choice", 400),
+        ({"part_amount": ["30000", "-5"]}, "error.shop.bad_choice", 400),
+        ({"part_amount": ["30000"]}, "error.shop.bad_choice", 400),
+        ({"total": "90000"}, "error.payment.wrong_total", 409),
+        ({"total": ""}, "error.shop.bad_choice", 400),
+        ({"part_method": [voucher, card_id]}, "error.shop.bad_choice", 400),
+        ({"part_method": [voucher, "999999"]}, "error.shop.bad_choice", 400),
+        ({"part_voucher": ["GIFT30", "NOSUCHGIFT"]}, "error.payment.unknown_account", 404),
+        ({"part_voucher": ["GIFT30", ""]}, "error.shop.bad_choice", 400),
+    ):
+        for step in ({}, {"method": voucher, "voucher": "GIFT90"}, {"remove": "0"}):
+            refused = await shop.post(f"{BASE}/pay", {**fields, **changed, **step})
+            assert refused.status_code == status, (changed, step, refused.text)
+            assert f'role="alert" data-code="{expected}"' in refused.text, (changed, step)
+            assert 'data-method="VOUCHER"' in refused.text and 'id="applied"' not in refused.text
+            assert await money(shop) == before, (changed, step)
+    # the balance without signing in
+    m = catalog_db.payment_method.c
+    async with read(shop.engine) as conn:
+        credit = (await conn.execute(sa.select(m.id).where(m.code == "CREDIT"))).scalar_one()
+    signed_out = await shop.post(f"{BASE}/pay", {**fields, "part_method": [voucher, str(credit)]})
+    assert signed_out.status_code == 401, signed_out.text
+    assert 'role="alert" data-code="error.shop.sign_in_required"' in signed_out.text
+    assert await money(shop) == before
+    # the untouched form still pays
+    started = await shop.post(f"{BASE}/pay", fields)
+    assert started.status_code == 303 and "/payments/test/" in started.headers["location"]
+
+
+async def test_giving_up_a_card_payment_with_several_parts_gives_every_part_back(
+    mixed: Shop,
+) -> None:
+    shop = mixed
+    number = await a_contact_with_credit(shop, 25_000)
+    await gift(shop, 30_000, "GIFT30")
+    await gift(shop, 20_000, "GIFT20")
+    await places(shop, 2)  # 100.00
+    page = (await shop.client.get(f"{BASE}/pay")).text
+    for form, more in (
+        ('method="VOUCHER"', {"voucher": "GIFT30"}),
+        ('method="CREDIT"', {}),
+        ('method="VOUCHER"', {"voucher": "GIFT20"}),
+    ):
+        page = (await apply(shop, page, form, **more)).text
+    assert parts_shown(page) == [
+        ("VOUCHER", "GIFT30", 30_000),
+        ("CREDIT", None, 25_000),
+        ("VOUCHER", "GIFT20", 20_000),
+    ]
+    assert rest_shown(page) == 25_000
+    fields = hidden_fields(page, 'method="MIXED"')
+    full = {number: 25_000, "GIFT30": 30_000, "GIFT20": 20_000}
+    empty = dict.fromkeys(full, 0)
+    started = await shop.post(f"{BASE}/pay", fields)
+    assert started.status_code == 303, started.text
+    assert dict((await money(shop))[2]) == empty  # every part held
+    # the buyer comes back and gives the card up: every part is given back
+    reopened = await shop.post(f"{BASE}/pay/reopen", {})
+    assert reopened.status_code == 303
+    assert dict((await money(shop))[2]) == full
+    for code, amount in full.items():
+        assert (await ledger_of(shop, code))[1:] == [("DEBIT", amount), ("CREDIT", amount)]
+    # held again, then the cart expires: every part is given back again
+    again = await shop.post(f"{BASE}/pay", fields)
+    assert again.status_code == 303, again.text
+    assert dict((await money(shop))[2]) == empty
+    assert await abandon_expired_orders(shop.engine, NOW + timedelta(minutes=36)) == 1
+    intents, _, balances, states = await money(shop)
+    assert (intents, dict(balances), states) == (2, full, ["ABANDONNED"])
+    for code, amount in full.items():
+        assert (await ledger_of(shop, code))[1:] == [("DEBIT", amount), ("CREDIT", amount)] * 2

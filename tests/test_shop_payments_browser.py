@@ -2,7 +2,8 @@
 tests/test_shop_browser.py: a signed-in contact pays with their credit balance (the balance goes
 down, the PDF's QR codes decode to the tickets' barcodes), and a buyer who left the test card
 page gives the pending card payment up from the shop and pays another way, then pays the next
-cart with what is left on the voucher and the rest by card. SQLite only, as the other browser
+cart with what is left on the voucher and the rest by card, and a contact applies a voucher,
+then their credit balance, and pays the rest by card. SQLite only, as the other browser
 tests."""
 
 from __future__ import annotations
@@ -213,4 +214,90 @@ async def test_a_pending_card_payment_is_given_up_and_the_cart_paid_otherwise(
         ("VOUCHER", left),
     ]
     assert voucher is not None and voucher.balance == 0
+    await context.close()
+
+
+async def test_a_contact_applies_a_voucher_then_their_balance_and_pays_the_rest_by_card(
+    world: World,
+) -> None:
+    context = await world.context()
+    page = await context.new_page()
+    await page.goto(f"{world.shop}{SHOP}/account/register")
+    await page.fill('input[name="email"]', "barbara@example.org")
+    await page.fill('input[name="password"]', "abstract data types 74")
+    await page.fill('input[name="firstName"]', "Barbara")
+    await page.fill('input[name="lastName"]', "Liskov")
+    await page.click('button[type="submit"]')
+    await page.wait_for_url(re.compile(r"/shop/WEBSHOP/account"))
+    institution_id = await institution(world)
+    c = contacts_db.contact.c
+    async with read(world.engine) as conn:
+        number = (
+            await conn.execute(
+                sa.select(c.id).where(
+                    c.institution_id == institution_id, c.email == "barbara@example.org"
+                )
+            )
+        ).scalar_one()
+    await add_credit(
+        world.engine,
+        institution_id=institution_id,
+        contact_number=str(number),
+        currency="EUR",
+        amount=5_000,
+        description="goodwill",
+        now=NOW,
+        actor="test",
+    )
+    await issue_voucher(
+        world.engine,
+        institution_id=institution_id,
+        currency="EUR",
+        amount=10_000,
+        now=NOW,
+        code="SHOPGIFT3",
+        actor="test",
+    )
+
+    await one_place_in_the_cart(world, page)
+    await page.click("#checkout")  # signed in: straight to the payment
+    await page.wait_for_url(f"{world.shop}{SHOP}/pay")
+    total = int(await page.get_attribute("[data-total]", "data-total") or 0)
+    assert total == 24_000
+    await page.fill("form[data-method=VOUCHER] input[name=voucher]", "SHOPGIFT3")
+    await page.click("#pay-voucher")
+    await page.wait_for_selector("#applied")
+    assert await page.get_attribute("[data-rest]", "data-rest") == str(total - 10_000)
+    # the balance is still offered beside the card: applied too, both parts are listed
+    await page.click("#pay-credit")
+    await page.wait_for_selector("li[data-applied=CREDIT]")
+    applied = page.locator("#applied [data-applied-amount]")
+    assert await applied.evaluate_all("els => els.map(e => e.dataset.appliedAmount)") == [
+        "10000",
+        "5000",
+    ]
+    assert await page.get_attribute("[data-rest]", "data-rest") == str(total - 15_000)
+    assert await page.locator("#pay-credit").count() == 0
+    await shot(page, "14-voucher-and-balance-applied")
+    await page.click("#pay-rest-card")
+    await page.wait_for_selector("input[name=card_number]")
+    await page.fill("input[name=card_number]", "4242 4242 4242 4242")
+    await page.fill("input[name=expiry]", "12/30")
+    await page.fill("input[name=cvc]", "123")
+    await page.click("#pay")
+    await page.wait_for_url(re.compile(r"/shop/WEBSHOP/orders/"))
+    assert await page.get_attribute("[data-order-state]", "data-order-state") == "CLOSED"
+    secret = page.url.rsplit("/", 1)[1].split("?")[0]
+    async with read(world.engine) as conn:
+        order = await queries.order_by_public_secret(conn, secret)
+        document = await queries.order_document(conn, order)
+        voucher = await find_account(conn, institution_id, AccountKind.VOUCHER, "SHOPGIFT3")
+        balance = await find_account(conn, institution_id, AccountKind.CREDIT, str(number))
+    assert sorted((p["paymentType"], p["amount"]) for p in document["payments"]) == [
+        ("CARD", total - 15_000),
+        ("CREDIT", 5_000),
+        ("VOUCHER", 10_000),
+    ]
+    assert voucher is not None and voucher.balance == 0
+    assert balance is not None and balance.balance == 0
     await context.close()

@@ -138,6 +138,11 @@ ERRORS: Words = {
         "Veuillez vérifier votre choix.",
         "Bitte prüfen Sie Ihre Auswahl.",
     ),
+    "error.shop.applied_twice": (
+        "This voucher or your credit balance is applied already.",
+        "Ce bon ou votre avoir est déjà déduit.",
+        "Dieser Gutschein oder Ihr Guthaben ist bereits angerechnet.",
+    ),
     "error.shop.no_cart": (
         "Your cart is empty.",
         "Votre panier est vide.",

@@ -2,11 +2,20 @@
 season tickets), remove them, check out (signed-in contact or guest), pay (test card page,
 gift voucher, credit balance, nothing for a free order), confirmation with the PDF link.
 
-A voucher or credit balance that covers less than the total is *applied*: the payment page
-shows what it pays and what is left, and the buyer pays the rest on the card page (the card's
-mixed payment, :func:`billetterie.sales.card.start_card_payment`, holds the voucher's part
-while the card is paid). Applying changes nothing: the applied part travels in the card form
-and is checked again when the card payment starts.
+Gift vouchers and the credit balance (a signed-in contact's) are *applied* one after the other
+while together they cover less than the total (in a shop that takes cards, which pay the rest;
+elsewhere a voucher short of the total is refused): the payment page shows each applied part
+(voucher code or balance, what it pays, a button to remove it) and what is left, and offers the
+card for the rest beside another voucher and the balance not yet applied. Each part pays what
+its account has, at most what is left; when the parts cover the total, the last one applied
+pays only what was left and the order closes without a card. Otherwise the buyer pays the rest
+on the card page (the card's mixed payment, :func:`billetterie.sales.card.start_card_payment`,
+holds every part while the card is paid). Applying or removing a part changes nothing: the
+applied parts travel in the page's forms (``part_method``, ``part_amount``, ``part_voucher``
+repeated in order, with the ``total`` shown) and are checked again against what each account
+can spend at every step; a changed total, a part the account no longer covers, parts adding up
+to the total or more, a method other than voucher and balance, the balance without signing in
+or one account applied twice are refused on the payment page, with nothing taken.
 
 Every change goes through the sales services (``sales.carts``, ``sales.closing``,
 ``sales.card``), which re-check availability in the database; each one rewrites the website's
@@ -15,6 +24,7 @@ cart-summary cookie. The cart cookie holds the order's public secret only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +36,7 @@ from billetterie.identity.web import field_of
 from billetterie.inventory.queries import seat_categories
 from billetterie.sales import card, carts, closing
 from billetterie.sales.accounts import find_account, spendable
-from billetterie.sales.errors import WrongTotal
+from billetterie.sales.errors import InsufficientFunds, WrongTotal
 from billetterie.sales.models import (
     ACCOUNT_OF_PAYMENT,
     AccountKind,
@@ -41,7 +51,13 @@ from billetterie.sales.models import (
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
 from billetterie.shop import offers, queue
-from billetterie.shop.errors import BadChoice, NoCart, SignInRequired, UnknownShopProduct
+from billetterie.shop.errors import (
+    AppliedTwice,
+    BadChoice,
+    NoCart,
+    SignInRequired,
+    UnknownShopProduct,
+)
 from billetterie.shop.web import Page, run
 
 router = APIRouter(include_in_schema=False)
@@ -362,17 +378,27 @@ async def pay_page(request: Request, pos_code: str) -> Response:
 
 @dataclass(frozen=True)
 class Applied:
-    """A voucher or credit balance applied to a cart it does not cover: what it pays, shown
-    with the rest the card pays."""
+    """A voucher or the credit balance applied to a cart it does not cover (alone or with the
+    other parts applied before it): what it pays, shown with the rest."""
 
     method: PaymentMethod
     reference: str | None  # the voucher's code
     amount: int
-    card: PaymentMethod
+
+    def payment(self) -> PaymentRequest:
+        return PaymentRequest(self.method.id, self.amount, self.reference)
+
+
+MAX_PARTS = 8
+PARTIAL = {"VOUCHER", "CREDIT"}
 
 
 async def _pay_form(
-    page: Page, order: Any, contact: Any, error: Any = None, applied: Applied | None = None
+    page: Page,
+    order: Any,
+    contact: Any,
+    error: Any = None,
+    parts: Sequence[Applied] = (),
 ) -> Response:
     document = await page.order_document(order)
     methods = [m for m in page.seller.payment_methods if m.for_payment]
@@ -396,7 +422,9 @@ async def _pay_form(
         purchaser=order.purchaser,
         credit_balance=balance,
         card_page=card_page,
-        applied=applied,
+        parts=list(parts),
+        rest=order.total - sum(p.amount for p in parts),
+        credit_applied=any(p.method.payment_type == "CREDIT" for p in parts),
         error=error,
     )
 
@@ -429,28 +457,59 @@ async def _available(page: Page, method: PaymentMethod, reference: str | None, c
     return account.balance + account.credit_limit
 
 
-def _applied_parts(page: Page, form: FormData, order: Any, contact: Any) -> list[PaymentRequest]:
-    """The voucher or credit part the card form carries (none for a card paying it all), as
-    the payment page showed it: the cart's total must not have changed since."""
-    raw = field_of(form, "part_method", 20)
-    if not raw:
+def _partial(
+    method: PaymentMethod, voucher: str, contact: Any, applied: Sequence[Applied]
+) -> str | None:
+    """The voucher's code for a voucher or credit-balance part (None for the balance), checked:
+    the balance needs a signed-in contact, and neither it nor a voucher is applied twice."""
+    if method.payment_type not in PARTIAL:
+        raise BadChoice("only vouchers and the credit balance pay part beside the card")
+    if method.payment_type == "CREDIT":
+        if contact is None:
+            raise SignInRequired("sign in to pay with your credit balance")
+        if any(p.method.payment_type == "CREDIT" for p in applied):
+            raise AppliedTwice("your credit balance is applied already")
+        return None
+    code = voucher.strip()
+    if not code:
+        raise BadChoice("give the voucher's code")
+    if any(p.method.payment_type == "VOUCHER" and p.reference == code for p in applied):
+        raise AppliedTwice(f"voucher {code} is applied already")
+    return code
+
+
+async def _applied_parts(page: Page, form: FormData, order: Any, contact: Any) -> list[Applied]:
+    """The vouchers and credit balance the payment page's form carries as applied (none at
+    first), checked again: the cart's total must be the one the page showed, every part a
+    positive amount its account can still spend, and together less than the total (parts
+    covering it have closed the order)."""
+    methods, amounts, vouchers = (
+        [v for v in form.getlist(name) if isinstance(v, str)]
+        for name in ("part_method", "part_amount", "part_voucher")
+    )
+    if not methods and not amounts and not vouchers:
         return []
-    method = _method(page, raw)
-    if method.payment_type not in {"VOUCHER", "CREDIT"}:
-        raise BadChoice("only a voucher or a credit balance pays part beside the card")
-    if method.payment_type == "CREDIT" and contact is None:
-        raise SignInRequired("sign in to pay with your credit balance")
-    amount = _int(field_of(form, "part_amount", 20), what="the amount")
+    if len({len(methods), len(amounts), len(vouchers)}) != 1 or len(methods) > MAX_PARTS:
+        raise BadChoice("the applied vouchers and balance are not as the payment page showed")
+    if _card_method(page) is None:
+        raise BadChoice("this shop takes no card to pay the rest")
     if _int(field_of(form, "total", 20), what="the total") != order.total:
         raise WrongTotal(
-            "the cart changed since the voucher or balance was applied: apply it again"
+            "the cart changed since the vouchers or balance were applied: apply them again"
         )
-    if not 0 < amount < order.total:
-        raise BadChoice("the voucher or balance pays part of the total, the card the rest")
-    reference = field_of(form, "voucher", 64).strip() or None
-    return [
-        PaymentRequest(method.id, amount, reference if method.payment_type == "VOUCHER" else None)
-    ]
+    parts: list[Applied] = []
+    for raw, amount, voucher in zip(methods, amounts, vouchers, strict=True):
+        method = _method(page, raw[:20])
+        reference = _partial(method, voucher[:64], contact, parts)
+        parts.append(Applied(method, reference, _int(amount[:20], what="the amount")))
+    if any(p.amount <= 0 for p in parts) or sum(p.amount for p in parts) >= order.total:
+        raise BadChoice("the vouchers and balance pay part of the total, the card the rest")
+    for part in parts:
+        available = await _available(page, part.method, part.reference, contact)
+        if part.amount > available:
+            what = "your credit balance" if part.reference is None else f"voucher {part.reference}"
+            raise InsufficientFunds(f"{what} has {page.price(available)} left now: apply it again")
+    return parts
 
 
 @router.post("/shop/{pos_code}/pay/reopen")
@@ -471,6 +530,9 @@ async def reopen(request: Request, pos_code: str) -> Response:
 
 @router.post("/shop/{pos_code}/pay")
 async def pay(request: Request, pos_code: str) -> Response:
+    """Pay the cart (see the module); a refusal is shown on the payment page, with the parts
+    applied so far when they themselves passed."""
+
     async def handle(page: Page) -> Response:
         form = await page.form()
         order = await _running_cart(page)
@@ -479,64 +541,71 @@ async def pay(request: Request, pos_code: str) -> Response:
         contact, allowed = await _buyer(page, order)
         if not allowed:
             return page.redirect(f"{page.base}/checkout")
-        contact_number = str(contact.number) if contact else None
-        # back on the host the buyer is on, where the shop's cookies are
-        origin = str(page.request.base_url).rstrip("/")
-        done = f"{origin}{page.base}/orders/{order.secret_id}"
-        if order.total == 0:
-            payments: list[PaymentRequest] = []
-        else:
-            method = _method(page, field_of(form, "method", 20))
-            if method.payment_type == "CARD":
-                try:
-                    parts = _applied_parts(page, form, order, contact)
-                    rest = order.total - sum(p.amount for p in parts)
-                    url = await card.start_card_payment(
-                        page.engine,
-                        page.request.app.state.payments,
-                        page.seller,
-                        order.id,
-                        [*parts, PaymentRequest(method.id, rest)],
-                        return_url=done,
-                        contact_number=contact_number,
-                        with_barcodes=True,
-                        now=page.now,
-                    )
-                except DomainError as error:
-                    if not field_of(form, "part_method", 20):
-                        raise
-                    return await _pay_form(page, order, contact, error)
-                return page.redirect(url)
-            if method.payment_type == "CREDIT" and contact is None:
-                raise SignInRequired("sign in to pay with your credit balance")
-            reference = field_of(form, "voucher", 64).strip() or None
-            if method.payment_type in {"VOUCHER", "CREDIT"}:
-                try:
-                    available = await _available(page, method, reference, contact)
-                except DomainError as error:
-                    return await _pay_form(page, order, contact, error)
-                card_method = _card_method(page)
-                if available < order.total and card_method is not None:
-                    applied = Applied(method, reference, available, card_method)
-                    return await _pay_form(page, order, contact, applied=applied)
-            payments = [PaymentRequest(method.id, order.total, reference)]
         try:
-            await closing.close_order(
-                page.engine,
-                page.seller,
-                order.id,
-                payments,
-                contact_number=contact_number,
-                vault=page.vault,
-                now=page.now,
-            )
+            parts = await _applied_parts(page, form, order, contact) if order.total else []
         except DomainError as error:
             return await _pay_form(page, order, contact, error)
-        page.forget_cart()
-        page.write_summary(None)
-        return page.redirect(done)
+        try:
+            return await _settle(page, form, order, contact, parts)
+        except DomainError as error:
+            return await _pay_form(page, order, contact, error, parts)
 
     return await run(request, pos_code, handle)
+
+
+async def _settle(
+    page: Page, form: FormData, order: Any, contact: Any, parts: list[Applied]
+) -> Response:
+    """The step the form asks for beside the parts applied: one removed (``remove``, its
+    index), the card for the rest, another voucher or the balance applied (closing the order
+    when the parts cover the total), or a free order confirmed."""
+    contact_number = str(contact.number) if contact else None
+    # back on the host the buyer is on, where the shop's cookies are
+    origin = str(page.request.base_url).rstrip("/")
+    done = f"{origin}{page.base}/orders/{order.secret_id}"
+    payments = [p.payment() for p in parts]
+    if order.total:
+        removed = field_of(form, "remove", 20)
+        if removed:
+            index = _int(removed, what="the part to remove")
+            kept = [p for i, p in enumerate(parts) if i != index]
+            return await _pay_form(page, order, contact, parts=kept)
+        method = _method(page, field_of(form, "method", 20))
+        rest = order.total - sum(p.amount for p in parts)
+        if method.payment_type == "CARD":
+            url = await card.start_card_payment(
+                page.engine,
+                page.request.app.state.payments,
+                page.seller,
+                order.id,
+                [*payments, PaymentRequest(method.id, rest)],
+                return_url=done,
+                contact_number=contact_number,
+                with_barcodes=True,
+                now=page.now,
+            )
+            return page.redirect(url)
+        reference = None
+        if method.payment_type in PARTIAL:
+            reference = _partial(method, field_of(form, "voucher", 64), contact, parts)
+            available = await _available(page, method, reference, contact)
+            if available < rest and _card_method(page) is not None:
+                part = Applied(method, reference, available)
+                return await _pay_form(page, order, contact, parts=[*parts, part])
+        # the last part pays what is left (a voucher short of it is refused by the close)
+        payments.append(PaymentRequest(method.id, rest, reference))
+    await closing.close_order(
+        page.engine,
+        page.seller,
+        order.id,
+        payments,
+        contact_number=contact_number,
+        vault=page.vault,
+        now=page.now,
+    )
+    page.forget_cart()
+    page.write_summary(None)
+    return page.redirect(done)
 
 
 @router.get("/shop/{pos_code}/orders/{secret}")

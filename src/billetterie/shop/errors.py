@@ -41,6 +41,13 @@ class BadChoice(DomainError):
     http_status = 400
 
 
+class AppliedTwice(DomainError):
+    """A voucher, or the credit balance, applied to the cart a second time."""
+
+    code = "error.shop.applied_twice"
+    http_status = 409
+
+
 class BadFlag(DomainError):
     code = "error.shop.bad_flag"
     http_status = 400

@@ -75,10 +75,17 @@ WORDS: dict[str, tuple[str, str, str]] = {
         "Mit meinem Guthaben bezahlen",
     ),
     "voucher_rest": (
-        "A voucher worth less than the total pays its part; you pay the rest by card.",
-        "Un bon d'un montant inférieur au total en paie une partie ; vous payez le reste par "
-        "carte.",
-        "Ein Gutschein unter dem Gesamtbetrag zahlt seinen Teil; den Rest zahlen Sie mit Karte.",
+        "A voucher worth less than the total pays its part; you pay the rest with another "
+        "voucher or by card.",
+        "Un bon d'un montant inférieur au total en paie une partie ; vous payez le reste avec un "
+        "autre bon ou par carte.",
+        "Ein Gutschein unter dem Gesamtbetrag zahlt seinen Teil; den Rest zahlen Sie mit einem "
+        "weiteren Gutschein oder mit Karte.",
+    ),
+    "another_voucher": (
+        "Apply another gift voucher",
+        "Utiliser un autre bon cadeau",
+        "Weiteren Geschenkgutschein einlösen",
     ),
     "use_credit": (
         "Use my credit balance, pay the rest by card",
@@ -91,13 +98,12 @@ WORDS: dict[str, tuple[str, str, str]] = {
         "Geschenkgutschein angerechnet",
     ),
     "credit_applied": ("Credit balance applied", "Avoir déduit", "Guthaben angerechnet"),
-    "rest_by_card": ("Left to pay by card", "Reste à payer par carte", "Restbetrag per Karte"),
+    "rest_to_pay": ("Left to pay", "Reste à payer", "Restbetrag"),
     "pay_rest_card": (
         "Pay the rest by card",
         "Payer le reste par carte",
         "Den Rest mit Karte bezahlen",
     ),
-    "pay_otherwise": ("Pay another way", "Payer autrement", "Anders bezahlen"),
     "confirm_free": ("Confirm the order", "Confirmer la commande", "Bestellung bestätigen"),
     "buyer": ("Buyer", "Acheteur", "Käufer"),
     "confirmation": ("Thank you!", "Merci !", "Vielen Dank!"),
