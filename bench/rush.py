@@ -310,19 +310,33 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 
 def postgres_cpu_seconds() -> dict[int, float]:
-    """CPU time of each PostgreSQL server process on this machine, by pid."""
+    """CPU time of each PostgreSQL server process on this machine, by pid; the postmaster's
+    entry adds that of its children that ended (a backend of a connection that was closed)."""
     seen: dict[int, float] = {}
-    for p in psutil.process_iter(["name", "cpu_times"]):
+    for p in psutil.process_iter(["name", "cpu_times", "ppid"]):
         times = p.info.get("cpu_times")
-        if p.info.get("name") in ("postgres", "postmaster") and times is not None:
-            seen[p.pid] = times.user + times.system
+        if p.info.get("name") not in ("postgres", "postmaster") or times is None:
+            continue
+        seen[p.pid] = times.user + times.system
+        if p.info.get("ppid") == 1 or _name_of(p.info.get("ppid")) not in (
+            "postgres",
+            "postmaster",
+        ):
+            seen[p.pid] += times.children_user + times.children_system
     return seen
 
 
+def _name_of(pid: int | None) -> str | None:
+    try:
+        return psutil.Process(pid).name() if pid else None
+    except psutil.Error:
+        return None
+
+
 def postgres_cpu_since(before: dict[int, float]) -> float:
-    """CPU time PostgreSQL's processes used since ``before``: per process, so a backend that
-    ended in between (the set-up's connections) takes nothing away from the ones that ran the
-    rush; a backend that started and ended in between is not seen."""
+    """CPU time PostgreSQL's processes used since ``before``, per process: a backend that
+    ended in between counts through the postmaster's ended children, and takes nothing away
+    from the ones that ran the rush."""
     return sum(used - before.get(pid, 0.0) for pid, used in postgres_cpu_seconds().items())
 
 
