@@ -61,14 +61,18 @@ async def check_out_as_a_guest(world: World, page: Any) -> None:
     await page.wait_for_url(f"{world.shop}{SHOP}/pay")
 
 
-async def test_a_contact_pays_with_their_credit_balance(world: World) -> None:
-    context = await world.context()
-    page = await context.new_page()
+async def a_registered_contact_with_credit(
+    world: World, page: Any, who: tuple[str, str, str, str], amount: int
+) -> tuple[int, int]:
+    """Register ``who`` (email, password, first and last name) in the shop, signed in on
+    ``page``, and give them ``amount`` of credit balance; the institution's id and the
+    contact's number."""
+    email, password, first, last = who
     await page.goto(f"{world.shop}{SHOP}/account/register")
-    await page.fill('input[name="email"]', "grace@example.org")
-    await page.fill('input[name="password"]', "cobol compiler 59")
-    await page.fill('input[name="firstName"]', "Grace")
-    await page.fill('input[name="lastName"]', "Hopper")
+    await page.fill('input[name="email"]', email)
+    await page.fill('input[name="password"]', password)
+    await page.fill('input[name="firstName"]', first)
+    await page.fill('input[name="lastName"]', last)
     await page.click('button[type="submit"]')
     await page.wait_for_url(re.compile(r"/shop/WEBSHOP/account"))
     institution_id = await institution(world)
@@ -76,9 +80,7 @@ async def test_a_contact_pays_with_their_credit_balance(world: World) -> None:
     async with read(world.engine) as conn:
         number = (
             await conn.execute(
-                sa.select(c.id).where(
-                    c.institution_id == institution_id, c.email == "grace@example.org"
-                )
+                sa.select(c.id).where(c.institution_id == institution_id, c.email == email)
             )
         ).scalar_one()
     await add_credit(
@@ -86,10 +88,19 @@ async def test_a_contact_pays_with_their_credit_balance(world: World) -> None:
         institution_id=institution_id,
         contact_number=str(number),
         currency="EUR",
-        amount=100_000,
+        amount=amount,
         description="goodwill",
         now=NOW,
         actor="test",
+    )
+    return institution_id, number
+
+
+async def test_a_contact_pays_with_their_credit_balance(world: World) -> None:
+    context = await world.context()
+    page = await context.new_page()
+    institution_id, number = await a_registered_contact_with_credit(
+        world, page, ("grace@example.org", "cobol compiler 59", "Grace", "Hopper"), 100_000
     )
 
     await one_place_in_the_cart(world, page)
@@ -222,32 +233,8 @@ async def test_a_contact_applies_a_voucher_then_their_balance_and_pays_the_rest_
 ) -> None:
     context = await world.context()
     page = await context.new_page()
-    await page.goto(f"{world.shop}{SHOP}/account/register")
-    await page.fill('input[name="email"]', "barbara@example.org")
-    await page.fill('input[name="password"]', "abstract data types 74")
-    await page.fill('input[name="firstName"]', "Barbara")
-    await page.fill('input[name="lastName"]', "Liskov")
-    await page.click('button[type="submit"]')
-    await page.wait_for_url(re.compile(r"/shop/WEBSHOP/account"))
-    institution_id = await institution(world)
-    c = contacts_db.contact.c
-    async with read(world.engine) as conn:
-        number = (
-            await conn.execute(
-                sa.select(c.id).where(
-                    c.institution_id == institution_id, c.email == "barbara@example.org"
-                )
-            )
-        ).scalar_one()
-    await add_credit(
-        world.engine,
-        institution_id=institution_id,
-        contact_number=str(number),
-        currency="EUR",
-        amount=5_000,
-        description="goodwill",
-        now=NOW,
-        actor="test",
+    institution_id, number = await a_registered_contact_with_credit(
+        world, page, ("barbara@example.org", "abstract data types 74", "Barbara", "Liskov"), 5_000
     )
     await issue_voucher(
         world.engine,
