@@ -61,6 +61,24 @@ async def check_out_as_a_guest(world: World, page: Any) -> None:
     await page.wait_for_url(f"{world.shop}{SHOP}/pay")
 
 
+async def pay_the_rest_by_card(world: World, page: Any) -> dict[str, Any]:
+    """From the payment page with parts applied: the rest by card on the test card page; the
+    closed order's document."""
+    await page.click("#pay-rest-card")
+    await page.wait_for_selector("input[name=card_number]")
+    await page.fill("input[name=card_number]", "4242 4242 4242 4242")
+    await page.fill("input[name=expiry]", "12/30")
+    await page.fill("input[name=cvc]", "123")
+    await page.click("#pay")
+    await page.wait_for_url(re.compile(r"/shop/WEBSHOP/orders/"))
+    assert await page.get_attribute("[data-order-state]", "data-order-state") == "CLOSED"
+    secret = page.url.rsplit("/", 1)[1].split("?")[0]
+    async with read(world.engine) as conn:
+        order = await queries.order_by_public_secret(conn, secret)
+        document: dict[str, Any] = await queries.order_document(conn, order)
+    return document
+
+
 async def a_registered_contact_with_credit(
     world: World, page: Any, who: tuple[str, str, str, str], amount: int
 ) -> tuple[int, int]:
@@ -207,18 +225,8 @@ async def test_a_pending_card_payment_is_given_up_and_the_cart_paid_otherwise(
     assert await page.get_attribute("[data-applied-amount]", "data-applied-amount") == str(left)
     assert await page.get_attribute("[data-rest]", "data-rest") == str(total - left)
     await shot(page, "13-voucher-applied")
-    await page.click("#pay-rest-card")
-    await page.wait_for_selector("input[name=card_number]")
-    await page.fill("input[name=card_number]", "4242 4242 4242 4242")
-    await page.fill("input[name=expiry]", "12/30")
-    await page.fill("input[name=cvc]", "123")
-    await page.click("#pay")
-    await page.wait_for_url(re.compile(r"/shop/WEBSHOP/orders/"))
-    assert await page.get_attribute("[data-order-state]", "data-order-state") == "CLOSED"
-    secret = page.url.rsplit("/", 1)[1].split("?")[0]
+    document = await pay_the_rest_by_card(world, page)
     async with read(world.engine) as conn:
-        order = await queries.order_by_public_secret(conn, secret)
-        document = await queries.order_document(conn, order)
         voucher = await find_account(conn, institution_id, AccountKind.VOUCHER, "SHOPGIFT2")
     assert sorted((p["paymentType"], p["amount"]) for p in document["payments"]) == [
         ("CARD", total - left),
@@ -266,18 +274,8 @@ async def test_a_contact_applies_a_voucher_then_their_balance_and_pays_the_rest_
     assert await page.get_attribute("[data-rest]", "data-rest") == str(total - 15_000)
     assert await page.locator("#pay-credit").count() == 0
     await shot(page, "14-voucher-and-balance-applied")
-    await page.click("#pay-rest-card")
-    await page.wait_for_selector("input[name=card_number]")
-    await page.fill("input[name=card_number]", "4242 4242 4242 4242")
-    await page.fill("input[name=expiry]", "12/30")
-    await page.fill("input[name=cvc]", "123")
-    await page.click("#pay")
-    await page.wait_for_url(re.compile(r"/shop/WEBSHOP/orders/"))
-    assert await page.get_attribute("[data-order-state]", "data-order-state") == "CLOSED"
-    secret = page.url.rsplit("/", 1)[1].split("?")[0]
+    document = await pay_the_rest_by_card(world, page)
     async with read(world.engine) as conn:
-        order = await queries.order_by_public_secret(conn, secret)
-        document = await queries.order_document(conn, order)
         voucher = await find_account(conn, institution_id, AccountKind.VOUCHER, "SHOPGIFT3")
         balance = await find_account(conn, institution_id, AccountKind.CREDIT, str(number))
     assert sorted((p["paymentType"], p["amount"]) for p in document["payments"]) == [
