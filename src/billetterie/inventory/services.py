@@ -117,7 +117,7 @@ _TRANSACTION_SETTINGS = sa.text(
 )
 
 
-async def _begin_locks(conn: AsyncConnection) -> None:
+async def _set_transaction(conn: AsyncConnection) -> None:
     if conn.dialect.name == "postgresql":
         await conn.execute(_TRANSACTION_SETTINGS)
 
@@ -192,7 +192,7 @@ async def _attempts(engine: AsyncEngine, work: Work) -> Any:
         token = commit_work.start()
         try:
             async with transaction(engine) as conn:
-                await _begin_locks(conn)
+                await _set_transaction(conn)
                 async with statements.on_driver(conn):
                     with audit.buffered(conn) as entries:
                         result = await work(conn, after)

@@ -206,13 +206,12 @@ async def issue_tickets_in(
     ]
     issued: dict[int, str] = {}
     if with_barcodes and conn.dialect.name == "postgresql":
-        ids = sorted(int(r.id) for r in await _NEXT_TICKET_IDS.rows(conn, count=len(rows)))
-        pairs = list(zip(ids, movements, strict=True))
+        ticket_ids = sorted(int(r.id) for r in await _NEXT_TICKET_IDS.rows(conn, count=len(rows)))
+        pairs = list(zip(ticket_ids, movements, strict=True))
         issued = await _sign(conn, seller.institution_id, seller.organization_id, pairs, vault, now)
-        for row, ticket_id in zip(rows, ids, strict=True):
+        for row, ticket_id in zip(rows, ticket_ids, strict=True):
             row["id"], row["barcode"] = ticket_id, issued[ticket_id]
         await _NEW_SIGNED_TICKETS.rows(conn, rows)
-        ticket_ids = ids
     else:
         ticket_ids = [int(r.id) for r in await _NEW_TICKETS.rows(conn, rows)]
         if with_barcodes:
