@@ -141,17 +141,17 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, envelope.validation_error)
     app.add_exception_handler(StarletteHTTPException, envelope.http_error)
     app.add_exception_handler(Exception, envelope.unexpected_error)
-    # the availability reads first: they are the most frequent calls, and routes are matched
-    # in order
+    # routes are matched in order: the availability reads first, as the most frequent calls,
+    # then the sale's (an on-sale rush is mostly carts and closes)
     app.include_router(availability_api.availability_service.router())
     app.include_router(availability_api.router)
+    for service in (sales_api.facade, sales_api.order_service, sales_api.history_service):
+        app.include_router(service.router())
+    app.include_router(sales_api.router)
     app.include_router(auth_api.router)
     app.include_router(catalog_api.catalog_service.router())
     app.include_router(catalog_api.setup_service.router())
     app.include_router(mirror_api.router)
-    for service in (sales_api.facade, sales_api.order_service, sales_api.history_service):
-        app.include_router(service.router())
-    app.include_router(sales_api.router)
     app.include_router(barcode_api.router)
     app.include_router(payments_api.router)
     app.include_router(webhooks_api.router)

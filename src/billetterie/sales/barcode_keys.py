@@ -46,6 +46,7 @@ from billetterie.sales.barcodes import BarcodePayload, issue
 from billetterie.shared import audit
 from billetterie.shared.db import UtcDateTime, id_column, institution_column, metadata, ref
 from billetterie.shared.errors import Conflict, DomainError, InvalidRequest, NotFound
+from billetterie.shared.statements import Statement
 
 Big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
@@ -129,6 +130,9 @@ class KeyVault:
             secret.encode("utf-8")
         )
         self._aead = AESGCM(key)
+        # keys opened, by (key id, sealed bytes): a close signs with the active key, whose
+        # sealed bytes never change; a rotation makes a new key, with a new id
+        self._opened: dict[tuple[int, bytes], Ed25519PrivateKey] = {}
 
     @staticmethod
     def _associated(institution_id: int, organization_id: int, public_key: bytes) -> bytes:
@@ -158,6 +162,32 @@ class KeyVault:
                 "a barcode signing key does not decrypt: barcode_key_secret changed?"
             ) from None
         return Ed25519PrivateKey.from_private_bytes(seed)
+
+    def opened(
+        self,
+        key_id: int,
+        sealed: bytes,
+        *,
+        institution_id: int,
+        organization_id: int,
+        public_key: bytes,
+    ) -> Ed25519PrivateKey:
+        """:meth:`open`, once per key and process."""
+        found = self._opened.get((key_id, sealed))
+        if found is None:
+            found = self.open(
+                sealed,
+                institution_id=institution_id,
+                organization_id=organization_id,
+                public_key=public_key,
+            )
+            if len(self._opened) >= _OPENED_KEYS:
+                self._opened.clear()
+            self._opened[(key_id, sealed)] = found
+        return found
+
+
+_OPENED_KEYS = 256  # a process signs for a few organizations; past this, the cache starts over
 
 
 @dataclass(frozen=True)
@@ -195,17 +225,26 @@ def _info(row: Any) -> PublicKeyInfo:
     )
 
 
+def _active_key(*, lock: bool) -> Any:
+    query = sa.select(barcode_key).where(
+        barcode_key.c.institution_id == sa.bindparam("institution_id"),
+        barcode_key.c.organization_id == sa.bindparam("organization_id"),
+        barcode_key.c.state == ACTIVE,
+    )
+    return query.with_for_update() if lock else query
+
+
+_ACTIVE_KEY = Statement(lambda _dialect: _active_key(lock=False))  # read at every close
+_ACTIVE_KEY_LOCKED = Statement(lambda _dialect: _active_key(lock=True))
+
+
 async def _active_row(
     conn: AsyncConnection, institution_id: int, organization_id: int, *, lock: bool = False
 ) -> Any:
-    query = sa.select(barcode_key).where(
-        barcode_key.c.institution_id == institution_id,
-        barcode_key.c.organization_id == organization_id,
-        barcode_key.c.state == ACTIVE,
+    statement = _ACTIVE_KEY_LOCKED if lock else _ACTIVE_KEY
+    return await statement.first(
+        conn, institution_id=institution_id, organization_id=organization_id
     )
-    if lock:
-        query = query.with_for_update()
-    return (await conn.execute(query)).first()
 
 
 async def _create_active(
@@ -282,7 +321,8 @@ async def signing_key(
     return SigningKey(
         key_id=row.id,
         organization_id=organization_id,
-        private_key=vault.open(
+        private_key=vault.opened(
+            row.id,
             bytes(row.private_key),
             institution_id=institution_id,
             organization_id=organization_id,
