@@ -663,6 +663,36 @@ async def test_a_voucher_covering_the_total_closes_without_a_card(mixed: Shop) -
     assert await money(shop) == before
 
 
+def cash_shop() -> dict[str, Any]:
+    """The ACME shop with cash configured on its point of sale beside the card."""
+    document = acme_shop()
+    document["paymentMethods"].append({"code": "CASH", "name": text("Cash"), "type": "CASH"})
+    document["salesChannels"][0]["pointsOfSale"][0]["paymentMethods"] = ["CARD", "CASH"]
+    return document
+
+
+async def test_a_shop_neither_offers_nor_takes_cash_configured_on_its_point_of_sale(
+    scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path
+) -> None:
+    async for shop in open_shop(scratch_engine, backend, tmp_path, document=cash_shop()):
+        await two_places_for_a_guest(shop)
+        page = (await shop.client.get(f"{BASE}/pay")).text
+        assert 'data-method="CARD"' in page and 'data-method="CASH"' not in page
+        m = catalog_db.payment_method.c
+        async with read(shop.engine) as conn:
+            cash = (await conn.execute(sa.select(m.id).where(m.code == "CASH"))).scalar_one()
+        before = await money(shop)
+        refused = await shop.post(f"{BASE}/pay", {"method": str(cash)})
+        assert refused.status_code == 400, refused.text
+        assert 'role="alert" data-code="error.shop.bad_choice"' in refused.text
+        assert await money(shop) == before
+        assert before[3] == ["RUNNING"]
+        # the card still pays
+        started = await shop.post(f"{BASE}/pay", {"method": method_of(page, "CARD")})
+        assert (await pay_on_test_page(shop, started.headers["location"])).status_code == 303
+        assert (await money(shop))[3] == ["CLOSED"]
+
+
 async def a_contact_with_credit(shop: Shop, amount: int) -> str:
     """Grace registers (and is signed in); ``amount`` is put on her credit balance. Her number."""
     registered = await post_form(

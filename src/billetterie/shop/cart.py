@@ -15,7 +15,9 @@ applied parts travel in the page's forms (``part_method``, ``part_amount``, ``pa
 repeated in order, with the ``total`` shown) and are checked again against what each account
 can spend at every step; a changed total, a part the account no longer covers, parts adding up
 to the total or more, a method other than voucher and balance, the balance without signing in
-or one account applied twice are refused on the payment page, with nothing taken.
+or one account applied twice are refused on the payment page, with nothing taken. Only what a
+buyer can pay with online is offered and taken (``ONLINE``): cash and a reseller's pending
+account, if configured on the shop's point of sale, are refused like an unknown method.
 
 Every change goes through the sales services (``sales.carts``, ``sales.closing``,
 ``sales.card``), which re-check availability in the database; each one rewrites the website's
@@ -391,6 +393,9 @@ class Applied:
 
 MAX_PARTS = 8
 PARTIAL = {"VOUCHER", "CREDIT"}
+# what a buyer on the web can pay with; cash is the box office's, a pending account a
+# reseller's: configured on a shop's point of sale, they are neither offered nor taken
+ONLINE = {"CARD", *PARTIAL}
 
 
 async def _pay_form(
@@ -401,7 +406,7 @@ async def _pay_form(
     parts: Sequence[Applied] = (),
 ) -> Response:
     document = await page.order_document(order)
-    methods = [m for m in page.seller.payment_methods if m.for_payment]
+    methods = _shop_methods(page)
     balance = None
     async with read(page.engine) as conn:
         card_page = await card.pending_card_page(conn, page.seller, order.id)
@@ -429,18 +434,19 @@ async def _pay_form(
     )
 
 
+def _shop_methods(page: Page) -> list[PaymentMethod]:
+    return [m for m in page.seller.payment_methods if m.for_payment and m.payment_type in ONLINE]
+
+
 def _method(page: Page, value: str) -> PaymentMethod:
     method = page.seller.method(_int(value, what="the payment method"))
-    if method is None or not method.for_payment:
+    if method is None or not method.for_payment or method.payment_type not in ONLINE:
         raise BadChoice("choose one of this shop's payment methods")
     return method
 
 
 def _card_method(page: Page) -> PaymentMethod | None:
-    return next(
-        (m for m in page.seller.payment_methods if m.for_payment and m.payment_type == "CARD"),
-        None,
-    )
+    return next((m for m in _shop_methods(page) if m.payment_type == "CARD"), None)
 
 
 async def _available(page: Page, method: PaymentMethod, reference: str | None, contact: Any) -> int:
