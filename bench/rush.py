@@ -18,10 +18,19 @@ transactions/s on the same PostgreSQL (pgbench when installed, else an asyncpg l
 clients as the server has database connections. For scale: pretix 2026.8 on this machine confirms
 about 16 orders/s (p99 3.7 s).
 
+With ``--baseline SRC`` (the ``src`` folder of another checkout, a worktree of an earlier commit,
+say), the same rush runs ``--rounds`` times on each code, interleaved (baseline, current, then
+current, baseline, ...), each round on a fresh database; the server of the baseline's rounds
+runs with ``PYTHONPATH=SRC``. The database is migrated and set up by the current code. It prints
+each round's figures and, per code, the median of the rounds and the current code's over the
+baseline's. A machine whose speed drifts over minutes (CPU credits, neighbours) moves both
+alike, which successive runs of one code and then the other cannot tell from a change.
+
 It is a benchmark, not a test: it exits 0 when a target is missed, listing the misses, and 1 only
 when the run itself fails.
 
     .venv/bin/python bench/rush.py [--buyers 200] [--workers 2] [--json figures.json]
+    .venv/bin/python bench/rush.py --baseline ../base/src --rounds 3 --max-seconds 60
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -396,66 +406,78 @@ def pgbench_ceiling(
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a PostgreSQL server to create the bench database on, or 'sqlite'",
-    )
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--buyers", type=int, default=200)
-    parser.add_argument("--ceiling-seconds", type=int, default=10)
-    parser.add_argument(
-        "--max-seconds", type=float, default=900, help="stop the rush after this long"
-    )
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-
+def run_once(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
+    """One rush on a fresh database: its figures (the ceiling aside). ``source``: the ``src``
+    folder the server runs from (None: this checkout's)."""
     tmp = Path(tempfile.mkdtemp(prefix="billetterie-rush-"))
     database = create_database(args.database_url, tmp)
-    server = None
+    server, done = None, False
     try:
         upgrade(database.url)
         ids = asyncio.run(setup(database.url))
         env = server_env(database.url, tmp / "var")
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(source), *filter(None, [env.get("PYTHONPATH")])]
+            )
         create_operator(env, RESELLER_OPERATOR, RESELLER_POS, RESELLER_PARTNER, SECRET)
         server = start_server(env, tmp / "server.log", args.workers)
         token = token_of(server, RESELLER_OPERATOR, RESELLER_PARTNER, SECRET)
         load_before = os.getloadavg()
+        steal_before = steal_seconds()
         server_cpu, postgres_before = server.cpu_seconds(), postgres_cpu_seconds()
         stats, elapsed = asyncio.run(
             rush(server, token, ids, args.buyers, args.workers, args.max_seconds)
         )
         server_cpu = server.cpu_seconds() - server_cpu
         postgres_cpu = postgres_cpu_since(postgres_before)
+        steal = steal_seconds() - steal_before
         checks = asyncio.run(verify(database.url, ids))
+        done = True
     finally:
         if server is not None:
             server.stop()
-    ceiling = hot_ceiling = None
-    if database.backend == "postgresql" and database.admin_url:
-        name = sa.engine.make_url(database.url).database or ""
-        ceiling = pgbench_ceiling(database.admin_url, name, 30, args.ceiling_seconds)
-        hot_ceiling = pgbench_ceiling(database.admin_url, name, 30, args.ceiling_seconds, hot=True)
-    drop_database(database)
+        if not done:
+            drop_database(database)
+    if database.backend != "postgresql" or not database.admin_url:
+        drop_database(database)  # else after the ceiling, measured on it
+    figures = rush_figures(args, database.backend, stats, elapsed, checks)
+    figures.update(
+        load_average_before=load_before,
+        load_average_after=os.getloadavg(),
+        # CPU per confirmed order (a cart and its close), whatever else the machine runs
+        server_cpu_ms_per_order=round(server_cpu * 1000 / max(stats.orders, 1), 2),
+        postgres_cpu_ms_per_order=round(postgres_cpu * 1000 / max(stats.orders, 1), 2)
+        if postgres_cpu
+        else None,
+        # the share of the machine's CPU time the hypervisor gave elsewhere during the rush
+        steal_percent=round(100 * steal / (elapsed * (os.cpu_count() or 1)), 1),
+    )
+    figures["_database"] = database
+    return figures
 
-    figures: dict[str, Any] = {
+
+def steal_seconds() -> float:
+    """CPU time stolen from this machine's CPUs by the hypervisor so far (Linux; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+def rush_figures(
+    args: argparse.Namespace, backend: str, stats: Stats, elapsed: float, checks: dict[str, Any]
+) -> dict[str, Any]:
+    return {
         "institution": INSTITUTION,
-        "backend": database.backend,
+        "backend": backend,
         "workers": args.workers,
         "buyers": args.buyers,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
         "rush_seconds": round(elapsed, 2),
         "confirmed_orders": stats.orders,
         "confirmed_orders_per_s": round(stats.orders / elapsed, 1),
         "tickets_per_s": round(stats.tickets / elapsed, 1),
-        # CPU per confirmed order (a cart and its close), whatever else the machine runs
-        "server_cpu_ms_per_order": round(server_cpu * 1000 / max(stats.orders, 1), 2),
-        "postgres_cpu_ms_per_order": round(postgres_cpu * 1000 / max(stats.orders, 1), 2)
-        if postgres_cpu
-        else None,
         "codes": dict(stats.codes.most_common()),
         "latency_ms": {
             name: _summary([latency for _, latency in timed]) for name, timed in stats.timed.items()
@@ -481,11 +503,57 @@ def main(argv: list[str] | None = None) -> int:
             if window
         ],
         "checks": checks,
-        "ceiling_update_tps": ceiling,
-        "ceiling_same_row_update_tps": hot_ceiling,
-        "reference": REFERENCE,
     }
-    print(json.dumps(figures, indent=2))
+
+
+def ceilings(database: Any, seconds: int) -> tuple[float | None, float | None]:
+    """pgbench on ``database`` (random rows, one row), then ``database`` dropped."""
+    ceiling = hot_ceiling = None
+    if database.backend == "postgresql" and database.admin_url:
+        name = sa.engine.make_url(database.url).database or ""
+        ceiling = pgbench_ceiling(database.admin_url, name, 30, seconds)
+        hot_ceiling = pgbench_ceiling(database.admin_url, name, 30, seconds, hot=True)
+        drop_database(database)
+    return ceiling, hot_ceiling
+
+
+MEDIANS = (
+    "confirmed_orders_per_s",
+    "tickets_per_s",
+    "server_cpu_ms_per_order",
+    "postgres_cpu_ms_per_order",
+    "steal_percent",
+)
+
+
+def compare(rounds: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per code, the median of its rounds' figures; and the current code's over the
+    baseline's."""
+    medians: dict[str, dict[str, float | None]] = {}
+    for code in ("baseline", "current"):
+        mine = [figures for name, figures in rounds if name == code]
+        medians[code] = {}
+        for key in (*MEDIANS, "create_p99_ms", "close_p99_ms"):
+            values = [value for figures in mine if (value := _figure(figures, key)) is not None]
+            medians[code][key] = round(statistics.median(values), 2) if values else None
+    ratio = {
+        key: round(current / base, 3)
+        for key in medians["current"]
+        if (current := medians["current"][key]) is not None and (base := medians["baseline"][key])
+    }
+    return {"median": medians, "current_over_baseline": ratio}
+
+
+def _figure(figures: dict[str, Any], key: str) -> float | None:
+    if key == "create_p99_ms":
+        return figures["latency_ms"]["createOrUpdateOrder"]["p99"]  # type: ignore[no-any-return]
+    if key == "close_p99_ms":
+        return figures["latency_ms"]["closeOrder"]["p99"]  # type: ignore[no-any-return]
+    return figures.get(key)
+
+
+def misses_of(figures: dict[str, Any]) -> list[str]:
+    checks = figures["checks"]
     misses = []
     if figures["confirmed_orders_per_s"] < TARGET_ORDERS_PER_S:
         misses.append(
@@ -506,6 +574,72 @@ def main(argv: list[str] | None = None) -> int:
         or checks["distinct_barcodes"] != checks["tickets"]
     ):
         misses.append("tickets and sold seats differ, or a barcode repeats")
+    return misses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL server to create the bench database on, or 'sqlite'",
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--buyers", type=int, default=200)
+    parser.add_argument("--ceiling-seconds", type=int, default=10)
+    parser.add_argument(
+        "--max-seconds", type=float, default=900, help="stop the rush after this long"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="the src folder of the code to compare with, run in rounds interleaved with this one",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per code with --baseline")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "billetterie").is_dir():
+        parser.error(f"--baseline {args.baseline}: no billetterie package in it")
+
+    if args.baseline is None:
+        figures = run_once(args, None)
+        database = figures.pop("_database")
+        ceiling, hot_ceiling = ceilings(database, args.ceiling_seconds)
+        figures |= {
+            "ceiling_update_tps": ceiling,
+            "ceiling_same_row_update_tps": hot_ceiling,
+            "reference": REFERENCE,
+        }
+        print(json.dumps(figures, indent=2))
+        misses = misses_of(figures)
+    else:
+        rounds: list[tuple[str, dict[str, Any]]] = []
+        for index in range(args.rounds):
+            order = ("baseline", "current") if index % 2 == 0 else ("current", "baseline")
+            for code in order:
+                figures = run_once(args, args.baseline if code == "baseline" else None)
+                database = figures.pop("_database")
+                ceiling, _ = ceilings(database, args.ceiling_seconds)
+                figures["ceiling_update_tps"] = ceiling
+                rounds.append((code, figures))
+                print(
+                    f"round {index + 1} {code}: {figures['confirmed_orders_per_s']} orders/s, "
+                    f"{figures['server_cpu_ms_per_order']} + {figures['postgres_cpu_ms_per_order']}"
+                    f" ms CPU per order, steal {figures['steal_percent']}%, "
+                    f"pgbench {ceiling} tx/s",
+                    file=sys.stderr,
+                )
+        figures = {
+            "baseline": str(args.baseline),
+            "rounds": [{"code": code} | figures for code, figures in rounds],
+            **compare(rounds),
+            "reference": REFERENCE,
+        }
+        print(json.dumps(figures, indent=2))
+        misses = sorted(
+            {miss for code, found in rounds if code == "current" for miss in misses_of(found)}
+        )
     for miss in misses:
         print("MISSED:", miss)
     if args.json:

@@ -63,8 +63,11 @@ def pages(pdf: bytes) -> list[pdfium.PdfPage]:
 
 
 def decoded_qr(page: pdfium.PdfPage) -> list[str]:
+    """The QR codes on the page. Only QR codes are looked for: zbar's linear symbologies can
+    read a short code into the printed text or the artwork (a ``B50B`` was seen once)."""
     image = page.render(scale=2).to_pil()
-    return [symbol.data.decode("ascii") for symbol in pyzbar.decode(image)]
+    found = pyzbar.decode(image, symbols=[pyzbar.ZBarSymbol.QRCODE])
+    return [symbol.data.decode("ascii") for symbol in found]
 
 
 def text_of(page: pdfium.PdfPage) -> str:
