@@ -637,9 +637,12 @@ def main(argv: list[str] | None = None) -> int:
             "reference": REFERENCE,
         }
         print(json.dumps(figures, indent=2))
-        misses = sorted(
-            {miss for code, found in rounds if code == "current" for miss in misses_of(found)}
-        )
+        current = [found for code, found in rounds if code == "current"]
+        misses = [
+            f"round {index} of the current code: {miss}"
+            for index, found in enumerate(current, 1)
+            for miss in misses_of(found)
+        ]
     for miss in misses:
         print("MISSED:", miss)
     if args.json:
