@@ -91,6 +91,28 @@ def test_invalid_file_names_the_path_and_imports_nothing(cli_env: Path, backend:
     assert asyncio.run(institutions()) == 0
 
 
+def test_a_refused_change_names_the_reason_and_imports_nothing(
+    cli_env: Path, backend: Backend
+) -> None:
+    from tests.test_setup_import import an_order_at, with_box_office
+
+    first = write(cli_env / "box.yaml", with_box_office(setup_document("ACME")))
+    assert runner.invoke(app, ["setup", "import", str(first)]).exit_code == 0
+
+    async def order() -> None:
+        engine = create_engine(backend.scratch_url)
+        await an_order_at(engine, "ACMEBOX")
+        await engine.dispose()
+
+    asyncio.run(order())
+    result = runner.invoke(
+        app, ["setup", "import", str(write(cli_env / "less.yaml", setup_document("ACME")))]
+    )
+    assert result.exit_code == 2, result.output
+    assert "nothing imported" in result.output
+    assert "error.setup.in_use: point of sale ACMEBOX has orders (1)" in result.output
+
+
 def test_broken_yaml_names_the_line(cli_env: Path) -> None:
     path = cli_env / "broken.yaml"
     path.write_text("institution:\n  code: [unclosed\n", encoding="utf-8")

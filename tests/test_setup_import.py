@@ -581,6 +581,108 @@ async def test_removing_a_product_and_a_timeslot_item(scratch_engine: AsyncEngin
     assert len(await rows(scratch_engine, db.price)) == 2 * 4 + 1
 
 
+def with_box_office(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document with a second point of sale on the web channel."""
+    doc["salesChannels"][0]["pointsOfSale"].append(
+        {"code": "ACMEBOX", "number": 3, "name": text("Box office"), "paymentMethods": ["CARD"]}
+    )
+    return doc
+
+
+async def an_order_at(engine: AsyncEngine, pos_code: str) -> None:
+    """An order on the point of sale ``pos_code`` (the row, as the sale writes it)."""
+    from billetterie.sales import db as sales_db
+
+    async with transaction(engine) as conn:
+        pos = (
+            await conn.execute(
+                sa.select(db.point_of_sale).where(db.point_of_sale.c.code == pos_code)
+            )
+        ).one()
+        await conn.execute(
+            sa.insert(sales_db.sales_order).values(
+                institution_id=pos.institution_id,
+                point_of_sale_id=pos.id,
+                sales_channel_id=pos.sales_channel_id,
+                secret_id="s-" + pos_code,
+                operator="test",
+                order_type="SALE",
+                state="CLOSED",
+                currency="EUR",
+                total=0,
+                paid=0,
+                language="en",
+                purchaser={},
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+
+
+async def test_a_point_of_sale_or_channel_with_orders_is_not_removed(
+    scratch_engine: AsyncEngine,
+) -> None:
+    from billetterie.sales import db as sales_db
+    from billetterie.shared.errors import InUse
+
+    await import_document(scratch_engine, with_box_office(setup_document()))
+    await an_order_at(scratch_engine, "ACMEBOX")
+    before = await counts(scratch_engine)
+    ids = await ids_by_code(scratch_engine)
+
+    with pytest.raises(InUse) as refused:
+        await import_document(scratch_engine, setup_document())  # without ACMEBOX
+    assert refused.value.code == "error.setup.in_use"
+    assert "point of sale ACMEBOX has orders (1)" in refused.value.detail
+    web = setup_document()
+    web["salesChannels"] = web["salesChannels"][1:]
+    web["operators"] = [o for o in web["operators"] if o["pointOfSale"] != "ACMEWEB"]
+    for product in web["products"]:
+        product["salesPeriods"] = [p for p in product["salesPeriods"] if p["salesChannel"] != "WEB"]
+    for contingent in web.get("contingents", []):
+        contingent["salesChannels"] = [c for c in contingent["salesChannels"] if c != "WEB"]
+    with pytest.raises(InUse, match="sales channel WEB has orders"):
+        await import_document(scratch_engine, web)
+    assert await counts(scratch_engine) == before and await ids_by_code(scratch_engine) == ids
+    assert len(await rows(scratch_engine, sales_db.sales_order)) == 1
+
+    # a point of sale without orders goes
+    async with transaction(scratch_engine) as conn:
+        await conn.execute(sa.delete(sales_db.sales_order))
+    result = await import_document(scratch_engine, setup_document())
+    assert result.changes >= 1
+    assert "ACMEBOX" not in (await ids_by_code(scratch_engine))["point_of_sale"]
+
+
+async def test_a_product_that_order_lines_name_is_not_removed(
+    scratch_engine: AsyncEngine,
+) -> None:
+    from billetterie.sales import db as sales_db
+    from billetterie.shared.errors import InUse
+
+    await import_document(scratch_engine, with_visit_pass(setup_document()))
+    await an_order_at(scratch_engine, "ACMEWEB")
+    [order] = await rows(scratch_engine, sales_db.sales_order)
+    visit = (await ids_by_code(scratch_engine))["product"]["VISIT"]
+    async with transaction(scratch_engine) as conn:
+        await conn.execute(
+            sa.insert(sales_db.operation).values(
+                institution_id=order.institution_id,
+                order_id=order.id,
+                kind="SIMPLE_PRODUCT",
+                product_id=visit,
+                state="SOLD",
+                quantity=1,
+                created_at=NOW,
+            )
+        )
+    before = await counts(scratch_engine)
+    with pytest.raises(InUse, match=r"product VISIT has order lines \(1\): keep it in the setup"):
+        await import_document(scratch_engine, setup_document())
+    assert await counts(scratch_engine) == before
+    assert "VISIT" in (await ids_by_code(scratch_engine))["product"]
+
+
 async def test_an_operator_change_is_a_change(scratch_engine: AsyncEngine) -> None:
     await import_document(scratch_engine, setup_document())
     [before] = [

@@ -99,6 +99,7 @@ async def _import(settings: Settings, path: Path, actor: str) -> Any:
 def setup_import(file: Annotated[Path, typer.Argument(help="The setup YAML file.")]) -> None:
     """Validate FILE and import it (all or nothing); re-importing updates by code."""
     from billetterie.catalog.setupfile import SetupFileError
+    from billetterie.shared.errors import DomainError
 
     settings = load_settings()
     run_migrations(settings)
@@ -108,6 +109,10 @@ def setup_import(file: Annotated[Path, typer.Argument(help="The setup YAML file.
         errors.print(f"[red]{file}: {len(exc.problems)} problem(s), nothing imported[/]")
         for path, message in exc.problems:
             errors.print(f"  {path}: {message}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except DomainError as exc:
+        errors.print(f"[red]{file}: nothing imported[/]")
+        errors.print(f"  {exc.code}: {exc.detail}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(
         f"[green]imported[/] {file}: {result.changes} row(s) changed, "

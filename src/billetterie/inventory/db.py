@@ -111,6 +111,7 @@ hold = sa.Table(
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("closed_at", UtcDateTime, nullable=True),
     sa.Index("ix_hold_expiry", "state", "expires_at"),
+    info={"records": "holds"},  # never deleted by a setup change (``shared.db.Sync``)
 )
 
 hold_line = sa.Table(

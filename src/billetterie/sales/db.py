@@ -48,6 +48,7 @@ sales_order = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("closed_at", UtcDateTime, nullable=True),
     sa.Index("ix_sales_order_expiry", "state", "expires_at"),
+    info={"records": "orders"},  # never deleted by a setup change (``shared.db.Sync``)
 )
 
 operation = sa.Table(
@@ -68,6 +69,7 @@ operation = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),  # RESERVED SOLD ABANDONED CANCELED
     sa.Column("quantity", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    info={"records": "order lines"},
 )
 
 movement = sa.Table(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeDecorator
 
 from billetterie.shared.clock import as_utc
+from billetterie.shared.errors import InUse
 
 metadata = sa.MetaData(
     naming_convention={
@@ -197,11 +198,53 @@ class Sync:
         return ids
 
     async def delete_stale(self) -> None:
+        """Delete the rows no longer wanted; :class:`~billetterie.shared.errors.InUse` (and
+        nothing deleted) when records still point at one of them."""
+        for table, ids in self._stale:
+            await self._refuse_in_use(table, ids)
         for table, ids in reversed(self._stale):
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 await self.connection.execute(sa.delete(table).where(table.c.id.in_(chunk)))
         self._stale.clear()
+
+    async def _refuse_in_use(self, table: sa.Table, ids: list[int]) -> None:
+        """Records are the rows of the tables marked ``info={"records": "<what>"}`` (an order,
+        a hold): history a setup change must never delete. Their foreign keys to ``table``
+        cascade or restrict, so a stale row they point at is refused here, by name."""
+        for other in table.metadata.tables.values():
+            what = other.info.get("records")
+            if what is None:
+                continue
+            for key in other.foreign_keys:
+                if key.column.table is not table:
+                    continue
+                column = key.parent
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    used = (
+                        await self.connection.execute(
+                            sa.select(column, sa.func.count())
+                            .where(column.in_(chunk))
+                            .group_by(column)
+                            .order_by(column)
+                            .limit(1)
+                        )
+                    ).first()
+                    if used is not None:
+                        raise InUse(
+                            f"{table.name.replace('_', ' ')} {await self._name(table, used[0])}"
+                            f" has {what} ({used[1]}): keep it in the setup",
+                            table=table.name,
+                        )
+
+    async def _name(self, table: sa.Table, row_id: int) -> str:
+        if "code" not in table.c:
+            return f"#{row_id}"
+        code = (
+            await self.connection.execute(sa.select(table.c.code).where(table.c.id == row_id))
+        ).scalar_one()
+        return str(code)
 
 
 _engine_caches: weakref.WeakKeyDictionary[Any, dict[str, dict[Any, Any]]] = (

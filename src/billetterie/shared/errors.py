@@ -47,3 +47,10 @@ class Forbidden(DomainError):
 class Conflict(DomainError):
     code = "error.conflict"
     http_status = 409
+
+
+class InUse(Conflict):
+    """A row a setup no longer lists is still referenced by records (orders, holds): removing
+    it would delete them or leave them pointing at nothing."""
+
+    code = "error.setup.in_use"
