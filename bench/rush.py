@@ -407,11 +407,22 @@ def pgbench_ceiling(
 
 
 def run_once(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
-    """One rush on a fresh database: its figures (the ceiling aside). ``source``: the ``src``
-    folder the server runs from (None: this checkout's)."""
+    """One rush on a fresh database, then the machine's ceiling measured on it: the figures.
+    ``source``: the ``src`` folder the server runs from (None: this checkout's)."""
     tmp = Path(tempfile.mkdtemp(prefix="billetterie-rush-"))
     database = create_database(args.database_url, tmp)
-    server, done = None, False
+    try:
+        figures = _rush_on(args, database, tmp, source)
+        figures |= ceilings(database, args.ceiling_seconds)
+    finally:
+        drop_database(database)
+    return figures
+
+
+def _rush_on(
+    args: argparse.Namespace, database: Any, tmp: Path, source: Path | None
+) -> dict[str, Any]:
+    server = None
     try:
         upgrade(database.url)
         ids = asyncio.run(setup(database.url))
@@ -433,28 +444,20 @@ def run_once(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
         postgres_cpu = postgres_cpu_since(postgres_before)
         steal = steal_seconds() - steal_before
         checks = asyncio.run(verify(database.url, ids))
-        done = True
     finally:
         if server is not None:
             server.stop()
-        if not done:
-            drop_database(database)
-    if database.backend != "postgresql" or not database.admin_url:
-        drop_database(database)  # else after the ceiling, measured on it
-    figures = rush_figures(args, database.backend, stats, elapsed, checks)
-    figures.update(
-        load_average_before=load_before,
-        load_average_after=os.getloadavg(),
+    return rush_figures(args, database.backend, stats, elapsed, checks) | {
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         # CPU per confirmed order (a cart and its close), whatever else the machine runs
-        server_cpu_ms_per_order=round(server_cpu * 1000 / max(stats.orders, 1), 2),
-        postgres_cpu_ms_per_order=round(postgres_cpu * 1000 / max(stats.orders, 1), 2)
+        "server_cpu_ms_per_order": round(server_cpu * 1000 / max(stats.orders, 1), 2),
+        "postgres_cpu_ms_per_order": round(postgres_cpu * 1000 / max(stats.orders, 1), 2)
         if postgres_cpu
         else None,
         # the share of the machine's CPU time the hypervisor gave elsewhere during the rush
-        steal_percent=round(100 * steal / (elapsed * (os.cpu_count() or 1)), 1),
-    )
-    figures["_database"] = database
-    return figures
+        "steal_percent": round(100 * steal / (elapsed * (os.cpu_count() or 1)), 1),
+    }
 
 
 def steal_seconds() -> float:
@@ -506,15 +509,15 @@ def rush_figures(
     }
 
 
-def ceilings(database: Any, seconds: int) -> tuple[float | None, float | None]:
-    """pgbench on ``database`` (random rows, one row), then ``database`` dropped."""
+def ceilings(database: Any, seconds: int) -> dict[str, float | None]:
+    """Single-row UPDATE transactions/s with pgbench on ``database`` (PostgreSQL): on random
+    rows, and all on one row."""
     ceiling = hot_ceiling = None
     if database.backend == "postgresql" and database.admin_url:
         name = sa.engine.make_url(database.url).database or ""
         ceiling = pgbench_ceiling(database.admin_url, name, 30, seconds)
         hot_ceiling = pgbench_ceiling(database.admin_url, name, 30, seconds, hot=True)
-        drop_database(database)
-    return ceiling, hot_ceiling
+    return {"ceiling_update_tps": ceiling, "ceiling_same_row_update_tps": hot_ceiling}
 
 
 MEDIANS = (
@@ -603,14 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--baseline {args.baseline}: no billetterie package in it")
 
     if args.baseline is None:
-        figures = run_once(args, None)
-        database = figures.pop("_database")
-        ceiling, hot_ceiling = ceilings(database, args.ceiling_seconds)
-        figures |= {
-            "ceiling_update_tps": ceiling,
-            "ceiling_same_row_update_tps": hot_ceiling,
-            "reference": REFERENCE,
-        }
+        figures = run_once(args, None) | {"reference": REFERENCE}
         print(json.dumps(figures, indent=2))
         misses = misses_of(figures)
     else:
@@ -619,15 +615,12 @@ def main(argv: list[str] | None = None) -> int:
             order = ("baseline", "current") if index % 2 == 0 else ("current", "baseline")
             for code in order:
                 figures = run_once(args, args.baseline if code == "baseline" else None)
-                database = figures.pop("_database")
-                ceiling, _ = ceilings(database, args.ceiling_seconds)
-                figures["ceiling_update_tps"] = ceiling
                 rounds.append((code, figures))
                 print(
                     f"round {index + 1} {code}: {figures['confirmed_orders_per_s']} orders/s, "
                     f"{figures['server_cpu_ms_per_order']} + {figures['postgres_cpu_ms_per_order']}"
                     f" ms CPU per order, steal {figures['steal_percent']}%, "
-                    f"pgbench {ceiling} tx/s",
+                    f"pgbench {figures['ceiling_update_tps']} tx/s",
                     file=sys.stderr,
                 )
         figures = {

@@ -8,7 +8,7 @@ Tables are SQLAlchemy Core tables registered on one :data:`metadata`; every tabl
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -203,8 +203,7 @@ class Sync:
         for table, ids in self._stale:
             await self._refuse_in_use(table, ids)
         for table, ids in reversed(self._stale):
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            for chunk in _chunks(ids):
                 await self.connection.execute(sa.delete(table).where(table.c.id.in_(chunk)))
         self._stale.clear()
 
@@ -212,31 +211,18 @@ class Sync:
         """Records are the rows of the tables marked ``info={"records": "<what>"}`` (an order,
         a hold): history a setup change must never delete. Their foreign keys to ``table``
         cascade or restrict, so a stale row they point at is refused here, by name."""
-        for other in table.metadata.tables.values():
-            what = other.info.get("records")
-            if what is None:
-                continue
-            for key in other.foreign_keys:
-                if key.column.table is not table:
-                    continue
-                column = key.parent
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    used = (
-                        await self.connection.execute(
-                            sa.select(column, sa.func.count())
-                            .where(column.in_(chunk))
-                            .group_by(column)
-                            .order_by(column)
-                            .limit(1)
-                        )
-                    ).first()
-                    if used is not None:
-                        raise InUse(
-                            f"{table.name.replace('_', ' ')} {await self._name(table, used[0])}"
-                            f" has {what} ({used[1]}): keep it in the setup",
-                            table=table.name,
-                        )
+        for column, what in _records_pointing_at(table):
+            for chunk in _chunks(ids):
+                query = sa.select(column, sa.func.count()).where(column.in_(chunk))
+                used = (
+                    await self.connection.execute(query.group_by(column).order_by(column).limit(1))
+                ).first()
+                if used is not None:
+                    raise InUse(
+                        f"{table.name.replace('_', ' ')} {await self._name(table, used[0])}"
+                        f" has {what} ({used[1]}): keep it in the setup",
+                        table=table.name,
+                    )
 
     async def _name(self, table: sa.Table, row_id: int) -> str:
         if "code" not in table.c:
@@ -245,6 +231,22 @@ class Sync:
             await self.connection.execute(sa.select(table.c.code).where(table.c.id == row_id))
         ).scalar_one()
         return str(code)
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _records_pointing_at(table: sa.Table) -> Iterator[tuple[sa.Column[Any], str]]:
+    """The columns of record tables (``info["records"]``) with a foreign key to ``table``,
+    with what their rows are called."""
+    for other in table.metadata.tables.values():
+        what = other.info.get("records")
+        if what is not None:
+            for key in other.foreign_keys:
+                if key.column.table is table:
+                    yield key.parent, what
 
 
 _engine_caches: weakref.WeakKeyDictionary[Any, dict[str, dict[Any, Any]]] = (
