@@ -683,6 +683,86 @@ async def test_a_product_that_order_lines_name_is_not_removed(
     assert "VISIT" in (await ids_by_code(scratch_engine))["product"]
 
 
+async def test_a_performance_with_places_held_sold_or_in_orders_is_not_removed(
+    scratch_engine: AsyncEngine,
+) -> None:
+    from billetterie.inventory import db as inventory_db
+    from billetterie.inventory.services import PlaceRequest, hold_places, release_hold
+    from billetterie.sales import db as sales_db
+    from billetterie.shared.errors import InUse
+
+    await import_document(scratch_engine, setup_document(performances=2))
+    ids = await ids_by_code(scratch_engine)
+    sh02, c1 = ids["performance"]["SH02"], ids["seat_category"]["C1"]
+    [institution] = await rows(scratch_engine, db.institution)
+    hold = await hold_places(
+        scratch_engine,
+        institution_id=institution.id,
+        sales_channel_id=ids["sales_channel"]["WEB"],
+        contingent_ids=[],
+        cart="cart-1",
+        requests=[PlaceRequest(2, performance_id=sh02, seat_category_id=c1)],
+        expires_at=NOW + timedelta(minutes=20),
+        now=NOW,
+    )
+    before = await counts(scratch_engine)
+    seats = len(await rows(scratch_engine, inventory_db.performance_seat))
+
+    without_sh02 = setup_document(performances=1)
+    with pytest.raises(InUse) as refused:
+        await import_document(scratch_engine, without_sh02)
+    assert refused.value.code == "error.setup.in_use"
+    assert refused.value.detail == (
+        "performance SH02 has held or sold places (2): keep it in the setup"
+    )
+    assert await counts(scratch_engine) == before
+    assert len(await rows(scratch_engine, inventory_db.performance_seat)) == seats
+
+    # released, its places are free again; a place an order names still keeps it
+    await release_hold(scratch_engine, institution_id=institution.id, hold_id=hold.id, now=NOW)
+    await an_order_at(scratch_engine, "ACMEWEB")
+    [order] = await rows(scratch_engine, sales_db.sales_order)
+    async with transaction(scratch_engine) as conn:
+        operation = await conn.scalar(
+            sa.insert(sales_db.operation)
+            .values(
+                institution_id=order.institution_id,
+                order_id=order.id,
+                kind="SINGLE_ENTRY",
+                product_id=ids["product"]["SHOW"],
+                state="ABANDONED",
+                quantity=1,
+                created_at=NOW,
+            )
+            .returning(sales_db.operation.c.id)
+        )
+        await conn.execute(
+            sa.insert(sales_db.movement).values(
+                institution_id=order.institution_id,
+                order_id=order.id,
+                operation_id=operation,
+                product_id=ids["product"]["SHOW"],
+                performance_id=sh02,
+                seat_category_id=c1,
+                audience_sub_category_id=ids["tariff"]["FULL"],
+                stock_id=0,
+                amount=0,
+                vat_rate=0,
+                state="ABANDONED",
+                labels={},
+                created_at=NOW,
+            )
+        )
+    with pytest.raises(InUse, match=r"performance SH02 has places in orders \(1\)"):
+        await import_document(scratch_engine, without_sh02)
+    assert "SH02" in (await ids_by_code(scratch_engine))["performance"]
+
+    async with transaction(scratch_engine) as conn:
+        await conn.execute(sa.delete(sales_db.movement))
+    await import_document(scratch_engine, without_sh02)
+    assert "SH02" not in (await ids_by_code(scratch_engine))["performance"]
+
+
 async def test_an_operator_change_is_a_change(scratch_engine: AsyncEngine) -> None:
     await import_document(scratch_engine, setup_document())
     [before] = [

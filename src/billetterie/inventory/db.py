@@ -64,7 +64,12 @@ stock = sa.Table(
     sa.CheckConstraint(
         "capacity IS NULL OR held + sold + blocked <= capacity", name="within_capacity"
     ),
+    # a stock with places held or sold is a record: what it counts belongs to carts and
+    # orders, so the setup row it hangs on (a performance, a seat category, a contingent, a
+    # product item, a timeslot) is never deleted by a setup change (``shared.db.Sync``)
+    info={"records": "held or sold places"},
 )
+stock.info["records_count"] = sa.func.sum(stock.c.held + stock.c.sold)
 
 performance_seat = sa.Table(
     "performance_seat",

@@ -92,7 +92,9 @@ movement = sa.Table(
         index=True,
     ),
     sa.Column("product_id", Big, nullable=False, index=True),
-    sa.Column("performance_id", Big, nullable=True, index=True),
+    # no foreign key (a sale writes movements by the thousand), but a record of the
+    # performance all the same: ``shared.db.Sync`` never deletes a performance movements name
+    sa.Column("performance_id", Big, nullable=True, index=True, info={"names": "performance"}),
     sa.Column("seat_category_id", Big, nullable=True),
     sa.Column("audience_sub_category_id", Big, nullable=False),
     sa.Column("price_level_id", Big, nullable=True),
@@ -109,6 +111,7 @@ movement = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("cancelled_at", UtcDateTime, nullable=True),
     sa.Column("refund_order_id", Big, sa.ForeignKey("sales_order.id"), nullable=True),
+    info={"records": "places in orders"},
 )
 
 ticket = sa.Table(

@@ -209,14 +209,15 @@ class Sync:
 
     async def _refuse_in_use(self, table: sa.Table, ids: list[int]) -> None:
         """Records are the rows of the tables marked ``info={"records": "<what>"}`` (an order,
-        a hold): history a setup change must never delete. Their foreign keys to ``table``
-        cascade or restrict, so a stale row they point at is refused here, by name."""
-        for column, what in _records_pointing_at(table):
+        a hold, a stock with places held or sold): history a setup change must never delete.
+        Their foreign keys to ``table`` cascade or restrict, so a stale row they point at is
+        refused here, by name."""
+        for column, what, amount in _records_pointing_at(table):
             for chunk in _chunks(ids):
-                query = sa.select(column, sa.func.count()).where(column.in_(chunk))
-                used = (
-                    await self.connection.execute(query.group_by(column).order_by(column).limit(1))
-                ).first()
+                query = sa.select(column, amount).where(column.in_(chunk)).group_by(column)
+                if amount is not _ROWS:  # a record only while it counts something
+                    query = query.having(amount > 0)
+                used = (await self.connection.execute(query.order_by(column).limit(1))).first()
                 if used is not None:
                     raise InUse(
                         f"{table.name.replace('_', ' ')} {await self._name(table, used[0])}"
@@ -238,15 +239,26 @@ def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
         yield ids[start : start + size]
 
 
-def _records_pointing_at(table: sa.Table) -> Iterator[tuple[sa.Column[Any], str]]:
-    """The columns of record tables (``info["records"]``) with a foreign key to ``table``,
-    with what their rows are called."""
+_ROWS = sa.func.count()
+
+
+def _records_pointing_at(
+    table: sa.Table,
+) -> Iterator[tuple[sa.Column[Any], str, sa.ColumnElement[Any]]]:
+    """The columns of record tables that point at ``table`` (a foreign key, or
+    ``info={"names": "<table>"}`` on a column without one), with what their rows are called and
+    what the rows amount to (``info["records_count"]`` of their table, an aggregate; else
+    how many there are)."""
     for other in table.metadata.tables.values():
         what = other.info.get("records")
-        if what is not None:
-            for key in other.foreign_keys:
-                if key.column.table is table:
-                    yield key.parent, what
+        if what is None:
+            continue
+        amount = other.info.get("records_count", _ROWS)
+        for column in other.columns:
+            if column.info.get("names") == table.name or any(
+                key.column.table is table for key in column.foreign_keys
+            ):
+                yield column, what, amount
 
 
 _engine_caches: weakref.WeakKeyDictionary[Any, dict[str, dict[Any, Any]]] = (
