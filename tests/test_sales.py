@@ -20,7 +20,8 @@ from billetterie.sales.barcodes import verify
 from billetterie.shared.audit import audit_entry
 from billetterie.shared.db import metadata, read
 from tests.conftest import NOW, Backend
-from tests.sales_kit import Kit, open_kit
+from tests.factories import import_document
+from tests.sales_kit import Kit, open_kit, sales_document
 
 FACADE, ORDERS, HISTORY = (
     "externalOrderFacade",
@@ -104,6 +105,24 @@ async def test_best_available_seats_sold_for_cash_get_verifiable_tickets(kit: Ki
         ORDERS, "getFileDetailsFromOrderSecretId", {"orderSecretId": cart["orderSecretId"]}
     )
     assert by_secret["orderData"] == order
+
+
+async def test_a_sale_after_a_setup_change_is_priced_at_the_new_setup(kit: Kit) -> None:
+    before = await kit.cart(kit.seats("C1", 1))  # the process now remembers the point of sale
+    assert before["orderUpdateData"]["totalAmount"] == 50_000, before
+    document = sales_document()
+    assert document["products"][0]["code"] == "SHOW"
+    document["products"][0]["event"]["prices"]["C1"]["FULL"] = "55.00"
+    await import_document(kit.engine, document)
+
+    # the sale finds the new setup version in its transaction, reads the point of sale again
+    after = await kit.cart(kit.seats("C1", 1))
+    assert after["statusCode"] == "success", after
+    assert after["orderUpdateData"]["totalAmount"] == 55_000
+    # a cart made before the change keeps its price
+    closed = await kit.close(before["orderUpdateData"]["orderId"], [("CASH", 50_000)])
+    assert closed["statusCode"] == "success", closed
+    assert closed["orderData"]["totalAmount"] == 50_000
 
 
 async def test_chosen_seats_are_held_and_refused_to_a_second_cart(kit: Kit) -> None:

@@ -47,7 +47,7 @@ from billetterie.inventory.errors import (
 from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit, commit_work, statements
-from billetterie.shared.db import engine_cache, transaction
+from billetterie.shared.db import engine_cache, metadata, transaction
 from billetterie.shared.statements import Statement, any_of, bound
 
 log = logging.getLogger("billetterie.inventory.services")
@@ -110,16 +110,45 @@ class Hold:
 # The transaction's settings, in one round trip: locks wait at most LOCK_TIMEOUT_MS; prepared
 # statements run their generic plan (planned once per connection). Left to choose, PostgreSQL
 # plans the statements with an array parameter (``= ANY($1)``) anew on every execution, which
-# was about a quarter of its CPU in a rush; their generic plans are the same index scans.
-_TRANSACTION_SETTINGS = sa.text(
-    f"SELECT set_config('lock_timeout', '{LOCK_TIMEOUT_MS}ms', true),"
-    " set_config('plan_cache_mode', 'force_generic_plan', true)"
+# was about a quarter of its CPU in a rush; their generic plans are the same index scans. It
+# runs through SQLAlchemy, which opens the transaction on the driver with it (hot statements
+# need it open: ``statements.on_driver``); a sale's transaction reads the setup version of its
+# institution in the same round trip (:func:`setup_version_read`), the first thing it checks.
+_SETTINGS = (
+    sa.func.set_config("lock_timeout", f"{LOCK_TIMEOUT_MS}ms", True),
+    sa.func.set_config("plan_cache_mode", "force_generic_plan", True),
 )
+_TRANSACTION_SETTINGS = sa.select(*_SETTINGS)
 
 
-async def _set_transaction(conn: AsyncConnection) -> None:
-    if conn.dialect.name == "postgresql":
+@functools.cache
+def _settings_and_version() -> Any:
+    institution = metadata.tables["institution"]
+    version = (
+        sa.select(institution.c.setup_version)
+        .where(institution.c.id == sa.bindparam("institution_id"))
+        .scalar_subquery()
+    )
+    return sa.select(*_SETTINGS, version)
+
+
+async def _set_transaction(conn: AsyncConnection, after: _Afterwards, setup_of: int | None) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    if setup_of is None:
         await conn.execute(_TRANSACTION_SETTINGS)
+    else:
+        row = (await conn.execute(_settings_and_version(), {"institution_id": setup_of})).one()
+        after.setup_version = (setup_of, row[2])
+
+
+def setup_version_read(institution_id: int) -> int | None:
+    """The institution's setup version read by the running :func:`in_transaction` with its
+    settings (``setup_of``), or None: the caller reads it itself."""
+    after = _afterwards.get()
+    if after is None or after.setup_version is None or after.setup_version[0] != institution_id:
+        return None
+    return after.setup_version[1]
 
 
 def _is_lock_failure(exc: DBAPIError) -> bool:
@@ -144,6 +173,7 @@ class _Afterwards:
     def __init__(self) -> None:
         self.committed: list[Callable[[], None]] = []
         self.rolled_back: list[Callable[[], None]] = []
+        self.setup_version: tuple[int, int] | None = None  # (institution id, version) read
 
     def run(self, *, committed: bool) -> None:
         for action in self.committed if committed else self.rolled_back:
@@ -177,22 +207,22 @@ def _gate(engine: AsyncEngine) -> asyncio.Semaphore:
     return gate
 
 
-async def _with_retries(engine: AsyncEngine, work: Work) -> Any:
+async def _with_retries(engine: AsyncEngine, work: Work, setup_of: int | None = None) -> Any:
     """Run ``work`` in a transaction, again when it loses a race, behind the process's gate
     (:func:`_gate`). On PostgreSQL the rows every sale shares (stock counters, the change
     sequence, accounts) are collected during the transaction and written by the commit itself
     (:mod:`billetterie.shared.commit_work`)."""
     async with _gate(engine):
-        return await _attempts(engine, work)
+        return await _attempts(engine, work, setup_of)
 
 
-async def _attempts(engine: AsyncEngine, work: Work) -> Any:
+async def _attempts(engine: AsyncEngine, work: Work, setup_of: int | None) -> Any:
     for attempt in range(ATTEMPTS):
         after = _Afterwards()
         token = commit_work.start()
         try:
             async with transaction(engine) as conn:
-                await _set_transaction(conn)
+                await _set_transaction(conn, after, setup_of)
                 async with statements.on_driver(conn):
                     with audit.buffered(conn) as entries:
                         result = await work(conn, after)
@@ -239,11 +269,18 @@ _afterwards: contextvars.ContextVar[_Afterwards | None] = contextvars.ContextVar
 )
 
 
-async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+async def in_transaction(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    *,
+    setup_of: int | None = None,
+) -> T:
     """Run ``work`` in one inventory transaction (the contract above): locks with a timeout,
     ``Busy`` when one is not obtained, and the whole of ``work`` run again when a conditional
     update loses a race. Callers that change their own tables with places (the sales context)
-    pass a ``work`` that calls the ``*_in`` functions below: it must be safe to run again."""
+    pass a ``work`` that calls the ``*_in`` functions below: it must be safe to run again.
+    ``setup_of``: an institution whose setup version the transaction reads with its settings
+    (:func:`setup_version_read`)."""
 
     async def run(conn: AsyncConnection, after: _Afterwards) -> T:
         token = _afterwards.set(after)
@@ -252,7 +289,7 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], 
         finally:
             _afterwards.reset(token)
 
-    result: T = await _with_retries(engine, run)
+    result: T = await _with_retries(engine, run, setup_of)
     return result
 
 

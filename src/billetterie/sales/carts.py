@@ -42,6 +42,7 @@ from billetterie.inventory.services import (
     hold_places_in,
     in_transaction,
     release_hold_in,
+    setup_version_read,
 )
 from billetterie.payments.services import cancel_payment
 from billetterie.sales import accounts, db
@@ -220,7 +221,9 @@ async def check_setup(conn: AsyncConnection, seller: Seller) -> None:
     prices and rules cached for it are the ones in force."""
     if not seller.setup_version:
         return
-    version = await _SETUP_VERSION.scalar(conn, institution_id=seller.institution_id)
+    version = setup_version_read(seller.institution_id)
+    if version is None:
+        version = await _SETUP_VERSION.scalar(conn, institution_id=seller.institution_id)
     if version != seller.setup_version:
         raise SetupChanged("the institution's setup changed; read the point of sale again")
 
@@ -622,7 +625,9 @@ async def create_or_update_order(
         rendered = None if answer is None else await answer(conn, order, operations, contents)
         return int(order.id), operations, rendered
 
-    result: tuple[int, list[int], Any] = await in_transaction(engine, work)
+    result: tuple[int, list[int], Any] = await in_transaction(
+        engine, work, setup_of=seller.institution_id
+    )
     return result
 
 

@@ -517,5 +517,7 @@ async def close_order(
             return tickets, None
         return tickets, await answer(conn, closed[0], tickets, closed[1] if closed[1:] else None)
 
-    result: tuple[list[int], Any] = await in_transaction(engine, work)
+    result: tuple[list[int], Any] = await in_transaction(
+        engine, work, setup_of=seller.institution_id
+    )
     return result
