@@ -546,6 +546,46 @@ _SELL_SEATS = Statement(functools.partial(_close_seats, sold=True))
 _FREE_SEATS = Statement(functools.partial(_close_seats, sold=False))
 
 
+def _kind(number: int) -> Any:
+    return sa.literal_column(str(number), sa.Integer)
+
+
+def _closing_holds(dialect: str, *, unexpired: bool, sold: bool) -> Any:
+    """PostgreSQL: :func:`_claim_holds`, the claimed holds' lines and :func:`_close_seats` for
+    them in one statement. Its rows: ``(0, hold id)`` per hold claimed, ``(1, stock id,
+    quantity)`` per line and ``(2, seat id, performance id, stock id)`` per seat changed. The
+    seats change only if their hold was claimed: a hold's seats change with it alone."""
+    claimed = _claim_holds(dialect, unexpired=unexpired).cte("claimed")
+    ps, line = db.performance_seat.c, db.hold_line.c
+    values: dict[str, Any] = (
+        {"state": SeatState.SOLD.value}
+        if sold
+        else {"state": SeatState.FREE.value, "hold_id": None}
+    )
+    seats = (
+        sa.update(db.performance_seat)
+        .where(ps.hold_id.in_(sa.select(claimed.c.id)), ps.state == SeatState.HELD.value)
+        .values(**values)
+        .returning(ps.id, ps.performance_id, ps.stock_id)
+        .cte("seats")
+    )
+    none = sa.cast(sa.null(), sa.BigInteger)
+    return sa.union_all(
+        sa.select(_kind(0).label("kind"), claimed.c.id.label("a"), none, none),
+        sa.select(sa.literal(1), line.stock_id, sa.cast(line.quantity, sa.BigInteger), none).where(
+            line.hold_id.in_(sa.select(claimed.c.id))
+        ),
+        sa.select(_kind(2), seats.c.id, seats.c.performance_id, seats.c.stock_id),
+    )
+
+
+_CLOSING_HOLDS = {
+    (unexpired, sold): Statement(functools.partial(_closing_holds, unexpired=unexpired, sold=sold))
+    for unexpired in (False, True)
+    for sold in (False, True)
+}
+
+
 def _due_holds(dialect: str, *, on_stocks: bool) -> Any:
     """The institution's active holds past their expiry (``on_stocks``: with a line on one of
     ``stock_ids``), oldest first, at most ``limit``."""
@@ -594,40 +634,53 @@ async def _close_holds(
         return _Closed([], set(), {}, {})
     # Claim the holds first: a hold closes once, even when a confirm, a release, the sweeper
     # and a lazy expiry race for it (the losers wait on the hold row, then match nothing).
-    hold_ids = sorted(
-        r.id
-        for r in await (_CLAIM_UNEXPIRED_HOLDS if unexpired else _CLAIM_HOLDS).rows(
-            conn,
-            hold_ids=sorted(hold_ids),
-            institution=institution_id,
-            now=now,
-            state=state.value,
-        )
-    )
+    # Then their lines and their seats, changed in one statement (claimed here, no other
+    # transaction changes them: a seat of a hold changes only with its hold). On PostgreSQL
+    # the three are one round trip.
+    params = {
+        "hold_ids": sorted(hold_ids),
+        "institution": institution_id,
+        "now": now,
+        "state": state.value,
+    }
+    sold = state == HoldState.CONFIRMED
+    lines: list[tuple[int, int]] = []
+    changed: list[tuple[int, int, int]] = []
+    if conn.dialect.name == "postgresql":
+        hold_ids = []
+        for kind, a, b, c in await _CLOSING_HOLDS[(unexpired, sold)].rows(conn, **params):
+            if kind == 0:
+                hold_ids.append(a)
+            elif kind == 1:
+                lines.append((a, b))
+            else:
+                changed.append((a, b, c))
+        hold_ids.sort()
+    else:
+        claim = _CLAIM_UNEXPIRED_HOLDS if unexpired else _CLAIM_HOLDS
+        hold_ids = sorted(r.id for r in await claim.rows(conn, **params))
+        if hold_ids:
+            lines = [
+                (r.stock_id, r.quantity) for r in await _HOLD_LINES.rows(conn, hold_ids=hold_ids)
+            ]
+            changed = [
+                tuple(r)
+                for r in await (_SELL_SEATS if sold else _FREE_SEATS).rows(conn, hold_ids=hold_ids)
+            ]
     if not hold_ids:
         return _Closed([], set(), {}, {})
-    lines = await _HOLD_LINES.rows(conn, hold_ids=hold_ids)
     seats: SeatsByPerformance = {}
     by_stock: SeatsByStock = {}
-    # the holds' seats, changed in one statement (claimed above, no other transaction changes
-    # them: a seat of a hold changes only with its hold)
-    for seat_id, performance_id, stock_id in sorted(
-        await (_SELL_SEATS if state == HoldState.CONFIRMED else _FREE_SEATS).rows(
-            conn, hold_ids=hold_ids
-        )
-    ):
+    for seat_id, performance_id, stock_id in sorted(changed):
         seats.setdefault(performance_id, []).append(seat_id)
         by_stock.setdefault(stock_id, []).append(seat_id)
     changes: dict[int, tuple[int, int]] = {} if counts is None else counts
-    for r in lines:
-        held, sold = changes.get(r.stock_id, (0, 0))
-        changes[r.stock_id] = (
-            held - r.quantity,
-            sold + (r.quantity if state == HoldState.CONFIRMED else 0),
-        )
+    for stock_id, quantity in lines:
+        held, sold_before = changes.get(stock_id, (0, 0))
+        changes[stock_id] = (held - quantity, sold_before + (quantity if sold else 0))
     if counts is None:
         await _move_counts(conn, institution_id, changes, now)
-    return _Closed(hold_ids, {r.stock_id for r in lines}, seats, by_stock)
+    return _Closed(hold_ids, {stock_id for stock_id, _ in lines}, seats, by_stock)
 
 
 async def _expire_due(

@@ -132,7 +132,7 @@ class _Compiled:
 
 def _result_columns(statement: ClauseElement) -> list[tuple[str, sa.types.TypeEngine[Any]]]:
     columns: Any
-    if isinstance(statement, sa.Select):
+    if isinstance(statement, sa.Select | sa.CompoundSelect):
         columns = statement.selected_columns
     elif isinstance(statement, sa.sql.dml.UpdateBase) and statement._returning:
         columns = statement.exported_columns
