@@ -187,13 +187,11 @@ async def issue_tickets_in(
     *,
     with_barcodes: bool = True,
     codes: dict[int, str] | None = None,
-    drawn: Sequence[int] = (),
 ) -> list[int]:
     """One NOT_PRINTED ticket per movement, signed barcodes included unless asked not to: one
     insert for them all, the organization's key looked up once. A barcode signs its ticket's
-    id: on PostgreSQL the ids are drawn from the table's sequence first (``drawn``: by the
-    caller, one per movement) and each ticket is written with its barcode; elsewhere the
-    tickets are inserted, then their barcodes set."""
+    id: on PostgreSQL the ids are drawn from the table's sequence first and each ticket is
+    written with its barcode; elsewhere the tickets are inserted, then their barcodes set."""
     rows = [
         {
             "institution_id": seller.institution_id,
@@ -208,9 +206,7 @@ async def issue_tickets_in(
     ]
     issued: dict[int, str] = {}
     if with_barcodes and conn.dialect.name == "postgresql":
-        if len(drawn) != len(rows):
-            drawn = [int(r.id) for r in await _NEXT_TICKET_IDS.rows(conn, count=len(rows))]
-        ticket_ids = sorted(drawn)
+        ticket_ids = sorted(int(r.id) for r in await _NEXT_TICKET_IDS.rows(conn, count=len(rows)))
         pairs = list(zip(ticket_ids, movements, strict=True))
         issued = await _sign(conn, seller.institution_id, seller.organization_id, pairs, vault, now)
         for row, ticket_id in zip(rows, ticket_ids, strict=True):
@@ -243,17 +239,10 @@ _TICKET_COLUMNS = [
 ]
 _NEW_TICKETS = BulkInsert(db.ticket, _TICKET_COLUMNS)
 _NEW_SIGNED_TICKETS = BulkInsert(db.ticket, [*_TICKET_COLUMNS, "id", "barcode"])
-
-
-def _next_ticket_id() -> Any:
-    """PostgreSQL: the next value of the ticket table's id sequence."""
-    return sa.func.nextval(sa.func.pg_get_serial_sequence("ticket", "id"))
-
-
 _NEXT_TICKET_IDS = Statement(  # PostgreSQL: ``count`` ids of the ticket table's sequence
-    lambda _: sa.select(_next_ticket_id().label("id")).select_from(
-        sa.func.generate_series(1, sa.bindparam("count", type_=sa.Integer))
-    )
+    lambda _: sa.select(
+        sa.func.nextval(sa.func.pg_get_serial_sequence("ticket", "id")).label("id")
+    ).select_from(sa.func.generate_series(1, sa.bindparam("count", type_=sa.Integer)))
 )
 _SET_BARCODE = Statement(
     lambda _: (
@@ -354,13 +343,10 @@ _CLOSE_ORDER = Statement(
 
 def _sell(table: sa.Table, *, counted: bool = False) -> Statement:
     """The order's reserved rows of ``table`` (movements, operations) sold (``counted``: each
-    with ``of_order``, how many rows of the table the order has in any state, and on
-    PostgreSQL ``ticket_id``, an id drawn from the ticket table's sequence)."""
+    with ``of_order``, how many rows of the table the order has in any state)."""
 
-    def build(dialect: str) -> Any:
+    def build(_: str) -> Any:
         returned: list[Any] = list(table.c)
-        if counted and dialect == "postgresql":
-            returned.append(_next_ticket_id().label("ticket_id"))
         if counted:
             other = table.alias("of_order")
             returned.append(
@@ -438,15 +424,7 @@ async def close_order_in(
     hold_ids = sorted({r.hold_id for r in operations if r.hold_id is not None})
     codes: dict[int, str] = {}
     ticket_ids = await issue_tickets_in(
-        conn,
-        seller,
-        order.id,
-        movements,
-        vault,
-        now,
-        with_barcodes=with_barcodes,
-        codes=codes,
-        drawn=[r.ticket_id for r in movements] if conn.dialect.name == "postgresql" else (),
+        conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes, codes=codes
     )
     await audit.record(
         conn,
