@@ -526,8 +526,8 @@ _CLAIM_HOLDS = Statement(functools.partial(_claim_holds, unexpired=False))
 _CLAIM_UNEXPIRED_HOLDS = Statement(functools.partial(_claim_holds, unexpired=True))
 
 
-def _close_seats(dialect: str, *, sold: bool) -> Any:
-    """The held seats of ``hold_ids`` sold, or freed."""
+def _seats_closed(of_holds: Any, *, sold: bool) -> Any:
+    """The held seats of the holds ``of_holds`` selects sold, or freed."""
     ps = db.performance_seat.c
     values: dict[str, Any] = (
         {"state": SeatState.SOLD.value}
@@ -536,10 +536,15 @@ def _close_seats(dialect: str, *, sold: bool) -> Any:
     )
     return (
         sa.update(db.performance_seat)
-        .where(any_of(ps.hold_id, "hold_ids", dialect), ps.state == SeatState.HELD.value)
+        .where(of_holds, ps.state == SeatState.HELD.value)
         .values(**values)
         .returning(ps.id, ps.performance_id, ps.stock_id)
     )
+
+
+def _close_seats(dialect: str, *, sold: bool) -> Any:
+    """The held seats of ``hold_ids`` sold, or freed."""
+    return _seats_closed(any_of(db.performance_seat.c.hold_id, "hold_ids", dialect), sold=sold)
 
 
 _SELL_SEATS = Statement(functools.partial(_close_seats, sold=True))
@@ -556,24 +561,14 @@ def _closing_holds(dialect: str, *, unexpired: bool, sold: bool) -> Any:
     quantity)`` per line and ``(2, seat id, performance id, stock id)`` per seat changed. The
     seats change only if their hold was claimed: a hold's seats change with it alone."""
     claimed = _claim_holds(dialect, unexpired=unexpired).cte("claimed")
-    ps, line = db.performance_seat.c, db.hold_line.c
-    values: dict[str, Any] = (
-        {"state": SeatState.SOLD.value}
-        if sold
-        else {"state": SeatState.FREE.value, "hold_id": None}
-    )
-    seats = (
-        sa.update(db.performance_seat)
-        .where(ps.hold_id.in_(sa.select(claimed.c.id)), ps.state == SeatState.HELD.value)
-        .values(**values)
-        .returning(ps.id, ps.performance_id, ps.stock_id)
-        .cte("seats")
-    )
+    of_claimed = sa.select(claimed.c.id)
+    line = db.hold_line.c
+    seats = _seats_closed(db.performance_seat.c.hold_id.in_(of_claimed), sold=sold).cte("seats")
     none = sa.cast(sa.null(), sa.BigInteger)
     return sa.union_all(
         sa.select(_kind(0).label("kind"), claimed.c.id.label("a"), none, none),
-        sa.select(sa.literal(1), line.stock_id, sa.cast(line.quantity, sa.BigInteger), none).where(
-            line.hold_id.in_(sa.select(claimed.c.id))
+        sa.select(_kind(1), line.stock_id, sa.cast(line.quantity, sa.BigInteger), none).where(
+            line.hold_id.in_(of_claimed)
         ),
         sa.select(_kind(2), seats.c.id, seats.c.performance_id, seats.c.stock_id),
     )
@@ -634,9 +629,9 @@ async def _close_holds(
         return _Closed([], set(), {}, {})
     # Claim the holds first: a hold closes once, even when a confirm, a release, the sweeper
     # and a lazy expiry race for it (the losers wait on the hold row, then match nothing).
-    # Then their lines and their seats, changed in one statement (claimed here, no other
-    # transaction changes them: a seat of a hold changes only with its hold). On PostgreSQL
-    # the three are one round trip.
+    # Then read their lines and change their seats, all in one statement (claimed here, no
+    # other transaction changes them: a seat of a hold changes only with its hold). On
+    # PostgreSQL the three are one statement, one round trip.
     params = {
         "hold_ids": sorted(hold_ids),
         "institution": institution_id,

@@ -92,8 +92,8 @@ movement = sa.Table(
         index=True,
     ),
     sa.Column("product_id", Big, nullable=False, index=True),
-    # no foreign key (a sale writes movements by the thousand), but a record of the
-    # performance all the same: ``shared.db.Sync`` never deletes a performance movements name
+    # no foreign key, but ``info["names"]`` tells ``shared.db.Sync`` what it points at: a
+    # setup change never deletes a performance that movements name
     sa.Column("performance_id", Big, nullable=True, index=True, info={"names": "performance"}),
     sa.Column("seat_category_id", Big, nullable=True),
     sa.Column("audience_sub_category_id", Big, nullable=False),
