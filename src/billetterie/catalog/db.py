@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from billetterie.shared.db import UtcDateTime, id_column, institution_column, metadata, ref
@@ -19,6 +21,14 @@ institution = sa.Table(
     sa.Column("setup_version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("setup_updated_at", UtcDateTime, nullable=True),
 )
+
+
+def setup_version_query() -> sa.Select[Any]:
+    """The setup version of the institution ``:institution_id`` (a bind parameter)."""
+    return sa.select(institution.c.setup_version).where(
+        institution.c.id == sa.bindparam("institution_id")
+    )
+
 
 organization = sa.Table(
     "organization",

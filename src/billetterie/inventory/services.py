@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from billetterie.catalog import db as catalog_db
 from billetterie.inventory import db
 from billetterie.inventory import seat_indexes as indexing
 from billetterie.inventory.errors import (
@@ -47,7 +48,7 @@ from billetterie.inventory.errors import (
 from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit, commit_work, statements
-from billetterie.shared.db import engine_cache, metadata, transaction
+from billetterie.shared.db import engine_cache, transaction
 from billetterie.shared.statements import Statement, any_of, bound
 
 log = logging.getLogger("billetterie.inventory.services")
@@ -121,15 +122,9 @@ _SETTINGS = (
 _TRANSACTION_SETTINGS = sa.select(*_SETTINGS)
 
 
-@functools.cache
-def _settings_and_version() -> Any:
-    institution = metadata.tables["institution"]
-    version = (
-        sa.select(institution.c.setup_version)
-        .where(institution.c.id == sa.bindparam("institution_id"))
-        .scalar_subquery()
-    )
-    return sa.select(*_SETTINGS, version)
+_TRANSACTION_SETTINGS_AND_VERSION = sa.select(
+    *_SETTINGS, catalog_db.setup_version_query().scalar_subquery()
+)
 
 
 async def _set_transaction(conn: AsyncConnection, after: _Afterwards, setup_of: int | None) -> None:
@@ -138,7 +133,9 @@ async def _set_transaction(conn: AsyncConnection, after: _Afterwards, setup_of: 
     if setup_of is None:
         await conn.execute(_TRANSACTION_SETTINGS)
     else:
-        row = (await conn.execute(_settings_and_version(), {"institution_id": setup_of})).one()
+        row = (
+            await conn.execute(_TRANSACTION_SETTINGS_AND_VERSION, {"institution_id": setup_of})
+        ).one()
         after.setup_version = (setup_of, row[2])
 
 

@@ -115,11 +115,7 @@ def _order_query(dialect: str, *, for_update: bool) -> Any:
 
 _ORDER = Statement(functools.partial(_order_query, for_update=False))
 _ORDER_FOR_UPDATE = Statement(functools.partial(_order_query, for_update=True))
-_SETUP_VERSION = Statement(
-    lambda _: sa.select(catalog_db.institution.c.setup_version).where(
-        catalog_db.institution.c.id == sa.bindparam("institution_id")
-    )
-)
+_SETUP_VERSION = Statement(lambda _: catalog_db.setup_version_query())
 _NEW_ORDER = Statement(
     lambda _: (
         sa.insert(db.sales_order)

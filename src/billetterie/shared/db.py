@@ -214,10 +214,15 @@ class Sync:
         refused here, by name."""
         for column, what, amount in _records_pointing_at(table):
             for chunk in _chunks(ids):
-                query = sa.select(column, amount).where(column.in_(chunk)).group_by(column)
-                if amount is not _ROWS:  # a record only while it counts something
-                    query = query.having(amount > 0)
-                used = (await self.connection.execute(query.order_by(column).limit(1))).first()
+                query = (
+                    sa.select(column, amount)
+                    .where(column.in_(chunk))
+                    .group_by(column)
+                    .having(amount > 0)  # a stock is a record only while it counts places
+                    .order_by(column)
+                    .limit(1)
+                )
+                used = (await self.connection.execute(query)).first()
                 if used is not None:
                     raise InUse(
                         f"{table.name.replace('_', ' ')} {await self._name(table, used[0])}"
@@ -239,9 +244,6 @@ def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
         yield ids[start : start + size]
 
 
-_ROWS = sa.func.count()
-
-
 def _records_pointing_at(
     table: sa.Table,
 ) -> Iterator[tuple[sa.Column[Any], str, sa.ColumnElement[Any]]]:
@@ -253,7 +255,7 @@ def _records_pointing_at(
         what = other.info.get("records")
         if what is None:
             continue
-        amount = other.info.get("records_count", _ROWS)
+        amount = other.info.get("records_count", sa.func.count())
         for column in other.columns:
             if column.info.get("names") == table.name or any(
                 key.column.table is table for key in column.foreign_keys
