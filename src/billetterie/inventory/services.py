@@ -25,7 +25,7 @@ import functools
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -1522,28 +1522,48 @@ async def confirm_hold_in(
     seat_indexes: SeatIndexes | None = None,
 ) -> None:
     """:func:`confirm_hold` inside the caller's transaction (see :func:`in_transaction`)."""
-    indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
+    closed = await confirm_holds_in(
+        conn,
+        institution_id=institution_id,
+        holds={hold_id: actor},
+        now=now,
+        seat_indexes=seat_indexes,
+    )
+    if not closed:  # unknown, another institution's, closed or expired: say which
+        await _active_hold(conn, institution_id, hold_id, now)
+        raise HoldClosed(f"hold {hold_id} was just closed")
 
-    async def work(conn: AsyncConnection, after: _Afterwards) -> None:
-        closed = await _close_holds(
-            conn, institution_id, [hold_id], HoldState.CONFIRMED, now, unexpired=True
-        )
-        if not closed.holds:  # unknown, another institution's, closed or expired: say which
-            await _active_hold(conn, institution_id, hold_id, now)
-            raise HoldClosed(f"hold {hold_id} was just closed")
+
+async def confirm_holds_in(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    holds: Mapping[int, str],
+    now: datetime,
+    seat_indexes: SeatIndexes | None = None,
+) -> set[int]:
+    """Sell the places of ``holds`` (hold id -> the actor confirming it) still active and
+    unexpired, in one statement, inside the caller's transaction (see :func:`in_transaction`);
+    the ids of the holds confirmed here (the others are left as they are: the caller refuses)."""
+    indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
+    after = _current_afterwards(required=False)
+    closed = await _close_holds(
+        conn, institution_id, list(holds), HoldState.CONFIRMED, now, unexpired=True
+    )
+    for hold_id in closed.holds:
         await audit.record(
             conn,
             institution_id=institution_id,
             action="inventory.hold.confirmed",
-            actor=actor,
+            actor=holds[hold_id],
             at=now,
             hold_id=hold_id,
         )
+    if closed.holds:
         # held seats become sold: taken before and after
         await log_changes(conn, institution_id, closed.stocks, now, taken={}, freed={})
         after.committed.append(lambda: _apply_own(indexes, taken=closed.seats))
-
-    await work(conn, _current_afterwards(required=False))
+    return set(closed.holds)
 
 
 async def release_hold(

@@ -19,7 +19,11 @@ Contract of :func:`close_order`:
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -27,12 +31,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from billetterie.inventory.errors import HoldClosed
-from billetterie.inventory.services import confirm_hold_in, in_transaction
+from billetterie.inventory.services import confirm_holds_in, in_transaction
 from billetterie.sales import accounts, db, events
 from billetterie.sales.barcode_keys import KeyVault, signing_key
 from billetterie.sales.barcodes import BarcodePayload, issue
-from billetterie.sales.carts import check_setup, load_order, running
+from billetterie.sales.carts import check_setup, running
 from billetterie.sales.errors import (
     CardPaymentRequired,
     ContactRequired,
@@ -41,6 +44,7 @@ from billetterie.sales.errors import (
     OrderExpired,
     PaymentMethodNotAllowed,
     UnknownAccount,
+    UnknownOrder,
     WrongTotal,
 )
 from billetterie.sales.models import (
@@ -55,7 +59,8 @@ from billetterie.sales.models import (
 from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import engine_cache
-from billetterie.shared.statements import BulkInsert, Statement, bound
+from billetterie.shared.errors import DomainError
+from billetterie.shared.statements import BulkInsert, Statement, any_of
 
 EVENT_VALIDITY = timedelta(hours=6)  # a barcode stays valid this long after a performance ends
 DEFAULT_VALIDITY = timedelta(days=366)
@@ -131,56 +136,56 @@ async def _account_for(
     return found
 
 
-async def take_payments_in(
+async def take_payments_of(
     conn: AsyncConnection,
-    seller: Seller,
-    order: Any,
-    payments: Sequence[PaymentRequest],
+    sales: Sequence[tuple[Seller, Any, Sequence[PaymentRequest], str | None]],
     now: datetime,
-    *,
-    contact_number: str | None,
-) -> list[Any]:
-    """Record the payments and debit their accounts, inside the caller's transaction; a credit
-    balance is the one of ``contact_number``. A payment with ``account_id`` was debited when it
-    was held (a mixed card payment) and is only recorded. Returns the payment rows."""
+) -> dict[int, list[Any]]:
+    """Record the payments of each ``(seller, order, payments, contact number)`` and debit
+    their accounts, inside the caller's transaction, the payments in one statement; a credit
+    balance is the one of the contact number. A payment with ``account_id`` was debited when
+    it was held (a mixed card payment) and is only recorded. The payment rows per order id."""
     rows = []
-    for p in payments:
-        method = seller.method(p.payment_method_id)
-        assert method is not None
-        account_id = p.account_id  # held during a card payment: debited already
-        kind = ACCOUNT_OF_PAYMENT.get(method.payment_type)
-        if kind is not None and account_id is None:
-            account = await _account_for(conn, seller, kind, order, p.reference, contact_number)
-            await accounts.debit_at_commit(
-                conn,
-                account,
-                institution_id=seller.institution_id,
-                amount=p.amount,
-                order_id=order.id,
-                description=f"order {order.id}",
-                now=now,
+    for seller, order, payments, contact_number in sales:
+        for p in payments:
+            method = seller.method(p.payment_method_id)
+            assert method is not None
+            account_id = p.account_id  # held during a card payment: debited already
+            kind = ACCOUNT_OF_PAYMENT.get(method.payment_type)
+            if kind is not None and account_id is None:
+                account = await _account_for(conn, seller, kind, order, p.reference, contact_number)
+                await accounts.debit_at_commit(
+                    conn,
+                    account,
+                    institution_id=seller.institution_id,
+                    amount=p.amount,
+                    order_id=order.id,
+                    description=f"order {order.id}",
+                    now=now,
+                )
+                account_id = account.id
+            rows.append(
+                {
+                    "institution_id": seller.institution_id,
+                    "order_id": order.id,
+                    "payment_method_id": method.id,
+                    "method_code": method.code,
+                    "payment_type": method.payment_type,
+                    "amount": p.amount,
+                    "account_id": account_id,
+                    "reference": p.reference,
+                    "created_at": now,
+                }
             )
-            account_id = account.id
-        payment = await _NEW_PAYMENT.one(
-            conn,
-            institution_id=seller.institution_id,
-            order_id=order.id,
-            payment_method_id=method.id,
-            method_code=method.code,
-            payment_type=method.payment_type,
-            amount=p.amount,
-            account_id=account_id,
-            reference=p.reference,
-            created_at=now,
-        )
-        rows.append(payment)
-    return rows
+    paid: dict[int, list[Any]] = {order.id: [] for _, order, _, _ in sales}
+    for payment in await _NEW_PAYMENTS.rows(conn, rows):
+        paid[payment.order_id].append(payment)
+    return paid
 
 
 async def issue_tickets_in(
     conn: AsyncConnection,
     seller: Seller,
-    order_id: int,
     movements: Sequence[Any],
     vault: KeyVault,
     now: datetime,
@@ -195,7 +200,7 @@ async def issue_tickets_in(
     rows = [
         {
             "institution_id": seller.institution_id,
-            "order_id": order_id,
+            "order_id": m.order_id,
             "movement_id": m.id,
             "product_id": m.product_id,
             "performance_id": m.performance_id,
@@ -251,25 +256,19 @@ _SET_BARCODE = Statement(
         .values(barcode=sa.bindparam("code", type_=db.ticket.c.barcode.type))
     )
 )
-_NEW_PAYMENT = Statement(
-    lambda _: (
-        sa.insert(db.payment)
-        .values(
-            bound(
-                db.payment,
-                "institution_id",
-                "order_id",
-                "payment_method_id",
-                "method_code",
-                "payment_type",
-                "amount",
-                "account_id",
-                "reference",
-                "created_at",
-            )
-        )
-        .returning(*db.payment.c)
-    )
+_NEW_PAYMENTS = BulkInsert(
+    db.payment,
+    [
+        "institution_id",
+        "order_id",
+        "payment_method_id",
+        "method_code",
+        "payment_type",
+        "amount",
+        "account_id",
+        "reference",
+        "created_at",
+    ],
 )
 
 
@@ -320,45 +319,66 @@ async def set_barcodes_in(
     return codes
 
 
-_CLOSE_ORDER = Statement(
+def _orders_query(dialect: str) -> Any:
+    o = db.sales_order.c
+    query = (
+        sa.select(db.sales_order)
+        .where(any_of(o.id, "order_ids", dialect), o.institution_id == sa.bindparam("institution"))
+        .order_by(o.id)  # rows locked in id order: two groups of closes never deadlock
+    )
+    return query.with_for_update() if dialect == "postgresql" else query
+
+
+_ORDERS_FOR_UPDATE = Statement(_orders_query)
+_SET_CONTACT = Statement(
     lambda _: (
         sa.update(db.sales_order)
-        .where(
-            db.sales_order.c.id == sa.bindparam("order_id"),
-            db.sales_order.c.state == OrderState.RUNNING.value,
-        )
-        .values(
-            state=OrderState.CLOSED.value,
-            closed_at=sa.bindparam("now", type_=db.sales_order.c.closed_at.type),
-            updated_at=sa.bindparam("now", type_=db.sales_order.c.updated_at.type),
-            expires_at=None,
-            pending_payments=None,
-            paid=sa.bindparam("paid", type_=db.sales_order.c.paid.type),
-            contact_number=sa.bindparam("contact", type_=db.sales_order.c.contact_number.type),
-        )
-        .returning(*db.sales_order.c)
+        .where(db.sales_order.c.id == sa.bindparam("order_id"))
+        .values(contact_number=sa.bindparam("contact", type_=db.sales_order.c.contact_number.type))
     )
 )
 
 
-def _sell(table: sa.Table, *, counted: bool = False) -> Statement:
-    """The order's reserved rows of ``table`` (movements, operations) sold (``counted``: each
-    with ``of_order``, how many rows of the table the order has in any state)."""
+def _close_orders(dialect: str) -> Any:
+    o = db.sales_order.c
+    return (
+        sa.update(db.sales_order)
+        .where(any_of(o.id, "order_ids", dialect), o.state == OrderState.RUNNING.value)
+        .values(
+            state=OrderState.CLOSED.value,
+            closed_at=sa.bindparam("now", type_=o.closed_at.type),
+            updated_at=sa.bindparam("now", type_=o.updated_at.type),
+            expires_at=None,
+            pending_payments=None,
+            paid=o.total,
+        )
+        .returning(*db.sales_order.c)
+    )
 
-    def build(_: str) -> Any:
+
+_CLOSE_ORDERS = Statement(_close_orders)
+
+
+def _sell(table: sa.Table, *, counted: bool = False) -> Statement:
+    """The reserved rows of ``table`` (movements, operations) of the orders ``order_ids``
+    sold (``counted``: each with ``of_order``, how many rows of the table its order has in
+    any state)."""
+
+    def build(dialect: str) -> Any:
         returned: list[Any] = list(table.c)
         if counted:
             other = table.alias("of_order")
             returned.append(
                 sa.select(sa.func.count())
-                .where(other.c.order_id == sa.bindparam("order"))
+                .where(other.c.order_id == table.c.order_id)
+                .correlate(table)
                 .scalar_subquery()
                 .label("of_order")
             )
         return (
             sa.update(table)
             .where(
-                table.c.order_id == sa.bindparam("order"),
+                any_of(table.c.order_id, "order_ids", dialect),
                 table.c.state == MovementState.RESERVED.value,
             )
             .values(state=MovementState.SOLD.value)
@@ -372,6 +392,216 @@ _SELL_MOVEMENTS = _sell(db.movement, counted=True)
 _SELL_OPERATIONS = _sell(db.operation)
 
 
+@dataclass(frozen=True)
+class CloseRequest:
+    """One order to close (see the module's contract); ``contact_number``: the order's
+    contact set at close; ``card_confirmation``: the card provider confirmed its payment (the
+    order waits for it, and its expiry no longer counts)."""
+
+    seller: Seller
+    order_id: int
+    payments: tuple[PaymentRequest, ...]
+    contact_number: str | None = None
+    with_barcodes: bool = True
+    card_confirmation: bool = False
+
+
+@dataclass
+class Closed:
+    """A closed order: its row, its ticket ids and, when the close wrote all of it (nothing
+    but its reserved places, no earlier payment), its :class:`OrderContents`."""
+
+    order: Any
+    ticket_ids: list[int]
+    contents: OrderContents | None
+
+
+class Refused(Exception):
+    """The close ``index`` of :func:`close_orders_in` was refused with ``error``; the
+    transaction must be rolled back (the others' may have written already)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index, self.error = index, error
+
+
+def _check_order(close: CloseRequest, order: Any, now: datetime) -> None:
+    if order is None or order.sales_channel_id != close.seller.sales_channel_id:
+        raise UnknownOrder(f"no order {close.order_id}")
+    if close.card_confirmation:
+        if order.state != OrderState.RUNNING.value:
+            raise OrderClosed(f"order {order.id} is {order.state}")
+        return
+    running(order, now)
+    if order.pending_payments is not None:
+        raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
+
+
+def _check_sale(close: CloseRequest, order: Any, movements: Sequence[Any]) -> None:
+    """What the order's movements, sold here, and the payments must be."""
+    seller = close.seller
+    if not movements:
+        raise EmptyOrder(f"order {order.id} has nothing to sell")
+    contact = close.contact_number or order.contact_number
+    if contact is None and any(r.labels.get("contactRequired") for r in movements):
+        raise ContactRequired("these products are sold to a known contact: give contactReference")
+    if not close.card_confirmation and any(
+        (method := seller.method(p.payment_method_id)) is not None and method.payment_type == "CARD"
+        for p in close.payments
+    ):
+        raise CardPaymentRequired(
+            "card payments go through createPaymentsAndCloseOrder and the payment page"
+        )
+    check_payments(seller, close.payments, order.total)
+
+
+def _by_order(rows: Iterable[Any]) -> dict[int, list[Any]]:
+    found: dict[int, list[Any]] = {}
+    for row in sorted(rows, key=lambda r: r.id):
+        found.setdefault(row.order_id, []).append(row)
+    return found
+
+
+async def close_orders_in(
+    conn: AsyncConnection,
+    closes: Sequence[CloseRequest],
+    *,
+    vault: KeyVault,
+    now: datetime,
+    setup_checked: bool = False,
+) -> list[Closed]:
+    """Close ``closes`` (orders of one institution, each once) inside the caller's
+    transaction, with one statement for each step of them all: the orders read and locked,
+    their movements and operations sold, the orders closed, their tickets and payments
+    written, their holds confirmed. The first close refused raises :class:`Refused` (roll
+    back; the others can be run again without it). ``setup_checked``: the transaction checked
+    the sellers' setup version (:func:`check_setup`)."""
+    institution_id = closes[0].seller.institution_id
+    assert all(c.seller.institution_id == institution_id for c in closes)
+    orders = {
+        r.id: r
+        for r in await _ORDERS_FOR_UPDATE.rows(
+            conn, order_ids=sorted({c.order_id for c in closes}), institution=institution_id
+        )
+    }
+    for index, close in enumerate(closes):
+        try:
+            _check_order(close, orders.get(close.order_id), now)
+        except DomainError as error:
+            raise Refused(index, error) from None
+    order_ids = sorted(orders)
+    # sold first, checked after: a refusal rolls the whole transaction back
+    movements = _by_order(await _SELL_MOVEMENTS.rows(conn, order_ids=order_ids))
+    for index, close in enumerate(closes):
+        try:
+            _check_sale(close, orders[close.order_id], movements.get(close.order_id, []))
+        except DomainError as error:
+            raise Refused(index, error) from None
+    contacts = [
+        {"order_id": c.order_id, "contact": c.contact_number}
+        for c in closes
+        if c.contact_number and c.contact_number != orders[c.order_id].contact_number
+    ]
+    if contacts:
+        await _SET_CONTACT.execute_many(conn, contacts)
+    closed_rows = {r.id: r for r in await _CLOSE_ORDERS.rows(conn, order_ids=order_ids, now=now)}
+    for index, close in enumerate(closes):
+        if close.order_id not in closed_rows:
+            raise Refused(index, OrderClosed(f"order {close.order_id} was just closed"))
+    operations = _by_order(await _SELL_OPERATIONS.rows(conn, order_ids=order_ids))
+    codes: dict[int, str] = {}
+    ticket_ids: dict[int, list[int]] = {}
+    for (_, with_barcodes), alike in itertools.groupby(
+        sorted(closes, key=lambda c: (c.seller.organization_id, c.with_barcodes)),
+        key=lambda c: (c.seller.organization_id, c.with_barcodes),
+    ):
+        of_organization = list(alike)
+        sold = [m for c in of_organization for m in movements[c.order_id]]
+        issued = await issue_tickets_in(
+            conn,
+            of_organization[0].seller,
+            sold,
+            vault,
+            now,
+            with_barcodes=with_barcodes,
+            codes=codes,
+        )
+        for movement, ticket_id in zip(sold, issued, strict=True):
+            ticket_ids.setdefault(movement.order_id, []).append(ticket_id)
+    for close in closes:
+        order = orders[close.order_id]
+        await audit.record(
+            conn,
+            institution_id=institution_id,
+            action="sales.order.closed",
+            actor=close.seller.actor,
+            at=now,
+            order_id=order.id,
+            total=order.total,
+            tickets=len(ticket_ids[order.id]),
+        )
+        await events.order_closed(
+            conn,
+            close.seller,
+            order.id,
+            now,
+            labels=[r.labels for r in movements[order.id]],
+            setup_version=close.seller.setup_version if setup_checked else 0,
+        )
+    # Last, the rows every close of the point of sale or the institution shares: the pending
+    # account (or voucher) and, through the holds, the inventory's change sequence. Their locks
+    # are held until commit, so taking them last keeps concurrent closes' waits short.
+    paid = await take_payments_of(
+        conn,
+        [
+            (
+                c.seller,
+                orders[c.order_id],
+                c.payments,
+                c.contact_number or orders[c.order_id].contact_number,
+            )
+            for c in closes
+        ],
+        now,
+    )
+    holds: dict[int, int] = {}  # hold id -> index of its close
+    for index, close in enumerate(closes):
+        for r in operations.get(close.order_id, []):
+            if r.hold_id is not None:
+                holds[r.hold_id] = index
+    confirmed = await confirm_holds_in(
+        conn,
+        institution_id=institution_id,
+        holds={hold_id: closes[index].seller.actor for hold_id, index in sorted(holds.items())},
+        now=now,
+    )
+    for hold_id, index in sorted(holds.items()):
+        if hold_id not in confirmed:
+            order_id = closes[index].order_id
+            raise Refused(index, OrderExpired(f"order {order_id}'s places are no longer held"))
+    result = []
+    for close in closes:
+        order, sold = orders[close.order_id], movements[close.order_id]
+        contents = None
+        if sold[0].of_order == len(sold) and not order.paid:
+            contents = OrderContents(
+                operations.get(order.id, []),
+                sold,
+                [
+                    SimpleNamespace(
+                        id=ticket_id,
+                        movement_id=movement.id,
+                        state=TicketState.NOT_PRINTED.value,
+                        barcode=codes.get(ticket_id),
+                    )
+                    for ticket_id, movement in zip(ticket_ids[order.id], sold, strict=True)
+                ],
+                paid[order.id],
+            )
+        result.append(Closed(closed_rows[order.id], ticket_ids[order.id], contents))
+    return result
+
+
 async def close_order_in(
     conn: AsyncConnection,
     seller: Seller,
@@ -383,102 +613,19 @@ async def close_order_in(
     vault: KeyVault,
     now: datetime,
     card_confirmation: bool = False,
-    closed: list[Any] | None = None,
-    setup_checked: bool = False,
-) -> list[int]:
-    """:func:`close_order` inside the caller's transaction; returns the ticket ids. With
-    ``closed``, the closed order's row and, when this close wrote all of them (an order with
-    nothing but its reserved places, no earlier payment), its :class:`OrderContents` are
-    appended to it, so the caller renders it without reading it back. ``setup_checked``: the
-    transaction checked the seller's setup version (:func:`check_setup`)."""
-    order = await load_order(conn, seller, order_id, for_update=True)
-    if card_confirmation:
-        if order.state != OrderState.RUNNING.value:
-            raise OrderClosed(f"order {order.id} is {order.state}")
-    else:
-        running(order, now)
-        if order.pending_payments is not None:
-            raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
-    # sold first, checked after: a refusal rolls the whole transaction back
-    movements = sorted(await _SELL_MOVEMENTS.rows(conn, order=order.id), key=lambda r: r.id)
-    if not movements:
-        raise EmptyOrder(f"order {order.id} has nothing to sell")
-    contact = contact_number or order.contact_number
-    if contact is None and any(r.labels.get("contactRequired") for r in movements):
-        raise ContactRequired("these products are sold to a known contact: give contactReference")
-    if not card_confirmation and any(
-        (method := seller.method(p.payment_method_id)) is not None and method.payment_type == "CARD"
-        for p in payments
-    ):
-        raise CardPaymentRequired(
-            "card payments go through createPaymentsAndCloseOrder and the payment page"
-        )
-    check_payments(seller, payments, order.total)
-    complete = movements[0].of_order == len(movements) and not order.paid and closed is not None
-    closed_row = await _CLOSE_ORDER.first(
-        conn, order_id=order.id, now=now, paid=order.total, contact=contact
+) -> Closed:
+    """One :func:`close_orders_in` inside the caller's transaction; its refusal raised."""
+    close = CloseRequest(
+        seller, order_id, tuple(payments), contact_number, with_barcodes, card_confirmation
     )
-    if closed_row is None:
-        raise OrderClosed(f"order {order.id} was just closed")
-    operations = await _SELL_OPERATIONS.rows(conn, order=order.id)
-    hold_ids = sorted({r.hold_id for r in operations if r.hold_id is not None})
-    codes: dict[int, str] = {}
-    ticket_ids = await issue_tickets_in(
-        conn, seller, order.id, movements, vault, now, with_barcodes=with_barcodes, codes=codes
-    )
-    await audit.record(
-        conn,
-        institution_id=seller.institution_id,
-        action="sales.order.closed",
-        actor=seller.actor,
-        at=now,
-        order_id=order.id,
-        total=order.total,
-        tickets=len(ticket_ids),
-    )
-    await events.order_closed(
-        conn,
-        seller,
-        order.id,
-        now,
-        labels=[r.labels for r in movements],
-        setup_version=seller.setup_version if setup_checked else 0,
-    )
-    # Last, the rows every close of the point of sale or the institution shares: the pending
-    # account (or voucher) and, through the holds, the inventory's change sequence. Their locks
-    # are held until commit, so taking them last keeps concurrent closes' waits short.
-    paid = await take_payments_in(conn, seller, order, payments, now, contact_number=contact)
-    if closed is not None:
-        closed.append(closed_row)
-        if complete:
-            closed.append(
-                OrderContents(
-                    sorted(operations, key=lambda r: r.id),
-                    movements,
-                    [
-                        SimpleNamespace(
-                            id=ticket_id,
-                            movement_id=movement.id,
-                            state=TicketState.NOT_PRINTED.value,
-                            barcode=codes.get(ticket_id),
-                        )
-                        for ticket_id, movement in zip(ticket_ids, movements, strict=True)
-                    ],
-                    paid,
-                )
-            )
-    for hold_id in hold_ids:
-        try:
-            await confirm_hold_in(
-                conn,
-                institution_id=seller.institution_id,
-                hold_id=hold_id,
-                now=now,
-                actor=seller.actor,
-            )
-        except HoldClosed:
-            raise OrderExpired(f"order {order.id}'s places are no longer held") from None
-    return ticket_ids
+    try:
+        (closed,) = await close_orders_in(conn, [close], vault=vault, now=now)
+    except Refused as refused:
+        raise refused.error from None
+    return closed
+
+
+Answer = Callable[[AsyncConnection, Any, list[int], OrderContents | None], Awaitable[Any]]
 
 
 async def close_order(
@@ -491,33 +638,154 @@ async def close_order(
     with_barcodes: bool = True,
     vault: KeyVault,
     now: datetime,
-    answer: Callable[[AsyncConnection, Any, list[int], OrderContents | None], Awaitable[Any]]
-    | None = None,
+    answer: Answer | None = None,
 ) -> tuple[list[int], Any]:
     """Close a running cart with its payments (see the module's contract); the ticket ids,
     and what ``answer(conn, order row, ticket ids, contents or None)`` made of the closed
-    order at the end of the transaction, or None."""
+    order at the end of the transaction, or None. On PostgreSQL the closes a process receives
+    while its earlier ones are in the database are run together (:class:`_Groups`)."""
+    close = CloseRequest(seller, order_id, tuple(payments), contact_number, with_barcodes)
+    waiting = _Waiting(close, vault, now, answer, asyncio.get_running_loop().create_future())
+    if engine.dialect.name != "postgresql":
+        await _close_group(engine, [waiting])
+    else:
+        _Groups.of(engine).add(engine, waiting)
+    result: tuple[list[int], Any] = await waiting.future
+    return result
 
-    async def work(conn: AsyncConnection) -> tuple[list[int], Any]:
-        await check_setup(conn, seller)
-        closed: list[Any] = []
-        tickets = await close_order_in(
-            conn,
-            seller,
-            order_id,
-            payments,
-            contact_number=contact_number,
-            with_barcodes=with_barcodes,
-            vault=vault,
-            now=now,
-            closed=closed,
-            setup_checked=True,
+
+@dataclass
+class _Waiting:
+    close: CloseRequest
+    vault: KeyVault
+    now: datetime
+    answer: Answer | None
+    future: asyncio.Future[tuple[list[int], Any]]
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        if self.future.done():  # its caller went away
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+
+GROUPS = 4  # groups of closes in the database at once per process, engine and institution
+GROUP_SIZE = 32  # closes in one group at most
+
+
+class _Groups:
+    """The closes of one process waiting for a group, per engine, event loop and
+    institution. A close that finds fewer than :data:`GROUPS` groups running starts one at
+    once (so alone, it waits for nothing); otherwise it joins the next group, which a running
+    group starts when it ends. A group runs its closes in one transaction, one statement for
+    each step of them all (:func:`close_orders_in`)."""
+
+    _all: weakref.WeakKeyDictionary[Any, dict[Any, _Groups]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.waiting: list[_Waiting] = []
+        self.running = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, engine: AsyncEngine) -> _Groups:
+        per_loop = cls._all.setdefault(engine.sync_engine, {})
+        loop = asyncio.get_running_loop()
+        found = per_loop.get(loop)
+        if found is None:
+            found = per_loop[loop] = cls()
+        return found
+
+    def add(self, engine: AsyncEngine, waiting: _Waiting) -> None:
+        self.waiting.append(waiting)
+        if self.running < GROUPS:
+            self.running += 1
+            task = asyncio.get_running_loop().create_task(self._run(engine))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _next(self) -> list[_Waiting]:
+        """The next group: the first waiting close's institution, each order once."""
+        institution_id = self.waiting[0].close.seller.institution_id
+        group: list[_Waiting] = []
+        orders: set[int] = set()
+        rest: list[_Waiting] = []
+        for waiting in self.waiting:
+            close = waiting.close
+            if (
+                len(group) < GROUP_SIZE
+                and close.seller.institution_id == institution_id
+                and waiting.vault is self.waiting[0].vault
+                and close.order_id not in orders
+            ):
+                group.append(waiting)
+                orders.add(close.order_id)
+            else:
+                rest.append(waiting)
+        self.waiting = rest
+        return group
+
+    async def _run(self, engine: AsyncEngine) -> None:
+        try:
+            while self.waiting:
+                group = self._next()
+                try:
+                    await _close_group(engine, group)
+                except BaseException as exc:  # cancelled: the group's callers hear of it
+                    for waiting in group:
+                        waiting.settle(error=exc)
+                    raise
+        finally:
+            self.running -= 1
+
+
+async def _close_group(engine: AsyncEngine, group: list[_Waiting]) -> None:
+    """Close ``group`` in one transaction; a close refused is answered and the others run
+    again without it; when the transaction fails otherwise (at commit: a credit limit that
+    the group's debits together exceed, say), each close runs alone."""
+    remaining = list(group)
+    while remaining:
+        try:
+            results = await _run_closes(engine, remaining)
+        except Refused as refused:
+            remaining.pop(refused.index).settle(error=refused.error)
+            continue
+        except Exception as exc:
+            if len(remaining) == 1:
+                remaining[0].settle(error=exc)
+            else:
+                for waiting in remaining:
+                    await _close_group(engine, [waiting])
+            return
+        for waiting, result in zip(remaining, results, strict=True):
+            waiting.settle(result)
+        return
+
+
+async def _run_closes(engine: AsyncEngine, group: list[_Waiting]) -> list[tuple[list[int], Any]]:
+    closes = [w.close for w in group]
+    now = max(w.now for w in group)
+
+    async def work(conn: AsyncConnection) -> list[tuple[list[int], Any]]:
+        for index, close in enumerate(closes):
+            try:
+                await check_setup(conn, close.seller)
+            except DomainError as error:
+                raise Refused(index, error) from None
+        closed = await close_orders_in(
+            conn, closes, vault=group[0].vault, now=now, setup_checked=True
         )
-        if answer is None:
-            return tickets, None
-        return tickets, await answer(conn, closed[0], tickets, closed[1] if closed[1:] else None)
+        answers = []
+        for waiting, done in zip(group, closed, strict=True):
+            answer = None
+            if waiting.answer is not None:
+                answer = await waiting.answer(conn, done.order, done.ticket_ids, done.contents)
+            answers.append((done.ticket_ids, answer))
+        return answers
 
-    result: tuple[list[int], Any] = await in_transaction(
-        engine, work, setup_of=seller.institution_id
+    result: list[tuple[list[int], Any]] = await in_transaction(
+        engine, work, setup_of=closes[0].seller.institution_id
     )
     return result

@@ -244,7 +244,7 @@ async def reissue_ticket(
                 reason="REISSUED",
                 now=now,
             )
-        (new_id,) = await issue_tickets_in(conn, seller, order.id, [movement], vault, now)
+        (new_id,) = await issue_tickets_in(conn, seller, [movement], vault, now)
         await audit.record(
             conn,
             institution_id=seller.institution_id,
