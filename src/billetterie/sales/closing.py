@@ -101,13 +101,19 @@ async def _account_for(
     order: Any,
     reference: str | None,
     contact_number: str | None,
+    opened: dict[Any, accounts.Account] | None = None,
 ) -> accounts.Account:
+    """The account a payment of ``kind`` debits. ``opened``: the pending accounts this
+    transaction opened or changed already, by key (not kept for the process: the transaction
+    may still roll back)."""
     if kind == AccountKind.PENDING_ACCOUNT:
         # the point of sale's account: its id and limit per setup version (the balance is
         # never read from it: debits are conditional updates)
         key = (seller.institution_id, seller.point_of_sale_code, seller.setup_version)
         cache = engine_cache(conn, "sales.pending_accounts", limit=1024)
         known: accounts.Account | None = cache.get(key) if seller.setup_version else None
+        if known is None and opened is not None:
+            known = opened.get(key)
         if known is not None:
             return known
         found = await accounts.find_account(
@@ -116,7 +122,7 @@ async def _account_for(
         if found is not None and found.credit_limit == seller.pending_credit_limit:
             cache[key] = found  # committed already: safe to keep
             return found
-        return await accounts.open_account(  # created or changed here: kept once committed
+        account = await accounts.open_account(  # created or changed here: not kept
             conn,
             institution_id=seller.institution_id,
             kind=kind,
@@ -126,6 +132,9 @@ async def _account_for(
             credit_limit=seller.pending_credit_limit,
             point_of_sale_id=seller.point_of_sale_id,
         )
+        if opened is not None:
+            opened[key] = account
+        return account
     code = reference if kind == AccountKind.VOUCHER else contact_number
     if not code:
         what = "a voucher code" if kind == AccountKind.VOUCHER else "the order's contact"
@@ -146,6 +155,7 @@ async def take_payments_of(
     balance is the one of the contact number. A payment with ``account_id`` was debited when
     it was held (a mixed card payment) and is only recorded. The payment rows per order id."""
     rows = []
+    opened: dict[Any, accounts.Account] = {}
     for seller, order, payments, contact_number in sales:
         for p in payments:
             method = seller.method(p.payment_method_id)
@@ -153,7 +163,9 @@ async def take_payments_of(
             account_id = p.account_id  # held during a card payment: debited already
             kind = ACCOUNT_OF_PAYMENT.get(method.payment_type)
             if kind is not None and account_id is None:
-                account = await _account_for(conn, seller, kind, order, p.reference, contact_number)
+                account = await _account_for(
+                    conn, seller, kind, order, p.reference, contact_number, opened
+                )
                 await accounts.debit_at_commit(
                     conn,
                     account,

@@ -1,0 +1,143 @@
+"""Closes that arrive together: on PostgreSQL a process runs the closes it receives while its
+earlier ones are in the database as one group, one transaction for them all
+(``sales.closing._Groups``); each close is still answered as if it ran alone. SQLite closes
+one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billetterie.inventory import db as inventory
+from billetterie.sales import closing
+from billetterie.sales import db as sales
+from billetterie.shared.db import read
+from tests.conftest import Backend
+from tests.sales_kit import Kit, open_kit
+
+
+@pytest.fixture
+async def kit(scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path) -> AsyncIterator[Kit]:
+    async with open_kit(scratch_engine, backend.scratch_url, tmp_path) as kit:
+        yield kit
+
+
+def groups_seen(kit: Kit, monkeypatch: pytest.MonkeyPatch, closes: int) -> list[int]:
+    """One group in the database at a time; the first is held until every one of ``closes``
+    is in it or waits for the next, which then takes all that wait. The size of each group
+    run, in order."""
+    monkeypatch.setattr(closing, "GROUPS", 1)
+    sizes: list[int] = []
+    run: Callable[..., Awaitable[Any]] = closing._run_closes
+
+    async def spy(engine: AsyncEngine, group: list[Any]) -> Any:
+        sizes.append(len(group))
+        if len(sizes) == 1 and engine.dialect.name == "postgresql":
+            waiting = closing._Groups.of(engine).waiting
+            for _ in range(1000):
+                if len(group) + len(waiting) == closes:
+                    break
+                await asyncio.sleep(0.01)
+        return await run(engine, group)
+
+    monkeypatch.setattr(closing, "_run_closes", spy)
+    return sizes
+
+
+async def cart(kit: Kit, category: str, quantity: int, who: str) -> dict[str, Any]:
+    body = await kit.cart(kit.seats(category, quantity), who=who)
+    assert body["statusCode"] == "success", body
+    order: dict[str, Any] = body["orderUpdateData"]
+    return order
+
+
+async def states(kit: Kit, order_ids: list[int]) -> dict[int, tuple[str, list[str]]]:
+    """Each order's state and the states of its seats."""
+    o, m, ps = sales.sales_order.c, sales.movement.c, inventory.performance_seat.c
+    async with read(kit.engine) as conn:
+        rows = (
+            await conn.execute(
+                sa.select(o.id, o.state, ps.state.label("seat"))
+                .join(sales.movement, m.order_id == o.id)
+                .join(inventory.performance_seat, ps.id == m.performance_seat_id)
+                .where(o.id.in_(order_ids))
+                .order_by(o.id, ps.id)
+            )
+        ).all()
+    found: dict[int, tuple[str, list[str]]] = {}
+    for r in rows:
+        found.setdefault(r.id, (r.state, []))[1].append(r.seat)
+    return found
+
+
+async def test_closes_arriving_together_close_in_one_group_and_a_refused_one_changes_nothing(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = [await cart(kit, "C1", n, "web") for n in (1, 2, 1, 3)]
+    wrong = await cart(kit, "C1", 2, "web")
+    foreign = await cart(kit, "C2", 1, "res")  # the reseller's: unknown to the web shop
+    sizes = groups_seen(kit, monkeypatch, 6)
+    answers = await asyncio.gather(
+        *(kit.close(o["orderId"], [("CASH", o["totalAmount"])]) for o in good),
+        kit.close(wrong["orderId"], [("CASH", wrong["totalAmount"] - 100)]),
+        kit.close(foreign["orderId"], [("CASH", foreign["totalAmount"])]),
+    )
+    codes = [a["statusCode"] for a in answers]
+    assert codes == ["success"] * 4 + ["error.payment.wrong_total", "error.order.unknown"], answers
+    if kit.engine.dialect.name == "postgresql":
+        assert max(sizes) >= 5, sizes  # those that waited made one group
+    else:
+        assert set(sizes) == {1}, sizes
+    for order, answer in zip(good, answers, strict=False):
+        data = answer["orderData"]
+        assert data["orderId"] == order["orderId"] and data["orderState"] == "CLOSED"
+        movements = [mv for op in data["operations"] for mv in op["movements"]]
+        assert len(movements) == len(order["movementDataUpdates"])
+        assert all(mv["ticket"]["barcode"] for mv in movements), data
+        assert data["payments"][0]["amount"] == order["totalAmount"]
+    found = await states(kit, [o["orderId"] for o in [*good, wrong, foreign]])
+    for order in good:
+        assert found[order["orderId"]][0] == "CLOSED"
+        assert set(found[order["orderId"]][1]) == {"SOLD"}
+    for order in (wrong, foreign):  # still running carts, their seats still held
+        assert found[order["orderId"]] == ("RUNNING", ["HELD"] * len(order["movementDataUpdates"]))
+    t = sales.ticket.c
+    async with read(kit.engine) as conn:
+        tickets = (await conn.execute(sa.select(t.order_id, t.barcode))).all()
+    assert sorted({r.order_id for r in tickets}) == sorted(o["orderId"] for o in good)
+    assert len(tickets) == 7 and len({r.barcode for r in tickets}) == 7
+
+
+async def test_a_group_whose_debits_together_pass_the_credit_limit_closes_what_fits(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orders = [await cart(kit, "C2", 2, "res") for _ in range(4)]  # 60.00 each, 200.00 allowed
+    sizes = groups_seen(kit, monkeypatch, 4)
+    answers = await asyncio.gather(
+        *(kit.close(o["orderId"], [("PENDING", o["totalAmount"])], who="res") for o in orders)
+    )
+    codes = sorted(a["statusCode"] for a in answers)
+    assert codes == ["error.payment.insufficient_funds"] + ["success"] * 3, answers
+    if kit.engine.dialect.name == "postgresql":
+        # a group was refused at its commit, then each of its closes ran alone
+        assert max(sizes) >= 3 and sizes[-max(sizes) :] == [1] * max(sizes), sizes
+    a, e = sales.account.c, sales.account_entry.c
+    async with read(kit.engine) as conn:
+        balance = (
+            await conn.execute(sa.select(a.balance).where(a.kind == "PENDING_ACCOUNT"))
+        ).scalar_one()
+        debits = (await conn.execute(sa.select(e.amount).where(e.kind == "DEBIT"))).all()
+    assert balance == -180_000 and sorted(r.amount for r in debits) == [60_000] * 3
+    refused = next(
+        o for o, ans in zip(orders, answers, strict=True) if ans["statusCode"] != "success"
+    )
+    assert (await states(kit, [refused["orderId"]]))[refused["orderId"]] == (
+        "RUNNING",
+        ["HELD", "HELD"],
+    )
