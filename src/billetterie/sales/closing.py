@@ -683,7 +683,7 @@ class _Waiting:
             self.future.set_result(result)
 
 
-GROUPS = 4  # groups of closes in the database at once per process, engine and institution
+GROUPS = 4  # groups of closes in the database at once, per process and engine
 GROUP_SIZE = 32  # closes in one group at most
 
 
