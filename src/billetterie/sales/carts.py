@@ -68,6 +68,8 @@ from billetterie.sales.models import (
 from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import read
+from billetterie.shared.errors import DomainError
+from billetterie.shared.groups import Groups, Refused
 from billetterie.shared.statements import BulkInsert, Statement, bound
 
 MAX_LINES = 50
@@ -543,88 +545,131 @@ async def create_or_update_order(
     All or nothing: when one line cannot be held (``error.order.availability``), priced or sold
     here, nothing changes. Returns the order id, the ids of the operations added, and what
     ``answer(conn, order id, operation ids)`` made of them at the end of the transaction (the
-    caller's rendering of the cart as it commits), or None.
+    caller's rendering of the cart as it commits), or None. On PostgreSQL the carts a process
+    receives while its earlier ones are in the database run together (:data:`cart_groups`).
     """
     if len(request.lines) > MAX_LINES:
         raise InvalidOperation(f"at most {MAX_LINES} operations per call")
+    return await cart_groups.submit(engine, _Pending(seller, request, now, answer))
 
-    async def work(conn: AsyncConnection) -> tuple[int, list[int], Any]:
-        await check_setup(conn, seller)
-        if request.order_id is None:
-            if not request.lines:
-                raise InvalidOperation("a new order needs at least one operation")
-            order = None
-        else:
-            order = await load_order(conn, seller, request.order_id, for_update=True)
-            running(order, now)
-            if order.pending_payments is not None:
-                raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
-        planned = []
-        for line in request.lines:
-            if isinstance(line, SingleEntryLine):
-                planned.append(await _plan_single_entry(conn, seller, line, now))
-            elif isinstance(line, SimpleProductLine):
-                planned.append(await _plan_simple(conn, seller, line, now))
-            else:
-                planned.append(await _plan_composed(conn, seller, line, now))
-        counts = {} if order is None else await _seats_per_performance(conn, order.id)
-        for plan in planned:
-            for r in plan.requests:
-                if r.performance_id is not None:
-                    counts[r.performance_id] = counts.get(r.performance_id, 0) + r.quantity
-        if counts and max(counts.values()) > seller.max_seats_per_performance:
-            raise TooManySeats(
-                f"at most {seller.max_seats_per_performance} seats per performance here"
-            )
-        if order is not None and (
-            request.contact_number or request.external_reference or request.purchaser
-        ):
-            o = db.sales_order.c
-            values: dict[str, Any] = {}
-            if request.contact_number:
-                values["contact_number"] = request.contact_number
-            if request.external_reference:
-                values["external_reference"] = request.external_reference
-            if request.purchaser:
-                values["purchaser"] = request.purchaser
-            await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
-        # what the added movements cost (each priced by ``_Planned.amount_of``)
-        added_amount = sum(plan.amount() for plan in planned)
-        new = order is None
-        if order is None:  # written with its total
-            order = await _new_order(conn, seller, request, now, total=added_amount)
-        added = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
-        operations = [int(operation.id) for operation, _ in added]
-        if new:
-            total = added_amount
-        else:  # the order's (locked), plus the added movements
-            total = int(order.total) + added_amount
-            order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
-        await audit.record(
-            conn,
-            institution_id=seller.institution_id,
-            action="sales.order.updated",
-            actor=seller.actor,
-            at=now,
-            order_id=order.id,
-            operations=operations,
-            total=total,
-        )
-        contents = (
-            OrderContents(
-                [operation for operation, _ in added],
-                [m for _, movements in added for m in movements],
-            )
-            if new
-            else None
-        )
-        rendered = None if answer is None else await answer(conn, order, operations, contents)
-        return int(order.id), operations, rendered
 
-    result: tuple[int, list[int], Any] = await in_transaction(
-        engine, work, setup_of=seller.institution_id
+@dataclass(frozen=True)
+class _Pending:
+    seller: Seller
+    request: CartRequest
+    now: datetime
+    answer: Answer | None
+
+
+async def _run_carts(
+    engine: AsyncEngine, group: list[_Pending]
+) -> list[tuple[int, list[int], Any]]:
+    """One transaction for the carts of ``group`` (one institution's, each order once), one
+    after the other; the first refused raises :class:`Refused`."""
+
+    async def work(conn: AsyncConnection) -> list[tuple[int, list[int], Any]]:
+        results = []
+        for index, pending in enumerate(group):
+            try:
+                results.append(
+                    await _cart_in(
+                        conn, pending.seller, pending.request, pending.now, pending.answer
+                    )
+                )
+            except DomainError as error:
+                raise Refused(index, error) from None
+        return results
+
+    result: list[tuple[int, list[int], Any]] = await in_transaction(
+        engine, work, setup_of=group[0].seller.institution_id
     )
     return result
+
+
+cart_groups: Groups[_Pending, tuple[int, list[int], Any]] = Groups(
+    _run_carts,
+    key=lambda p: p.seller.institution_id,
+    distinct=lambda p: p.request.order_id,  # None (a new cart) never conflicts
+)
+
+
+async def _cart_in(
+    conn: AsyncConnection,
+    seller: Seller,
+    request: CartRequest,
+    now: datetime,
+    answer: Answer | None,
+) -> tuple[int, list[int], Any]:
+    """:func:`create_or_update_order` inside the caller's transaction."""
+    await check_setup(conn, seller)
+    if request.order_id is None:
+        if not request.lines:
+            raise InvalidOperation("a new order needs at least one operation")
+        order = None
+    else:
+        order = await load_order(conn, seller, request.order_id, for_update=True)
+        running(order, now)
+        if order.pending_payments is not None:
+            raise OrderClosed(f"order {order.id} awaits a card payment; reopen it first")
+    planned = []
+    for line in request.lines:
+        if isinstance(line, SingleEntryLine):
+            planned.append(await _plan_single_entry(conn, seller, line, now))
+        elif isinstance(line, SimpleProductLine):
+            planned.append(await _plan_simple(conn, seller, line, now))
+        else:
+            planned.append(await _plan_composed(conn, seller, line, now))
+    counts = {} if order is None else await _seats_per_performance(conn, order.id)
+    for plan in planned:
+        for r in plan.requests:
+            if r.performance_id is not None:
+                counts[r.performance_id] = counts.get(r.performance_id, 0) + r.quantity
+    if counts and max(counts.values()) > seller.max_seats_per_performance:
+        raise TooManySeats(f"at most {seller.max_seats_per_performance} seats per performance here")
+    if order is not None and (
+        request.contact_number or request.external_reference or request.purchaser
+    ):
+        o = db.sales_order.c
+        values: dict[str, Any] = {}
+        if request.contact_number:
+            values["contact_number"] = request.contact_number
+        if request.external_reference:
+            values["external_reference"] = request.external_reference
+        if request.purchaser:
+            values["purchaser"] = request.purchaser
+        await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
+    # what the added movements cost (each priced by ``_Planned.amount_of``)
+    added_amount = sum(plan.amount() for plan in planned)
+    new = order is None
+    if order is None:  # written with its total
+        order = await _new_order(conn, seller, request, now, total=added_amount)
+    added = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
+    operations = [int(operation.id) for operation, _ in added]
+    if new:
+        total = added_amount
+    else:  # the order's (locked), plus the added movements
+        total = int(order.total) + added_amount
+        order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
+    await audit.record(
+        conn,
+        institution_id=seller.institution_id,
+        action="sales.order.updated",
+        actor=seller.actor,
+        at=now,
+        order_id=order.id,
+        operations=operations,
+        total=total,
+    )
+    contents = (
+        OrderContents(
+            [operation for operation, _ in added],
+            [m for _, movements in added for m in movements],
+        )
+        if new
+        else None
+    )
+    rendered = None if answer is None else await answer(conn, order, operations, contents)
+    return int(order.id), operations, rendered
 
 
 async def abandon_movements(

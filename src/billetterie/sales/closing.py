@@ -19,9 +19,7 @@ Contract of :func:`close_order`:
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,6 +58,7 @@ from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import engine_cache
 from billetterie.shared.errors import DomainError
+from billetterie.shared.groups import Groups, Refused
 from billetterie.shared.statements import BulkInsert, Statement, any_of
 
 EVENT_VALIDITY = timedelta(hours=6)  # a barcode stays valid this long after a performance ends
@@ -428,15 +427,6 @@ class Closed:
     contents: OrderContents | None
 
 
-class Refused(Exception):
-    """The close ``index`` of :func:`close_orders_in` was refused with ``error``; the
-    transaction must be rolled back (the others' may have written already)."""
-
-    def __init__(self, index: int, error: Exception) -> None:
-        super().__init__(index, error)
-        self.index, self.error = index, error
-
-
 def _check_order(close: CloseRequest, order: Any, now: datetime) -> None:
     if order is None or order.sales_channel_id != close.seller.sales_channel_id:
         raise UnknownOrder(f"no order {close.order_id}")
@@ -655,130 +645,23 @@ async def close_order(
     """Close a running cart with its payments (see the module's contract); the ticket ids,
     and what ``answer(conn, order row, ticket ids, contents or None)`` made of the closed
     order at the end of the transaction, or None. On PostgreSQL the closes a process receives
-    while its earlier ones are in the database are run together (:class:`_Groups`)."""
+    while its earlier ones are in the database run together (:data:`close_groups`)."""
     close = CloseRequest(seller, order_id, tuple(payments), contact_number, with_barcodes)
-    waiting = _Waiting(close, vault, now, answer, asyncio.get_running_loop().create_future())
-    if engine.dialect.name != "postgresql":
-        await _close_group(engine, [waiting])
-    else:
-        _Groups.of(engine).add(engine, waiting)
-    result: tuple[list[int], Any] = await waiting.future
-    return result
+    return await close_groups.submit(engine, _Pending(close, vault, now, answer))
 
 
-@dataclass
-class _Waiting:
+@dataclass(frozen=True)
+class _Pending:
     close: CloseRequest
     vault: KeyVault
     now: datetime
     answer: Answer | None
-    future: asyncio.Future[tuple[list[int], Any]]
-
-    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
-        if self.future.done():  # its caller went away
-            return
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(result)
 
 
-GROUPS = 4  # groups of closes in the database at once, per process and engine
-GROUP_SIZE = 32  # closes in one group at most
-
-
-class _Groups:
-    """The closes of one process waiting for a group, per engine, event loop and
-    institution. A close that finds fewer than :data:`GROUPS` groups running starts one at
-    once (so alone, it waits for nothing); otherwise it joins the next group, which a running
-    group starts when it ends. A group runs its closes in one transaction, one statement for
-    each step of them all (:func:`close_orders_in`)."""
-
-    _all: weakref.WeakKeyDictionary[Any, dict[Any, _Groups]] = weakref.WeakKeyDictionary()
-
-    def __init__(self) -> None:
-        self.waiting: list[_Waiting] = []
-        self.running = 0
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    def of(cls, engine: AsyncEngine) -> _Groups:
-        per_loop = cls._all.setdefault(engine.sync_engine, {})
-        loop = asyncio.get_running_loop()
-        found = per_loop.get(loop)
-        if found is None:
-            found = per_loop[loop] = cls()
-        return found
-
-    def add(self, engine: AsyncEngine, waiting: _Waiting) -> None:
-        self.waiting.append(waiting)
-        if self.running < GROUPS:
-            self.running += 1
-            task = asyncio.get_running_loop().create_task(self._run(engine))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    def _next(self) -> list[_Waiting]:
-        """The next group: the first waiting close's institution, each order once."""
-        institution_id = self.waiting[0].close.seller.institution_id
-        group: list[_Waiting] = []
-        orders: set[int] = set()
-        rest: list[_Waiting] = []
-        for waiting in self.waiting:
-            close = waiting.close
-            if (
-                len(group) < GROUP_SIZE
-                and close.seller.institution_id == institution_id
-                and waiting.vault is self.waiting[0].vault
-                and close.order_id not in orders
-            ):
-                group.append(waiting)
-                orders.add(close.order_id)
-            else:
-                rest.append(waiting)
-        self.waiting = rest
-        return group
-
-    async def _run(self, engine: AsyncEngine) -> None:
-        try:
-            while self.waiting:
-                group = self._next()
-                try:
-                    await _close_group(engine, group)
-                except BaseException as exc:  # cancelled: the group's callers hear of it
-                    for waiting in group:
-                        waiting.settle(error=exc)
-                    raise
-        finally:
-            self.running -= 1
-
-
-async def _close_group(engine: AsyncEngine, group: list[_Waiting]) -> None:
-    """Close ``group`` in one transaction; a close refused is answered and the others run
-    again without it; when the transaction fails otherwise (at commit: a credit limit that
-    the group's debits together exceed, say), each close runs alone."""
-    remaining = list(group)
-    while remaining:
-        try:
-            results = await _run_closes(engine, remaining)
-        except Refused as refused:
-            remaining.pop(refused.index).settle(error=refused.error)
-            continue
-        except Exception as exc:
-            if len(remaining) == 1:
-                remaining[0].settle(error=exc)
-            else:
-                for waiting in remaining:
-                    await _close_group(engine, [waiting])
-            return
-        for waiting, result in zip(remaining, results, strict=True):
-            waiting.settle(result)
-        return
-
-
-async def _run_closes(engine: AsyncEngine, group: list[_Waiting]) -> list[tuple[list[int], Any]]:
-    closes = [w.close for w in group]
-    now = max(w.now for w in group)
+async def _run_closes(engine: AsyncEngine, group: list[_Pending]) -> list[tuple[list[int], Any]]:
+    """One transaction for the closes of ``group`` (one institution's, each order once)."""
+    closes = [p.close for p in group]
+    now = max(p.now for p in group)
 
     async def work(conn: AsyncConnection) -> list[tuple[list[int], Any]]:
         for index, close in enumerate(closes):
@@ -790,10 +673,10 @@ async def _run_closes(engine: AsyncEngine, group: list[_Waiting]) -> list[tuple[
             conn, closes, vault=group[0].vault, now=now, setup_checked=True
         )
         answers = []
-        for waiting, done in zip(group, closed, strict=True):
+        for pending, done in zip(group, closed, strict=True):
             answer = None
-            if waiting.answer is not None:
-                answer = await waiting.answer(conn, done.order, done.ticket_ids, done.contents)
+            if pending.answer is not None:
+                answer = await pending.answer(conn, done.order, done.ticket_ids, done.contents)
             answers.append((done.ticket_ids, answer))
         return answers
 
@@ -801,3 +684,10 @@ async def _run_closes(engine: AsyncEngine, group: list[_Waiting]) -> list[tuple[
         engine, work, setup_of=closes[0].seller.institution_id
     )
     return result
+
+
+close_groups: Groups[_Pending, tuple[list[int], Any]] = Groups(
+    _run_closes,
+    key=lambda p: (p.close.seller.institution_id, id(p.vault)),
+    distinct=lambda p: p.close.order_id,
+)

@@ -1,7 +1,7 @@
-"""Closes that arrive together: on PostgreSQL a process runs the closes it receives while its
-earlier ones are in the database as one group, one transaction for them all
-(``sales.closing._Groups``); each close is still answered as if it ran alone. SQLite closes
-one at a time."""
+"""Sales that arrive together: on PostgreSQL a process runs the closes (and, apart, the carts) it
+receives while its earlier ones are in the database as one group, one transaction for them all
+(``shared.groups``: ``sales.closing.close_groups``, ``sales.carts.cart_groups``); each is still
+answered as if it ran alone. SQLite runs them one at a time."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.inventory import db as inventory
-from billetterie.sales import closing
+from billetterie.sales import carts, closing
 from billetterie.sales import db as sales
 from billetterie.shared.db import read
+from billetterie.shared.groups import Groups
 from tests.conftest import Backend
 from tests.sales_kit import Kit, open_kit
 
@@ -28,25 +29,27 @@ async def kit(scratch_engine: AsyncEngine, backend: Backend, tmp_path: Path) -> 
         yield kit
 
 
-def groups_seen(kit: Kit, monkeypatch: pytest.MonkeyPatch, closes: int) -> list[int]:
-    """One group in the database at a time; the first is held until every one of ``closes``
-    is in it or waits for the next, which then takes all that wait. The size of each group
-    run, in order."""
-    monkeypatch.setattr(closing, "GROUPS", 1)
+def groups_seen(
+    monkeypatch: pytest.MonkeyPatch, requests: int, groups: Groups[Any, Any] = closing.close_groups
+) -> list[int]:
+    """One group in the database at a time; the first is held until every one of
+    ``requests`` is in it or waits for the next, which then takes all that wait. The size of
+    each group run, in order."""
+    monkeypatch.setattr(groups, "concurrent", 1)
     sizes: list[int] = []
-    run: Callable[..., Awaitable[Any]] = closing._run_closes
+    run: Callable[..., Awaitable[Any]] = groups.run
 
     async def spy(engine: AsyncEngine, group: list[Any]) -> Any:
         sizes.append(len(group))
         if len(sizes) == 1 and engine.dialect.name == "postgresql":
-            waiting = closing._Groups.of(engine).waiting
             for _ in range(1000):
-                if len(group) + len(waiting) == closes:
+                waiting = groups.state(engine).waiting
+                if len(group) + len(waiting) == requests:
                     break
                 await asyncio.sleep(0.01)
         return await run(engine, group)
 
-    monkeypatch.setattr(closing, "_run_closes", spy)
+    monkeypatch.setattr(groups, "run", spy)
     return sizes
 
 
@@ -82,7 +85,7 @@ async def test_closes_arriving_together_close_in_one_group_and_a_refused_one_cha
     good = [await cart(kit, "C1", n, "web") for n in (1, 2, 1, 3)]
     wrong = await cart(kit, "C1", 2, "web")
     foreign = await cart(kit, "C2", 1, "res")  # the reseller's: unknown to the web shop
-    sizes = groups_seen(kit, monkeypatch, 6)
+    sizes = groups_seen(monkeypatch, 6)
     answers = await asyncio.gather(
         *(kit.close(o["orderId"], [("CASH", o["totalAmount"])]) for o in good),
         kit.close(wrong["orderId"], [("CASH", wrong["totalAmount"] - 100)]),
@@ -118,7 +121,7 @@ async def test_a_group_whose_debits_together_pass_the_credit_limit_closes_what_f
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     orders = [await cart(kit, "C2", 2, "res") for _ in range(4)]  # 60.00 each, 200.00 allowed
-    sizes = groups_seen(kit, monkeypatch, 4)
+    sizes = groups_seen(monkeypatch, 4)
     answers = await asyncio.gather(
         *(kit.close(o["orderId"], [("PENDING", o["totalAmount"])], who="res") for o in orders)
     )
@@ -141,3 +144,39 @@ async def test_a_group_whose_debits_together_pass_the_credit_limit_closes_what_f
         "RUNNING",
         ["HELD", "HELD"],
     )
+
+
+async def test_carts_arriving_together_are_held_in_one_group_and_a_refused_one_holds_nothing(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = groups_seen(monkeypatch, 6, carts.cart_groups)
+    answers = await asyncio.gather(
+        *(kit.cart(kit.seats(category, n)) for category, n in [("C1", 2), ("C2", 1), ("C1", 3)]),
+        kit.cart(kit.seats("C1", 9)),  # more than the 8 seats per performance allowed here
+        kit.cart(kit.seats("C1", 1), order_id=999_999),
+        kit.cart(kit.seats("C2", 2)),
+    )
+    codes = [a["statusCode"] for a in answers]
+    assert codes == ["success"] * 3 + ["error.order.too_many_seats", "error.order.unknown"] + [
+        "success"
+    ], answers
+    if kit.engine.dialect.name == "postgresql":
+        assert max(sizes) >= 5, sizes  # those that waited made one group
+    else:
+        assert set(sizes) == {1}, sizes
+    good = [a["orderUpdateData"] for a in answers if a["statusCode"] == "success"]
+    assert [len(o["movementDataUpdates"]) for o in good] == [2, 1, 3, 2]
+    found = await states(kit, [o["orderId"] for o in good])
+    assert [found[o["orderId"]] for o in good] == [("RUNNING", ["HELD"] * n) for n in (2, 1, 3, 2)]
+    ps, h, o = inventory.performance_seat.c, inventory.hold.c, sales.sales_order.c
+    async with read(kit.engine) as conn:
+        held = (await conn.execute(sa.select(ps.hold_id).where(ps.state == "HELD"))).all()
+        holds = (await conn.execute(sa.select(h.id).where(h.state == "ACTIVE"))).all()
+        orders = (await conn.execute(sa.select(o.id))).all()
+    # the refused carts' attempts left nothing: 8 seats held by 4 holds of 4 orders
+    assert len(held) == 8 and len({r.hold_id for r in held}) == len(holds) == 4
+    assert sorted(r.id for r in orders) == sorted(o["orderId"] for o in good)
+    closed = await asyncio.gather(
+        *(kit.close(o["orderId"], [("CASH", o["totalAmount"])]) for o in good)
+    )
+    assert [c["statusCode"] for c in closed] == ["success"] * 4, closed
