@@ -171,6 +171,9 @@ class _Afterwards:
         self.committed: list[Callable[[], None]] = []
         self.rolled_back: list[Callable[[], None]] = []
         self.setup_version: tuple[int, int] | None = None  # (institution id, version) read
+        # performance -> its seat index, caught up with the change log by a hold of this
+        # attempt (the next holds of the transaction, a group's carts, use it as it is)
+        self.caught_up: dict[int, Any] = {}
 
     def run(self, *, committed: bool) -> None:
         for action in self.committed if committed else self.rolled_back:
@@ -843,6 +846,7 @@ class _Picker:
         self.taken: SeatsByPerformance = {}  # performance -> seats held in this transaction
         self.expired: SeatsByPerformance = {}
         self.details: dict[int, tuple[int, str, str]] = {}  # seat -> block id, row, number
+        self.caught_up = after.caught_up
         after.rolled_back.append(self._rolled_back)
 
     def _rolled_back(self) -> None:
@@ -878,7 +882,8 @@ class _Picker:
     async def entry(
         self, conn: AsyncConnection, performance_id: int, stock_ids: list[int]
     ) -> PerformanceSeats:
-        """The performance's index, up to date as this transaction sees it."""
+        """The performance's index, up to date as this transaction sees it (as an earlier hold
+        of the transaction caught it up: a seat taken since loses its claim, as any race)."""
         entry = self.entries.get(performance_id)
         if entry is not None:
             return entry
@@ -887,10 +892,15 @@ class _Picker:
             entry.institution_id != self.institution_id or not set(stock_ids) <= entry.stocks
         ):
             entry.stale = True
-        if entry is not None and not entry.stale:
+        if (
+            entry is not None
+            and not entry.stale
+            and self.caught_up.get(performance_id) is not entry
+        ):
             await indexing.refresh(conn, entry)
         if entry is None or entry.stale:
             entry = await self._build(conn, performance_id)
+        self.caught_up[performance_id] = entry
         freed = self.expired.get(performance_id)
         if freed:  # released by this transaction: free as it sees them
             entry.mark_free(freed)
