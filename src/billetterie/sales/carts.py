@@ -19,7 +19,7 @@ import functools
 import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from billetterie.catalog.offers import (
 from billetterie.inventory.models import HeldPlace
 from billetterie.inventory.returns import release_places_in
 from billetterie.inventory.services import (
+    Hold,
     PlaceRequest,
     hold_places_in,
     in_transaction,
@@ -118,52 +119,40 @@ def _order_query(dialect: str, *, for_update: bool) -> Any:
 _ORDER = Statement(functools.partial(_order_query, for_update=False))
 _ORDER_FOR_UPDATE = Statement(functools.partial(_order_query, for_update=True))
 _SETUP_VERSION = Statement(lambda _: catalog_db.setup_version_query())
-_NEW_ORDER = Statement(
-    lambda _: (
-        sa.insert(db.sales_order)
-        .values(
-            bound(
-                db.sales_order,
-                "institution_id",
-                "point_of_sale_id",
-                "sales_channel_id",
-                "secret_id",
-                "operator",
-                "order_type",
-                "state",
-                "currency",
-                "total",
-                "paid",
-                "language",
-                "contact_number",
-                "external_reference",
-                "purchaser",
-                "expires_at",
-                "created_at",
-                "updated_at",
-            )
-        )
-        .returning(*db.sales_order.c)
-    )
+_NEW_ORDERS = BulkInsert(
+    db.sales_order,
+    [
+        "institution_id",
+        "point_of_sale_id",
+        "sales_channel_id",
+        "secret_id",
+        "operator",
+        "order_type",
+        "state",
+        "currency",
+        "total",
+        "paid",
+        "language",
+        "contact_number",
+        "external_reference",
+        "purchaser",
+        "expires_at",
+        "created_at",
+        "updated_at",
+    ],
 )
-_NEW_OPERATION = Statement(
-    lambda _: (
-        sa.insert(db.operation)
-        .values(
-            bound(
-                db.operation,
-                "institution_id",
-                "order_id",
-                "kind",
-                "product_id",
-                "hold_id",
-                "state",
-                "quantity",
-                "created_at",
-            )
-        )
-        .returning(*db.operation.c)
-    )
+_NEW_OPERATIONS = BulkInsert(
+    db.operation,
+    [
+        "institution_id",
+        "order_id",
+        "kind",
+        "product_id",
+        "hold_id",
+        "state",
+        "quantity",
+        "created_at",
+    ],
 )
 _NEW_MOVEMENTS = BulkInsert(
     db.movement,
@@ -381,45 +370,34 @@ async def _seats_per_performance(conn: AsyncConnection, order_id: int) -> dict[i
     return {r[0]: r[1] for r in rows}
 
 
-async def _new_order(
-    conn: AsyncConnection, seller: Seller, request: CartRequest, now: datetime, *, total: int
-) -> Any:
-    order = await _NEW_ORDER.one(
-        conn,
-        institution_id=seller.institution_id,
-        point_of_sale_id=seller.point_of_sale_id,
-        sales_channel_id=seller.sales_channel_id,
-        secret_id=secrets.token_urlsafe(24),
-        operator=seller.operator,
-        order_type=request.order_type.value,
-        state=OrderState.RUNNING.value,
-        currency=seller.currency,
-        total=total,
-        paid=0,
-        language=request.language or seller.language,
-        contact_number=request.contact_number,
-        external_reference=request.external_reference,
-        purchaser=request.purchaser,
-        expires_at=now + timedelta(minutes=seller.abandon_delay_minutes),
-        created_at=now,
-        updated_at=now,
-    )
-    await audit.record(
-        conn,
-        institution_id=seller.institution_id,
-        action="sales.order.created",
-        actor=seller.actor,
-        at=now,
-        order_id=order.id,
-    )
-    return order
+def _order_row(seller: Seller, request: CartRequest, now: datetime, total: int) -> dict[str, Any]:
+    """A new cart's row, written with its total."""
+    return {
+        "institution_id": seller.institution_id,
+        "point_of_sale_id": seller.point_of_sale_id,
+        "sales_channel_id": seller.sales_channel_id,
+        "secret_id": secrets.token_urlsafe(24),
+        "operator": seller.operator,
+        "order_type": request.order_type.value,
+        "state": OrderState.RUNNING.value,
+        "currency": seller.currency,
+        "total": total,
+        "paid": 0,
+        "language": request.language or seller.language,
+        "contact_number": request.contact_number,
+        "external_reference": request.external_reference,
+        "purchaser": request.purchaser,
+        "expires_at": now + timedelta(minutes=seller.abandon_delay_minutes),
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
-async def _add_operation(
+async def _hold(
     conn: AsyncConnection, seller: Seller, order: Any, planned: _Planned, now: datetime
-) -> tuple[Any, list[Any]]:
-    """Hold the planned places and write the operation and its movements: their rows."""
-    hold = await hold_places_in(
+) -> Hold:
+    """Hold the planned places of one operation for the cart ``order``."""
+    return await hold_places_in(
         conn,
         institution_id=seller.institution_id,
         sales_channel_id=seller.sales_channel_id,
@@ -432,18 +410,18 @@ async def _add_operation(
         actor=seller.actor,
         setup_version=seller.setup_version,
     )
-    operation = await _NEW_OPERATION.one(
-        conn,
-        institution_id=seller.institution_id,
-        order_id=order.id,
-        kind=planned.kind.value,
-        product_id=planned.product_id,
-        hold_id=hold.id,
-        state=MovementState.RESERVED.value,
-        quantity=planned.quantity,
-        created_at=now,
-    )
-    operation_id = operation.id
+
+
+async def _movement_rows(
+    conn: AsyncConnection,
+    seller: Seller,
+    order: Any,
+    planned: _Planned,
+    hold: Hold,
+    operation_id: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The movements of one operation: a held place each, priced by its offer."""
     places = hold.places
     blocks = await block_labels(
         conn,
@@ -489,7 +467,7 @@ async def _add_operation(
                 "created_at": now,
             }
         )
-    return operation, await _NEW_MOVEMENTS.rows(conn, rows)
+    return rows
 
 
 async def close_emptied_operations(
@@ -564,24 +542,9 @@ class _Pending:
 async def _run_carts(
     engine: AsyncEngine, group: list[_Pending]
 ) -> list[tuple[int, list[int], Any]]:
-    """One transaction for the carts of ``group`` (one institution's, each order once), one
-    after the other; the first refused raises :class:`Refused`."""
-
-    async def work(conn: AsyncConnection) -> list[tuple[int, list[int], Any]]:
-        results = []
-        for index, pending in enumerate(group):
-            try:
-                results.append(
-                    await _cart_in(
-                        conn, pending.seller, pending.request, pending.now, pending.answer
-                    )
-                )
-            except DomainError as error:
-                raise Refused(index, error) from None
-        return results
-
+    """One transaction for the carts of ``group`` (:func:`carts_in`)."""
     result: list[tuple[int, list[int], Any]] = await in_transaction(
-        engine, work, setup_of=group[0].seller.institution_id
+        engine, lambda conn: carts_in(conn, group), setup_of=group[0].seller.institution_id
     )
     return result
 
@@ -593,14 +556,27 @@ cart_groups: Groups[_Pending, tuple[int, list[int], Any]] = Groups(
 )
 
 
-async def _cart_in(
-    conn: AsyncConnection,
-    seller: Seller,
-    request: CartRequest,
-    now: datetime,
-    answer: Answer | None,
-) -> tuple[int, list[int], Any]:
-    """:func:`create_or_update_order` inside the caller's transaction."""
+@dataclass
+class _Cart:
+    """One cart of a group, as the steps of :func:`carts_in` fill it in."""
+
+    pending: _Pending
+    order: Any  # its row; None for a new cart until it is written
+    planned: list[_Planned]
+    new: bool = False  # the cart is created here
+    holds: list[Hold] = field(default_factory=list)
+    operations: list[Any] = field(default_factory=list)
+    movements: list[Any] = field(default_factory=list)
+
+    @property
+    def seller(self) -> Seller:
+        return self.pending.seller
+
+
+async def _prepared(conn: AsyncConnection, pending: _Pending) -> _Cart:
+    """A cart checked and planned: its setup version, its order (an update's, locked), its
+    lines priced, its seats per performance; an update's new purchaser written."""
+    seller, request, now = pending.seller, pending.request, pending.now
     await check_setup(conn, seller)
     if request.order_id is None:
         if not request.lines:
@@ -638,38 +614,101 @@ async def _cart_in(
         if request.purchaser:
             values["purchaser"] = request.purchaser
         await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
-    # what the added movements cost (each priced by ``_Planned.amount_of``)
-    added_amount = sum(plan.amount() for plan in planned)
-    new = order is None
-    if order is None:  # written with its total
-        order = await _new_order(conn, seller, request, now, total=added_amount)
-    added = [await _add_operation(conn, seller, order, plan, now) for plan in planned]
-    operations = [int(operation.id) for operation, _ in added]
-    if new:
-        total = added_amount
-    else:  # the order's (locked), plus the added movements
-        total = int(order.total) + added_amount
-        order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
-    await audit.record(
-        conn,
-        institution_id=seller.institution_id,
-        action="sales.order.updated",
-        actor=seller.actor,
-        at=now,
-        order_id=order.id,
-        operations=operations,
-        total=total,
-    )
-    contents = (
-        OrderContents(
-            [operation for operation, _ in added],
-            [m for _, movements in added for m in movements],
+    return _Cart(pending, order, planned, new=order is None)
+
+
+async def carts_in(
+    conn: AsyncConnection, group: Sequence[_Pending]
+) -> list[tuple[int, list[int], Any]]:
+    """:func:`create_or_update_order` for each cart of ``group`` (one institution's, each
+    order once) inside the caller's transaction: each checked and planned, the new orders
+    written in one statement, each cart's places held, then the operations and the movements
+    of them all in one statement each. The first cart refused raises :class:`Refused`."""
+    carts: list[_Cart] = []
+    for index, pending in enumerate(group):
+        try:
+            carts.append(await _prepared(conn, pending))
+        except DomainError as error:
+            raise Refused(index, error) from None
+    new = [cart for cart in carts if cart.new]
+    rows = [
+        _order_row(c.seller, c.pending.request, c.pending.now, sum(p.amount() for p in c.planned))
+        for c in new
+    ]
+    for cart, order in zip(new, await _NEW_ORDERS.rows(conn, rows), strict=True):
+        cart.order = order
+        await audit.record(
+            conn,
+            institution_id=cart.seller.institution_id,
+            action="sales.order.created",
+            actor=cart.seller.actor,
+            at=cart.pending.now,
+            order_id=order.id,
         )
-        if new
-        else None
+    for index, cart in enumerate(carts):
+        try:
+            for plan in cart.planned:
+                cart.holds.append(
+                    await _hold(conn, cart.seller, cart.order, plan, cart.pending.now)
+                )
+        except DomainError as error:
+            raise Refused(index, error) from None
+    operations = iter(
+        await _NEW_OPERATIONS.rows(
+            conn,
+            [
+                {
+                    "institution_id": cart.seller.institution_id,
+                    "order_id": cart.order.id,
+                    "kind": plan.kind.value,
+                    "product_id": plan.product_id,
+                    "hold_id": hold.id,
+                    "state": MovementState.RESERVED.value,
+                    "quantity": plan.quantity,
+                    "created_at": cart.pending.now,
+                }
+                for cart in carts
+                for plan, hold in zip(cart.planned, cart.holds, strict=True)
+            ],
+        )
     )
-    rendered = None if answer is None else await answer(conn, order, operations, contents)
-    return int(order.id), operations, rendered
+    movement_rows = []
+    for cart in carts:
+        for plan, hold in zip(cart.planned, cart.holds, strict=True):
+            operation = next(operations)
+            cart.operations.append(operation)
+            movement_rows += await _movement_rows(
+                conn, cart.seller, cart.order, plan, hold, operation.id, cart.pending.now
+            )
+    by_operation: dict[int, list[Any]] = {}
+    for movement in await _NEW_MOVEMENTS.rows(conn, movement_rows):
+        by_operation.setdefault(movement.operation_id, []).append(movement)
+    results = []
+    for cart in carts:
+        seller, now, order = cart.seller, cart.pending.now, cart.order
+        cart.movements = [m for op in cart.operations for m in by_operation.get(op.id, [])]
+        operation_ids = [int(op.id) for op in cart.operations]
+        added_amount = sum(plan.amount() for plan in cart.planned)
+        if cart.new:
+            total = added_amount
+        else:  # the order's (locked), plus the added movements
+            total = int(order.total) + added_amount
+            order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
+        await audit.record(
+            conn,
+            institution_id=seller.institution_id,
+            action="sales.order.updated",
+            actor=seller.actor,
+            at=now,
+            order_id=order.id,
+            operations=operation_ids,
+            total=total,
+        )
+        contents = OrderContents(cart.operations, cart.movements) if cart.new else None
+        answer = cart.pending.answer
+        rendered = None if answer is None else await answer(conn, order, operation_ids, contents)
+        results.append((int(order.id), operation_ids, rendered))
+    return results
 
 
 async def abandon_movements(
