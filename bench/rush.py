@@ -319,6 +319,26 @@ def _summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+async def commits(url: str) -> int | None:
+    """Transactions committed in the database so far (PostgreSQL's statistics), or None."""
+    engine = create_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            return None
+        async with read(engine) as conn:
+            value = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT xact_commit FROM pg_stat_database"
+                        " WHERE datname = current_database()"
+                    )
+                )
+            ).scalar_one()
+        return int(value)
+    finally:
+        await engine.dispose()
+
+
 def postgres_cpu_seconds() -> dict[int, float]:
     """CPU time of each PostgreSQL server process on this machine, by pid; the postmaster's
     entry adds that of its children that ended (a backend of a connection that was closed)."""
@@ -434,6 +454,7 @@ def _rush_on(
         create_operator(env, RESELLER_OPERATOR, RESELLER_POS, RESELLER_PARTNER, SECRET)
         server = start_server(env, tmp / "server.log", args.workers)
         token = token_of(server, RESELLER_OPERATOR, RESELLER_PARTNER, SECRET)
+        commits_before = asyncio.run(commits(database.url))
         load_before = os.getloadavg()
         steal_before = steal_seconds()
         server_cpu, postgres_before = server.cpu_seconds(), postgres_cpu_seconds()
@@ -447,6 +468,11 @@ def _rush_on(
     finally:
         if server is not None:
             server.stop()
+    # the server's backends have ended: their statistics are in
+    commits_after = asyncio.run(commits(database.url))
+    committed = (
+        None if commits_before is None or commits_after is None else commits_after - commits_before
+    )
     return rush_figures(args, database.backend, stats, elapsed, checks) | {
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -454,6 +480,11 @@ def _rush_on(
         "server_cpu_ms_per_order": round(server_cpu * 1000 / max(stats.orders, 1), 2),
         "postgres_cpu_ms_per_order": round(postgres_cpu * 1000 / max(stats.orders, 1), 2)
         if postgres_cpu
+        else None,
+        # transactions committed in the bench database per confirmed order (sales, their
+        # reads, the boards' catch-ups), since the server started
+        "commits_per_order": round(committed / max(stats.orders, 1), 2)
+        if committed is not None
         else None,
         # the share of the machine's CPU time the hypervisor gave elsewhere during the rush
         "steal_percent": round(100 * steal / (elapsed * (os.cpu_count() or 1)), 1),
@@ -525,6 +556,7 @@ MEDIANS = (
     "tickets_per_s",
     "server_cpu_ms_per_order",
     "postgres_cpu_ms_per_order",
+    "commits_per_order",
     "steal_percent",
 )
 
@@ -619,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {index + 1} {code}: {figures['confirmed_orders_per_s']} orders/s, "
                     f"{figures['server_cpu_ms_per_order']} + {figures['postgres_cpu_ms_per_order']}"
-                    f" ms CPU per order, steal {figures['steal_percent']}%, "
+                    f" ms CPU and {figures['commits_per_order']} commits per order,"
+                    f" steal {figures['steal_percent']}%, "
                     f"pgbench {figures['ceiling_update_tps']} tx/s",
                     file=sys.stderr,
                 )
