@@ -553,6 +553,9 @@ cart_groups: Groups[_Pending, tuple[int, list[int], Any]] = Groups(
     _run_carts,
     key=lambda p: p.seller.institution_id,
     distinct=lambda p: p.request.order_id,  # None (a new cart) never conflicts
+    # a group's carts hold their seats one after the other: its transaction, and the wait of
+    # a claim for a seat it holds, grow with its size
+    size=8,
 )
 
 
