@@ -506,7 +506,7 @@ async def refresh_total(conn: AsyncConnection, order_id: int, now: datetime) -> 
     return int(total)
 
 
-# (connection, the order's row, the operations added, the order's contents when known)
+# (connection, the order's row, the operations added or tickets issued, its contents when known)
 Answer = Callable[[AsyncConnection, Any, list[int], OrderContents | None], Awaitable[Any]]
 
 

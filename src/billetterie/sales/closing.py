@@ -14,13 +14,15 @@ Contract of :func:`close_order`:
   amount and a pending account stay within its credit limit
   (``error.payment.insufficient_funds``); card payments are not taken here but through the
   provider's page (:mod:`billetterie.sales.card`), which closes the order when it confirms;
-- an expired cart cannot be closed (``error.order.expired``): its places may be sold already.
+- an expired cart cannot be closed (``error.order.expired``): its places may be sold already;
+- on PostgreSQL, closes that arrive together share that transaction (:data:`close_groups`,
+  :func:`close_orders_in`), each answered as if it ran alone.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -33,7 +35,7 @@ from billetterie.inventory.services import confirm_holds_in, in_transaction
 from billetterie.sales import accounts, db, events
 from billetterie.sales.barcode_keys import KeyVault, signing_key
 from billetterie.sales.barcodes import BarcodePayload, issue
-from billetterie.sales.carts import check_setup, running
+from billetterie.sales.carts import Answer, check_setup, running
 from billetterie.sales.errors import (
     CardPaymentRequired,
     ContactRequired,
@@ -625,9 +627,6 @@ async def close_order_in(
     except Refused as refused:
         raise refused.error from None
     return closed
-
-
-Answer = Callable[[AsyncConnection, Any, list[int], OrderContents | None], Awaitable[Any]]
 
 
 async def close_order(
