@@ -567,6 +567,7 @@ class _Cart:
     order: Any  # its row; None for a new cart until it is written
     planned: list[_Planned]
     new: bool = False  # the cart is created here
+    added: int = 0  # what the added movements cost (each priced by ``_Planned.amount_of``)
     holds: list[Hold] = field(default_factory=list)
     operations: list[Any] = field(default_factory=list)
     movements: list[Any] = field(default_factory=list)
@@ -617,7 +618,7 @@ async def _prepared(conn: AsyncConnection, pending: _Pending) -> _Cart:
         if request.purchaser:
             values["purchaser"] = request.purchaser
         await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
-    return _Cart(pending, order, planned, new=order is None)
+    return _Cart(pending, order, planned, new=order is None, added=sum(p.amount() for p in planned))
 
 
 async def carts_in(
@@ -634,10 +635,7 @@ async def carts_in(
         except DomainError as error:
             raise Refused(index, error) from None
     new = [cart for cart in carts if cart.new]
-    rows = [
-        _order_row(c.seller, c.pending.request, c.pending.now, sum(p.amount() for p in c.planned))
-        for c in new
-    ]
+    rows = [_order_row(c.seller, c.pending.request, c.pending.now, c.added) for c in new]
     for cart, order in zip(new, await _NEW_ORDERS.rows(conn, rows), strict=True):
         cart.order = order
         await audit.record(
@@ -691,11 +689,10 @@ async def carts_in(
         seller, now, order = cart.seller, cart.pending.now, cart.order
         cart.movements = [m for op in cart.operations for m in by_operation.get(op.id, [])]
         operation_ids = [int(op.id) for op in cart.operations]
-        added_amount = sum(plan.amount() for plan in cart.planned)
         if cart.new:
-            total = added_amount
+            total = cart.added
         else:  # the order's (locked), plus the added movements
-            total = int(order.total) + added_amount
+            total = int(order.total) + cart.added
             order = await _ORDER_TOTAL.one(conn, order_id=order.id, total=total, updated_at=now)
         await audit.record(
             conn,
