@@ -7,7 +7,8 @@ in several processes at once is safe: the dispatcher claims rows with a lease (s
 
 Periodic tasks registered here: the expired-hold sweeper (inventory), the expired-cart
 sweeper (sales), the purge of expired
-idempotency keys and of old finished outbox rows, and the five functions of every external
+idempotency keys and of old finished outbox rows, the planner statistics of growing tables
+(:mod:`billetterie.shared.statistics`), and the five functions of every external
 printing interface (each on its interface's schedule). Other contexts add theirs with
 :func:`billetterie.shared.periodic.register_periodic` at app build.
 """
@@ -28,7 +29,7 @@ from billetterie.inventory.services import expire_holds
 from billetterie.printing import tasks as printing_tasks
 from billetterie.printing.models import Function as PrintingFunction
 from billetterie.sales.tasks import abandon_expired_orders
-from billetterie.shared import idempotency, outbox
+from billetterie.shared import idempotency, outbox, statistics
 from billetterie.shared.clock import Clock
 from billetterie.shared.db import read
 from billetterie.shared.periodic import register_periodic, registered_periodics, run_periodic
@@ -53,6 +54,7 @@ def register_defaults() -> None:
     register_periodic("sales.expired_orders", 5.0, abandon_expired_orders)
     register_periodic("idempotency.expired_keys", 300.0, idempotency.purge_expired)
     register_periodic("outbox.purge_finished", 3600.0, purge_outbox)
+    register_periodic("database.statistics", 2.0, statistics.analyze_grown_tables)
     # External printing: each round runs the interfaces whose own schedule is due.
     for function in PrintingFunction:
         register_periodic(

@@ -41,6 +41,7 @@ from billetterie.inventory.models import Counts, HoldState
 from billetterie.inventory.services import NOTIFY_CHANNEL
 from billetterie.shared.clock import Clock, SystemClock
 from billetterie.shared.db import read
+from billetterie.shared.statements import constant
 
 log = logging.getLogger("billetterie.inventory.board")
 CHANNEL = NOTIFY_CHANNEL
@@ -177,7 +178,10 @@ class Board:
                 await conn.execute(
                     sa.select(line.stock_id, sa.func.sum(line.quantity))
                     .join(db.hold, h.id == line.hold_id)
-                    .where(h.state == HoldState.ACTIVE.value, h.expires_at <= self.clock.now())
+                    .where(
+                        h.state == constant(HoldState.ACTIVE.value),
+                        h.expires_at <= self.clock.now(),
+                    )
                     .group_by(line.stock_id)
                 )
             ).all()

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billetterie.inventory import db
-from billetterie.inventory.models import SeatState
+from billetterie.inventory.models import HoldState, SeatState
+from billetterie.shared.statements import constant
 
 MAX_CHANGES = 1000
 
@@ -224,6 +225,10 @@ async def has_expired_holds(conn: AsyncConnection, now: datetime) -> bool:
     """Whether the sweeper has work (a cheap read before taking the write lock)."""
     h = db.hold.c
     row = (
-        await conn.execute(sa.select(h.id).where(h.state == "ACTIVE", h.expires_at <= now).limit(1))
+        await conn.execute(
+            sa.select(h.id)
+            .where(h.state == constant(HoldState.ACTIVE.value), h.expires_at <= now)
+            .limit(1)
+        )
     ).first()
     return row is not None

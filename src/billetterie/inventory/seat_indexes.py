@@ -23,9 +23,10 @@ transaction (``inventory.services``). How the index keeps up with the database:
   block is proposed in the same transaction.
 - **the same seats** - :func:`propose_same` proposes, for a season ticket, seats of the same
   plan seats (``performance_seat.seat_id``) at several performances, from their indexes.
-- **doubt** - a transaction that changed the index from its own uncommitted view (seats of
-  expired holds it released, a read inside it) and then rolled back marks those stocks
-  **dirty**: the next hold reads their free seats again. A plan that changed under the index (a
+- **rollbacks** - the seats a transaction's claims got were free and are free again when it
+  rolls back: the index frees them at once. Seats of expired holds it released (free in its
+  own uncommitted view) mark their stocks **dirty**: the next hold reads their free seats
+  again, since the sweeper may have released them meanwhile. A plan that changed under the index (a
   setup import added, removed or moved seats, or a stock the index does not know) makes it
   **stale**: it is rebuilt from the database.
 
@@ -49,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
 from billetterie.inventory.seating import PlanSeat, SeatIndex, best_common, best_common_of
-from billetterie.shared.statements import Statement, any_of
+from billetterie.shared.statements import Statement, any_of, constant
 
 __all__ = [
     "MAX_INDEXES",
@@ -454,7 +455,7 @@ async def reread(
     fresh: dict[int, list[int]] = {stock_id: [] for stock_id in ordered}
     rows = await conn.execute(
         sa.select(ps.id, ps.stock_id).where(
-            ps.stock_id.in_(ordered), ps.state == SeatState.FREE.value
+            ps.stock_id.in_(ordered), ps.state == constant(SeatState.FREE.value)
         )
     )
     for seat_id, stock_id in rows:

@@ -49,7 +49,7 @@ from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit, commit_work, statements
 from billetterie.shared.db import engine_cache, transaction
-from billetterie.shared.statements import Statement, any_of, bound
+from billetterie.shared.statements import Statement, any_of, bound, constant
 
 log = logging.getLogger("billetterie.inventory.services")
 ATTEMPTS = 5
@@ -583,18 +583,20 @@ _CLOSING_HOLDS = {
 
 def _due_holds(dialect: str, *, on_stocks: bool) -> Any:
     """The institution's active holds past their expiry (``on_stocks``: with a line on one of
-    ``stock_ids``), oldest first, at most ``limit``."""
+    ``stock_ids``), the longest expired first, at most ``limit``: in the order of the index
+    on (state, expires_at), which a plan then reads from its start (ordered by id, a plan may
+    walk the primary key through every hold ever made, hoping to meet due ones early)."""
     h, line = db.hold.c, db.hold_line.c
     query = sa.select(h.id).where(
         h.institution_id == sa.bindparam("institution_id"),
-        h.state == HoldState.ACTIVE.value,
+        h.state == constant(HoldState.ACTIVE.value),
         h.expires_at <= sa.bindparam("now", type_=h.expires_at.type),
     )
     if on_stocks:
         query = query.where(
             h.id.in_(sa.select(line.hold_id).where(any_of(line.stock_id, "stock_ids", dialect)))
         )
-    return query.order_by(h.id).limit(sa.bindparam("limit", type_=sa.Integer))
+    return query.order_by(h.expires_at).limit(sa.bindparam("limit", type_=sa.Integer))
 
 
 _DUE = Statement(functools.partial(_due_holds, on_stocks=False))
@@ -720,7 +722,7 @@ async def expire_holds(
         due = (
             await conn.execute(
                 sa.select(h.institution_id, sa.func.count())
-                .where(h.state == HoldState.ACTIVE.value, h.expires_at <= now)
+                .where(h.state == constant(HoldState.ACTIVE.value), h.expires_at <= now)
                 .group_by(h.institution_id)
             )
         ).all()
@@ -844,23 +846,30 @@ class _Picker:
         self.entries: dict[int, PerformanceSeats] = {}
         self.mine: dict[int, Counter[int]] = {}  # performance -> seats reserved here
         self.taken: SeatsByPerformance = {}  # performance -> seats held in this transaction
+        self.got: dict[int, set[int]] = {}  # performance -> seats its claims got (and kept)
         self.expired: SeatsByPerformance = {}
         self.details: dict[int, tuple[int, str, str]] = {}  # seat -> block id, row, number
         self.caught_up = after.caught_up
         after.rolled_back.append(self._rolled_back)
 
     def _rolled_back(self) -> None:
-        """What the index learnt from inside the transaction (seats of expired holds free,
-        seats held here taken) did not happen: those stocks are read again next time."""
+        """What the transaction did to the seats did not happen. The seats its claims got were
+        free (a claim takes free seats only) and are free again: the index says so at once.
+        The seats of expired holds it released are held again, unless the sweeper or another
+        process released them since: those stocks are read again next time."""
         with self._dropping_on_failure():
             self._forget_attempt()
 
     def _forget_attempt(self) -> None:
         for performance_id, entry in self.entries.items():
             entry.unreserve(list(self.mine.get(performance_id, ())))
-            seats = [*self.expired.get(performance_id, ()), *self.taken.get(performance_id, ())]
+            got = self.got.get(performance_id)
+            if got:
+                entry.mark_free(got)
             entry.dirty.update(
-                entry.stock_of[seat_id] for seat_id in seats if seat_id in entry.stock_of
+                entry.stock_of[seat_id]
+                for seat_id in self.expired.get(performance_id, ())
+                if seat_id in entry.stock_of
             )
 
     def committed(self) -> None:
@@ -956,6 +965,7 @@ class _Picker:
         ):
             got.add(seat_id)
             self.details[seat_id] = (block_id, row, number)
+        self.got.setdefault(performance_id, set()).update(got)
         if len(got) < len(seats):
             entry.mark_taken(
                 [
@@ -977,6 +987,7 @@ class _Picker:
         if held:
             await _UNCLAIM.execute(conn, seat_ids=sorted(held))
         for performance_id, entry, seats in reversed(claims):
+            self.got.get(performance_id, set()).difference_update(seats)
             entry.unreserve(seats)
             _drop(self.mine[performance_id], seats)
             del self.taken[performance_id][-len(seats) :]

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["BulkInsert", "Statement", "any_of", "bound", "on_driver"]
+__all__ = ["BulkInsert", "Statement", "any_of", "bound", "constant", "on_driver"]
 
 # the connection whose transaction is open on the driver, and that driver connection
 _driver: contextvars.ContextVar[tuple[AsyncConnection, Any] | None] = contextvars.ContextVar(
@@ -68,6 +68,17 @@ def bound(table: sa.Table, *names: str) -> dict[str, Any]:
     """``{name: bindparam(name)}`` for the columns ``names`` of ``table``: the values of an
     INSERT or UPDATE given at each call."""
     return {name: sa.bindparam(name, type_=table.c[name].type) for name in names}
+
+
+def constant(value: str) -> Any:
+    """``value`` written into the SQL as a literal instead of a bind parameter. A generic plan
+    (the inventory transactions run with ``plan_cache_mode = force_generic_plan``) knows a
+    literal, so it plans with the column's statistics for that value: a state most rows have
+    left (``ACTIVE`` holds, ``FREE`` seats near sold out) is then found through its index
+    instead of being planned as the average state. For fixed values only (an enum's)."""
+    if "'" in value:
+        raise ValueError("a constant has no quote")
+    return sa.literal_column(f"'{value}'", sa.String())
 
 
 def any_of(column: Any, name: str, dialect_name: str) -> Any:
