@@ -21,7 +21,8 @@ about 16 orders/s (p99 3.7 s).
 With ``--baseline SRC`` (the ``src`` folder of another checkout, a worktree of an earlier commit,
 say), the same rush runs ``--rounds`` times on each code, interleaved (baseline, current, then
 current, baseline, ...), each round on a fresh database; the server of the baseline's rounds
-runs with ``PYTHONPATH=SRC``. The database is migrated and set up by the current code. It prints
+runs with ``PYTHONPATH=SRC`` on a database migrated by that code (its own schema), then set up
+by the current code (the same rows for both). It prints
 each round's figures and, per code, the median of the rounds and the current code's over the
 baseline's. A machine whose speed drifts over minutes (CPU credits, neighbours) moves both
 alike, which successive runs of one code and then the other cannot tell from a change.
@@ -444,13 +445,15 @@ def _rush_on(
 ) -> dict[str, Any]:
     server = None
     try:
-        upgrade(database.url)
-        ids = asyncio.run(setup(database.url))
         env = server_env(database.url, tmp / "var")
         if source is not None:
             env["PYTHONPATH"] = os.pathsep.join(
                 [str(source), *filter(None, [env.get("PYTHONPATH")])]
             )
+            migrate_with(env, database.url)
+        else:
+            upgrade(database.url)
+        ids = asyncio.run(setup(database.url))
         create_operator(env, RESELLER_OPERATOR, RESELLER_POS, RESELLER_PARTNER, SECRET)
         server = start_server(env, tmp / "server.log", args.workers)
         token = token_of(server, RESELLER_OPERATOR, RESELLER_PARTNER, SECRET)
@@ -489,6 +492,20 @@ def _rush_on(
         # the share of the machine's CPU time the hypervisor gave elsewhere during the rush
         "steal_percent": round(100 * steal / (elapsed * (os.cpu_count() or 1)), 1),
     }
+
+
+def migrate_with(env: dict[str, str], url: str) -> None:
+    """The database migrated by the code ``env`` runs (the baseline's own schema: its indexes,
+    its commit-time function), in a process of its own."""
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from billetterie.migrations import upgrade; upgrade(sys.argv[1])",
+        url,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise BenchError(f"the baseline's migrations failed:\n{done.stdout}{done.stderr}")
 
 
 def steal_seconds() -> float:

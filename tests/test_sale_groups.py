@@ -156,8 +156,15 @@ async def test_a_group_whose_debits_together_pass_the_credit_limit_closes_what_f
         balance = (
             await conn.execute(sa.select(a.balance).where(a.kind == "PENDING_ACCOUNT"))
         ).scalar_one()
-        debits = (await conn.execute(sa.select(e.amount).where(e.kind == "DEBIT"))).all()
+        debits = (
+            await conn.execute(
+                sa.select(e.amount, e.balance_after).where(e.kind == "DEBIT").order_by(e.id)
+            )
+        ).all()
     assert balance == -180_000 and sorted(r.amount for r in debits) == [60_000] * 3
+    # the ledger: each debit with the balance right after it, whether it closed in a group
+    # (its debits applied together at commit) or alone
+    assert [r.balance_after for r in debits] == [-60_000, -120_000, -180_000]
     refused = [
         o["orderId"]
         for o, ans in zip(orders, answers, strict=True)
@@ -165,6 +172,38 @@ async def test_a_group_whose_debits_together_pass_the_credit_limit_closes_what_f
     ]
     found = await states(kit, refused)
     assert [found[order_id] for order_id in refused] == [("RUNNING", ["HELD", "HELD"])] * 2
+
+
+async def test_closes_together_on_one_pending_account_debit_it_with_a_running_ledger(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 60.00 each, 200.00 allowed: the three fit together
+    orders = [await cart(kit, "C2", 2, "res") for _ in range(3)]
+    runs = groups_seen(monkeypatch, 3)
+    answers = await asyncio.gather(
+        *(kit.close(o["orderId"], [("PENDING", o["totalAmount"])], who="res") for o in orders)
+    )
+    assert [a["statusCode"] for a in answers] == ["success"] * 3, answers
+    check_grouped(kit, runs, 3)
+    a, e = sales.account.c, sales.account_entry.c
+    async with read(kit.engine) as conn:
+        balance = (
+            await conn.execute(sa.select(a.balance).where(a.kind == "PENDING_ACCOUNT"))
+        ).scalar_one()
+        entries = (
+            await conn.execute(
+                sa.select(e.order_id, e.amount, e.balance_after)
+                .where(e.kind == "DEBIT")
+                .order_by(e.id)
+            )
+        ).all()
+    assert balance == -180_000
+    assert sorted(r.order_id for r in entries) == sorted(o["orderId"] for o in orders)
+    assert [(r.amount, r.balance_after) for r in entries] == [
+        (60_000, -60_000),
+        (60_000, -120_000),
+        (60_000, -180_000),
+    ]
 
 
 async def test_carts_arriving_together_are_held_in_one_group_and_a_refused_one_holds_nothing(
