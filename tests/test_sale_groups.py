@@ -237,3 +237,37 @@ async def test_carts_arriving_together_are_held_in_one_group_and_a_refused_one_h
         *(kit.close(o["orderId"], [("CASH", o["totalAmount"])]) for o in good)
     )
     assert [c["statusCode"] for c in closed] == ["success"] * 4, closed
+
+
+async def test_a_cart_whose_seats_are_missing_is_declined_and_its_group_goes_on(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # C1 is 3 rows of 10: one seat at a time, the web shop sells seats 3 to 8 of each row, then
+    # no single seat that would leave another one alone (pairs are left at both ends)
+    for _ in range(18):
+        await cart(kit, "C1", 1, "web")
+    assert (await kit.cart(kit.seats("C1", 1)))["statusCode"] == "error.order.availability"
+    runs = groups_seen(monkeypatch, 3, carts.cart_groups)
+    answers = await asyncio.gather(
+        kit.cart(kit.seats("C2", 1)),
+        kit.cart(kit.seats("C1", 1)),  # known before anything is written for it
+        kit.cart(kit.seats("C2", 2)),
+    )
+    codes = [a["statusCode"] for a in answers]
+    assert codes == ["success", "error.order.availability", "success"], answers
+    check_grouped(kit, runs, 3)
+    # declined without a rollback: no request ran twice
+    ran = [request for requests in runs for request in requests]
+    assert len(ran) == len(set(ran)) == 3, runs
+    good = [a["orderUpdateData"] for a in answers if a["statusCode"] == "success"]
+    found = await states(kit, [o["orderId"] for o in good])
+    assert [found[o["orderId"]] for o in good] == [("RUNNING", ["HELD"] * n) for n in (1, 2)]
+    ps = inventory.performance_seat.c
+    async with read(kit.engine) as conn:
+        held = (await conn.execute(sa.select(sa.func.count()).where(ps.state == "HELD"))).scalar()
+        orders = (
+            await conn.execute(sa.select(sa.func.count()).select_from(sales.sales_order))
+        ).scalar()
+    assert held == 18 + 3 and orders == 18 + 2
+    # a pair still sells
+    assert (await kit.cart(kit.seats("C1", 2)))["statusCode"] == "success"

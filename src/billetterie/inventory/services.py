@@ -1061,6 +1061,73 @@ class _Picker:
                     raise _LostRace()
         raise _LostRace()
 
+    async def lacks(
+        self,
+        conn: AsyncConnection,
+        stocks: list[Any],
+        request: PlaceRequest,
+        split_allowed: bool,
+        now: datetime,
+    ) -> bool:
+        """Whether :meth:`take` would raise NotAvailable for ``request``, told before anything
+        is written: the index has no seats for it, even among those other running
+        transactions of this process reserved (they may roll back), the stocks' free seats read
+        again have none either, and no expired hold on these stocks would free some. False
+        whenever a seat may be had: the claim decides then."""
+        assert request.performance_id is not None
+        stock_ids = [r.id for r in stocks]
+        entry = await self.entry(conn, request.performance_id, stock_ids)
+
+        def proposal() -> list[int] | None:
+            return entry.propose(
+                stock_ids,
+                request.quantity,
+                split_allowed=split_allowed,
+                ignore_reserved_except=(),
+            )
+
+        if proposal() is not None:
+            return False
+        await indexing.reread(conn, entry, stock_ids)
+        if proposal() is not None:
+            return False
+        due = await _DUE_ON_STOCKS.rows(
+            conn, institution_id=self.institution_id, now=now, stock_ids=sorted(stock_ids), limit=1
+        )
+        return not due
+
+
+async def seats_lacking(
+    conn: AsyncConnection,
+    *,
+    institution_id: int,
+    sales_channel_id: int,
+    contingent_ids: Sequence[int],
+    requests: Sequence[PlaceRequest],
+    now: datetime,
+    split_allowed: bool = False,
+    setup_version: int = 0,
+) -> bool:
+    """Whether :func:`hold_places_in` would refuse ``requests`` for want of seats, found with
+    reads only (:meth:`_Picker.lacks`): a group of carts refuses such a cart before it writes
+    anything for it, so the rest of the group goes on in the same transaction. Only
+    best-available numbered requests are looked at (given seats, the same seats of a season
+    ticket and unnumbered places are the hold's to decide); False when unsure."""
+    picker: _Picker | None = None
+    for request in requests:
+        if request.performance_id is None or request.seat_ids or request.same_seats is not None:
+            continue
+        stocks = await _candidate_stocks(
+            conn, institution_id, sales_channel_id, request, contingent_ids, setup_version
+        )
+        if not stocks[0].numbered:
+            continue
+        if picker is None:
+            picker = _Picker(indexes_of(conn.engine), institution_id, _current_afterwards())
+        if await picker.lacks(conn, stocks, request, split_allowed, now):
+            return True
+    return False
+
 
 async def _take_given_seats(
     conn: AsyncConnection,

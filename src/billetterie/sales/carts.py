@@ -35,6 +35,7 @@ from billetterie.catalog.offers import (
     item_offer,
     performance_offer,
 )
+from billetterie.inventory.errors import NotAvailable
 from billetterie.inventory.models import HeldPlace
 from billetterie.inventory.returns import release_places_in
 from billetterie.inventory.services import (
@@ -43,6 +44,7 @@ from billetterie.inventory.services import (
     hold_places_in,
     in_transaction,
     release_hold_in,
+    seats_lacking,
     setup_version_read,
 )
 from billetterie.payments.services import cancel_payment
@@ -70,7 +72,7 @@ from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
-from billetterie.shared.groups import Groups, Refused
+from billetterie.shared.groups import Declined, Groups, Refused
 from billetterie.shared.statements import BulkInsert, Statement, bound
 
 MAX_LINES = 50
@@ -541,9 +543,9 @@ class _Pending:
 
 async def _run_carts(
     engine: AsyncEngine, group: list[_Pending]
-) -> list[tuple[int, list[int], Any]]:
+) -> list[tuple[int, list[int], Any] | Declined]:
     """One transaction for the carts of ``group`` (:func:`carts_in`)."""
-    result: list[tuple[int, list[int], Any]] = await in_transaction(
+    result: list[tuple[int, list[int], Any] | Declined] = await in_transaction(
         engine, lambda conn: carts_in(conn, group), setup_of=group[0].seller.institution_id
     )
     return result
@@ -567,6 +569,7 @@ class _Cart:
     order: Any  # its row; None for a new cart until it is written
     planned: list[_Planned]
     new: bool = False  # the cart is created here
+    wrote: bool = False  # its checks wrote (an update's new purchaser)
     added: int = 0  # what the added movements cost (each priced by ``_Planned.amount_of``)
     holds: list[Hold] = field(default_factory=list)
     operations: list[Any] = field(default_factory=list)
@@ -618,22 +621,59 @@ async def _prepared(conn: AsyncConnection, pending: _Pending) -> _Cart:
         if request.purchaser:
             values["purchaser"] = request.purchaser
         await conn.execute(sa.update(db.sales_order).where(o.id == order.id).values(**values))
-    return _Cart(pending, order, planned, new=order is None, added=sum(p.amount() for p in planned))
+        wrote = True
+    else:
+        wrote = False
+    return _Cart(
+        pending,
+        order,
+        planned,
+        new=order is None,
+        wrote=wrote,
+        added=sum(p.amount() for p in planned),
+    )
+
+
+async def _lacks_seats(conn: AsyncConnection, cart: _Cart) -> bool:
+    """Whether the cart's holds would be refused for want of seats (told by reads only)."""
+    seller = cart.seller
+    return await seats_lacking(
+        conn,
+        institution_id=seller.institution_id,
+        sales_channel_id=seller.sales_channel_id,
+        contingent_ids=sorted(seller.contingent_ids),
+        requests=[r for plan in cart.planned for r in plan.requests],
+        now=cart.pending.now,
+        split_allowed=seller.split_allowed,
+        setup_version=seller.setup_version,
+    )
 
 
 async def carts_in(
     conn: AsyncConnection, group: Sequence[_Pending]
-) -> list[tuple[int, list[int], Any]]:
+) -> list[tuple[int, list[int], Any] | Declined]:
     """:func:`create_or_update_order` for each cart of ``group`` (one institution's, each
     order once) inside the caller's transaction: each checked and planned, the new orders
     written in one statement, each cart's places held, then the operations and the movements
-    of them all in one statement each. The first cart refused raises :class:`Refused`."""
-    carts: list[_Cart] = []
+    of them all in one statement each. A cart whose seats are missing, found before anything
+    is written for it (:func:`~billetterie.inventory.services.seats_lacking`), is
+    :class:`Declined` and the others go on; the first cart refused after that raises
+    :class:`Refused` (the transaction must roll back)."""
+    declined: dict[int, Declined] = {}
+    indexed: list[tuple[int, _Cart]] = []
     for index, pending in enumerate(group):
         try:
-            carts.append(await _prepared(conn, pending))
+            cart = await _prepared(conn, pending)
+            lacking = await _lacks_seats(conn, cart)
         except DomainError as error:
             raise Refused(index, error) from None
+        if not lacking:
+            indexed.append((index, cart))
+        elif cart.wrote:
+            raise Refused(index, NotAvailable("not enough seats together in this category"))
+        else:
+            declined[index] = Declined(NotAvailable("not enough seats together in this category"))
+    carts = [cart for _, cart in indexed]
     new = [cart for cart in carts if cart.new]
     rows = [_order_row(c.seller, c.pending.request, c.pending.now, c.added) for c in new]
     for cart, order in zip(new, await _NEW_ORDERS.rows(conn, rows), strict=True):
@@ -646,7 +686,7 @@ async def carts_in(
             at=cart.pending.now,
             order_id=order.id,
         )
-    for index, cart in enumerate(carts):
+    for index, cart in indexed:
         try:
             for plan in cart.planned:
                 cart.holds.append(
@@ -684,7 +724,7 @@ async def carts_in(
     by_operation: dict[int, list[Any]] = {}
     for movement in await _NEW_MOVEMENTS.rows(conn, movement_rows):
         by_operation.setdefault(movement.operation_id, []).append(movement)
-    results = []
+    results: list[tuple[int, list[int], Any] | Declined] = []
     for cart in carts:
         seller, now, order = cart.seller, cart.pending.now, cart.order
         cart.movements = [m for op in cart.operations for m in by_operation.get(op.id, [])]
@@ -708,6 +748,8 @@ async def carts_in(
         answer = cart.pending.answer
         rendered = None if answer is None else await answer(conn, order, operation_ids, contents)
         results.append((int(order.id), operation_ids, rendered))
+    for index in sorted(declined):
+        results.insert(index, declined[index])
     return results
 
 

@@ -11,11 +11,13 @@ one statement per step for every request of the group.
   waits for nothing. Otherwise it waits for the next group, which a running group starts when
   it ends, with every request waiting then (at most ``size``, those of the first one's ``key``
   only, and none whose ``distinct`` value is already in it).
-- Each request is answered as if it ran alone. ``run`` raises :class:`Refused` for the first
-  request refused by its own checks: the transaction rolls back, that request gets its error,
-  the others run again without it. A group refused twice, or that fails otherwise (a commit
-  refusing the group's counters or debits together, a lock timeout), runs one request at a
-  time, so that each gets its own answer.
+- Each request is answered as if it ran alone. ``run`` returns a :class:`Declined` in the
+  place of a request refused before anything was written for it: that request gets its
+  error, the others' results stand, in the same transaction. It raises :class:`Refused` for
+  the first request refused once it may have written: the transaction rolls back, that
+  request gets its error, the others run again without it. A group refused twice, or that
+  fails otherwise (a commit refusing the group's counters or debits together, a lock
+  timeout), runs one request at a time, so that each gets its own answer.
 - Only on PostgreSQL: SQLite runs one writing transaction at a time, so every request runs
   alone, through the same ``run``.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -33,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["Groups", "Refused"]
+__all__ = ["Declined", "Groups", "Refused"]
 
 
 class Refused(Exception):
@@ -43,6 +45,14 @@ class Refused(Exception):
     def __init__(self, index: int, error: Exception) -> None:
         super().__init__(index, error)
         self.index, self.error = index, error
+
+
+@dataclass(frozen=True)
+class Declined:
+    """The result of a request of a group refused with ``error`` before anything was written
+    for it: the group's transaction goes on for the others."""
+
+    error: Exception
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Groups(Generic[T, R]):
 
     def __init__(
         self,
-        run: Callable[[AsyncEngine, list[T]], Awaitable[list[R]]],
+        run: Callable[[AsyncEngine, list[T]], Awaitable[Sequence[R | Declined]]],
         *,
         key: Callable[[T], Hashable],
         distinct: Callable[[T], Hashable | None] = lambda _: None,
@@ -162,7 +172,10 @@ class Groups(Generic[T, R]):
                     return
                 break
             for waiting, result in zip(remaining, results, strict=True):
-                waiting.settle(result)
+                if isinstance(result, Declined):
+                    waiting.settle(error=result.error)
+                else:
+                    waiting.settle(result)
             return
         for waiting in remaining:  # one at a time
             await self._run_group(engine, [waiting])
