@@ -49,7 +49,7 @@ from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit, commit_work, statements
 from billetterie.shared.db import engine_cache, transaction
-from billetterie.shared.statements import Statement, any_of, bound, constant
+from billetterie.shared.statements import BulkInsert, Statement, any_of, bound, constant
 
 log = logging.getLogger("billetterie.inventory.services")
 ATTEMPTS = 5
@@ -470,6 +470,10 @@ _NEW_HOLD_LINE = Statement(
         bound(db.hold_line, "institution_id", "hold_id", "stock_id", "quantity")
     )
 )
+_NEW_HOLDS = BulkInsert(
+    db.hold, ["institution_id", "sales_channel_id", "cart", "state", "created_at", "expires_at"]
+)
+_NEW_HOLD_LINES = BulkInsert(db.hold_line, ["institution_id", "hold_id", "stock_id", "quantity"])
 _HOLD_LINES = Statement(
     lambda d: sa.select(db.hold_line.c.stock_id, db.hold_line.c.quantity).where(
         any_of(db.hold_line.c.hold_id, "hold_ids", d)
@@ -1319,6 +1323,40 @@ async def hold_places(
     )
 
 
+@dataclass(frozen=True)
+class NewHold:
+    """A hold to write before its places are held (:func:`new_holds`)."""
+
+    institution_id: int
+    sales_channel_id: int
+    cart: str
+    expires_at: datetime
+    now: datetime
+
+
+async def new_holds(conn: AsyncConnection, holds: Sequence[NewHold]) -> list[int]:
+    """Write these holds, still without places, in one statement: their ids, in order. A group
+    of carts writes its holds so, then holds each one's places with :func:`hold_places_in`
+    (``hold_id``), which must run for each in the same transaction."""
+    rows = [
+        {
+            "institution_id": h.institution_id,
+            "sales_channel_id": h.sales_channel_id,
+            "cart": h.cart,
+            "state": HoldState.ACTIVE.value,
+            "created_at": h.now,
+            "expires_at": h.expires_at,
+        }
+        for h in holds
+    ]
+    return [int(row.id) for row in await _NEW_HOLDS.rows(conn, rows)]
+
+
+async def write_hold_lines(conn: AsyncConnection, lines: Sequence[Mapping[str, Any]]) -> None:
+    """The hold lines :func:`hold_places_in` left to write (``lines``), in one statement."""
+    await _NEW_HOLD_LINES.rows(conn, lines)
+
+
 async def hold_places_in(
     conn: AsyncConnection,
     *,
@@ -1333,6 +1371,8 @@ async def hold_places_in(
     actor: str = "system",
     seat_indexes: SeatIndexes | None = None,
     setup_version: int = 0,
+    hold_id: int | None = None,
+    lines_to: list[dict[str, Any]] | None = None,
 ) -> Hold:
     """Hold every requested place for ``cart`` until ``expires_at``, all or nothing.
 
@@ -1352,7 +1392,10 @@ async def hold_places_in(
     next-best seats. Raises NotAvailable (``error.order.availability``) when places are
     missing, Busy on lock timeout or lasting contention, InvalidQuantity / UnknownInventory on
     bad input; nothing is held then. ``setup_version``: the institution's, read in this
-    transaction (the stocks are then read once per process and version).
+    transaction (the stocks are then read once per process and version). ``hold_id``: the
+    hold, written by :func:`new_holds` for this cart and expiry (else it is written here);
+    ``lines_to``: the hold's lines are added there, for the caller to write with
+    :func:`write_hold_lines` before anything reads them (else they are written here).
     """
     if not requests:
         raise InvalidQuantity("nothing to hold")
@@ -1363,15 +1406,16 @@ async def hold_places_in(
         raise InvalidQuantity("a hold must expire in the future")
     indexes = indexes_of(conn.engine) if seat_indexes is None else seat_indexes
 
-    async def work(conn: AsyncConnection, after: _Afterwards) -> Hold:
-        hold_id = await _NEW_HOLD.scalar(
-            conn,
-            institution_id=institution_id,
-            sales_channel_id=sales_channel_id,
-            cart=cart,
-            created_at=now,
-            expires_at=expires_at,
-        )
+    async def work(conn: AsyncConnection, after: _Afterwards, hold_id: int | None) -> Hold:
+        if hold_id is None:
+            hold_id = await _NEW_HOLD.scalar(
+                conn,
+                institution_id=institution_id,
+                sales_channel_id=sales_channel_id,
+                cart=cart,
+                created_at=now,
+                expires_at=expires_at,
+            )
         candidates = [
             await _candidate_stocks(
                 conn, institution_id, sales_channel_id, r, contingent_ids, setup_version
@@ -1434,18 +1478,19 @@ async def hold_places_in(
                 at=now,
                 hold_id=expired_id,
             )
-        await _NEW_HOLD_LINE.execute_many(
-            conn,
-            [
-                {
-                    "institution_id": institution_id,
-                    "hold_id": hold_id,
-                    "stock_id": line.stock_id,
-                    "quantity": line.quantity,
-                }
-                for line in lines
-            ],
-        )
+        line_rows = [
+            {
+                "institution_id": institution_id,
+                "hold_id": hold_id,
+                "stock_id": line.stock_id,
+                "quantity": line.quantity,
+            }
+            for line in lines
+        ]
+        if lines_to is not None:
+            lines_to.extend(line_rows)
+        else:
+            await _NEW_HOLD_LINE.execute_many(conn, line_rows)
         await audit.record(
             conn,
             institution_id=institution_id,
@@ -1475,7 +1520,7 @@ async def hold_places_in(
             _places(hold_id, lines, stock_rows, picker.details),
         )
 
-    return await work(conn, _current_afterwards())
+    return await work(conn, _current_afterwards(), hold_id)
 
 
 async def _take_unnumbered(

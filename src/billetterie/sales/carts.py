@@ -40,12 +40,15 @@ from billetterie.inventory.models import HeldPlace
 from billetterie.inventory.returns import release_places_in
 from billetterie.inventory.services import (
     Hold,
+    NewHold,
     PlaceRequest,
     hold_places_in,
     in_transaction,
+    new_holds,
     release_hold_in,
     seats_lacking,
     setup_version_read,
+    write_hold_lines,
 )
 from billetterie.payments.services import cancel_payment
 from billetterie.sales import accounts, db
@@ -396,9 +399,16 @@ def _order_row(seller: Seller, request: CartRequest, now: datetime, total: int) 
 
 
 async def _hold(
-    conn: AsyncConnection, seller: Seller, order: Any, planned: _Planned, now: datetime
+    conn: AsyncConnection,
+    seller: Seller,
+    order: Any,
+    planned: _Planned,
+    now: datetime,
+    hold_id: int,
+    lines_to: list[dict[str, Any]],
 ) -> Hold:
-    """Hold the planned places of one operation for the cart ``order``."""
+    """Hold the planned places of one operation for the cart ``order`` (its hold written,
+    its lines left in ``lines_to``)."""
     return await hold_places_in(
         conn,
         institution_id=seller.institution_id,
@@ -411,6 +421,8 @@ async def _hold(
         split_allowed=seller.split_allowed,
         actor=seller.actor,
         setup_version=seller.setup_version,
+        hold_id=hold_id,
+        lines_to=lines_to,
     )
 
 
@@ -686,14 +698,35 @@ async def carts_in(
             at=cart.pending.now,
             order_id=order.id,
         )
+    # the holds of them all in one statement, then each one's places, then all their lines
+    hold_ids = iter(
+        await new_holds(
+            conn,
+            [
+                NewHold(
+                    cart.seller.institution_id,
+                    cart.seller.sales_channel_id,
+                    cart_key(cart.order.id),
+                    cart.order.expires_at,
+                    cart.pending.now,
+                )
+                for cart in carts
+                for _ in cart.planned
+            ],
+        )
+    )
+    lines: list[dict[str, Any]] = []
     for index, cart in indexed:
         try:
             for plan in cart.planned:
                 cart.holds.append(
-                    await _hold(conn, cart.seller, cart.order, plan, cart.pending.now)
+                    await _hold(
+                        conn, cart.seller, cart.order, plan, cart.pending.now, next(hold_ids), lines
+                    )
                 )
         except DomainError as error:
             raise Refused(index, error) from None
+    await write_hold_lines(conn, lines)
     operations = iter(
         await _NEW_OPERATIONS.rows(
             conn,
