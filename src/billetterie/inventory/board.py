@@ -46,6 +46,9 @@ from billetterie.shared.statements import constant
 log = logging.getLogger("billetterie.inventory.board")
 CHANNEL = NOTIFY_CHANNEL
 BATCH = 10000
+# Under a rush every sale's commit notifies: catch-ups begin at most this often, each taking
+# every change since the one before (a notification after a quiet moment is applied at once).
+MIN_CATCH_UP_SECONDS = 0.1
 MEMO_SIZE = 10000  # answers memoised per generation
 
 
@@ -248,17 +251,22 @@ class Board:
         self._wake.set()
 
     async def follow(self) -> None:
-        """Run forever: catch up on every wake-up (NOTIFY) or poll tick."""
+        """Run forever: catch up on every wake-up (NOTIFY) or poll tick, at most once every
+        MIN_CATCH_UP_SECONDS (the notifications of a rush are taken together)."""
         listener = await self._listen()
         try:
             while True:
                 self._wake.clear()  # before catching up: a NOTIFY during it wakes the next round
+                began = time.monotonic()
                 try:
                     await self.catch_up()
                 except Exception:  # the board must survive a failed poll; the next one retries
                     log.exception("availability board catch-up failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                pause = began + MIN_CATCH_UP_SECONDS - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
         finally:
             if listener is not None:
                 await listener.close()
