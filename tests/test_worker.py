@@ -110,6 +110,7 @@ async def test_the_worker_drains_a_row_and_stops_on_sigterm(
         "outbox.dispatcher",
         "inventory.expired_holds",
         "idempotency.expired_keys",
+        "database.statistics",
         "worker stopped",
     ):
         assert line in output, output

@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billetterie.inventory import db
 from billetterie.inventory.models import SeatState
 from billetterie.inventory.seating import PlanSeat, SeatIndex, best_common, best_common_of
-from billetterie.shared.statements import Statement, any_of, constant
+from billetterie.shared.statements import Statement, any_of
 
 __all__ = [
     "MAX_INDEXES",
@@ -453,9 +453,12 @@ async def reread(
     ps = db.performance_seat.c
     ordered = sorted(stock_ids)
     fresh: dict[int, list[int]] = {stock_id: [] for stock_id in ordered}
+    # the state as a parameter, not a constant: a generic plan then reads the pick index's
+    # entries of that state (stock, state, rank), whatever share of the seats was free when
+    # the table was last analyzed (most, early in an on-sale; a reread comes near sold out)
     rows = await conn.execute(
         sa.select(ps.id, ps.stock_id).where(
-            ps.stock_id.in_(ordered), ps.state == constant(SeatState.FREE.value)
+            ps.stock_id.in_(ordered), ps.state == SeatState.FREE.value
         )
     )
     for seat_id, stock_id in rows:
