@@ -79,6 +79,23 @@ async def two_servers(
             await asyncio.wait_for(process.wait(), timeout=30)
 
 
+async def sh01_c1(engine: AsyncEngine) -> tuple[int, int, int, int]:
+    """ACME's performance SH01, its category C1, the institution and the web channel."""
+    async with read(engine) as conn:
+        row = (
+            await conn.execute(
+                sa.text(
+                    "SELECT p.id, c.id, p.institution_id, ch.id FROM performance p "
+                    "JOIN seat_category c "
+                    "ON c.logical_configuration_id = p.logical_configuration_id "
+                    "JOIN sales_channel ch ON ch.institution_id = p.institution_id "
+                    "WHERE p.code = 'SH01' AND c.code = 'C1' AND ch.code = 'WEB'"
+                )
+            )
+        ).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
 async def test_boards_of_two_processes_converge(
     two_servers: list[str], scratch_engine: AsyncEngine
 ) -> None:
@@ -90,18 +107,7 @@ async def test_boards_of_two_processes_converge(
             )
         ).json()["token"]
         headers = {"Authorization": f"Bearer {token}"}
-        async with read(scratch_engine) as conn:
-            performance_id, category_id, institution_id, channel_id = (
-                await conn.execute(
-                    sa.text(
-                        "SELECT p.id, c.id, p.institution_id, ch.id FROM performance p "
-                        "JOIN seat_category c "
-                        "ON c.logical_configuration_id = p.logical_configuration_id "
-                        "JOIN sales_channel ch ON ch.institution_id = p.institution_id "
-                        "WHERE p.code = 'SH01' AND c.code = 'C1' AND ch.code = 'WEB'"
-                    )
-                )
-            ).one()
+        performance_id, category_id, institution_id, channel_id = await sh01_c1(scratch_engine)
 
         async def seen(url: str) -> tuple[int, int]:
             answer = (
@@ -139,3 +145,52 @@ async def test_boards_of_two_processes_converge(
                 await asyncio.sleep(0.02)
                 views = [await seen(url) for url in two_servers]
             assert views == [expected, expected]
+
+
+async def test_a_board_reading_expired_holds_less_often_never_shows_more_free_places(
+    scratch_engine: AsyncEngine,
+) -> None:
+    from billetterie.inventory.board import Board
+    from billetterie.inventory.services import expire_holds
+    from billetterie.shared.clock import FixedClock
+
+    await import_document(scratch_engine, setup_document("ACME"))
+    performance_id, category_id, institution_id, channel_id = await sh01_c1(scratch_engine)
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    board = Board(scratch_engine, clock=FixedClock(now))
+
+    async def hold(cart: str, quantity: int, expires_at: datetime) -> None:
+        await hold_places(
+            scratch_engine,
+            institution_id=institution_id,
+            sales_channel_id=channel_id,
+            contingent_ids=[],
+            cart=cart,
+            requests=[
+                PlaceRequest(quantity, performance_id=performance_id, seat_category_id=category_id)
+            ],
+            expires_at=expires_at,
+            now=now - timedelta(minutes=20),
+        )
+
+    def held() -> int:
+        (view,) = [
+            v for v in board.performance_stocks(performance_id) if v.seat_category_id == category_id
+        ]
+        return view.counts.held
+
+    await hold("running", 2, now + timedelta(minutes=10))
+    await hold("late", 3, now - timedelta(minutes=1))
+    await board.catch_up()
+    await board.catch_up()
+    assert held() == 2  # the expired hold, not yet released, reads as free places
+    # the sweeper releases it; a catch-up that does not read the expired holds again shows the
+    # stock's new counters as they are, not the released places subtracted a second time
+    assert await expire_holds(scratch_engine, now=now) == 1
+    await board.catch_up(expired_every=3600)
+    assert held() == 2
+    await hold("late-again", 2, now - timedelta(minutes=1))
+    await board.catch_up(expired_every=3600)
+    assert held() == 4  # expired, not read again yet: held, never more free than there are
+    await board.catch_up()
+    assert held() == 2

@@ -99,6 +99,37 @@ async def states(kit: Kit, order_ids: list[int]) -> dict[int, tuple[str, list[st
     return found
 
 
+async def pending_closes(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch, count: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[int, ...]]]:
+    """``count`` reseller carts of 60.00 (2 seats of C2), closed together on the pending
+    account (200.00 allowed): the orders, the answers, the groups run."""
+    orders = [await cart(kit, "C2", 2, "res") for _ in range(count)]
+    runs = groups_seen(monkeypatch, count)
+    answers = await asyncio.gather(
+        *(kit.close(o["orderId"], [("PENDING", o["totalAmount"])], who="res") for o in orders)
+    )
+    check_grouped(kit, runs, count)
+    return orders, list(answers), runs
+
+
+async def pending_ledger(kit: Kit) -> tuple[int, list[Any]]:
+    """The pending account's balance, and its debits in the order they were written."""
+    a, e = sales.account.c, sales.account_entry.c
+    async with read(kit.engine) as conn:
+        balance = (
+            await conn.execute(sa.select(a.balance).where(a.kind == "PENDING_ACCOUNT"))
+        ).scalar_one()
+        debits = (
+            await conn.execute(
+                sa.select(e.order_id, e.amount, e.balance_after)
+                .where(e.kind == "DEBIT")
+                .order_by(e.id)
+            )
+        ).all()
+    return int(balance), list(debits)
+
+
 async def test_closes_arriving_together_close_in_one_group_and_a_refused_one_changes_nothing(
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,28 +170,14 @@ async def test_a_group_whose_debits_together_pass_the_credit_limit_closes_what_f
 ) -> None:
     # 60.00 each, 200.00 allowed: however the five split in two groups, one group's debits
     # pass the limit together
-    orders = [await cart(kit, "C2", 2, "res") for _ in range(5)]
-    runs = groups_seen(monkeypatch, 5)
-    answers = await asyncio.gather(
-        *(kit.close(o["orderId"], [("PENDING", o["totalAmount"])], who="res") for o in orders)
-    )
+    orders, answers, runs = await pending_closes(kit, monkeypatch, 5)
     codes = sorted(a["statusCode"] for a in answers)
     assert codes == ["error.payment.insufficient_funds"] * 2 + ["success"] * 3, answers
-    check_grouped(kit, runs, 5)
     if kit.engine.dialect.name == "postgresql":
         # a group was refused at its commit, then each of its closes ran alone
         alone = {r[0] for r in runs if len(r) == 1}
         assert any(len(r) > 1 and alone.issuperset(r) for r in runs), runs
-    a, e = sales.account.c, sales.account_entry.c
-    async with read(kit.engine) as conn:
-        balance = (
-            await conn.execute(sa.select(a.balance).where(a.kind == "PENDING_ACCOUNT"))
-        ).scalar_one()
-        debits = (
-            await conn.execute(
-                sa.select(e.amount, e.balance_after).where(e.kind == "DEBIT").order_by(e.id)
-            )
-        ).all()
+    balance, debits = await pending_ledger(kit)
     assert balance == -180_000 and sorted(r.amount for r in debits) == [60_000] * 3
     # the ledger: each debit with the balance right after it, whether it closed in a group
     # (its debits applied together at commit) or alone
@@ -178,25 +195,9 @@ async def test_closes_together_on_one_pending_account_debit_it_with_a_running_le
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 60.00 each, 200.00 allowed: the three fit together
-    orders = [await cart(kit, "C2", 2, "res") for _ in range(3)]
-    runs = groups_seen(monkeypatch, 3)
-    answers = await asyncio.gather(
-        *(kit.close(o["orderId"], [("PENDING", o["totalAmount"])], who="res") for o in orders)
-    )
+    orders, answers, _ = await pending_closes(kit, monkeypatch, 3)
     assert [a["statusCode"] for a in answers] == ["success"] * 3, answers
-    check_grouped(kit, runs, 3)
-    a, e = sales.account.c, sales.account_entry.c
-    async with read(kit.engine) as conn:
-        balance = (
-            await conn.execute(sa.select(a.balance).where(a.kind == "PENDING_ACCOUNT"))
-        ).scalar_one()
-        entries = (
-            await conn.execute(
-                sa.select(e.order_id, e.amount, e.balance_after)
-                .where(e.kind == "DEBIT")
-                .order_by(e.id)
-            )
-        ).all()
+    balance, entries = await pending_ledger(kit)
     assert balance == -180_000
     assert sorted(r.order_id for r in entries) == sorted(o["orderId"] for o in orders)
     assert [(r.amount, r.balance_after) for r in entries] == [

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billetterie.catalog.models import CatalogScope
 from billetterie.catalog.services import (
@@ -49,6 +49,9 @@ BATCH = 10000
 # Under a rush every sale's commit notifies: catch-ups begin at most this often, each taking
 # every change since the one before (a notification after a quiet moment is applied at once).
 MIN_CATCH_UP_SECONDS = 0.1
+# ... and read the places of expired holds (which only time makes, and the sweeper releases
+# every second) at most this often; a stock whose counters moved in between shows them held
+EXPIRED_EVERY_SECONDS = 1.0
 MEMO_SIZE = 10000  # answers memoised per generation
 
 
@@ -86,6 +89,7 @@ class Board:
         self.channel_states: dict[tuple[int, CatalogScope], ChannelState] = {}
         self._states_due = False  # a setup import was notified
         self._states_read_at = 0.0  # time.monotonic() of the last read of the versions
+        self._expired_read_at = 0.0  # time.monotonic() of the last read of expired holds
         # bumped by every change of counts or product facts; answers derived from the board
         # are memoised for one generation
         self.generation = 0
@@ -175,20 +179,27 @@ class Board:
 
     async def _refresh_expired(self) -> None:
         """Places of holds past their expiry that the sweeper has not released yet."""
-        h, line = db.hold.c, db.hold_line.c
         async with read(self.engine) as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(line.stock_id, sa.func.sum(line.quantity))
-                    .join(db.hold, h.id == line.hold_id)
-                    .where(
-                        h.state == constant(HoldState.ACTIVE.value),
-                        h.expires_at <= self.clock.now(),
-                    )
-                    .group_by(line.stock_id)
+            expired = await self._expired_of(conn)
+        self._apply_expired(expired)
+
+    async def _expired_of(self, conn: AsyncConnection) -> dict[int, int]:
+        h, line = db.hold.c, db.hold_line.c
+        rows = (
+            await conn.execute(
+                sa.select(line.stock_id, sa.func.sum(line.quantity))
+                .join(db.hold, h.id == line.hold_id)
+                .where(
+                    h.state == constant(HoldState.ACTIVE.value),
+                    h.expires_at <= self.clock.now(),
                 )
-            ).all()
-        expired = {int(stock_id): int(quantity) for stock_id, quantity in rows}
+                .group_by(line.stock_id)
+            )
+        ).all()
+        self._expired_read_at = time.monotonic()
+        return {int(stock_id): int(quantity) for stock_id, quantity in rows}
+
+    def _apply_expired(self, expired: dict[int, int]) -> None:
         touched = set(expired) | set(self.expired)
         self.expired = expired
         for stock_id in touched:
@@ -196,8 +207,11 @@ class Board:
             if view is not None:
                 self._set(view, view.raw)
 
-    async def catch_up(self) -> int:
-        """Apply every change logged since the last one applied; returns how many.
+    async def catch_up(self, *, expired_every: float = 0.0) -> int:
+        """Apply every change logged since the last one applied; returns how many. The places
+        of expired holds are read in the same transaction, unless they were read less than
+        ``expired_every`` seconds ago (then a stock whose counters moved shows them held until
+        the next read: never more free places than there are).
 
         Changes are followed by sequence per institution, never by row id: sequence order is
         commit order, while ids of two concurrent transactions may commit out of order."""
@@ -206,6 +220,7 @@ class Board:
             return 0
         c, q = db.inventory_change.c, db.inventory_sequence.c
         rows: list[Any] = []
+        expired: dict[int, int] | None = None
         async with read(self.engine) as conn:
             # the sequence rows are few; only institutions whose sequence moved are read
             heads = (await conn.execute(sa.select(q.institution_id, q.value))).all()
@@ -226,12 +241,16 @@ class Board:
                     else:
                         batch = [r for r in batch if r.sequence != last]
                 rows.extend(batch)
+            if time.monotonic() - self._expired_read_at >= expired_every:
+                expired = await self._expired_of(conn)
         unknown = False
         for row in rows:
             view = self.stocks.get(row.stock_id)
             if view is None:
                 unknown = True  # a stock provisioned after the load
             else:
+                if expired is None:  # its expired holds may have been released in it
+                    self.expired.pop(row.stock_id, None)
                 self._set(view, Counts(row.capacity, row.held, row.sold, row.blocked))
             self.sequence[row.institution_id] = max(
                 self.sequence.get(row.institution_id, 0), row.sequence
@@ -240,7 +259,8 @@ class Board:
         if unknown:
             await self.load()
         else:
-            await self._refresh_expired()
+            if expired is not None:
+                self._apply_expired(expired)
             if self.states_due():
                 await self._refresh_states()
         return len(rows)
@@ -259,7 +279,7 @@ class Board:
                 self._wake.clear()  # before catching up: a NOTIFY during it wakes the next round
                 began = time.monotonic()
                 try:
-                    await self.catch_up()
+                    await self.catch_up(expired_every=EXPIRED_EVERY_SECONDS)
                 except Exception:  # the board must survive a failed poll; the next one retries
                     log.exception("availability board catch-up failed")
                 with contextlib.suppress(TimeoutError):

@@ -27,14 +27,16 @@ depends_on = None
 
 Big = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-APPLY = r"""
+# The function in three parts, so that a later migration can replace one (0012: the debits)
+DECLARE = r"""
 CREATE OR REPLACE FUNCTION billetterie_apply_commit_work() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     item jsonb;
     next_value bigint;
     balance_now bigint;
-BEGIN
+"""
+DEBITS = r"""BEGIN
     -- the fixed order of every transaction: accounts by id, stocks by id, the sequence last
     FOR item IN
         SELECT value FROM jsonb_array_elements(COALESCE(NEW.payload -> 'debits', '[]'::jsonb))
@@ -54,7 +56,8 @@ BEGIN
                 (item ->> 'order')::bigint, 'DEBIT', (item ->> 'amount')::bigint,
                 balance_now, item ->> 'description', NEW.at);
     END LOOP;
-    FOR item IN
+"""
+COUNTS_AND_LOG = r"""    FOR item IN
         SELECT value FROM jsonb_array_elements(COALESCE(NEW.payload -> 'counts', '[]'::jsonb))
         ORDER BY (value ->> 0)::bigint
     LOOP
@@ -91,6 +94,7 @@ BEGIN
 END;
 $$;
 """
+APPLY = DECLARE + DEBITS + COUNTS_AND_LOG
 
 
 def upgrade() -> None:

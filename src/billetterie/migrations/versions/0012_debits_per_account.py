@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from alembic import op
 
@@ -25,15 +26,7 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
-APPLY = r"""
-CREATE OR REPLACE FUNCTION billetterie_apply_commit_work() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    item jsonb;
-    owed record;
-    next_value bigint;
-    balance_now bigint;
-BEGIN
+DEBITS = r"""BEGIN
     -- the fixed order of every transaction: accounts by id, stocks by id, the sequence last
     FOR owed IN
         SELECT (value ->> 'account')::bigint AS id, sum((value ->> 'amount')::bigint) AS total
@@ -73,60 +66,29 @@ BEGIN
          WHERE (value ->> 'account')::bigint = owed.id
          ORDER BY n;
     END LOOP;
-    FOR item IN
-        SELECT value FROM jsonb_array_elements(COALESCE(NEW.payload -> 'counts', '[]'::jsonb))
-        ORDER BY (value ->> 0)::bigint
-    LOOP
-        UPDATE stock SET held = held + (item ->> 1)::int, sold = sold + (item ->> 2)::int
-         WHERE id = (item ->> 0)::bigint
-           AND (NOT (item ->> 3)::boolean OR capacity IS NULL
-                OR capacity - held - sold - blocked >= (item ->> 1)::int + (item ->> 2)::int);
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'not enough places left'
-                USING ERRCODE = 'P0001', HINT = 'billetterie:not_available';
-        END IF;
-    END LOOP;
-    IF jsonb_array_length(COALESCE(NEW.payload -> 'log', '[]'::jsonb)) > 0 THEN
-        UPDATE inventory_sequence SET value = value + 1
-         WHERE institution_id = NEW.institution_id
-        RETURNING value INTO next_value;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'the institution''s inventory has not been provisioned'
-                USING ERRCODE = 'P0001', HINT = 'billetterie:unknown_inventory';
-        END IF;
-        INSERT INTO inventory_change
-            (institution_id, sequence, stock_id, product_id, performance_id,
-             held, sold, blocked, capacity, at, seats)
-        SELECT NEW.institution_id, next_value, s.id, s.product_id, s.performance_id,
-               s.held, s.sold, s.blocked, s.capacity, NEW.at,
-               (NEW.payload -> 'seats' -> (s.id::text))::json
-          FROM stock s
-         WHERE s.id IN (SELECT value::bigint
-                          FROM jsonb_array_elements_text(NEW.payload -> 'log'));
-        PERFORM pg_notify('billetterie_inventory', NEW.institution_id || ':' || next_value);
-    END IF;
-    DELETE FROM commit_work WHERE id = NEW.id;
-    RETURN NULL;
-END;
-$$;
 """
 
 
-def _previous_function() -> str:
-    """0010's function, which the downgrade puts back."""
+def _migration_0010() -> Any:
+    """Migration 0010's module: its function's parts, the stocks and the log kept as they are."""
     path = Path(__file__).with_name("0010_commit_work.py")
     spec = importlib.util.spec_from_file_location("billetterie_migration_0010", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return str(module.APPLY)
+    return module
+
+
+def _apply() -> str:
+    previous = _migration_0010()
+    return str(previous.DECLARE + "    owed record;\n" + DEBITS + previous.COUNTS_AND_LOG)
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(APPLY)
+        op.execute(_apply())
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(_previous_function())
+        op.execute(str(_migration_0010().APPLY))
