@@ -569,7 +569,9 @@ cart_groups: Groups[_Pending, tuple[int, list[int], Any]] = Groups(
     distinct=lambda p: p.request.order_id,  # None (a new cart) never conflicts
     # a group's carts hold their seats one after the other: its transaction, and the wait of
     # a claim for a seat it holds, grow with its size
-    size=8,
+    size=16,
+    # fewer groups at once: larger ones, and fewer running transactions claiming the same seats
+    concurrent=2,
 )
 
 

@@ -16,8 +16,9 @@ rows as they then held (and by at least ``MIN_CHANGES``): a table is analyzed wh
 doubled, so a handful of times while it is young and then rarely, leaving the rest to autovacuum.
 ``ANALYZE`` invalidates every connection's plans of that table, in every process, so the next
 execution plans with its current size. Two processes running the round at once do it once (a
-transaction-level advisory lock); a table the database user does not own is skipped by
-PostgreSQL with a warning. SQLite has no such plans: the round does nothing there.
+transaction-level advisory lock); only the tables the database user may analyze (its own, or
+its roles') are looked at, the others being left to autovacuum. SQLite has no such plans: the
+round does nothing there.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _GROWN = sa.text(
     FROM pg_stat_user_tables AS s
     JOIN pg_class AS c ON c.oid = s.relid
     WHERE s.schemaname = current_schema()
+      AND pg_has_role(c.relowner, 'USAGE')
       AND s.n_mod_since_analyze >= GREATEST(:min_changes, c.reltuples)
     ORDER BY s.relname
     """
