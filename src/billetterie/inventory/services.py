@@ -53,6 +53,7 @@ from billetterie.shared.statements import BulkInsert, Statement, any_of, bound, 
 
 log = logging.getLogger("billetterie.inventory.services")
 ATTEMPTS = 5
+SEATS_MISSING = "not enough seats together in this category"  # best-available found none
 ROUNDS = 8  # proposals of seats within one transaction, after lost races
 NOTIFY_CHANNEL = "billetterie_inventory"  # the boards LISTEN on it (inventory.board)
 LOCK_TIMEOUT_MS = 3000
@@ -1050,7 +1051,7 @@ class _Picker:
                     reread = True
                     await indexing.reread(conn, entry, stock_ids)
                     continue
-                raise NotAvailable("not enough seats together in this category")
+                raise NotAvailable(SEATS_MISSING)
             claim = (request.performance_id, entry, picked)
             got = await self.claim(conn, claim, hold_id, wait=wait)
             if len(got) == len(picked):

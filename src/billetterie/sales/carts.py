@@ -39,6 +39,7 @@ from billetterie.inventory.errors import NotAvailable
 from billetterie.inventory.models import HeldPlace
 from billetterie.inventory.returns import release_places_in
 from billetterie.inventory.services import (
+    SEATS_MISSING,
     Hold,
     NewHold,
     PlaceRequest,
@@ -683,10 +684,10 @@ async def carts_in(
             raise Refused(index, error) from None
         if not lacking:
             indexed.append((index, cart))
-        elif cart.wrote:
-            raise Refused(index, NotAvailable("not enough seats together in this category"))
+        elif cart.wrote:  # its new purchaser must not stay: the transaction rolls back
+            raise Refused(index, NotAvailable(SEATS_MISSING))
         else:
-            declined[index] = Declined(NotAvailable("not enough seats together in this category"))
+            declined[index] = Declined(NotAvailable(SEATS_MISSING))
     carts = [cart for _, cart in indexed]
     new = [cart for cart in carts if cart.new]
     rows = [_order_row(c.seller, c.pending.request, c.pending.now, c.added) for c in new]

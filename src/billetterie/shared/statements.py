@@ -74,8 +74,10 @@ def constant(value: str) -> Any:
     """``value`` written into the SQL as a literal instead of a bind parameter. A generic plan
     (the inventory transactions run with ``plan_cache_mode = force_generic_plan``) knows a
     literal, so it plans with the column's statistics for that value: a state most rows have
-    left (``ACTIVE`` holds, ``FREE`` seats near sold out) is then found through its index
-    instead of being planned as the average state. For fixed values only (an enum's)."""
+    left (``ACTIVE`` holds, among every hold ever made) is then found through its index
+    instead of being planned as the average state. Not for a share that swings between
+    analyses (``FREE`` seats: most early in an on-sale, few near sold out). For fixed values
+    only (an enum's)."""
     if "'" in value:
         raise ValueError("a constant has no quote")
     return sa.literal_column(f"'{value}'", sa.String())
