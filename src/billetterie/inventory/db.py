@@ -75,23 +75,13 @@ performance_seat = sa.Table(
     "performance_seat",
     metadata,
     id_column(),
-    # no index of its own: no statement reads a seat by institution alone (migration 0011)
-    sa.Column(
-        "institution_id",
-        Big,
-        sa.ForeignKey("institution.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    # not indexed: no statement reads a seat by institution alone (migration 0011)
+    institution_column(index=False),
     sa.Column(
         "performance_id", Big, sa.ForeignKey("performance.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column(
-        # indexed as the first column of ix_performance_seat_pick
-        "stock_id",
-        Big,
-        sa.ForeignKey("stock.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    # indexed as the first column of ix_performance_seat_pick (migration 0011)
+    ref("stock", index=False),
     sa.Column("seat_id", Big, sa.ForeignKey("seat.id", ondelete="CASCADE"), nullable=False),
     sa.Column("block_id", Big, nullable=False),
     sa.Column("row", sa.String(8), nullable=False),

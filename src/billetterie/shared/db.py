@@ -55,20 +55,23 @@ def id_column() -> sa.Column[int]:
     return sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
 
 
-def ref(target: str, *, nullable: bool = False, ondelete: str = "CASCADE") -> sa.Column[Any]:
-    """A foreign key column named after the table it points to (``season`` -> ``season_id``)."""
+def ref(
+    target: str, *, nullable: bool = False, ondelete: str = "CASCADE", index: bool = True
+) -> sa.Column[Any]:
+    """A foreign key column named after the table it points to (``season`` -> ``season_id``),
+    indexed unless another index starts with it or no statement reads by it alone."""
     table = target.split(".")[0]
     return sa.Column(
         f"{table}_id",
         sa.BigInteger().with_variant(sa.Integer, "sqlite"),
         sa.ForeignKey(f"{table}.id", ondelete=ondelete),
         nullable=nullable,
-        index=True,
+        index=index,
     )
 
 
-def institution_column() -> sa.Column[Any]:
-    return ref("institution")
+def institution_column(*, index: bool = True) -> sa.Column[Any]:
+    return ref("institution", index=index)
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
