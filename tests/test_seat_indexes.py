@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from billetterie.inventory import db
 from billetterie.inventory.errors import NotAvailable
-from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes
+from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of, refresh
 from billetterie.inventory.seating import FreeSeat, best_available
 from billetterie.inventory.services import (
     Hold,
@@ -25,7 +25,9 @@ from billetterie.inventory.services import (
     confirm_hold,
     expire_holds,
     hold_places,
+    in_transaction,
     release_hold,
+    seats_lacking,
 )
 from billetterie.shared.db import read
 from tests.conftest import NOW
@@ -143,6 +145,78 @@ async def test_a_lost_race_takes_the_next_best_block_in_the_same_hold(box: Box) 
     assert await box.sequence() == before + 1  # one transaction
     assert not any(entry.index.is_free(seat) for seat in best)  # learnt from the lost race
     await check_invariants(box.engine)
+
+
+async def free_seats(box: Box, category: str) -> list[int]:
+    return sorted(s.id for s in await box.seat_rows(stock_id=box.stock(category)) if s.state == "FREE")
+
+
+async def test_seats_lost_to_a_claim_that_rolled_back_are_read_again(box: Box) -> None:
+    """A seat lost to another process's claim is taken in the index; when that claim rolls
+    back, no change tells it: the index reads its suspect seats again before it says "sold
+    out", and only those."""
+    indexes = SeatIndexes()
+    await hold(box, indexes, box.seats("C1", 1))  # builds the index
+    entry = indexes.get(box.shop.performances["SH01"])
+    assert entry is not None
+    free = await free_seats(box, "C1")
+    want = await expected(box, "C1", 2)
+    # as if other processes' claims had got every free seat, then rolled back
+    entry.mark_lost(free)
+    assert entry.suspects_of([box.stock("C1")]) == free
+    assert entry.propose([box.stock("C1")], 2, split_allowed=False) is None
+    got = await hold(box, indexes, box.seats("C1", 2))
+    assert seats_of(got) == want
+    assert not entry.suspect  # read again: free, or held by this hold
+    # a seat taken without a lost race (this process's commit, or the log) is not suspect
+    entry.mark_taken(await free_seats(box, "C1"))
+    with pytest.raises(NotAvailable):
+        await hold(box, indexes, box.seats("C1", 1))
+    await check_invariants(box.engine)
+
+
+async def test_a_group_reads_its_suspect_seats_before_declining_a_cart(box: Box) -> None:
+    """``seats_lacking`` (a cart group's check before it writes) reads the suspect seats again
+    too: seats lost to a claim that rolled back do not decline a cart."""
+    indexes = indexes_of(box.engine)
+    indexes.clear()
+    await hold(box, indexes, box.seats("C1", 1))
+    entry = indexes.get(box.shop.performances["SH01"])
+    assert entry is not None
+    free = await free_seats(box, "C1")
+
+    async def lacking(request: PlaceRequest) -> bool:
+        async def work(conn: Any) -> bool:
+            return await seats_lacking(
+                conn,
+                institution_id=box.institution_id,
+                sales_channel_id=box.shop.channels["WEB"],
+                contingent_ids=[],
+                requests=[request],
+                now=NOW,
+            )
+
+        return await in_transaction(box.engine, work)
+
+    entry.mark_lost(free)
+    assert not await lacking(box.seats("C1", 2))
+    assert entry.index.is_free(free[0]) and not entry.suspect
+    entry.mark_taken(free)  # as a change read from the log would
+    assert await lacking(box.seats("C1", 2))
+
+
+async def test_the_log_settles_a_suspect_seat(box: Box) -> None:
+    """A seat lost to a claim that committed is no longer suspect once the log tells it."""
+    mine, other = SeatIndexes(), SeatIndexes()
+    await hold(box, mine, box.seats("C1", 1))
+    entry = mine.get(box.shop.performances["SH01"])
+    assert entry is not None
+    taken = await hold(box, other, box.seats("C1", 2))
+    entry.mark_lost(seats_of(taken))
+    async with read(box.engine) as conn:
+        await refresh(conn, entry)
+    assert not entry.suspect
+    assert not any(entry.index.is_free(seat) for seat in seats_of(taken))
 
 
 async def test_a_refused_hold_leaves_the_index_as_the_database(box: Box) -> None:

@@ -18,9 +18,12 @@ transaction (``inventory.services``). How the index keeps up with the database:
 - **reservations** - seats proposed to a transaction still running in this process are
   reserved (a counter per seat) and not proposed to another one, so the coroutines of one
   process do not race each other for the same block; reservations end with the transaction.
-- **lost races** - a seat the conditional update did not get is taken, committed, by another
-  process: it is marked taken at once (:meth:`PerformanceSeats.mark_taken`) and the next-best
-  block is proposed in the same transaction.
+- **lost races** - a seat the conditional update did not get is taken by another process: it
+  is marked taken at once (:meth:`PerformanceSeats.mark_lost`) and the next-best block is
+  proposed in the same transaction. Until the change log tells what became of it, the seat is
+  **suspect**: the transaction that got it may still roll back, and a rollback logs nothing. When
+  the index has no seats left for a request, only its suspect seats are read again
+  (:func:`recheck`, by primary key), not every free seat of its stocks.
 - **the same seats** - :func:`propose_same` proposes, for a season ticket, seats of the same
   plan seats (``performance_seat.seat_id``) at several performances, from their indexes.
 - **rollbacks** - the seats a transaction's claims got were free and are free again when it
@@ -59,6 +62,7 @@ __all__ = [
     "build",
     "indexes_of",
     "propose_same",
+    "recheck",
     "refresh",
     "reread",
 ]
@@ -104,6 +108,8 @@ class PerformanceSeats:
         self.settled = 0
         self.reserved: Counter[int] = Counter()
         self.dirty: set[int] = set()  # stocks whose free seats must be read again
+        # seats marked taken on a lost race, that no change read since has told the fate of
+        self.suspect: set[int] = set()
         self.stale = False  # rebuild before the next use
 
     @property
@@ -159,7 +165,15 @@ class PerformanceSeats:
             stock_id = self.stock_of.get(seat_id)
             if stock_id is not None:
                 self.free_by_stock[stock_id].discard(seat_id)
+        if self.suspect:
+            self.suspect.difference_update(seat_ids)
         self._sync(seat_ids)
+
+    def mark_lost(self, seat_ids: Collection[int]) -> None:
+        """Seats a claim did not get: taken by another transaction, committed or still running
+        (it may roll back), so taken and suspect until a change or :func:`recheck` tells."""
+        self.mark_taken(seat_ids)
+        self.suspect.update(s for s in seat_ids if s in self.stock_of)
 
     def mark_free(self, seat_ids: Collection[int]) -> None:
         """Seats the database showed free (committed, or in the current transaction)."""
@@ -167,7 +181,13 @@ class PerformanceSeats:
             stock_id = self.stock_of.get(seat_id)
             if stock_id is not None:
                 self.free_by_stock[stock_id].add(seat_id)
+        if self.suspect:
+            self.suspect.difference_update(seat_ids)
         self._sync(seat_ids)
+
+    def suspects_of(self, stock_ids: Collection[int]) -> list[int]:
+        """The suspect seats of these stocks, in id order."""
+        return sorted(s for s in self.suspect if self.stock_of[s] in stock_ids)
 
     def replace_stock(self, stock_id: int, free_ids: Collection[int]) -> None:
         """The database's free seats of one stock, read anew. A seat the index does not know
@@ -179,6 +199,8 @@ class PerformanceSeats:
         fresh = set(free_ids)
         changed = known ^ fresh
         self.free_by_stock[stock_id] = fresh
+        if self.suspect:
+            self.suspect.difference_update([s for s in self.suspect if self.stock_of[s] == stock_id])
         self._sync(changed)
 
     def apply_own(self, *, taken: Collection[int] = (), freed: Collection[int] = ()) -> None:
@@ -466,3 +488,28 @@ async def reread(
     for stock_id, free_ids in fresh.items():
         entry.replace_stock(stock_id, free_ids)
     entry.dirty.difference_update(ordered)
+
+
+_FREE_AMONG = Statement(
+    lambda d: sa.select(db.performance_seat.c.id).where(
+        any_of(db.performance_seat.c.id, "seat_ids", d),
+        db.performance_seat.c.state == SeatState.FREE.value,
+    )
+)
+
+
+async def recheck(
+    conn: AsyncConnection, entry: PerformanceSeats, stock_ids: Collection[int]
+) -> bool:
+    """Read again, by primary key, the suspect seats of these stocks (as ``conn`` sees them):
+    the free ones are free again in the index (the transaction that got them rolled back, or
+    still runs: a claim then skips them again), the others were taken by a commit that the
+    change log tells. Every other seat the index holds taken, the log or this process's own
+    commits said so. False when there was no suspect seat to read."""
+    suspects = entry.suspects_of(stock_ids)
+    if not suspects:
+        return False
+    free = [seat_id for (seat_id,) in await _FREE_AMONG.rows(conn, seat_ids=suspects)]
+    entry.suspect.difference_update(suspects)
+    entry.mark_free(free)
+    return True

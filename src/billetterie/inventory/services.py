@@ -972,7 +972,7 @@ class _Picker:
             self.details[seat_id] = (block_id, row, number)
         self.got.setdefault(performance_id, set()).update(got)
         if len(got) < len(seats):
-            entry.mark_taken(
+            entry.mark_lost(
                 [
                     seat_id
                     for seat_id in seats
@@ -1013,9 +1013,10 @@ class _Picker:
         its commit. Seats another transaction got are marked taken and the next-best ones
         proposed, in the same transaction; after a second loss the index is refreshed first.
         Seats reserved by other running transactions of this process are proposed last (they
-        may roll back). When the index has nothing left, the stocks' free seats are read again
-        once (a seat skipped for a transaction that then rolled back is free). Raises
-        NotAvailable, or _LostRace after ROUNDS proposals.
+        may roll back). When the index has nothing left, its suspect seats (lost to another
+        transaction, which may have rolled back) are read again (``seat_indexes.recheck``), and
+        once more, claimed waiting, when a claim skipped seats. Raises NotAvailable, or
+        _LostRace after ROUNDS proposals.
         """
         assert request.performance_id is not None
         stock_ids = [r.id for r in stocks]
@@ -1023,7 +1024,7 @@ class _Picker:
         mine = self.mine.setdefault(request.performance_id, Counter())
         losses = 0
         everything = False  # propose seats reserved elsewhere in this process too
-        reread = False
+        rechecked = False
         # seats skipped because another running transaction had claimed them: it may still
         # give them up, so before answering "sold out" they are claimed again, waiting
         skipped = False
@@ -1046,11 +1047,11 @@ class _Picker:
                 if not everything and entry.reserved_elsewhere(stock_ids, mine):
                     everything = True
                     continue
-                if not reread or (skipped and not wait):
-                    wait = reread
-                    reread = True
-                    await indexing.reread(conn, entry, stock_ids)
-                    continue
+                if not rechecked or (skipped and not wait):
+                    wait = rechecked
+                    rechecked = True
+                    if await indexing.recheck(conn, entry, stock_ids):
+                        continue
                 raise NotAvailable(SEATS_MISSING)
             claim = (request.performance_id, entry, picked)
             got = await self.claim(conn, claim, hold_id, wait=wait)
@@ -1076,8 +1077,8 @@ class _Picker:
     ) -> bool:
         """Whether :meth:`take` would raise NotAvailable for ``request``, told before anything
         is written: the index has no seats for it, even among those other running
-        transactions of this process reserved (they may roll back), the stocks' free seats read
-        again have none either, and no expired hold on these stocks would free some. False
+        transactions of this process reserved (they may roll back), its suspect seats read
+        again are taken, and no expired hold on these stocks would free some. False
         whenever a seat may be had: the claim decides then."""
         assert request.performance_id is not None
         stock_ids = [r.id for r in stocks]
@@ -1093,8 +1094,7 @@ class _Picker:
 
         if proposal() is not None:
             return False
-        await indexing.reread(conn, entry, stock_ids)
-        if proposal() is not None:
+        if await indexing.recheck(conn, entry, stock_ids) and proposal() is not None:
             return False
         due = await _DUE_ON_STOCKS.rows(
             conn, institution_id=self.institution_id, now=now, stock_ids=sorted(stock_ids), limit=1
