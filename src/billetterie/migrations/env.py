@@ -18,6 +18,7 @@ import billetterie.sales.db
 import billetterie.shared.audit
 import billetterie.shared.idempotency
 import billetterie.shared.outbox
+import billetterie.shop.queue_db
 import billetterie.webhooks.db  # noqa: F401
 from billetterie.shared.db import create_engine, metadata
 

@@ -11,7 +11,7 @@ queue_ticket = sa.Table(
     metadata,
     id_column(),
     institution_column(),
-    ref("point_of_sale"),
+    ref("point_of_sale", index=False),  # ix_shop_queue_ticket_draw starts with it
     ref("product"),
     sa.Column("token", sa.String(64), nullable=False, unique=True),
     sa.Column("joined_at", UtcDateTime, nullable=False),
