@@ -148,7 +148,9 @@ async def test_a_lost_race_takes_the_next_best_block_in_the_same_hold(box: Box) 
 
 
 async def free_seats(box: Box, category: str) -> list[int]:
-    return sorted(s.id for s in await box.seat_rows(stock_id=box.stock(category)) if s.state == "FREE")
+    return sorted(
+        s.id for s in await box.seat_rows(stock_id=box.stock(category)) if s.state == "FREE"
+    )
 
 
 async def test_seats_lost_to_a_claim_that_rolled_back_are_read_again(box: Box) -> None:
