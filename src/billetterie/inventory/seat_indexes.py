@@ -200,9 +200,7 @@ class PerformanceSeats:
         changed = known ^ fresh
         self.free_by_stock[stock_id] = fresh
         if self.suspect:
-            self.suspect.difference_update(
-                [s for s in self.suspect if self.stock_of[s] == stock_id]
-            )
+            self.suspect.difference_update(self.suspects_of((stock_id,)))
         self._sync(changed)
 
     def apply_own(self, *, taken: Collection[int] = (), freed: Collection[int] = ()) -> None:
