@@ -23,6 +23,7 @@ from billetterie.compat import (
     mirror_api,
     openapi,
     printing_api,
+    rpc,
     sales_api,
     webhooks_api,
 )
@@ -174,6 +175,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # the RPC methods' calls skip FastAPI's routing and dependencies (compat/rpc.py)
+    rpc.install_dispatch(app)
     return app
 
 
