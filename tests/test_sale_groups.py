@@ -6,6 +6,7 @@ answered as if it ran alone. SQLite runs them one at a time."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billetterie.inventory import db as inventory
+from billetterie.inventory import services
 from billetterie.sales import carts, closing
 from billetterie.sales import db as sales
 from billetterie.shared.db import read
@@ -272,3 +274,116 @@ async def test_a_cart_whose_seats_are_missing_is_declined_and_its_group_goes_on(
     assert held == 18 + 3 and orders == 18 + 2
     # a pair still sells
     assert (await kit.cart(kit.seats("C1", 2)))["statusCode"] == "success"
+
+
+def claims_counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Calls of the seat claims: a group's (``together``) and a hold's own (``alone``)."""
+    counted: Counter[str] = Counter()
+    for name, statement in (
+        ("together", services._CLAIM_FOR_HOLDS),
+        ("alone", services._CLAIM),
+        ("alone", services._CLAIM_WAITING),
+    ):
+
+        def spying(original: Any, name: str = name) -> Any:
+            async def rows(*args: Any, **kwargs: Any) -> Any:
+                counted[name] += 1
+                return await original(*args, **kwargs)
+
+            return rows
+
+        monkeypatch.setattr(statement, "rows", spying(statement.rows))
+    return counted
+
+
+async def held_seats(kit: Kit) -> dict[int, int]:
+    """Seat id -> the hold holding it."""
+    ps = inventory.performance_seat.c
+    async with read(kit.engine) as conn:
+        rows = (await conn.execute(sa.select(ps.id, ps.hold_id).where(ps.state == "HELD"))).all()
+    return {row.id: row.hold_id for row in rows}
+
+
+async def test_carts_together_claim_their_best_seats_in_one_statement(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = groups_seen(monkeypatch, 5, carts.cart_groups)
+    counted = claims_counted(monkeypatch)
+    wanted = [("C2", 1), ("C1", 2), ("C2", 2), ("C1", 1), ("C1", 3)]
+    answers = await asyncio.gather(*(kit.cart(kit.seats(c, n)) for c, n in wanted))
+    assert [a["statusCode"] for a in answers] == ["success"] * 5, answers
+    check_grouped(kit, runs, 5)
+    if kit.engine.dialect.name == "postgresql":
+        # a group of several carts claims once, a cart alone claims on its own
+        sizes = fresh(runs)
+        assert sizes[-1] > 1, runs
+        assert counted["together"] == sum(1 for n in sizes if n > 1), (counted, runs)
+        assert counted["alone"] == sum(1 for n in sizes if n == 1), (counted, runs)
+    else:
+        assert counted == {"alone": 5}, counted
+    held = await held_seats(kit)
+    orders = [a["orderUpdateData"] for a in answers]
+    movements = [m for o in orders for m in o["movementDataUpdates"]]
+    # every cart its own seats, each seat held by its cart's hold
+    assert len(held) == len(movements) == sum(n for _, n in wanted)
+    assert len({m["seat"]["id"] for m in movements}) == len(movements)
+    per_order = [{held[m["seat"]["id"]] for m in o["movementDataUpdates"]} for o in orders]
+    assert all(len(holds) == 1 for holds in per_order)
+    assert len(set().union(*per_order)) == 5
+    found = await states(kit, [o["orderId"] for o in orders])
+    assert [found[o["orderId"]] for o in orders] == [("RUNNING", ["HELD"] * n) for _, n in wanted]
+
+
+async def test_seats_another_transaction_claimed_are_claimed_again_elsewhere(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The best seats of C1 are claimed by a transaction still running (another process's):
+    a group's claim skips them, proposes the next ones, and what still loses is left to each
+    hold, which claims on its own."""
+    if kit.engine.dialect.name != "postgresql":
+        pytest.skip("carts run one at a time on SQLite: there is no group claim")
+    ps, stock = inventory.performance_seat.c, inventory.stock.c
+    async with kit.engine.connect() as other:
+        best = (
+            (
+                await other.execute(
+                    sa.select(ps.id)
+                    .join(inventory.stock, stock.id == ps.stock_id)
+                    .where(
+                        stock.seat_category_id == kit.shop.categories["C1"],
+                        ps.performance_id == kit.shop.performances["SH01"],
+                        ps.state == "FREE",
+                    )
+                    .order_by(ps.rank)
+                    .limit(6)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        await other.execute(
+            sa.update(inventory.performance_seat)
+            .where(ps.id.in_(best))
+            .values(state="HELD")  # uncommitted: the rows stay locked
+        )
+        runs = groups_seen(monkeypatch, 4, carts.cart_groups)
+        counted = claims_counted(monkeypatch)
+        lost_before = services.indexes_of(kit.api.app.state.runtime.engine).lost_races
+        answers = await asyncio.gather(
+            kit.cart(kit.seats("C2", 1)),
+            *(kit.cart(kit.seats("C1", n)) for n in (2, 1, 2)),
+        )
+        assert [a["statusCode"] for a in answers] == ["success"] * 4, answers
+        groups = sum(1 for n in fresh(runs) if n > 1)
+        assert groups >= 1, runs
+        # both rounds of each group's claim ran, and some hold claimed on its own after them
+        assert counted["together"] == 2 * groups and counted["alone"] >= 2, (counted, runs)
+        assert services.indexes_of(kit.api.app.state.runtime.engine).lost_races > lost_before
+        seats = {
+            m["seat"]["id"] for a in answers for m in a["orderUpdateData"]["movementDataUpdates"]
+        }
+        assert len(seats) == 6 and seats.isdisjoint(best)
+        await other.rollback()
+    held = await held_seats(kit)
+    # the group's seats are held, nothing else: the seats the claims got and gave back are free
+    assert set(held) == seats

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,6 +50,7 @@ from billetterie.inventory.models import HeldPlace, HoldState, SeatState
 from billetterie.inventory.seat_indexes import PerformanceSeats, SeatIndexes, indexes_of
 from billetterie.shared import audit, commit_work, statements
 from billetterie.shared.db import engine_cache, transaction
+from billetterie.shared.errors import DomainError
 from billetterie.shared.statements import BulkInsert, Statement, any_of, bound, constant
 
 log = logging.getLogger("billetterie.inventory.services")
@@ -511,6 +513,34 @@ _UNCLAIM = Statement(  # seats claimed in this transaction, given back
 )
 
 
+def _claim_seats_for_holds(dialect: str) -> Any:
+    """Free seats among ``seat_ids``, each held by the hold at its place in ``hold_ids``
+    (``pair_ids`` repeats ``seat_ids``); those another running transaction claimed are
+    skipped. PostgreSQL only: the claim of a group of carts (:func:`claim_best_seats`)."""
+    ps = db.performance_seat.c
+    ids = postgresql.ARRAY(sa.BigInteger)
+    wanted = sa.select(
+        sa.func.unnest(sa.bindparam("pair_ids", type_=ids)).label("seat_id"),
+        sa.func.unnest(sa.bindparam("hold_ids", type_=ids)).label("hold_id"),
+    ).subquery("wanted")
+    claimable = (
+        sa.select(ps.id)
+        .where(any_of(ps.id, "seat_ids", dialect), ps.state == SeatState.FREE.value)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        sa.update(db.performance_seat)
+        .where(ps.id == wanted.c.seat_id)
+        .where(ps.id.in_(claimable.scalar_subquery()))
+        .where(ps.state == SeatState.FREE.value)
+        .values(state=SeatState.HELD.value, hold_id=wanted.c.hold_id)
+        .returning(ps.id, ps.block_id, ps.row, ps.number)
+    )
+
+
+_CLAIM_FOR_HOLDS = Statement(_claim_seats_for_holds)
+
+
 def _claim_holds(dialect: str, *, unexpired: bool) -> Any:
     """Close the active holds among ``hold_ids`` (``unexpired``: not past their expiry)."""
     h = db.hold.c
@@ -841,6 +871,18 @@ def _drop(counter: Counter[int], seat_ids: list[int]) -> None:
             del counter[seat_id]
 
 
+def _drop_from(seat_ids: list[int], dropped: Collection[int]) -> None:
+    """Remove ``dropped`` from ``seat_ids`` (each once), in place."""
+    left = Counter(dropped)
+    kept = []
+    for seat_id in seat_ids:
+        if left[seat_id] > 0:
+            left[seat_id] -= 1
+        else:
+            kept.append(seat_id)
+    seat_ids[:] = kept
+
+
 class _Picker:
     """The seat indexes one hold attempt uses, the seats it reserved there, and the seats of
     the holds it expired (free as its transaction sees them)."""
@@ -997,6 +1039,60 @@ class _Picker:
             _drop(self.mine[performance_id], seats)
             del self.taken[performance_id][-len(seats) :]
 
+    def reserve(self, claim: tuple[int, PerformanceSeats, list[int]]) -> None:
+        """Reserve the proposed seats of ``claim`` for this transaction, before they are
+        claimed (:meth:`claim_together`): not proposed to anything else meanwhile."""
+        performance_id, entry, seats = claim
+        entry.reserve(seats)
+        self.mine.setdefault(performance_id, Counter()).update(seats)
+        self.taken.setdefault(performance_id, []).extend(seats)
+
+    async def claim_together(
+        self, conn: AsyncConnection, claims: Sequence[tuple[int, PerformanceSeats, list[int], int]]
+    ) -> list[bool]:
+        """Claim the reserved seats of ``claims`` (performance id, its index, seats, hold id) in
+        one statement: per claim, whether it got all its seats. A claim that did not is given
+        back (its seats got freed, in one statement for them all) and the seats it lost are
+        marked lost in their index, as :meth:`claim` does."""
+        seat_ids = [seat_id for _, _, seats, _ in claims for seat_id in seats]
+        rows = await _CLAIM_FOR_HOLDS.rows(
+            conn,
+            seat_ids=sorted(seat_ids),
+            pair_ids=seat_ids,
+            hold_ids=[hold_id for _, _, seats, hold_id in claims for _ in seats],
+        )
+        got: set[int] = set()
+        for seat_id, block_id, row, number in rows:
+            got.add(seat_id)
+            self.details[seat_id] = (block_id, row, number)
+        outcomes = []
+        lost: list[tuple[int, PerformanceSeats, list[int]]] = []
+        held: list[int] = []
+        for performance_id, entry, seats, _ in claims:
+            kept = [seat_id for seat_id in seats if seat_id in got]
+            self.got.setdefault(performance_id, set()).update(kept)
+            outcomes.append(len(kept) == len(seats))
+            if len(kept) < len(seats):
+                mine = self.mine[performance_id]
+                entry.mark_lost(
+                    [
+                        seat_id
+                        for seat_id in seats
+                        if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
+                    ]
+                )
+                lost.append((performance_id, entry, seats))
+                held += kept
+                self.indexes.lost_races += 1
+        if held:
+            await _UNCLAIM.execute(conn, seat_ids=sorted(held))
+        for performance_id, entry, seats in lost:
+            self.got[performance_id].difference_update(seats)
+            entry.unreserve(seats)
+            _drop(self.mine[performance_id], seats)
+            _drop_from(self.taken[performance_id], seats)
+        return outcomes
+
     async def take(
         self,
         conn: AsyncConnection,
@@ -1132,6 +1228,119 @@ async def seats_lacking(
         if await picker.lacks(conn, stocks, request, split_allowed, now):
             return True
     return False
+
+
+GROUP_CLAIM_ROUNDS = 2  # claims of a group's seats together; what they miss goes to each hold
+
+
+@dataclass(frozen=True)
+class GroupHold:
+    """One hold of a group of carts, for :func:`claim_best_seats`: the requests it will give
+    :func:`hold_places_in` under ``hold_id``, and where its places may come from."""
+
+    hold_id: int
+    requests: Sequence[PlaceRequest]
+    sales_channel_id: int
+    contingent_ids: Sequence[int]
+    split_allowed: bool = False
+    setup_version: int = 0
+
+
+@dataclass
+class Claimed:
+    """Seats :func:`claim_best_seats` holds already: per (hold id, request index), its seats
+    as (seat id, stock id), and where each seat is (block id, row, number)."""
+
+    seats: dict[tuple[int, int], list[tuple[int, int]]] = field(default_factory=dict)
+    details: dict[int, tuple[int, str, str]] = field(default_factory=dict)
+
+
+async def claim_best_seats(
+    conn: AsyncConnection, *, institution_id: int, holds: Sequence[GroupHold]
+) -> Claimed:
+    """Best-available seats for the holds of a group of carts, claimed together: one seat
+    proposal per request from the seat indexes, each reserved as it is made so the next one
+    differs, then one conditional update for every request's seats (each seat held by its own
+    hold). A request that lost a race (another process got one of its seats first) is
+    proposed again, in one statement for all such requests, up to GROUP_CLAIM_ROUNDS times.
+
+    What it leaves out goes to :func:`hold_places_in` as if it ran alone (given ``claimed``):
+    given seats, the same seats of a season ticket, unnumbered places, a request the indexes
+    have no seats for (the hold reads suspect seats again, waits for claims, or refuses), and
+    one that kept losing. Runs inside the group's transaction, on PostgreSQL only (SQLite
+    runs one cart at a time) and for two requests or more: a single request claims alone."""
+    claimed = Claimed()
+    if conn.dialect.name != "postgresql":
+        return claimed
+    # per request to seat: its hold id, the request, its stocks, whether it may be split
+    wanted: list[tuple[int, PlaceRequest, list[Any], bool]] = []
+    for hold in holds:
+        for request in hold.requests:
+            if (
+                request.performance_id is None
+                or request.seat_ids
+                or request.same_seats is not None
+                or not 1 <= request.quantity <= MAX_QUANTITY
+            ):
+                continue
+            try:
+                stocks = await _candidate_stocks(
+                    conn,
+                    institution_id,
+                    hold.sales_channel_id,
+                    request,
+                    hold.contingent_ids,
+                    hold.setup_version,
+                )
+            except DomainError:  # the hold refuses it with its own error
+                continue
+            if stocks and stocks[0].numbered:
+                wanted.append((hold.hold_id, request, stocks, hold.split_allowed))
+    if len(wanted) < 2:
+        return claimed
+    picker = _Picker(indexes_of(conn.engine), institution_id, _current_afterwards())
+    _current_afterwards().committed.append(picker.committed)
+    index_of = {
+        (hold.hold_id, id(request)): i for hold in holds for i, request in enumerate(hold.requests)
+    }
+    for _ in range(GROUP_CLAIM_ROUNDS):
+        claims: list[tuple[int, PerformanceSeats, list[int], int]] = []
+        requests: list[tuple[int, PlaceRequest]] = []
+        for hold_id, request, stocks, split_allowed in wanted:
+            assert request.performance_id is not None
+            stock_ids = [stock.id for stock in stocks]
+            entry = await picker.entry(conn, request.performance_id, stock_ids)
+            picked = None
+            for blocks in (request.preferred_blocks or None, None):
+                picked = entry.propose(
+                    stock_ids, request.quantity, split_allowed=split_allowed, blocks=blocks
+                )
+                if picked is not None or blocks is None:
+                    break
+            if picked is None:
+                continue  # the hold looks further
+            claim = (request.performance_id, entry, picked)
+            picker.reserve(claim)
+            claims.append((*claim, hold_id))
+            requests.append((hold_id, request))
+        if not claims:
+            break
+        outcomes = await picker.claim_together(conn, claims)
+        lost = set()
+        for (hold_id, request), (_, entry, seats, _), got in zip(
+            requests, claims, outcomes, strict=True
+        ):
+            if got:
+                claimed.seats[(hold_id, index_of[(hold_id, id(request))])] = [
+                    (seat_id, entry.stock_of[seat_id]) for seat_id in seats
+                ]
+            else:
+                lost.add((hold_id, id(request)))
+        wanted = [w for w in wanted if (w[0], id(w[1])) in lost]
+        if not wanted:
+            break
+    claimed.details = picker.details
+    return claimed
 
 
 async def _take_given_seats(
@@ -1374,6 +1583,7 @@ async def hold_places_in(
     setup_version: int = 0,
     hold_id: int | None = None,
     lines_to: list[dict[str, Any]] | None = None,
+    claimed: Claimed | None = None,
 ) -> Hold:
     """Hold every requested place for ``cart`` until ``expires_at``, all or nothing.
 
@@ -1396,7 +1606,8 @@ async def hold_places_in(
     transaction (the stocks are then read once per process and version). ``hold_id``: the
     hold, written by :func:`new_holds` for this cart and expiry (else it is written here);
     ``lines_to``: the hold's lines are added there, for the caller to write with
-    :func:`write_hold_lines` before anything reads them (else they are written here).
+    :func:`write_hold_lines` before anything reads them (else they are written here);
+    ``claimed``: seats :func:`claim_best_seats` holds for ``hold_id`` already, by request index.
     """
     if not requests:
         raise InvalidQuantity("nothing to hold")
@@ -1449,6 +1660,9 @@ async def hold_places_in(
                     )
                 elif i in same:
                     seats = same[i]
+                elif claimed is not None and (hold_id, i) in claimed.seats:
+                    seats = claimed.seats[(hold_id, i)]
+                    picker.details.update((s, claimed.details[s]) for s, _ in seats)
                 else:
                     seats = await picker.take(conn, stocks, request, hold_id, split_allowed)
                 taken = _seat_lines(seats)

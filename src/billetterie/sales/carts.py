@@ -40,9 +40,12 @@ from billetterie.inventory.models import HeldPlace
 from billetterie.inventory.returns import release_places_in
 from billetterie.inventory.services import (
     SEATS_MISSING,
+    Claimed,
+    GroupHold,
     Hold,
     NewHold,
     PlaceRequest,
+    claim_best_seats,
     hold_places_in,
     in_transaction,
     new_holds,
@@ -407,9 +410,10 @@ async def _hold(
     now: datetime,
     hold_id: int,
     lines_to: list[dict[str, Any]],
+    claimed: Claimed | None = None,
 ) -> Hold:
     """Hold the planned places of one operation for the cart ``order`` (its hold written,
-    its lines left in ``lines_to``)."""
+    its lines left in ``lines_to``; ``claimed``: seats its group claimed for it already)."""
     return await hold_places_in(
         conn,
         institution_id=seller.institution_id,
@@ -424,6 +428,7 @@ async def _hold(
         setup_version=seller.setup_version,
         hold_id=hold_id,
         lines_to=lines_to,
+        claimed=claimed,
     )
 
 
@@ -701,30 +706,54 @@ async def carts_in(
             at=cart.pending.now,
             order_id=order.id,
         )
-    # the holds of them all in one statement, then each one's places, then all their lines
-    hold_ids = iter(
-        await new_holds(
-            conn,
-            [
-                NewHold(
-                    cart.seller.institution_id,
-                    cart.seller.sales_channel_id,
-                    cart_key(cart.order.id),
-                    cart.order.expires_at,
-                    cart.pending.now,
-                )
-                for cart in carts
-                for _ in cart.planned
-            ],
-        )
+    # the holds of them all in one statement, their best seats claimed together, then each
+    # one's places, then all their lines
+    hold_ids = await new_holds(
+        conn,
+        [
+            NewHold(
+                cart.seller.institution_id,
+                cart.seller.sales_channel_id,
+                cart_key(cart.order.id),
+                cart.order.expires_at,
+                cart.pending.now,
+            )
+            for cart in carts
+            for _ in cart.planned
+        ],
     )
+    claimed = await claim_best_seats(
+        conn,
+        institution_id=group[0].seller.institution_id,
+        holds=[
+            GroupHold(
+                hold_id,
+                plan.requests,
+                cart.seller.sales_channel_id,
+                sorted(cart.seller.contingent_ids),
+                cart.seller.split_allowed,
+                cart.seller.setup_version,
+            )
+            for (cart, plan), hold_id in zip(
+                ((cart, plan) for cart in carts for plan in cart.planned), hold_ids, strict=True
+            )
+        ],
+    )
+    next_hold = iter(hold_ids)
     lines: list[dict[str, Any]] = []
     for index, cart in indexed:
         try:
             for plan in cart.planned:
                 cart.holds.append(
                     await _hold(
-                        conn, cart.seller, cart.order, plan, cart.pending.now, next(hold_ids), lines
+                        conn,
+                        cart.seller,
+                        cart.order,
+                        plan,
+                        cart.pending.now,
+                        next(next_hold),
+                        lines,
+                        claimed,
                     )
                 )
         except DomainError as error:
