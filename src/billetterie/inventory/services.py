@@ -1180,17 +1180,21 @@ class _Picker:
         stock_ids = [r.id for r in stocks]
         entry = await self.entry(conn, request.performance_id, stock_ids)
 
-        def proposal() -> list[int] | None:
+        def proposal(reserved_too: bool) -> list[int] | None:
             return entry.propose(
                 stock_ids,
                 request.quantity,
                 split_allowed=split_allowed,
-                ignore_reserved_except=(),
+                ignore_reserved_except=() if reserved_too else None,
             )
 
-        if proposal() is not None:
+        # seats nobody reserved first: the index's own search, kept from call to call; with
+        # the seats reserved by running transactions only when there are none (it takes
+        # those seats out of the index and puts them back, and the rows they are in are
+        # searched again after each)
+        if proposal(False) is not None or proposal(True) is not None:
             return False
-        if await indexing.recheck(conn, entry, stock_ids) and proposal() is not None:
+        if await indexing.recheck(conn, entry, stock_ids) and proposal(True) is not None:
             return False
         due = await _DUE_ON_STOCKS.rows(
             conn, institution_id=self.institution_id, now=now, stock_ids=sorted(stock_ids), limit=1
