@@ -45,6 +45,7 @@ CASES: list[tuple[str, bytes | None, str | None]] = [
     (f"{CATALOG}/getCatalogDetailed", b"{}", "forged"),
     (f"{CATALOG}/getNothing", b"{}", "b2c"),
     (f"{ORDERS}/getOrderDetails", b'{"orderId": 987654321}', "reseller"),  # a domain error
+    (f"{ORDERS}/getOrderDetails", b'{"orderId": 987654321, "requestId": "r-9"}', "reseller"),
     (f"{ORDERS}/getOrderDetails", b"{}", "reseller"),  # a required field missing
     (f"{ORDERS}/getOrderDetails", b'{"orderId": "12"}', "reseller"),  # coerced as FastAPI does
     (f"{FACADE}/createOrUpdateOrder", b'{"orderId": -5}', "reseller"),
