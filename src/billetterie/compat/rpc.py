@@ -10,8 +10,10 @@ resolution: :class:`RpcDispatch`, in front of the application's router, finds th
 path in a table, validates the body with the method's model and answers through the same
 handler, as the route would. Whatever it does not take on (a body that is not a JSON object of
 the model, a path that an earlier route would match) goes to the router as it came, so refusals
-are FastAPI's own. Under an on-sale rush that is about a fifth of a server process's CPU
-(docs/scaling.md).
+are FastAPI's own. Under an on-sale rush that took an eighth off the server's CPU per order
+(docs/scaling.md, item 15). It leans on two helpers Starlette keeps private
+(``wrap_app_handling_exceptions``, ``get_route_path``), the ones its own routes use;
+``tests/test_rpc_dispatch.py`` compares its answers with the router's.
 """
 
 import base64
