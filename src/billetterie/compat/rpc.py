@@ -339,10 +339,9 @@ class RpcDispatch:
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         request = Request(scope, replay, send)
-        answer = method.respond
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await answer(payload, await current_call(request))
+            response = await method.respond(payload, await current_call(request))
             await response(scope, receive, send)
 
         await wrap_app_handling_exceptions(app, request)(scope, replay, send)

@@ -1002,10 +1002,7 @@ class _Picker:
         transaction of this process claimed it (it stays reserved by that one and follows its
         outcome)."""
         performance_id, entry, seats = claim
-        entry.reserve(seats)
-        mine = self.mine.setdefault(performance_id, Counter())
-        mine.update(seats)
-        self.taken.setdefault(performance_id, []).extend(seats)
+        self.reserve(claim)
         got = set()
         for seat_id, block_id, row, number in await (_CLAIM_WAITING if wait else _CLAIM).rows(
             conn, seat_ids=sorted(seats), hold_id=hold_id
@@ -1014,14 +1011,22 @@ class _Picker:
             self.details[seat_id] = (block_id, row, number)
         self.got.setdefault(performance_id, set()).update(got)
         if len(got) < len(seats):
-            entry.mark_lost(
-                [
-                    seat_id
-                    for seat_id in seats
-                    if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
-                ]
-            )
+            self._lost(performance_id, entry, seats, got)
         return got
+
+    def _lost(
+        self, performance_id: int, entry: PerformanceSeats, seats: list[int], got: Collection[int]
+    ) -> None:
+        """The seats of a claim it did not get are taken elsewhere (suspect), unless a running
+        transaction of this process claimed them too: they follow that one's outcome."""
+        mine = self.mine[performance_id]
+        entry.mark_lost(
+            [
+                seat_id
+                for seat_id in seats
+                if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
+            ]
+        )
 
     async def give_back(
         self,
@@ -1037,7 +1042,7 @@ class _Picker:
             self.got.get(performance_id, set()).difference_update(seats)
             entry.unreserve(seats)
             _drop(self.mine[performance_id], seats)
-            del self.taken[performance_id][-len(seats) :]
+            _drop_from(self.taken[performance_id], seats)
 
     def reserve(self, claim: tuple[int, PerformanceSeats, list[int]]) -> None:
         """Reserve the proposed seats of ``claim`` for this transaction, before they are
@@ -1073,24 +1078,11 @@ class _Picker:
             self.got.setdefault(performance_id, set()).update(kept)
             outcomes.append(len(kept) == len(seats))
             if len(kept) < len(seats):
-                mine = self.mine[performance_id]
-                entry.mark_lost(
-                    [
-                        seat_id
-                        for seat_id in seats
-                        if seat_id not in got and entry.reserved[seat_id] <= mine[seat_id]
-                    ]
-                )
+                self._lost(performance_id, entry, seats, got)
                 lost.append((performance_id, entry, seats))
                 held += kept
                 self.indexes.lost_races += 1
-        if held:
-            await _UNCLAIM.execute(conn, seat_ids=sorted(held))
-        for performance_id, entry, seats in lost:
-            self.got[performance_id].difference_update(seats)
-            entry.unreserve(seats)
-            _drop(self.mine[performance_id], seats)
-            _drop_from(self.taken[performance_id], seats)
+        await self.give_back(conn, lost, held)
         return outcomes
 
     async def take(
@@ -1276,10 +1268,11 @@ async def claim_best_seats(
     claimed = Claimed()
     if conn.dialect.name != "postgresql":
         return claimed
-    # per request to seat: its hold id, the request, its stocks, whether it may be split
-    wanted: list[tuple[int, PlaceRequest, list[Any], bool]] = []
+    # per request to seat: its hold id, its index there, the request, its stocks, whether it
+    # may be split
+    wanted: list[tuple[int, int, PlaceRequest, list[Any], bool]] = []
     for hold in holds:
-        for request in hold.requests:
+        for index, request in enumerate(hold.requests):
             if (
                 request.performance_id is None
                 or request.seat_ids
@@ -1299,18 +1292,16 @@ async def claim_best_seats(
             except DomainError:  # the hold refuses it with its own error
                 continue
             if stocks and stocks[0].numbered:
-                wanted.append((hold.hold_id, request, stocks, hold.split_allowed))
+                wanted.append((hold.hold_id, index, request, stocks, hold.split_allowed))
     if len(wanted) < 2:
         return claimed
-    picker = _Picker(indexes_of(conn.engine), institution_id, _current_afterwards())
-    _current_afterwards().committed.append(picker.committed)
-    index_of = {
-        (hold.hold_id, id(request)): i for hold in holds for i, request in enumerate(hold.requests)
-    }
+    after = _current_afterwards()
+    picker = _Picker(indexes_of(conn.engine), institution_id, after)
+    after.committed.append(picker.committed)
     for _ in range(GROUP_CLAIM_ROUNDS):
         claims: list[tuple[int, PerformanceSeats, list[int], int]] = []
-        requests: list[tuple[int, PlaceRequest]] = []
-        for hold_id, request, stocks, split_allowed in wanted:
+        keys: list[tuple[int, int]] = []  # per claim: its hold id and request index
+        for hold_id, index, request, stocks, split_allowed in wanted:
             assert request.performance_id is not None
             stock_ids = [stock.id for stock in stocks]
             entry = await picker.entry(conn, request.performance_id, stock_ids)
@@ -1326,21 +1317,17 @@ async def claim_best_seats(
             claim = (request.performance_id, entry, picked)
             picker.reserve(claim)
             claims.append((*claim, hold_id))
-            requests.append((hold_id, request))
+            keys.append((hold_id, index))
         if not claims:
             break
         outcomes = await picker.claim_together(conn, claims)
         lost = set()
-        for (hold_id, request), (_, entry, seats, _), got in zip(
-            requests, claims, outcomes, strict=True
-        ):
+        for key, (_, entry, seats, _), got in zip(keys, claims, outcomes, strict=True):
             if got:
-                claimed.seats[(hold_id, index_of[(hold_id, id(request))])] = [
-                    (seat_id, entry.stock_of[seat_id]) for seat_id in seats
-                ]
+                claimed.seats[key] = [(seat_id, entry.stock_of[seat_id]) for seat_id in seats]
             else:
-                lost.add((hold_id, id(request)))
-        wanted = [w for w in wanted if (w[0], id(w[1])) in lost]
+                lost.add(key)
+        wanted = [w for w in wanted if (w[0], w[1]) in lost]
         if not wanted:
             break
     claimed.details = picker.details
