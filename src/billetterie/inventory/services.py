@@ -67,8 +67,11 @@ MAX_QUANTITY = 1000
 T = TypeVar("T")
 
 
-class _LostRace(Exception):
-    """A conditional update matched fewer rows than expected; the attempt starts again."""
+class LostRace(Exception):
+    """A conditional update matched fewer rows than expected, round after round: the attempt
+    starts again (:func:`in_transaction` runs ``work`` anew). A caller deciding several
+    requests in one transaction may instead take the losing request out and run it alone
+    (``sales.carts.carts_in``)."""
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ async def _attempts(engine: AsyncEngine, work: Work, setup_of: int | None) -> An
                     collector = commit_work.current(conn)
                     if collector is None or not await collector.flush(conn, entries.rows):
                         await audit.write(conn, entries.rows)
-        except _LostRace:
+        except LostRace:
             after.run(committed=False)
             continue
         except (OperationalError, DBAPIError) as exc:
@@ -1104,7 +1107,7 @@ class _Picker:
         may roll back). When the index has nothing left, its suspect seats (lost to another
         transaction, which may have rolled back) are read again (``seat_indexes.recheck``), and
         once more, claimed waiting, when a claim skipped seats. Raises NotAvailable, or
-        _LostRace after ROUNDS proposals.
+        LostRace after ROUNDS proposals.
         """
         assert request.performance_id is not None
         stock_ids = [r.id for r in stocks]
@@ -1152,8 +1155,8 @@ class _Picker:
             if losses == 2:  # more than one seat race: catch up with the log first
                 await indexing.refresh(conn, entry)
                 if entry.stale:
-                    raise _LostRace()
-        raise _LostRace()
+                    raise LostRace()
+        raise LostRace()
 
     async def lacks(
         self,
@@ -1418,7 +1421,7 @@ async def _take_same_seats(
     update, skipping seats another running transaction holds. When one part falls short, the
     parts already claimed are put back (``FREE``) in the same transaction, the seats lost are
     marked taken and another common set is proposed, so no part of a set stays held alone;
-    after a second loss the indexes catch up with the log first. Raises _LostRace after ROUNDS
+    after a second loss the indexes catch up with the log first. Raises LostRace after ROUNDS
     proposals.
     """
     chosen: dict[int, list[tuple[int, int]]] = {}
@@ -1456,9 +1459,9 @@ async def _take_same_seats(
                 for entry in entries:
                     await indexing.refresh(conn, entry)
                     if entry.stale:
-                        raise _LostRace()
+                        raise LostRace()
         else:
-            raise _LostRace()
+            raise LostRace()
     return chosen
 
 

@@ -43,6 +43,7 @@ from billetterie.inventory.services import (
     Claimed,
     GroupHold,
     Hold,
+    LostRace,
     NewHold,
     PlaceRequest,
     claim_best_seats,
@@ -79,7 +80,7 @@ from billetterie.sales.queries import OrderContents
 from billetterie.shared import audit
 from billetterie.shared.db import read
 from billetterie.shared.errors import DomainError
-from billetterie.shared.groups import Declined, Groups, Refused
+from billetterie.shared.groups import Declined, Groups, Refused, RunAlone
 from billetterie.shared.statements import BulkInsert, Statement, bound
 
 MAX_LINES = 50
@@ -678,7 +679,8 @@ async def carts_in(
     of them all in one statement each. A cart whose seats are missing, found before anything
     is written for it (:func:`~billetterie.inventory.services.seats_lacking`), is
     :class:`Declined` and the others go on; the first cart refused after that raises
-    :class:`Refused` (the transaction must roll back)."""
+    :class:`Refused` (the transaction must roll back), and the first whose seat races are lost
+    round after round raises :class:`RunAlone` when other carts share the transaction."""
     declined: dict[int, Declined] = {}
     indexed: list[tuple[int, _Cart]] = []
     for index, pending in enumerate(group):
@@ -758,6 +760,12 @@ async def carts_in(
                 )
         except DomainError as error:
             raise Refused(index, error) from None
+        except LostRace:
+            if len(indexed) == 1:  # alone: its transaction starts again
+                raise
+            # its seats keep going to other running transactions: the group is not run
+            # again for it (it would most likely lose them again), it runs alone after it
+            raise RunAlone(index) from None
     await write_hold_lines(conn, lines)
     operations = iter(
         await _NEW_OPERATIONS.rows(

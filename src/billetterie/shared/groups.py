@@ -17,7 +17,11 @@ one statement per step for every request of the group.
   the first request refused once it may have written: the transaction rolls back, that
   request gets its error, the others run again without it. A group refused twice, or that
   fails otherwise (a commit refusing the group's counters or debits together, a lock
-  timeout), runs one request at a time, so that each gets its own answer.
+  timeout), runs one request at a time, so that each gets its own answer. ``run`` raises
+  :class:`RunAlone` for a request the group's transaction cannot decide (it lost its seat
+  races round after round: running the whole group again would most likely lose them again):
+  the transaction rolls back, the others run again without it, then it runs alone, in a
+  transaction of its own with its own retries.
 - Only on PostgreSQL: SQLite runs one writing transaction at a time, so every request runs
   alone, through the same ``run``.
 """
@@ -35,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["Declined", "Groups", "Refused"]
+__all__ = ["Declined", "Groups", "Refused", "RunAlone"]
 
 
 class Refused(Exception):
@@ -45,6 +49,15 @@ class Refused(Exception):
     def __init__(self, index: int, error: Exception) -> None:
         super().__init__(index, error)
         self.index, self.error = index, error
+
+
+class RunAlone(Exception):
+    """The request ``index`` of a group is to run alone, after the others; the group's
+    transaction must roll back."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ class Groups(Generic[T, R]):
 
     async def _run_group(self, engine: AsyncEngine, group: list[_Waiting[T, R]]) -> None:
         remaining = list(group)
+        alone: list[_Waiting[T, R]] = []  # taken out by RunAlone, run after the others
         refusals = 0
         while remaining:
             if refusals == 2 and len(remaining) > 1:
@@ -166,16 +180,22 @@ class Groups(Generic[T, R]):
                 remaining.pop(refused.index).settle(error=refused.error)
                 refusals += 1
                 continue
+            except RunAlone as taken:
+                if len(remaining) == 1:  # ``run`` must decide a request alone
+                    raise RuntimeError("a request alone cannot run alone again") from taken
+                alone.append(remaining.pop(taken.index))
+                refusals += 1
+                continue
             except Exception as exc:
                 if len(remaining) == 1:
                     remaining[0].settle(error=exc)
-                    return
+                    remaining = []
                 break
             for waiting, result in zip(remaining, results, strict=True):
                 if isinstance(result, Declined):
                     waiting.settle(error=result.error)
                 else:
                     waiting.settle(result)
-            return
-        for waiting in remaining:  # one at a time
+            remaining = []
+        for waiting in remaining + alone:  # one at a time
             await self._run_group(engine, [waiting])
