@@ -71,7 +71,7 @@ class LostRace(Exception):
     """A conditional update matched fewer rows than expected, round after round: the attempt
     starts again (:func:`in_transaction` runs ``work`` anew). A caller deciding several
     requests in one transaction may instead take the losing request out and run it alone
-    (``sales.carts.carts_in``)."""
+    (``sales.carts.carts_in``, from the second attempt on: :func:`attempt_number`)."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,7 @@ class _Afterwards:
         # performance -> its seat index, caught up with the change log by a hold of this
         # attempt (the next holds of the transaction, a group's carts, use it as it is)
         self.caught_up: dict[int, Any] = {}
+        self.attempt = 0  # of the transaction's attempts (ATTEMPTS), from 0
 
     def run(self, *, committed: bool) -> None:
         for action in self.committed if committed else self.rolled_back:
@@ -225,6 +226,7 @@ async def _with_retries(engine: AsyncEngine, work: Work, setup_of: int | None = 
 async def _attempts(engine: AsyncEngine, work: Work, setup_of: int | None) -> Any:
     for attempt in range(ATTEMPTS):
         after = _Afterwards()
+        after.attempt = attempt
         token = commit_work.start()
         try:
             async with transaction(engine) as conn:
@@ -297,6 +299,12 @@ async def in_transaction(
 
     result: T = await _with_retries(engine, run, setup_of)
     return result
+
+
+def attempt_number() -> int:
+    """Which attempt of the running :func:`in_transaction` this is: 0 for the first, one more
+    for each time it started again (a lost race, a deadlock)."""
+    return _current_afterwards().attempt
 
 
 def _current_afterwards(*, required: bool = True) -> _Afterwards:

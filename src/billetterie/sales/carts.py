@@ -46,6 +46,7 @@ from billetterie.inventory.services import (
     LostRace,
     NewHold,
     PlaceRequest,
+    attempt_number,
     claim_best_seats,
     hold_places_in,
     in_transaction,
@@ -680,7 +681,8 @@ async def carts_in(
     is written for it (:func:`~billetterie.inventory.services.seats_lacking`), is
     :class:`Declined` and the others go on; the first cart refused after that raises
     :class:`Refused` (the transaction must roll back), and the first whose seat races are lost
-    round after round raises :class:`RunAlone` when other carts share the transaction."""
+    round after round on a second attempt raises :class:`RunAlone` when other carts share the
+    transaction."""
     declined: dict[int, Declined] = {}
     indexed: list[tuple[int, _Cart]] = []
     for index, pending in enumerate(group):
@@ -761,10 +763,10 @@ async def carts_in(
         except DomainError as error:
             raise Refused(index, error) from None
         except LostRace:
-            if len(indexed) == 1:  # alone: its transaction starts again
+            if len(indexed) == 1 or attempt_number() == 0:  # the transaction starts again
                 raise
-            # its seats keep going to other running transactions: the group is not run
-            # again for it (it would most likely lose them again), it runs alone after it
+            # lost again: its seats keep going to other running transactions, and the group
+            # is not run again for it (it would most likely lose them again), it runs alone
             raise RunAlone(index) from None
     await write_hold_lines(conn, lines)
     operations = iter(

@@ -19,7 +19,8 @@ one statement per step for every request of the group.
   fails otherwise (a commit refusing the group's counters or debits together, a lock
   timeout), runs one request at a time, so that each gets its own answer. ``run`` raises
   :class:`RunAlone` for a request the group's transaction cannot decide (it lost its seat
-  races round after round: running the whole group again would most likely lose them again):
+  races round after round, twice: running the whole group again would most likely lose them
+  again):
   the transaction rolls back, the others run again without it, then it runs alone, in a
   transaction of its own with its own retries.
 - Only on PostgreSQL: SQLite runs one writing transaction at a time, so every request runs
