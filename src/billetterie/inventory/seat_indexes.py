@@ -92,13 +92,9 @@ class PerformanceSeats:
         # the database's free seats, per stock
         self.free_by_stock: dict[int, set[int]] = {stock_id: set() for stock_id in stock_ids}
         self.stock_of: dict[int, int] = {}
-        self.row_of: dict[int, tuple[int, int]] = {}  # seat -> (block id, row order)
-        self.rows: dict[tuple[int, int], list[int]] = {}  # the seats of each row
         for seat_id, stock_id, block_id, row_order, position, rank, free in seats:
             plan.append(PlanSeat(seat_id, block_id, row_order, position, rank, free, stock_id))
             self.stock_of[seat_id] = stock_id
-            self.row_of[seat_id] = row = (block_id, row_order)
-            self.rows.setdefault(row, []).append(seat_id)
             known = self.free_by_stock.setdefault(stock_id, set())
             if free:
                 known.add(seat_id)
@@ -188,11 +184,6 @@ class PerformanceSeats:
         if self.suspect:
             self.suspect.difference_update(seat_ids)
         self._sync(seat_ids)
-
-    def free_in_rows_of(self, seat_ids: Collection[int]) -> list[int]:
-        """The seats the index would propose in the rows of these seats."""
-        rows = {self.row_of[s] for s in seat_ids if s in self.row_of}
-        return [s for row in rows for s in self.rows[row] if self.index.is_free(s)]
 
     def suspects_of(self, stock_ids: Collection[int]) -> list[int]:
         """The suspect seats of these stocks, in id order."""

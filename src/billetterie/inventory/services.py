@@ -1111,42 +1111,15 @@ class _Picker:
         PostgreSQL) seats another running transaction has just claimed instead of waiting for
         its commit. Seats another transaction got are marked taken and the next-best ones
         proposed, in the same transaction; after a second loss the index is refreshed first.
-        From the second loss on (the index caught up, the seats were most likely lost to
-        running transactions) the rest of the rows the seats were lost in is left out of the
-        proposals while other rows have seats: another process's running transactions claim
-        the best seats together, row by row, and the index cannot know them before they
-        commit, so the proposals would walk through them a few seats at a time. Seats
-        reserved by other running transactions of this process are proposed last (they may
-        roll back). When the index has nothing left, its suspect seats (lost to another
+        Seats reserved by other running transactions of this process are proposed last (they
+        may roll back). When the index has nothing left, its suspect seats (lost to another
         transaction, which may have rolled back) are read again (``seat_indexes.recheck``), and
         once more, claimed waiting, when a claim skipped seats. Raises NotAvailable, or
         LostRace after ROUNDS proposals.
         """
         assert request.performance_id is not None
-        entry = await self.entry(conn, request.performance_id, [r.id for r in stocks])
-        # the buyer's preferred blocks first, then anywhere
-        choices = (request.preferred_blocks, None) if request.preferred_blocks else (None,)
-        avoided: list[int] = []  # the free seats of the rows seats were lost in, reserved here
-        try:
-            return await self._take(
-                conn, entry, stocks, request, hold_id, split_allowed, choices, avoided
-            )
-        finally:
-            entry.unreserve(avoided)
-
-    async def _take(
-        self,
-        conn: AsyncConnection,
-        entry: PerformanceSeats,
-        stocks: list[Any],
-        request: PlaceRequest,
-        hold_id: int,
-        split_allowed: bool,
-        choices: tuple[Any, ...],
-        avoided: list[int],
-    ) -> list[tuple[int, int]]:
-        assert request.performance_id is not None
         stock_ids = [r.id for r in stocks]
+        entry = await self.entry(conn, request.performance_id, stock_ids)
         mine = self.mine.setdefault(request.performance_id, Counter())
         losses = 0
         everything = False  # propose seats reserved elsewhere in this process too
@@ -1155,6 +1128,8 @@ class _Picker:
         # give them up, so before answering "sold out" they are claimed again, waiting
         skipped = False
         wait = False
+        # the buyer's preferred blocks first, then anywhere
+        choices = (request.preferred_blocks, None) if request.preferred_blocks else (None,)
         for _ in range(ROUNDS):
             picked = None
             for blocks in choices:
@@ -1168,10 +1143,6 @@ class _Picker:
                 if picked is not None:
                     break
             if picked is None:
-                if avoided:  # the rows left out are proposed again
-                    entry.unreserve(avoided)
-                    avoided.clear()
-                    continue
                 if not everything and entry.reserved_elsewhere(stock_ids, mine):
                     everything = True
                     continue
@@ -1193,10 +1164,6 @@ class _Picker:
                 await indexing.refresh(conn, entry)
                 if entry.stale:
                     raise LostRace()
-            if losses >= 2 and not everything:  # lost to running transactions, most likely
-                left_out = [s for s in entry.free_in_rows_of(picked) if s not in got]
-                entry.reserve(left_out)
-                avoided.extend(left_out)
         raise LostRace()
 
     async def lacks(
