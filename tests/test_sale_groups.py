@@ -20,7 +20,7 @@ from billetterie.inventory import services
 from billetterie.sales import carts, closing
 from billetterie.sales import db as sales
 from billetterie.shared.db import read
-from billetterie.shared.groups import Groups
+from billetterie.shared.groups import Groups, RunAlone
 from tests.conftest import Backend
 from tests.sales_kit import Kit, open_kit
 
@@ -317,6 +317,50 @@ async def test_a_cart_whose_seat_races_keep_being_lost_runs_alone_after_its_grou
         orders = (await conn.execute(sa.select(o.id))).scalars().all()
     # the rolled-back attempt left nothing behind
     assert held == 7 and sorted(orders) == sorted(g["orderId"] for g in good)
+
+
+class _Engine:
+    """What :class:`Groups` reads of an engine: its dialect and its sync engine (a key)."""
+
+    class dialect:
+        name = "postgresql"
+
+    class _Sync:
+        pass
+
+    def __init__(self) -> None:
+        self.sync_engine = self._Sync()
+
+
+async def test_a_request_to_run_alone_runs_after_the_others_and_a_broken_run_is_answered() -> None:
+    engine: Any = _Engine()
+    calls: list[tuple[str, ...]] = []
+    started = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def run(_: Any, requests: list[str]) -> list[str]:
+        calls.append(tuple(requests))
+        if len(calls) == 1:  # the first group waits until the others are waiting
+            started.set()
+            await go_on.wait()
+        if "b" in requests and len(requests) > 1:
+            raise RunAlone(requests.index("b"))
+        if requests == ["x"]:  # a broken run: a request alone cannot run alone
+            raise RunAlone(0)
+        return [r.upper() for r in requests]
+
+    groups: Groups[str, str] = Groups(run, key=lambda _: 0, concurrent=1)
+    first = asyncio.create_task(groups.submit(engine, "a"))
+    await started.wait()
+    others = [asyncio.create_task(groups.submit(engine, r)) for r in "bcd"]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    go_on.set()
+    assert await asyncio.gather(first, *others) == ["A", "B", "C", "D"]
+    assert calls == [("a",), ("b", "c", "d"), ("c", "d"), ("b",)]
+    with pytest.raises(RuntimeError):
+        await groups.submit(engine, "x")
+    assert groups.state(engine).running == 0 and not groups.state(engine).waiting
 
 
 def claims_counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:

@@ -17,12 +17,12 @@ one statement per step for every request of the group.
   the first request refused once it may have written: the transaction rolls back, that
   request gets its error, the others run again without it. A group refused twice, or that
   fails otherwise (a commit refusing the group's counters or debits together, a lock
-  timeout), runs one request at a time, so that each gets its own answer. ``run`` raises
-  :class:`RunAlone` for a request the group's transaction cannot decide (it lost its seat
-  races round after round, twice: running the whole group again would most likely lose them
-  again):
-  the transaction rolls back, the others run again without it, then it runs alone, in a
-  transaction of its own with its own retries.
+  timeout), runs one request at a time, so that each gets its own answer.
+- ``run`` raises :class:`RunAlone` for a request the group's transaction cannot decide (it
+  lost its seat races round after round, twice: running the whole group again would most
+  likely lose them again): the transaction rolls back, the others run again without it (it
+  counts as a refusal), then it runs alone, in a transaction of its own with its own retries.
+  ``run`` must decide a request that runs alone.
 - Only on PostgreSQL: SQLite runs one writing transaction at a time, so every request runs
   alone, through the same ``run``.
 """
@@ -182,8 +182,10 @@ class Groups(Generic[T, R]):
                 refusals += 1
                 continue
             except RunAlone as taken:
-                if len(remaining) == 1:  # ``run`` must decide a request alone
-                    raise RuntimeError("a request alone cannot run alone again") from taken
+                if len(remaining) == 1:  # a broken ``run``: its caller hears of it
+                    remaining[0].settle(error=RuntimeError("a request alone must be decided"))
+                    remaining = []
+                    break
                 alone.append(remaining.pop(taken.index))
                 refusals += 1
                 continue
