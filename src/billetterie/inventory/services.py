@@ -173,14 +173,14 @@ class _Afterwards:
     """What an attempt's transaction leaves to do once it committed or rolled back (keeping
     the process's seat indexes in step); nothing here may await or fail."""
 
-    def __init__(self) -> None:
+    def __init__(self, attempt: int = 0) -> None:
+        self.attempt = attempt  # of the transaction's attempts (ATTEMPTS), from 0
         self.committed: list[Callable[[], None]] = []
         self.rolled_back: list[Callable[[], None]] = []
         self.setup_version: tuple[int, int] | None = None  # (institution id, version) read
         # performance -> its seat index, caught up with the change log by a hold of this
         # attempt (the next holds of the transaction, a group's carts, use it as it is)
         self.caught_up: dict[int, Any] = {}
-        self.attempt = 0  # of the transaction's attempts (ATTEMPTS), from 0
 
     def run(self, *, committed: bool) -> None:
         for action in self.committed if committed else self.rolled_back:
@@ -225,8 +225,7 @@ async def _with_retries(engine: AsyncEngine, work: Work, setup_of: int | None = 
 
 async def _attempts(engine: AsyncEngine, work: Work, setup_of: int | None) -> Any:
     for attempt in range(ATTEMPTS):
-        after = _Afterwards()
-        after.attempt = attempt
+        after = _Afterwards(attempt)
         token = commit_work.start()
         try:
             async with transaction(engine) as conn:
